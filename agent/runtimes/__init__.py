@@ -1,0 +1,1 @@
+"""Inference runtimes the worker can load a model into (ONNX Runtime, TFLite)."""

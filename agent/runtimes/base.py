@@ -1,0 +1,89 @@
+"""The interface every runtime backend implements, so the worker's timing loop is runtime-agnostic."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as the runtime declares it.
+
+    ``shape`` holds ints for static dims and ``None`` (or the symbolic name as a str) for dynamic ones.
+    ``dtype`` is a numpy dtype name ("float32", "uint8", ...).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...]
+    # Quantisation parameters for int8/uint8 TFLite tensors, informational.
+    quantization: tuple[float, int] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """One row of a per-operator profile (totals over all measured inferences)."""
+
+    op_type: str
+    node: str
+    total_us: float
+    calls: int
+    provider: str = ""
+
+
+class ModelSession(abc.ABC):
+    """A loaded model, ready to run. One per worker process."""
+
+    inputs: Sequence[TensorSpec]
+    outputs: Sequence[TensorSpec]
+    #: Providers / delegates the session really uses, preferred first.
+    providers: Sequence[str]
+
+    @abc.abstractmethod
+    def prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Bind the inputs once, before the timed loop; raise InvalidInput when they do not fit."""
+
+    @abc.abstractmethod
+    def run(self) -> None:
+        """Run one inference on the bound inputs. This is what the timing loop measures."""
+
+    def start_op_profile(self) -> None:  # noqa: B027 - optional hook
+        """Start collecting per-operator timings (runtimes that cannot do it ignore this)."""
+
+    def op_profile(self) -> tuple[list[OpTiming], list[OpTiming]]:
+        """Return (by op type, top nodes) for the inferences since start_op_profile."""
+        return [], []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release runtime resources."""
+
+
+class RuntimeBackend(abc.ABC):
+    """A runtime that can load models of one format."""
+
+    name: str
+    formats: tuple[str, ...]
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The runtime's version string; raises RuntimeMissing when it is not installed."""
+
+    @abc.abstractmethod
+    def available_providers(self) -> list[str]:
+        """Execution providers / delegates available on this board, preferred first."""
+
+    @abc.abstractmethod
+    def load(
+        self,
+        model_path: str,
+        *,
+        threads: int,
+        providers: Sequence[str],
+        options: Mapping[str, str],
+        op_profile: bool,
+    ) -> ModelSession:
+        """Load a model; raise InvalidModel for bad bytes, RuntimeMissing for a missing provider."""

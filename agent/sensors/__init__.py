@@ -1,0 +1,1 @@
+"""Sensor backends (power, energy, temperature, memory) read by the agent's samplers, never the worker."""

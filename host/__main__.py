@@ -1,0 +1,5 @@
+"""`python -m host` runs the host CLI."""
+
+from host.cli import main
+
+main()
