@@ -1,0 +1,191 @@
+"""Latency statistics: order-statistic intervals, summary figures, live median and the warmup rule."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from host.stats import (
+    batch_means_ci95,
+    is_stable,
+    latency_stats,
+    quantile_ci,
+    rank_coverage,
+    running_p50_ms,
+    t_critical_95,
+)
+
+
+def _ranks(n: int, q: float) -> tuple[int, int]:
+    """The 1-based ranks quantile_ci picks, read back from the sample 1..n."""
+    lo, hi = quantile_ci(np.arange(1, n + 1, dtype=np.float64), q)
+    return int(lo), int(hi)
+
+
+def test_median_ci_of_ten_uses_exact_binomial_ranks_2_and_9() -> None:
+    # P(B <= 1) = 11/1024 = 0.0107 <= 0.025 < P(B <= 2) = 56/1024, so the ranks are 2 and 10 - 2 + 1.
+    values = np.array([10.0, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+
+    lo, hi = quantile_ci(values, 0.5)
+
+    assert (lo, hi) == (11.0, 18.0)
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9])
+def test_quantile_ci_covers_the_true_quantile_in_simulation(q: float) -> None:
+    rng = np.random.default_rng(7)
+    sigma = 0.6
+    true_quantile = math.exp(sigma * {0.5: 0.0, 0.9: 1.2815515655446004}[q])
+    samples = np.sort(rng.lognormal(0.0, sigma, size=(2000, 50)), axis=1)
+
+    hits = sum(lo <= true_quantile <= hi for lo, hi in (quantile_ci(row, q) for row in samples))
+
+    assert hits / 2000 >= 0.93
+
+
+@pytest.mark.parametrize("n", [6, 7, 10, 29, 30, 31, 50, 99, 100, 101, 1000, 5000, 5001, 20000, 100000])
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
+def test_quantile_ci_ranks_reach_95_percent_coverage_when_any_ranks_can(n: int, q: float) -> None:
+    lo, hi = _ranks(n, q)
+
+    coverage = rank_coverage(n, q, lo, hi)
+
+    if (lo, hi) == (1, n):  # (min, max) only when no narrower pair of ranks reaches 95%
+        assert rank_coverage(n, q, 2, n) < 0.95
+        assert rank_coverage(n, q, 1, n - 1) < 0.95
+    else:
+        assert 0.95 <= coverage <= 0.98  # reaches the level without being needlessly wide
+
+
+def test_normal_approximation_ranks_stay_close_to_exact_ranks() -> None:
+    lo_exact, hi_exact = _ranks(5000, 0.9)
+
+    lo_normal, hi_normal = _ranks(5001, 0.9)
+
+    assert abs(lo_normal - lo_exact) <= 2
+    assert abs(hi_normal - hi_exact) <= 3
+
+
+def test_quantile_ci_too_few_samples_gives_min_max_and_one_sample_gives_the_point() -> None:
+    five = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # best interval (min, max) covers the median 93.75% < 95%
+
+    assert quantile_ci(five, 0.5) == (1.0, 5.0)
+    assert quantile_ci(np.array([2.5]), 0.9) == (2.5, 2.5)
+    with pytest.raises(ValueError):
+        quantile_ci(np.array([]), 0.5)
+
+
+def _back_to_back(latencies_ms: np.ndarray, t0_ns: int = 5_000_000_000) -> tuple[np.ndarray, np.ndarray]:
+    lat_ns = (np.asarray(latencies_ms) * 1e6).astype(np.int64)
+    ends = t0_ns + np.cumsum(lat_ns)
+    return ends - lat_ns, ends
+
+
+def test_latency_stats_of_1_to_100_ms() -> None:
+    start_ns, end_ns = _back_to_back(np.arange(1, 101, dtype=np.float64))
+
+    stats = latency_stats(start_ns, end_ns)
+
+    assert stats.n == 100
+    assert stats.p50_ms == pytest.approx(50.5)
+    assert stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01)
+    assert stats.mean_ms == pytest.approx(50.5)
+    assert stats.std_ms == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+    assert (stats.min_ms, stats.max_ms) == (1.0, 100.0)
+    assert stats.p50_ci95_ms == (40.0, 61.0)
+    assert stats.duration_s == pytest.approx(5.050)
+    assert stats.throughput_ips == pytest.approx(100 / 5.050)
+    assert stats.outliers == 0
+
+
+def test_far_out_latencies_are_counted_but_kept() -> None:
+    latencies = np.concatenate((np.full(98, 10.0) + np.linspace(0, 1, 98), [30.0, 500.0]))
+    start_ns, end_ns = _back_to_back(latencies)
+
+    stats = latency_stats(start_ns, end_ns)
+
+    assert stats.outliers == 2
+    assert stats.outlier_fraction == pytest.approx(0.02)
+    assert stats.max_ms == pytest.approx(500.0)
+
+
+def test_latency_stats_of_one_inference() -> None:
+    start_ns, end_ns = np.array([1_000_000_000]), np.array([1_004_000_000])
+
+    stats = latency_stats(start_ns, end_ns)
+
+    assert stats.n == 1
+    assert stats.p50_ms == stats.p99_ms == stats.min_ms == stats.max_ms == pytest.approx(4.0)
+    assert stats.std_ms == 0.0
+    assert stats.p50_ci95_ms == (4.0, 4.0)
+    assert stats.throughput_ips == pytest.approx(250.0)
+
+
+def test_latency_stats_of_no_inference_says_so() -> None:
+    with pytest.raises(ValueError, match="no measured inferences"):
+        latency_stats(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+
+
+def test_latency_dict_has_the_result_document_keys() -> None:
+    start_ns, end_ns = _back_to_back(np.array([2.0, 3.0, 4.0]))
+
+    out = latency_stats(start_ns, end_ns).to_dict()
+
+    design_keys = {"p50", "p90", "p99", "mean", "std", "min", "max", "p50_ci95"}
+    assert design_keys | {"p90_ci95", "n", "outliers"} <= set(out)
+    assert out["p50_ci95"] == [2.0, 4.0]
+
+
+def test_running_p50_matches_median_and_is_cheap_on_100k() -> None:
+    rng = np.random.default_rng(3)
+    latency_ns = rng.integers(1_000_000, 9_000_000, size=100_000)
+
+    began = time.perf_counter()
+    for _ in range(10):
+        p50 = running_p50_ms(latency_ns)
+    per_call_s = (time.perf_counter() - began) / 10
+
+    assert p50 == pytest.approx(float(np.median(latency_ns)) / 1e6)
+    assert running_p50_ms([3_000_000]) == pytest.approx(3.0)
+    assert running_p50_ms([]) is None
+    assert per_call_s < 0.05
+
+
+def test_warmup_is_stable_only_after_latency_stops_falling() -> None:
+    warming = list(np.linspace(20e6, 10e6, 60).astype(int))
+    settled = [10_000_000 + (i % 7) * 20_000 for i in range(60)]
+
+    assert not is_stable(warming, block=20)
+    assert not is_stable(warming + settled[:20], block=20)
+    assert is_stable(warming + settled, block=20)
+
+
+def test_one_slow_outlier_does_not_break_stability() -> None:
+    latencies = [10_000_000] * 60
+    latencies[45] = 90_000_000
+
+    assert is_stable(latencies, block=20)
+
+
+def test_slow_drift_across_blocks_is_not_stable() -> None:
+    # 3% per block: each neighbour pair is within 5%, the three blocks together are not.
+    latencies = [10_000_000] * 20 + [10_300_000] * 20 + [10_609_000] * 20
+
+    assert not is_stable(latencies, block=20, tolerance=0.05)
+    assert not is_stable(latencies[:59], block=20)
+
+
+def test_t_interval_on_batch_means_by_hand() -> None:
+    # mean 3, s = sqrt(2.5), t(4) = 2.776: half-width 2.776 * 1.5811 / sqrt(5) = 1.9629.
+    lo, hi = batch_means_ci95(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+
+    assert lo == pytest.approx(3 - 1.9629, abs=1e-3)
+    assert hi == pytest.approx(3 + 1.9629, abs=1e-3)
+    assert t_critical_95(1) == 12.706
+    assert t_critical_95(30) == 2.042
+    assert t_critical_95(45) == 2.021
+    assert t_critical_95(1000) == 1.96
