@@ -1,0 +1,303 @@
+"""Energy accounting from raw sensor series: integration, counters, idle subtraction, intervals, thermal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from host.energy import co2e_g, empty, energy_stats, peak_bytes, power_over_time_w, thermal_stats
+from host.rundata import PhaseSpan, Series
+
+S = 1_000_000_000  # ns per second
+T0 = 100 * S  # boards' monotonic clocks do not start at zero
+
+
+def _uneven_times_ns(start_s: float, end_s: float, seed: int = 1) -> np.ndarray:
+    """Sample times 2..18 ms apart, like a sampler thread that the scheduler delays."""
+    rng = np.random.default_rng(seed)
+    gaps_ns = rng.integers(2_000_000, 18_000_000, size=int((end_s - start_s) * 200) + 10)
+    t_ns = T0 + int(start_s * S) + np.concatenate(([0], np.cumsum(gaps_ns)))
+    return t_ns[t_ns <= T0 + int(end_s * S)]
+
+
+def _power_w(t_s: np.ndarray) -> np.ndarray:
+    """Piecewise-linear (2 W ramping to 5 W over 4 s, then flat) plus a 0.7 Hz sine of 1.5 W."""
+    return 2.0 + 0.75 * np.minimum(t_s, 4.0) + 1.5 * np.sin(2 * np.pi * 0.7 * t_s)
+
+
+def _energy_j(t_s: np.ndarray) -> np.ndarray:
+    """Exact integral of _power_w from 0 to t."""
+    ramp = np.where(t_s < 4.0, 0.375 * t_s**2, 0.375 * 16 + 3.0 * (t_s - 4.0))
+    sine = 1.5 / (2 * np.pi * 0.7) * (1 - np.cos(2 * np.pi * 0.7 * t_s))
+    return 2.0 * t_s + ramp + sine
+
+
+def _inferences(start_s: float, end_s: float, every_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Back-to-back inference windows filling [start_s, end_s)."""
+    n = round((end_s - start_s) / every_s)
+    starts = T0 + np.round((start_s + np.arange(n) * every_s) * S).astype(np.int64)
+    return starts, starts + int(every_s * S)
+
+
+def _span(name: str, start_s: float, end_s: float) -> PhaseSpan:
+    return PhaseSpan(name, T0 + int(start_s * S), T0 + int(end_s * S))
+
+
+def _rel_s(t_ns: np.ndarray) -> np.ndarray:
+    return (t_ns - T0).astype(np.float64) / S
+
+
+def test_integrated_power_matches_known_integral_within_half_a_percent() -> None:
+    t_ns = _uneven_times_ns(0.0, 10.0)
+    power = Series("VDD_IN", "power_mw", "total", "ina3221", t_ns, _power_w(_rel_s(t_ns)) * 1e3)
+    start_ns, end_ns = _inferences(1.2345, 8.7645, 0.0251)
+    expected_j = float(np.diff(_energy_j(_rel_s(np.array([start_ns[0], end_ns[-1]]))))[0])
+
+    stats = energy_stats([power], _span("measure", 1.0, 9.0), None, start_ns, end_ns)
+
+    assert stats.method == "power-integration"
+    assert stats.energy_j_total == pytest.approx(expected_j, rel=0.005)
+    assert stats.energy_mj_per_inference == pytest.approx(expected_j / start_ns.size * 1e3, rel=0.005)
+
+
+def test_window_edges_between_samples_are_interpolated_exactly_for_linear_power() -> None:
+    t_ns = T0 + np.arange(0, 11) * S  # one sample a second; the window edges fall mid-interval
+    power = Series("rail", "power_mw", "total", "csv", t_ns, (1.0 + 0.5 * np.arange(11)) * 1e3)
+    start_ns = np.array([T0 + int(2.25 * S)])
+    end_ns = np.array([T0 + int(7.5 * S)])
+
+    stats = energy_stats([power], _span("measure", 2.0, 8.0), None, start_ns, end_ns)
+
+    # P(t) = 1 + 0.5 t W, so E = t + t^2/4 between 2.25 and 7.5 s.
+    assert stats.energy_j_total == pytest.approx((7.5 + 7.5**2 / 4) - (2.25 + 2.25**2 / 4), rel=1e-9)
+    assert stats.duration_s == pytest.approx(5.25)
+
+
+def test_counter_and_power_integration_agree_on_the_same_trace() -> None:
+    t_ns = _uneven_times_ns(0.0, 10.0, seed=4)
+    rel_s = _rel_s(t_ns)
+    counter = Series("pkg", "energy_uj", "total", "nvml", t_ns, 7e9 + _energy_j(rel_s) * 1e6)
+    power = Series("pkg", "power_mw", "total", "nvml", t_ns, _power_w(rel_s) * 1e3)
+    start_ns, end_ns = _inferences(2.0, 9.0, 0.01)
+    measure = _span("measure", 2.0, 9.0)
+
+    by_counter = energy_stats([counter], measure, None, start_ns, end_ns)
+    by_power = energy_stats([power], measure, None, start_ns, end_ns)
+
+    assert (by_counter.method, by_power.method) == ("counter", "power-integration")
+    assert by_counter.energy_j_total == pytest.approx(by_power.energy_j_total, rel=0.001)
+
+
+def _rapl_counter(name: str, watts: float, start_s: float, end_s: float, seed: int) -> Series:
+    """A RAPL package counter read about every ms, in 61 uJ steps, already unwrapped by the agent."""
+    rng = np.random.default_rng(seed)
+    t_ns = (
+        T0
+        + int(start_s * S)
+        + np.cumsum(rng.integers(800_000, 1_200_000, size=int((end_s - start_s) * 1000)))
+    )
+    energy_uj = np.floor(watts * _rel_s(t_ns) * 1e6 / 61.0) * 61.0 + 2**32
+    return Series(
+        name, "energy_uj", "total" if name.startswith("package") else "dram", "rapl", t_ns, energy_uj
+    )
+
+
+def test_rapl_counter_at_4_watts_gives_4_watts_and_power_times_time_per_inference() -> None:
+    counter = _rapl_counter("package-0", 4.0, 0.0, 8.0, seed=2)
+    idle = _span("idle", 0.5, 2.5)
+    start_ns, end_ns = _inferences(3.0, 7.5, 0.012)
+
+    stats = energy_stats([counter], _span("measure", 3.0, 7.5), idle, start_ns, end_ns)
+
+    assert stats.method == "counter"
+    assert stats.avg_power_w == pytest.approx(4.0, rel=0.01)
+    assert stats.idle_power_w == pytest.approx(4.0, rel=0.01)
+    assert stats.energy_mj_per_inference == pytest.approx(4.0 * 12.0, rel=0.01)
+    assert stats.dynamic_energy_mj_per_inference is not None
+    assert abs(stats.dynamic_energy_mj_per_inference) < 0.01 * 48.0
+    lo, hi = stats.energy_mj_per_inference_ci95 or (math.nan, math.nan)
+    assert lo <= 48.0 <= hi and hi - lo < 1.0
+    assert stats.sample_rate_hz == pytest.approx(1000, rel=0.05)
+    assert stats.avg_power_w is not None and stats.duration_s is not None
+    assert stats.avg_power_w * stats.duration_s == pytest.approx(stats.energy_j_total)
+
+
+def test_rapl_packages_and_dram_are_summed_but_sub_zones_are_not() -> None:
+    zones = [
+        _rapl_counter("package-0", 3.0, 0.0, 6.0, seed=5),
+        _rapl_counter("package-1", 1.0, 0.0, 6.0, seed=6),
+        _rapl_counter("dram", 0.5, 0.0, 6.0, seed=7),
+    ]
+    core = _rapl_counter("core", 2.0, 0.0, 6.0, seed=8)
+    core.role = "cpu"
+    start_ns, end_ns = _inferences(1.0, 5.0, 0.02)
+
+    stats = energy_stats([*zones, core], _span("measure", 1.0, 5.0), None, start_ns, end_ns)
+
+    assert stats.avg_power_w == pytest.approx(4.5, rel=0.01)
+    assert stats.sensor == "rapl:package-0 + rapl:package-1 + rapl:dram"
+
+
+def _step_trace(idle_w: float, active_w: float) -> Series:
+    """Power held at idle_w until 3.0 s, then active_w; sampled every 10 ms."""
+    t_ns = T0 + np.arange(0, 1000) * 10_000_000
+    watts = np.where(_rel_s(t_ns) < 3.0, idle_w, active_w)
+    return Series("VDD_IN", "power_mw", "total", "ina3221", t_ns, watts * 1e3)
+
+
+def test_idle_subtraction_is_exact_for_a_step_trace() -> None:
+    start_ns, end_ns = _inferences(4.0, 9.0, 0.025)
+
+    stats = energy_stats(
+        [_step_trace(2.0, 5.0)], _span("measure", 4.0, 9.0), _span("idle", 0.5, 2.5), start_ns, end_ns
+    )
+
+    assert stats.idle_power_w == pytest.approx(2.0, rel=1e-9)
+    assert stats.avg_power_w == pytest.approx(5.0, rel=1e-9)
+    assert stats.energy_mj_per_inference == pytest.approx(5.0 * 25.0, rel=1e-9)
+    assert stats.dynamic_energy_mj_per_inference == pytest.approx(3.0 * 25.0, rel=1e-9)
+    assert stats.dynamic_energy_mj_per_inference_ci95 == pytest.approx((75.0, 75.0), abs=1e-6)
+
+
+def test_dynamic_energy_below_idle_is_reported_negative_not_clamped() -> None:
+    start_ns, end_ns = _inferences(4.0, 9.0, 0.025)
+
+    stats = energy_stats(
+        [_step_trace(2.0, 1.9)], _span("measure", 4.0, 9.0), _span("idle", 0.5, 2.5), start_ns, end_ns
+    )
+
+    assert stats.dynamic_energy_mj_per_inference == pytest.approx(-0.1 * 25.0, rel=1e-9)
+
+
+def test_energy_interval_is_a_t_interval_on_block_means() -> None:
+    # Ten blocks of 100 inferences of 10 ms; block k draws 4 + 0.1 k W, so 40 + k mJ per inference.
+    # Mean 44.5, s = 3.0277 over 0..9, t(9) = 2.262: half-width 2.262 * 3.0277 / sqrt(10) = 2.1657.
+    t_ns = T0 + np.arange(0, 10_001) * 1_000_000
+    rel_s = _rel_s(t_ns)
+    whole_s = np.floor(rel_s)  # seconds completed: sum of 4 + 0.1 k for k < whole, then the current one
+    energy_j = 4 * whole_s + 0.05 * whole_s * (whole_s - 1) + (rel_s - whole_s) * (4 + 0.1 * whole_s)
+    counter = Series("gpu", "energy_uj", "total", "nvml", t_ns, energy_j * 1e6)
+    start_ns, end_ns = _inferences(0.0, 10.0, 0.010)
+
+    stats = energy_stats([counter], _span("measure", 0.0, 10.0), None, start_ns, end_ns)
+
+    assert stats.energy_mj_per_inference == pytest.approx(44.5, rel=1e-6)
+    lo, hi = stats.energy_mj_per_inference_ci95 or (math.nan, math.nan)
+    assert lo == pytest.approx(44.5 - 2.1657, abs=2e-3)
+    assert hi == pytest.approx(44.5 + 2.1657, abs=2e-3)
+
+
+def test_counter_is_preferred_over_power_of_the_same_rail() -> None:
+    t_ns = T0 + np.arange(0, 1001) * 10_000_000
+    counter = Series("gpu", "energy_uj", "total", "nvml", t_ns, 60.0 * _rel_s(t_ns) * 1e6)
+    lagging_power = Series("gpu", "power_mw", "total", "nvml", t_ns, np.full(t_ns.size, 55_000.0))
+    start_ns, end_ns = _inferences(2.0, 8.0, 0.05)
+
+    stats = energy_stats([lagging_power, counter], _span("measure", 2.0, 8.0), None, start_ns, end_ns)
+
+    assert stats.method == "counter"
+    assert stats.avg_power_w == pytest.approx(60.0, rel=1e-6)
+
+
+def test_without_a_total_rail_every_rail_is_summed_and_the_sensor_says_so() -> None:
+    t_ns = T0 + np.arange(0, 1001) * 10_000_000
+    rails = [
+        Series(name, "power_mw", role, "ina3221", t_ns, np.full(t_ns.size, mw))
+        for name, role, mw in (("VDD_CPU", "cpu", 1500.0), ("VDD_GPU", "gpu", 2500.0))
+    ]
+    temperature = Series("cpu-thermal", "temp_c", "", "thermal", t_ns, np.full(t_ns.size, 50.0))
+    start_ns, end_ns = _inferences(2.0, 8.0, 0.05)
+
+    stats = energy_stats([*rails, temperature], _span("measure", 2.0, 8.0), None, start_ns, end_ns)
+
+    assert stats.avg_power_w == pytest.approx(4.0)
+    assert stats.sensor is not None and "no 'total' rail" in stats.sensor and "VDD_GPU" in stats.sensor
+
+
+def test_no_power_sensor_gives_all_null_energy() -> None:
+    t_ns = T0 + np.arange(0, 100) * 10_000_000
+    temperature = Series("cpu-thermal", "temp_c", "", "thermal", t_ns, np.full(t_ns.size, 50.0))
+    start_ns, end_ns = _inferences(0.1, 0.9, 0.1)
+
+    out = energy_stats([temperature], _span("measure", 0.1, 0.9), None, start_ns, end_ns).to_dict()
+
+    design_keys = {
+        "method", "sensor", "idle_power_w", "avg_power_w", "energy_mj_per_inference",
+        "dynamic_energy_mj_per_inference", "energy_mj_per_inference_ci95",
+    }  # fmt: skip
+    assert design_keys <= set(out)
+    assert all(value is None for value in out.values())
+    assert out == empty()
+
+
+def test_power_over_time_differentiates_a_counter() -> None:
+    counter = _rapl_counter("package-0", 4.0, 0.0, 3.0, seed=9)
+
+    t_ns, watts = power_over_time_w([counter])
+
+    assert t_ns.size > 100 and np.all(np.diff(t_ns) > 0)
+    assert np.median(watts) == pytest.approx(4.0, rel=0.02)
+
+
+def test_co2e_estimate_from_energy_and_grid_intensity() -> None:
+    assert co2e_g(3.6e6, 400.0) == pytest.approx(400.0)  # 1 kWh at 400 g/kWh
+
+
+def _freq(values_khz: list[float], start_s: float = 0.0, every_s: float = 0.1) -> Series:
+    t_ns = T0 + np.round((start_s + np.arange(len(values_khz)) * every_s) * S).astype(np.int64)
+    return Series("cpu0", "cpu_freq_khz", "", "cpufreq", t_ns, np.array(values_khz, dtype=np.float64))
+
+
+# Idle 0-1 s, warmup 1-2 s, measure 2-3 s; samples every 100 ms.
+IDLE, WARMUP, MEASURE = _span("idle", 0.0, 0.95), _span("warmup", 1.0, 1.95), _span("measure", 2.0, 3.0)
+
+
+def test_sustained_frequency_drop_during_measure_is_throttling() -> None:
+    freq = _freq([600_000.0] * 10 + [2_000_000.0] * 10 + [2_000_000.0] * 5 + [1_500_000.0] * 5)
+
+    thermal = thermal_stats([freq], MEASURE, warmup=WARMUP, idle=IDLE)
+
+    assert thermal["throttled"] is True
+    assert "cpu0" in thermal["throttle_reason"] and "25% below" in thermal["throttle_reason"]
+
+
+def test_one_low_frequency_reading_or_a_low_idle_clock_is_not_throttling() -> None:
+    freq = _freq(
+        [600_000.0] * 10 + [2_000_000.0] * 10 + [2_000_000.0] * 5 + [1_500_000.0] + [2_000_000.0] * 4
+    )
+
+    thermal = thermal_stats([freq], MEASURE, warmup=WARMUP, idle=IDLE)
+
+    assert thermal["throttled"] is False
+    assert thermal["throttle_reason"] is None
+
+
+def test_throttle_flag_counts_only_during_measure() -> None:
+    flag_in_warmup = _freq([0.0] * 10 + [1.0] * 10 + [0.0] * 10)
+    flag_in_warmup.kind, flag_in_warmup.name = "throttle", "soc_throttle"
+    flag_in_measure = _freq([0.0] * 25 + [1.0] * 5)
+    flag_in_measure.kind, flag_in_measure.name = "throttle", "soc_throttle"
+
+    assert thermal_stats([flag_in_warmup], MEASURE, warmup=WARMUP)["throttled"] is False
+    assert thermal_stats([flag_in_measure], MEASURE, warmup=WARMUP)["throttled"] is True
+
+
+def test_max_temperature_spans_warmup_and_measure_and_unknown_throttling_is_null() -> None:
+    temps = _freq([80.0] * 10 + [55.0] * 9 + [61.0] + [58.0] * 10)  # hot settle/idle reading excluded
+    temps.kind = "temp_c"
+
+    thermal = thermal_stats([temps], MEASURE, warmup=WARMUP)
+
+    assert thermal["max_temp_c"] == 61.0
+    assert thermal["throttled"] is None
+    assert thermal_stats([temps], MEASURE, warmup=WARMUP, trip_temp_c=57.0)["throttled"] is True
+
+
+def test_peak_bytes_of_worker_rss() -> None:
+    rss = _freq([100e6, 250e6, 180e6])
+    rss.kind = "rss_bytes"
+
+    assert peak_bytes([rss]) == 250_000_000
+    assert peak_bytes([rss], kind="gpu_mem_bytes") is None
