@@ -187,12 +187,15 @@ def energy_stats(
     interval splits the inferences into CI_BLOCKS blocks by count (fewer when the sensor is too sparse,
     none below CI_MIN_BLOCKS), takes energy per inference in each, and centres a Student-t interval on
     the overall estimate. The dynamic interval treats idle power as known (its own noise is not added).
+    idle_power_w and the dynamic figures are None without an idle span that the samples cover.
     """
     channels, method, sensor = choose_channels(series)
     if not channels:
         return EnergyStats.empty()
     starts = np.asarray(start_ns, dtype=np.int64)
     ends = np.asarray(end_ns, dtype=np.int64)
+    if starts.shape != ends.shape:
+        raise ValueError(f"start_ns and end_ns differ in length: {starts.shape} and {ends.shape}")
     n = int(starts.size)
     if n:
         order = np.argsort(starts, kind="stable")
