@@ -1,0 +1,96 @@
+"""The `agent` command line (argparse, so the daemon starts fast): serve, info, sensors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from agent import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent", description="edgeprof agent: runs models on this board and streams measurements.")
+    parser.add_argument("--version", action="version", version=f"edgeprof agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve profiling jobs over gRPC")
+    serve.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT",
+                       help="address to listen on (default 127.0.0.1:50051; port 0 picks a free one)")
+    serve.add_argument("--profile", help="device profile (default: detected from the board)")
+    serve.add_argument("--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0 or csv:/dev/ttyACM0@115200")
+    serve.add_argument("--token-file", type=Path, help="file holding the bearer token hosts must present")
+    serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    serve.add_argument("--tls-client-ca", type=Path, help="CA that client certificates must chain to (mutual TLS)")
+    serve.add_argument("--insecure", action="store_true", help="allow listening beyond loopback without token or TLS")
+    serve.add_argument("--no-advertise", action="store_true", help="do not announce this agent over zeroconf")
+    serve.add_argument("--tags", default="", help="comma-separated tags hosts can select fleets by")
+    serve.add_argument("--data-dir", type=Path, help="model cache and journal (default ~/.local/share/edgeprof/agent)")
+    serve.add_argument("--cache-limit-mb", type=float, default=2048, help="model cache size limit (LRU eviction)")
+    serve.add_argument("--max-model-mb", type=float, default=1024, help="largest model accepted")
+    serve.add_argument("--sample-rate-hz", type=float, default=100.0, help="default sensor sampling rate")
+    serve.add_argument("--max-queued", type=int, default=8, help="jobs that may wait behind the running one")
+    serve.add_argument("--job-timeout-s", type=float, default=3600.0, help="default per-job timeout")
+
+    info = sub.add_parser("info", help="describe this board: OS, CPU, memory, runtimes, profile")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--profile", help="device profile (default: detected)")
+
+    sensors = sub.add_parser("sensors", help="detected sensors with a live reading of each")
+    sensors.add_argument("--json", action="store_true", help="machine-readable output")
+    sensors.add_argument("--profile", help="device profile (default: detected)")
+    sensors.add_argument("--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0")
+    return parser
+
+
+def _info(profile: str | None, as_json: bool) -> int:
+    from agent import board
+    from agent.profiles import detect_profile_name, load_profile
+
+    try:
+        name = load_profile(profile or detect_profile_name()).name
+    except ValueError as err:
+        print(f"agent: {err}", file=sys.stderr)
+        return 2
+    info = board.describe(name, board.runtimes_via_subprocess())
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    gib = info["ram_bytes"] / 1024**3
+    print(f"host      {info['hostname']}  ({info['board'] or info['machine']})")
+    print(f"os        {info['os']}, kernel {info['kernel']}")
+    print(f"cpu       {info['cpu_model']}, {info['cpu_cores']} cores, {gib:.1f} GiB RAM")
+    print(f"profile   {info['profile']}")
+    for rt in info["runtimes"] or [{"name": "none found", "version": "", "providers": []}]:
+        print(f"runtime   {rt['name']} {rt['version']}  {' '.join(rt['providers'])}")
+    for key, value in sorted(info["metadata"].items()):
+        print(f"{key:<9} {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from agent.serve import ServeOptions, default_data_dir, serve
+
+        opts = ServeOptions(
+            listen=args.listen, profile=args.profile, power_meter=args.power_meter, token_file=args.token_file,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, insecure=args.insecure,
+            advertise=not args.no_advertise, tags=[t.strip() for t in args.tags.split(",") if t.strip()],
+            data_dir=args.data_dir or default_data_dir(), cache_limit_mb=args.cache_limit_mb,
+            max_model_mb=args.max_model_mb, sample_rate_hz=args.sample_rate_hz, max_queued=args.max_queued,
+            job_timeout_s=args.job_timeout_s,
+        )
+        sys.exit(serve(opts))
+    if args.command == "info":
+        sys.exit(_info(args.profile, args.json))
+    if args.command == "sensors":
+        from agent.sensors.cli import run_sensors_command
+
+        sys.exit(run_sensors_command(args.profile, args.power_meter, args.json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Model inputs for a job: shapes resolved from the model and --input-shape, random data or a user .npz."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from agent.errors import InvalidInput
+from agent.runtimes.base import TensorSpec
+
+_DIMS = re.compile(r"^\d+(x\d+)*$")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """"1x3x224x224" -> (1, 3, 224, 224); raises InvalidInput on anything else."""
+    text = text.strip().lower()
+    if not _DIMS.match(text):
+        raise InvalidInput(f"bad shape '{text}': write dimensions as positive integers joined by 'x', e.g. 1x3x224x224")
+    dims = tuple(int(d) for d in text.split("x"))
+    if any(d <= 0 for d in dims):
+        raise InvalidInput(f"bad shape '{text}': every dimension must be at least 1")
+    return dims
+
+
+def parse_input_shape_flags(flags: Sequence[str]) -> dict[str, str]:
+    """["data=1x3x224x224", ...] -> {"data": "1x3x224x224"}, validating each shape."""
+    shapes: dict[str, str] = {}
+    for flag in flags:
+        name, sep, shape = flag.rpartition("=")
+        if not sep or not name:
+            raise InvalidInput(f"bad --input-shape '{flag}': expected NAME=DIMS, e.g. data=1x3x224x224")
+        parse_shape(shape)
+        shapes[name] = shape
+    return shapes
+
+
+def resolve_shapes(specs: Sequence[TensorSpec], overrides: Mapping[str, str]) -> dict[str, tuple[int, ...]]:
+    """The concrete shape of every input.
+
+    Static dims come from the model; --input-shape may restate them but not contradict them. A
+    dynamic leading (batch) dim defaults to 1; any other dynamic dim needs --input-shape.
+    """
+    names = [spec.name for spec in specs]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise InvalidInput(f"--input-shape names no input of this model: {', '.join(unknown)} (inputs: {', '.join(names)})")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        if spec.name in overrides:
+            shape = parse_shape(overrides[spec.name])
+            if len(shape) != len(spec.shape):
+                raise InvalidInput(
+                    f"--input-shape {spec.name}={overrides[spec.name]} has rank {len(shape)}, "
+                    f"the model's input has rank {len(spec.shape)} ({_show(spec.shape)})"
+                )
+            for axis, (given, declared) in enumerate(zip(shape, spec.shape, strict=True)):
+                if isinstance(declared, int) and declared > 0 and declared != given:
+                    raise InvalidInput(
+                        f"--input-shape {spec.name}={overrides[spec.name]} contradicts the model: axis {axis} "
+                        f"is fixed at {declared} ({_show(spec.shape)})"
+                    )
+            shapes[spec.name] = shape
+            continue
+        dims: list[int] = []
+        for axis, declared in enumerate(spec.shape):
+            if isinstance(declared, int) and declared > 0:
+                dims.append(declared)
+            elif axis == 0:
+                dims.append(1)
+            else:
+                raise InvalidInput(
+                    f"input '{spec.name}' has a dynamic dimension at axis {axis} ({_show(spec.shape)}): "
+                    f"give it with --input-shape {spec.name}=" + "x".join(str(d) if d else "N" for d in _ints(spec.shape))
+                )
+        shapes[spec.name] = tuple(dims)
+    return shapes
+
+
+def random_inputs(
+    specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random data of each input's dtype and shape (fixed seed: runs are repeatable)."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = shapes[spec.name]
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+        elif dtype.kind in "iu":
+            # Small non-negative values: valid token ids, indices and quantised pixels alike.
+            high = min(np.iinfo(dtype).max, 10) + 1
+            feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
+        else:
+            raise InvalidInput(f"input '{spec.name}' has dtype {spec.dtype}, which edgeprof cannot generate; pass --inputs data.npz")
+    return feeds
+
+
+def load_npz(data: bytes, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """User-supplied inputs from .npz bytes, checked against the model's inputs."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise InvalidInput(f"the inputs file is not a valid .npz archive: {err}") from err
+    expected = [spec.name for spec in specs]
+    missing = [name for name in expected if name not in arrays]
+    if missing:
+        raise InvalidInput(
+            f"the inputs file lacks {', '.join(missing)} (it has: {', '.join(sorted(arrays)) or 'nothing'})"
+        )
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        array = arrays[spec.name]
+        if len(array.shape) != len(spec.shape):
+            raise InvalidInput(f"input '{spec.name}' in the .npz has shape {array.shape}, the model wants {_show(spec.shape)}")
+        for axis, (given, declared) in enumerate(zip(array.shape, spec.shape, strict=True)):
+            if isinstance(declared, int) and declared > 0 and declared != given:
+                raise InvalidInput(
+                    f"input '{spec.name}' in the .npz has shape {array.shape}, the model fixes axis {axis} at {declared}"
+                )
+        feeds[spec.name] = array.astype(np.dtype(spec.dtype), copy=False)
+    return feeds
+
+
+def _ints(shape: Sequence[int | str | None]) -> list[int]:
+    return [d if isinstance(d, int) and d > 0 else 0 for d in shape]
+
+
+def _show(shape: Sequence[int | str | None]) -> str:
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"

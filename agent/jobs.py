@@ -1,0 +1,455 @@
+"""The job runner: a bounded queue, one job at a time per board, each in a worker subprocess.
+
+Measurements never overlap: a second Profile waits in the queue (its stream reports the QUEUED phase
+with its position) and is refused with RESOURCE_EXHAUSTED only when the queue is full.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import frames
+from agent.batches import BatchEmitter, job_end
+from agent.errors import Busy, InvalidInput
+from agent.inputs import parse_shape
+from agent.journal import Journal
+from agent.model_cache import ModelCache, check_sha256
+from agent.sampler import DEFAULT_RATE_HZ, Sampler
+from agent.sensors.base import TEMP_C, Sensor
+from protos import agent_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+FORMATS = ("onnx", "ort", "tflite")
+MAX_NPZ_BYTES = 64 * 1024**2
+FLUSH_INTERVAL_S = 0.1
+
+
+@dataclass
+class JobSettings:
+    """What the board contributes to every job (from the device profile and `agent serve` flags)."""
+
+    profile: str = "generic-linux"
+    providers: Sequence[str] = ()
+    settle_temp_c: float | None = None
+    default_timeout_s: float = 3600.0
+    max_queued: int = 8
+    sample_rate_hz: float = DEFAULT_RATE_HZ
+    #: Sensors read during every job (power, temperature, frequency); the worker's memory is added.
+    sensors: Sequence[Sensor] = ()
+    #: Builds the sensor that follows the worker's memory, given its pid.
+    memory_sensor: Callable[[int], Sensor] | None = None
+    #: Snapshot of the board for JobInfo.device.
+    describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
+
+
+@dataclass
+class _Job:
+    request: pb.ProfileRequest
+    submitted_ns: int
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    worker: subprocess.Popen[bytes] | None = None
+
+
+def validate(request: pb.ProfileRequest) -> None:
+    """Reject malformed requests with one line (INVALID_ARGUMENT) before anything is queued."""
+    if not _JOB_ID.match(request.job_id):
+        raise InvalidInput("job_id must be 32 lower-case hex digits (a uuid4 hex)")
+    check_sha256(request.model_sha256)
+    if request.model_format not in FORMATS:
+        raise InvalidInput(f"model_format '{request.model_format[:40]}' is not one of {', '.join(FORMATS)}")
+    bounds: list[tuple[str, float, float, float]] = [
+        ("runs", request.runs, 0, 10_000_000),
+        ("warmup", request.warmup, 0, 1_000_000),
+        ("min_duration_s", request.min_duration_s, 0, 86_400),
+        ("idle_s", request.idle_s, 0, 3_600),
+        ("threads", request.threads, 0, 1_024),
+        ("sample_rate_hz", request.sample_rate_hz, 0, 10_000),
+        ("settle_timeout_s", request.settle_timeout_s, 0, 3_600),
+        ("timeout_s", request.timeout_s, 0, 7 * 86_400),
+        ("max_warmup_s", request.max_warmup_s, 0, 3_600),
+    ]
+    for name, value, low, high in bounds:
+        if not low <= value <= high:  # also catches NaN
+            raise InvalidInput(f"{name} must be between {low:g} and {high:g}, got {value}")
+    for name, shape in request.input_shapes.items():
+        if not name or len(name) > 1024:
+            raise InvalidInput("input_shapes has an empty or overlong input name")
+        parse_shape(shape)
+    if len(request.inputs_npz) > MAX_NPZ_BYTES:
+        raise InvalidInput(f"inputs .npz is larger than {MAX_NPZ_BYTES // 1024**2} MB")
+
+
+class JobRunner:
+    def __init__(self, journal: Journal, cache: ModelCache, settings: JobSettings, work_dir: Path) -> None:
+        self.journal = journal
+        self.cache = cache
+        self.settings = settings
+        self.work_dir = work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._running: _Job | None = None
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        for job_id in journal.unfinished():
+            # Left behind by an agent that died mid-job: end their streams with a clear error.
+            emitter = BatchEmitter(journal, job_id)
+            emitter.end(job_end(pb.JobEnd.ERROR, error="the agent restarted while this job was running", kind="crash"))
+            emitter.flush()
+            journal.set_state(job_id, "error")
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, request: pb.ProfileRequest) -> bool:
+        """Queue a job. Returns False when a job with this id exists already (the caller re-attaches)."""
+        validate(request)
+        if self.journal.exists(request.job_id):
+            return False
+        self.cache.use(request.model_sha256)  # raises ModelNotFound
+        with self._lock:
+            if self._queue.qsize() >= self.settings.max_queued:
+                raise Busy(f"the agent's queue is full ({self.settings.max_queued} jobs waiting): try again later")
+            job = _Job(request, time.monotonic_ns())
+            self._jobs[request.job_id] = job
+            self.cache.pin(request.model_sha256)
+            self.journal.create_job(request.job_id, request.model_sha256)
+            position = self._queue.qsize() + (1 if self._running else 0)
+            emitter = BatchEmitter(self.journal, request.job_id)
+            emitter.phase("queued", job.submitted_ns, detail=f"position {position} in queue" if position else "")
+            emitter.flush()
+            self._queue.put(job)
+        return True
+
+    def cancel(self, job_id: str) -> str:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return self.journal.job(job_id).state  # raises UnknownJob
+        job.cancelled.set()
+        if job.worker is not None and job.worker.poll() is None:
+            job.worker.terminate()
+        return "cancelling"
+
+    def shutdown(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            self.cancel(job.request.job_id)
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._running = job
+            try:
+                _JobExecution(self, job).run()
+            except Exception:  # never let one job take the runner down
+                log.exception("job %s failed unexpectedly", job.request.job_id)
+                self.journal.set_state(job.request.job_id, "error")
+            finally:
+                self._running = None
+                self.cache.unpin(job.request.model_sha256)
+                with self._lock:
+                    self._jobs.pop(job.request.job_id, None)
+
+
+class _JobExecution:
+    """One job from PREPARE to FINISH; see DESIGN.md §2 for the protocol."""
+
+    def __init__(self, runner: JobRunner, job: _Job) -> None:
+        self.runner = runner
+        self.job = job
+        self.req = job.request
+        self.settings = runner.settings
+        self.emitter = BatchEmitter(runner.journal, self.req.job_id)
+        self.info_ready = threading.Event()
+        self.end_event: dict[str, Any] | None = None
+        self.error_event: dict[str, Any] | None = None
+        self.phase = "prepare"
+        self.measured = 0
+
+    def run(self) -> None:
+        req, job = self.req, self.job
+        journal = self.runner.journal
+        now = time.monotonic_ns()
+        self.emitter.phase("queued", job.submitted_ns, now)
+        if job.cancelled.is_set():
+            self._finish(job_end(pb.JobEnd.CANCELLED, error="cancelled before it started", phase="queued"))
+            return
+        journal.set_state(req.job_id, "running")
+        timeout_s = req.timeout_s or self.settings.default_timeout_s
+        deadline = time.monotonic() + timeout_s
+        self.emitter.phase("prepare", now)
+        self.emitter.flush()
+        worker = self._start_worker()
+        sensors = list(self.settings.sensors)
+        if self.settings.memory_sensor is not None:
+            sensors.append(self.settings.memory_sensor(worker.pid))
+        sampler = Sampler(sensors, req.sample_rate_hz or self.settings.sample_rate_hz)
+        sampler.start()
+        stop_flusher = threading.Event()
+        flusher = threading.Thread(target=self._flush_loop, args=(sampler, stop_flusher), daemon=True)
+        flusher.start()
+        reader = threading.Thread(target=self._read_worker, args=(worker,), daemon=True)
+        reader.start()
+        outcome = "ok"
+        try:
+            if not self._wait(lambda: self.info_ready.is_set() or worker.poll() is not None, deadline):
+                outcome = self._interrupted()
+            elif self.info_ready.is_set() and self.error_event is None:
+                self.emitter.phase("prepare", now, time.monotonic_ns())
+                if not self._settle(deadline) or not self._idle(req.idle_s, deadline):
+                    outcome = self._interrupted()
+                else:
+                    self._send(worker, "go\n")
+                    if not self._wait(lambda: worker.poll() is not None, deadline):
+                        outcome = self._interrupted()
+        finally:
+            if worker.poll() is None:
+                self._send(worker, "stop\n")
+                _kill(worker)
+            reader.join(timeout=5)
+            stop_flusher.set()
+            flusher.join(timeout=5)
+            self.emitter.series(sampler.stop())
+        self._finish(self._outcome(worker, outcome, sampler))
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> subprocess.Popen[bytes]:
+        req = self.req
+        model_path = self.runner.cache.use(req.model_sha256)
+        spec: dict[str, Any] = {
+            "model_path": str(model_path),
+            "format": req.model_format,
+            "threads": req.threads,
+            "providers": list(req.execution_providers) or list(self.settings.providers),
+            "input_shapes": dict(req.input_shapes),
+            "runs": req.runs or 100,
+            "warmup": req.warmup,
+            "min_duration_s": req.min_duration_s,
+            "max_warmup_s": req.max_warmup_s or 30.0,
+            "options": dict(req.options),
+            "op_profile": req.op_profile,
+        }
+        if req.inputs_npz:
+            npz_path = self.runner.work_dir / f"{req.job_id}.npz"
+            npz_path.write_bytes(req.inputs_npz)
+            spec["inputs_npz_path"] = str(npz_path)
+        log_path = self.runner.work_dir / f"{req.job_id}.log"
+        with open(log_path, "wb") as stderr:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "agent.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,  # a signal meant for the agent's terminal does not hit the worker
+            )
+        self.job.worker = worker
+        self._send(worker, json.dumps(spec) + "\n")
+        return worker
+
+    def _read_worker(self, worker: subprocess.Popen[bytes]) -> None:
+        assert worker.stdout is not None
+        while True:
+            try:
+                frame = frames.read_frame(worker.stdout)
+            except (ValueError, OSError):
+                return
+            if frame is None:
+                return
+            kind, payload = frame
+            if kind == frames.LATENCY:
+                phase, start_ns, end_ns = payload
+                self.emitter.latency(phase, start_ns, end_ns)
+                if phase == pb.MEASURE:
+                    self.measured += len(start_ns)
+                continue
+            etype = payload.get("type")
+            if etype == "info":
+                self.emitter.info(self._job_info(payload))
+                self.info_ready.set()
+            elif etype == "phase":
+                self.phase = payload["phase"]
+                self.emitter.phase(
+                    payload["phase"], payload["start_ns"], payload.get("end_ns", 0),
+                    detail="stable" if payload.get("stable") else ("" if "stable" not in payload else "not stable: time cap reached"),
+                    count=payload.get("count", 0),
+                )
+            elif etype == "end":
+                self.end_event = payload
+            elif etype == "error":
+                self.error_event = payload
+                self.info_ready.set()
+
+    def _job_info(self, event: dict[str, Any]) -> pb.JobInfo:
+        info = pb.JobInfo(
+            runtime=event["runtime"],
+            runtime_version=event["runtime_version"],
+            execution_providers=event["providers"],
+            load_time_ns=event["load_time_ns"],
+            load_rss_delta_bytes=event["load_rss_delta_bytes"],
+            threads=event["threads"],
+            profile=self.settings.profile,
+            sample_rate_hz=self.req.sample_rate_hz or self.settings.sample_rate_hz,
+            inputs_source=event["inputs_source"],
+        )
+        for tensor in event["inputs"]:
+            info.inputs.add(name=tensor["name"], dtype=tensor["dtype"], shape=tensor["shape"])
+        for tensor in event["outputs"]:
+            info.outputs.add(name=tensor["name"], dtype=tensor["dtype"], shape=tensor["shape"])
+        info.device.CopyFrom(self.settings.describe())
+        return info
+
+    def _flush_loop(self, sampler: Sampler, stop: threading.Event) -> None:
+        while not stop.wait(FLUSH_INTERVAL_S):
+            self.emitter.series(sampler.drain())
+            self.emitter.flush()
+
+    def _settle(self, deadline: float) -> bool:
+        """Wait for the board to cool below the profile's temperature, or the request's timeout."""
+        limit_c = self.settings.settle_temp_c
+        timeout_s = self.req.settle_timeout_s
+        if limit_c is None or timeout_s <= 0:
+            return True
+        thermal = [s for s in self.settings.sensors if any(ch.kind == TEMP_C for ch in s.channels())]
+        if not thermal:
+            return True
+        start = time.monotonic_ns()
+        self.phase = "settle"
+        end_by = min(deadline, time.monotonic() + timeout_s)
+        temp_c = _max_temp_c(thermal)
+        while temp_c is not None and temp_c > limit_c and time.monotonic() < end_by:
+            if self.job.cancelled.wait(1.0):
+                return False
+            temp_c = _max_temp_c(thermal)
+        settled = temp_c is None or temp_c <= limit_c
+        shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
+        detail = f"settled at {shown}" if settled else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
+        self.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
+        return True
+
+    def _idle(self, idle_s: float, deadline: float) -> bool:
+        if idle_s <= 0:
+            return True
+        self.phase = "idle"
+        start = time.monotonic_ns()
+        if self.job.cancelled.wait(min(idle_s, max(0.0, deadline - time.monotonic()))):
+            return False
+        self.emitter.phase("idle", start, time.monotonic_ns())
+        return time.monotonic() < deadline
+
+    def _wait(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wait until `done()`; False on cancel or timeout."""
+        while not done():
+            if self.job.cancelled.is_set() or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _interrupted(self) -> str:
+        return "cancelled" if self.job.cancelled.is_set() else "timeout"
+
+    def _outcome(self, worker: subprocess.Popen[bytes], outcome: str, sampler: Sampler) -> pb.JobEnd:
+        where = f"during {self.phase} after {self.measured} measured inferences"
+        notes = {"sampler_problems": "; ".join(sampler.problems())} if sampler.problems() else {}
+        if outcome == "cancelled":
+            return job_end(pb.JobEnd.CANCELLED, error=f"cancelled {where}", phase=self.phase, measured=self.measured, notes=notes)
+        if outcome == "timeout":
+            timeout_s = self.req.timeout_s or self.settings.default_timeout_s
+            return job_end(pb.JobEnd.ERROR, error=f"job timed out after {timeout_s:g} s {where}", kind="timeout",
+                           phase=self.phase, measured=self.measured, notes=notes)
+        if self.error_event is not None:
+            ev = self.error_event
+            return job_end(pb.JobEnd.ERROR, error=ev["message"], kind=ev["kind"], phase=ev["phase"], measured=self.measured, notes=notes)
+        if self.end_event is None or worker.returncode != 0:
+            return job_end(pb.JobEnd.ERROR, error=_exit_text(worker.returncode) + " " + where, kind="crash",
+                           phase=self.phase, measured=self.measured, notes=notes)
+        ev = self.end_event
+        notes["warmup_stable"] = "true" if ev.get("warmup_stable") else "false"
+        return job_end(
+            pb.JobEnd.OK, measured=ev["measured"], warmup=ev["warmup"], first_inference_ns=ev["first_inference_ns"],
+            peak_rss_bytes=ev["peak_rss_bytes"], op_by_type=ev["op_by_type"], op_top_nodes=ev["op_top_nodes"], notes=notes,
+        )
+
+    def _finish(self, end: pb.JobEnd) -> None:
+        finish_ns = time.monotonic_ns()
+        self.emitter.phase("finish", finish_ns, finish_ns)
+        self.emitter.end(end)
+        self.emitter.flush()
+        state = {pb.JobEnd.OK: "ok", pb.JobEnd.CANCELLED: "cancelled"}.get(end.status, "error")
+        self.runner.journal.set_state(self.req.job_id, state)
+        for suffix in (".npz", ".log"):
+            path = self.runner.work_dir / f"{self.req.job_id}{suffix}"
+            if suffix == ".log" and state == "error":
+                continue  # keep the worker's stderr of a failed job for diagnosis
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _send(worker: subprocess.Popen[bytes], line: str) -> None:
+        try:
+            assert worker.stdin is not None
+            worker.stdin.write(line.encode())
+            worker.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the worker is gone; its exit status tells why
+
+
+def _max_temp_c(sensors: Sequence[Sensor]) -> float | None:
+    temps: list[float] = []
+    for sensor in sensors:
+        try:
+            values = sensor.read()
+        except Exception:  # a flaky zone must not stall the job
+            continue
+        temps.extend(v for ch, v in zip(sensor.channels(), values, strict=False) if ch.kind == TEMP_C)
+    return max(temps) if temps else None
+
+
+def _kill(worker: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(worker.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        worker.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        worker.wait(timeout=5)
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "the worker did not exit"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory, or killed)" if name == "SIGKILL" else ""
+        return f"the worker was killed by {name}{hint}"
+    return f"the worker exited with code {returncode} without finishing"

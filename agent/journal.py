@@ -1,0 +1,179 @@
+"""The agent's journal: every measurement batch is written here (SQLite, WAL) before it is streamed.
+
+A host that loses its stream re-attaches and reads from its last acknowledged sequence number; a host
+that crashed collects finished jobs later. Batches are pruned once acknowledged, and by age.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+TERMINAL = ("ok", "error", "cancelled")
+DEFAULT_MAX_AGE_S = 7 * 24 * 3600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    acked_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+"""
+
+
+@dataclass
+class JobRow:
+    job_id: str
+    state: str
+    model_sha256: str
+    created: float
+    finished: float | None
+    last_seq: int
+    acked_seq: int
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class Journal:
+    """Thread-safe: one connection behind a lock, and a condition that wakes stream readers."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create_job(self, job_id: str, model_sha256: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (job_id, state, model_sha256, created) VALUES (?, 'queued', ?, ?)",
+                (job_id, model_sha256, time.time()),
+            )
+
+    def exists(self, job_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
+
+    def set_state(self, job_id: str, state: str) -> None:
+        with self._changed:
+            finished = time.time() if state in TERMINAL else None
+            self._db.execute("UPDATE jobs SET state = ?, finished = ? WHERE job_id = ?", (state, finished, job_id))
+            self._changed.notify_all()
+
+    def append(self, job_id: str, build: Callable[[int], bytes]) -> int:
+        """Give the next sequence number to `build`, store its bytes, wake readers. Returns the seq."""
+        with self._changed:
+            row = self._db.execute("SELECT last_seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(job_id)
+            seq = int(row[0]) + 1
+            payload = build(seq)
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT INTO batches (job_id, seq, payload) VALUES (?, ?, ?)", (job_id, seq, payload))
+            self._db.execute("UPDATE jobs SET last_seq = ? WHERE job_id = ?", (seq, job_id))
+            self._db.execute("COMMIT")
+            self._changed.notify_all()
+            return seq
+
+    def job(self, job_id: str) -> JobRow:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id, state, model_sha256, created, finished, last_seq, acked_seq FROM jobs WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return JobRow(*row)
+
+    def jobs(self, include_acknowledged: bool = False) -> list[JobRow]:
+        query = "SELECT job_id, state, model_sha256, created, finished, last_seq, acked_seq FROM jobs"
+        if not include_acknowledged:
+            query += " WHERE acked_seq < last_seq OR state NOT IN ('ok', 'error', 'cancelled')"
+        with self._lock:
+            return [JobRow(*r) for r in self._db.execute(query + " ORDER BY created").fetchall()]
+
+    def read(self, job_id: str, after_seq: int, limit: int = 64) -> list[tuple[int, bytes]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT seq, payload FROM batches WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after_seq, limit),
+            ).fetchall()
+
+    def tail(self, job_id: str, after_seq: int, stopped: Callable[[], bool], poll_s: float = 0.5) -> Iterator[tuple[int, bytes]]:
+        """Yield batches after `after_seq` as they are written, until the job has ended and all are sent.
+
+        Batches pruned by an acknowledgement cannot be re-read: asking for them is an error, not a gap.
+        """
+        row = self.job(job_id)
+        if after_seq < row.acked_seq:
+            raise ValueError(
+                f"batches up to {row.acked_seq} of job {job_id} were acknowledged and pruned; attach after {row.acked_seq}"
+            )
+        seq = after_seq
+        while not stopped():
+            rows = self.read(job_id, seq)
+            for seq_read, payload in rows:
+                seq = seq_read
+                yield seq_read, payload
+            if rows:
+                continue
+            with self._changed:
+                state, last_seq = self._db.execute(
+                    "SELECT state, last_seq FROM jobs WHERE job_id = ?", (job_id,)
+                ).fetchone()
+                if last_seq > seq:
+                    continue
+                if state in TERMINAL:
+                    return
+                self._changed.wait(poll_s)
+
+    def acknowledge(self, job_id: str, seq: int) -> int:
+        """The host has stored batches up to `seq`: drop them. Returns how many were pruned."""
+        with self._changed:
+            row = self._db.execute("SELECT last_seq, acked_seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(job_id)
+            seq = min(seq, int(row[0]))
+            if seq <= int(row[1]):
+                return 0
+            cur = self._db.execute("DELETE FROM batches WHERE job_id = ? AND seq <= ?", (job_id, seq))
+            self._db.execute("UPDATE jobs SET acked_seq = ? WHERE job_id = ?", (seq, job_id))
+            return cur.rowcount
+
+    def prune(self, max_age_s: float = DEFAULT_MAX_AGE_S) -> int:
+        """Forget jobs that ended more than `max_age_s` ago, acknowledged or not."""
+        cutoff = time.time() - max_age_s
+        with self._lock:
+            old = [r[0] for r in self._db.execute("SELECT job_id FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,))]
+            for job_id in old:
+                self._db.execute("DELETE FROM batches WHERE job_id = ?", (job_id,))
+                self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        return len(old)
+
+    def unfinished(self) -> list[str]:
+        """Jobs left queued or running, e.g. by an agent that was killed."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT job_id FROM jobs WHERE state IN ('queued', 'running')")]

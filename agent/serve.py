@@ -1,0 +1,216 @@
+"""`agent serve`: assemble profile, sensors, cache, journal, job runner and gRPC server; run until signalled."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import board
+from agent.jobs import JobRunner, JobSettings
+from agent.journal import Journal
+from agent.model_cache import ModelCache
+from agent.server import TlsFiles, create_server, is_loopback, split_address
+from agent.servicer import AgentServicer
+from protos import agent_pb2 as pb
+
+log = logging.getLogger("agent")
+
+
+class ServeError(Exception):
+    """A configuration mistake `agent serve` reports as one line before exiting 2."""
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("EDGEPROF_AGENT_DATA")
+    if env:
+        return Path(env).expanduser()
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "edgeprof" / "agent"
+
+
+@dataclass
+class ServeOptions:
+    listen: str = "127.0.0.1:50051"
+    profile: str | None = None
+    power_meter: str | None = None
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure: bool = False
+    advertise: bool = True
+    tags: list[str] = field(default_factory=list)
+    data_dir: Path = field(default_factory=default_data_dir)
+    cache_limit_mb: float = 2048
+    max_model_mb: float = 1024
+    sample_rate_hz: float = 100.0
+    max_queued: int = 8
+    job_timeout_s: float = 3600.0
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.expanduser().read_text().strip()
+    except OSError as err:
+        raise ServeError(f"cannot read the token file {path}: {err.strerror}") from err
+    if len(token) < 16:
+        raise ServeError(f"the token in {path} is too short ({len(token)} chars): use at least 16 random characters")
+    return token
+
+
+def _read_tls(opts: ServeOptions) -> TlsFiles | None:
+    if opts.tls_cert is None and opts.tls_key is None:
+        return None
+    if opts.tls_cert is None or opts.tls_key is None:
+        raise ServeError("give both --tls-cert and --tls-key")
+    try:
+        return TlsFiles(
+            cert_pem=opts.tls_cert.read_bytes(),
+            key_pem=opts.tls_key.read_bytes(),
+            client_ca_pem=opts.tls_client_ca.read_bytes() if opts.tls_client_ca else None,
+        )
+    except OSError as err:
+        raise ServeError(f"cannot read a TLS file: {err.filename}: {err.strerror}") from err
+
+
+class AgentProcess:
+    """Everything `agent serve` runs; `start()` then `wait()`, or `stop()` from a test."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        from agent.profiles import detect_profile_name, load_profile
+        from agent.sensors.detect import detect_sensors
+        from agent.sensors.memory import ProcessMemorySensor
+
+        self.opts = opts
+        try:
+            host, _port = split_address(opts.listen)
+        except ValueError as err:
+            raise ServeError(str(err)) from err
+        self.token = _read_token(opts.token_file) if opts.token_file else None
+        self.tls = _read_tls(opts)
+        if not is_loopback(host) and self.token is None and self.tls is None and not opts.insecure:
+            raise ServeError(
+                f"refusing to listen on {opts.listen} without authentication: anyone who reaches it could run code "
+                "on this board. Give --token-file (and/or --tls-cert/--tls-key), or --insecure on a trusted network"
+            )
+        try:
+            self.profile = load_profile(opts.profile or detect_profile_name())
+        except ValueError as err:
+            raise ServeError(str(err)) from err
+        try:
+            detection = detect_sensors(self.profile, opts.power_meter)
+        except ValueError as err:  # a malformed --power-meter spec
+            raise ServeError(str(err)) from err
+        self.sensors = list(detection.sensors)
+        for problem in detection.problems:
+            log.warning("sensor: %s", problem)
+        self._board = board.describe(self.profile.name, board.runtimes_via_subprocess())
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = ModelCache(
+            opts.data_dir / "models",
+            limit_bytes=int(opts.cache_limit_mb * 1024**2),
+            max_model_bytes=int(opts.max_model_mb * 1024**2),
+        )
+        self.journal = Journal(opts.data_dir / "journal.sqlite")
+        self.journal.prune()
+        settings = JobSettings(
+            profile=self.profile.name,
+            providers=self.profile.providers,
+            settle_temp_c=self.profile.settle_temp_c,
+            default_timeout_s=opts.job_timeout_s,
+            max_queued=opts.max_queued,
+            sample_rate_hz=opts.sample_rate_hz,
+            sensors=self.sensors,
+            memory_sensor=ProcessMemorySensor,
+            describe=self.describe,
+        )
+        self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
+        self.servicer = AgentServicer(self.describe, self.cache, self.journal, self.runner)
+        self.port = 0
+        self._server: Any = None
+        self._advertiser: Any = None
+        self._stopped = threading.Event()
+
+    def describe(self) -> pb.DeviceInfo:
+        b = self._board
+        info = pb.DeviceInfo(
+            hostname=b["hostname"], os=b["os"], kernel=b["kernel"], machine=b["machine"], cpu_model=b["cpu_model"],
+            cpu_cores=b["cpu_cores"], ram_bytes=b["ram_bytes"], profile=b["profile"], agent_version=b["agent_version"],
+            board=b["board"], tags=self.opts.tags, auth_required=self.token is not None or self.tls is not None,
+        )
+        info.metadata.update(board.reproducibility_metadata())
+        for rt in b["runtimes"]:
+            info.runtimes.add(name=rt["name"], version=rt["version"], execution_providers=rt["providers"], module=rt["module"])
+        for sensor in self.sensors:
+            for ch in sensor.channels():
+                info.sensors.add(name=ch.name, kind=ch.kind, role=ch.role, sensor=sensor.backend, max_rate_hz=sensor.max_rate_hz)
+        return info
+
+    def start(self) -> int:
+        self._server, self.port, _health = create_server(self.opts.listen, self.servicer, token=self.token, tls=self.tls)
+        if self.opts.advertise:
+            self._advertiser = _start_advertiser(self)
+        return self.port
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._advertiser is not None:
+            self._advertiser.close()
+        self.runner.shutdown()
+        if self._server is not None:
+            self._server.stop(grace_s).wait()
+        for sensor in self.sensors:
+            sensor.close()
+        self.journal.close()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def _start_advertiser(agent: AgentProcess) -> Any:
+    from agent.discovery import Advertiser
+
+    host, _ = split_address(agent.opts.listen)
+    return Advertiser.start(
+        listen_host=host,
+        port=agent.port,
+        profile=agent.profile.name,
+        tags=agent.opts.tags,
+        auth_required=agent.token is not None or agent.tls is not None,
+    )
+
+
+def serve(opts: ServeOptions, announce: Callable[[str], None] = print) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        agent = AgentProcess(opts)
+        port = agent.start()
+    except ServeError as err:
+        print(f"agent: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"agent: cannot start: {err}", file=sys.stderr)
+        return 2
+    host, _ = split_address(opts.listen)
+    auth = "token" if agent.token else ("tls" if agent.tls else "none")
+    # The host's embedded default reads this line to learn the port: keep its shape.
+    announce(f"edgeprof agent listening on {host}:{port} (profile {agent.profile.name}, auth {auth})")
+    sys.stdout.flush()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        threading.Thread(target=agent.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.wait()
+    return 0

@@ -1,0 +1,118 @@
+"""The agent's gRPC server: a bounded thread pool, bearer-token auth, optional (mutual) TLS, health."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from protos import agent_pb2_grpc
+
+#: Large enough for a 4 MiB upload chunk or a 64 MiB inputs .npz in a ProfileRequest.
+MAX_MESSAGE_BYTES = 80 * 1024**2
+SERVICE_NAME = "edgeprof.v1.Agent"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert_pem: bytes
+    key_pem: bytes
+    #: CA bundle that client certificates must chain to (mutual TLS), or None for server-only TLS.
+    client_ca_pem: bytes | None = None
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Rejects calls without `authorization: Bearer <token>`; the health service stays open."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this agent requires a bearer token: give the host --token-file, EDGEPROF_TOKEN or the fleet's token_file",
+            )
+
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream_in = grpc.stream_unary_rpc_method_handler(deny)
+        self._deny_stream_out = grpc.unary_stream_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return continuation(handler_call_details)
+        given = b""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+        # Constant-time: the comparison must not leak how much of a guessed token was right.
+        if hmac.compare_digest(given, self._expected):
+            return continuation(handler_call_details)
+        method = handler_call_details.method
+        if method.endswith("/UploadModel"):
+            return self._deny_stream_in
+        if method.endswith(("/Profile", "/Attach")):
+            return self._deny_stream_out
+        return self._deny_unary
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen '{address}' must be HOST:PORT, e.g. 127.0.0.1:50051 or 0.0.0.0:50051")
+    return host or "0.0.0.0", int(port)
+
+
+def create_server(
+    address: str,
+    servicer: agent_pb2_grpc.AgentServicer,
+    *,
+    token: str | None = None,
+    tls: TlsFiles | None = None,
+    max_workers: int = 16,
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Build and start a server on `address` ("127.0.0.1:0" picks a free port). Returns it and the port."""
+    interceptors = [TokenAuthInterceptor(token)] if token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
+    agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key_pem, tls.cert_pem)],
+            root_certificates=tls.client_ca_pem,
+            require_client_auth=tls.client_ca_pem is not None,
+        )
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: address in use or not available")
+    server.start()
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer

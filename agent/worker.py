@@ -1,0 +1,226 @@
+"""The worker subprocess: loads one model, runs warmup and measured inferences, reports over a pipe.
+
+It runs apart from the agent so that a runtime that segfaults or runs out of memory fails one job,
+not the agent; so that its memory is its own; and so that the agent's samplers never compete with
+the timing loop for the GIL. Protocol (see agent/frames.py):
+
+  agent -> stdin:  one JSON line with the job spec; later the line "go" (after settle and idle)
+  worker -> stdout: events {"type": "info" | "phase" | "end" | "error"} and latency blocks
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from typing import Any, BinaryIO
+
+from agent import frames
+from agent.errors import AgentError, InvalidInput
+from agent.warmup import block_size, is_stable
+
+# Phase numbers as in protos/agent.proto (kept literal: the worker must not import grpc/protobuf).
+WARMUP = 5
+MEASURE = 6
+#: How often latency windows are flushed to the agent while measuring.
+FLUSH_INTERVAL_NS = 100_000_000
+#: Latency windows per block at most (keeps one frame well below a megabyte).
+MAX_BLOCK = 20_000
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux: the kernel's own high-water mark, which no sampler can miss.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Worker:
+    def __init__(self, spec: dict[str, Any], out: BinaryIO, control: Any) -> None:
+        self.spec = spec
+        self.out = out
+        self.control = control
+        self.phase = "prepare"
+        self.done = 0
+
+    def event(self, **fields: Any) -> None:
+        frames.write_event(self.out, fields)
+
+    def run(self) -> None:
+        from agent.inputs import load_npz, random_inputs, resolve_shapes
+        from agent.runtimes import backend_for_format
+
+        spec = self.spec
+        runtime = backend_for_format(spec["format"])
+        rss_before = _rss_bytes()
+        t0 = time.monotonic_ns()
+        session = runtime.load(
+            spec["model_path"],
+            threads=int(spec.get("threads", 0)),
+            providers=spec.get("providers", []),
+            options=spec.get("options", {}),
+            op_profile=False,
+        )
+        load_time_ns = time.monotonic_ns() - t0
+        load_rss_delta = _rss_bytes() - rss_before
+        if spec.get("inputs_npz_path"):
+            with open(spec["inputs_npz_path"], "rb") as fh:
+                feeds = load_npz(fh.read(), session.inputs)
+            source = "npz"
+        else:
+            shapes = resolve_shapes(session.inputs, spec.get("input_shapes", {}))
+            feeds = random_inputs(session.inputs, shapes)
+            source = "random"
+        # The first run happens inside prepare (it validates the inputs); time it as first inference.
+        t0 = time.monotonic_ns()
+        session.prepare(feeds)
+        first_inference_ns = time.monotonic_ns() - t0
+        self.event(
+            type="info",
+            runtime=runtime.name,
+            runtime_version=runtime.version(),
+            providers=list(session.providers),
+            load_time_ns=load_time_ns,
+            load_rss_delta_bytes=load_rss_delta,
+            first_inference_ns=first_inference_ns,
+            inputs=[{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for n, a in feeds.items()],
+            outputs=[{"name": o.name, "dtype": o.dtype, "shape": [d if isinstance(d, int) else -1 for d in o.shape]} for o in session.outputs],
+            threads=int(spec.get("threads", 0)),
+            inputs_source=source,
+        )
+        # Wait while the agent settles the board and records idle power: nothing may run meanwhile.
+        line = self.control.readline()
+        if line.strip() != "go":
+            return  # agent cancelled the job
+        warmup_count, stable = self.warmup(session)
+        measured = self.measure(session)
+        op_by_type: list[dict[str, Any]] = []
+        op_top: list[dict[str, Any]] = []
+        if spec.get("op_profile"):
+            op_by_type, op_top = self.op_profile(runtime, feeds)
+        self.event(
+            type="end",
+            measured=measured,
+            warmup=warmup_count,
+            warmup_stable=stable,
+            first_inference_ns=first_inference_ns,
+            peak_rss_bytes=_peak_rss_bytes(),
+            op_by_type=op_by_type,
+            op_top_nodes=op_top,
+        )
+        session.close()
+
+    def warmup(self, session: Any) -> tuple[int, bool]:
+        """At least `warmup` inferences, then until latency is stable or max_warmup_s has passed."""
+        self.phase = "warmup"
+        minimum = int(self.spec.get("warmup", 10))
+        cap_ns = int(float(self.spec.get("max_warmup_s", 30.0)) * 1e9)
+        block = block_size(minimum)
+        starts: list[int] = []
+        ends: list[int] = []
+        latencies: list[int] = []
+        run = session.run
+        clock = time.monotonic_ns
+        begin = clock()
+        self.event(type="phase", phase="warmup", start_ns=begin)
+        stable = minimum == 0
+        while True:
+            if len(starts) >= minimum:
+                if minimum == 0 or is_stable(latencies, block):
+                    stable = True
+                    break
+                if clock() - begin >= cap_ns:
+                    break
+            t0 = clock()
+            run()
+            t1 = clock()
+            starts.append(t0)
+            ends.append(t1)
+            latencies.append(t1 - t0)
+        for i in range(0, len(starts), MAX_BLOCK):
+            frames.write_latency(self.out, WARMUP, starts[i : i + MAX_BLOCK], ends[i : i + MAX_BLOCK])
+        end = clock()
+        self.event(type="phase", phase="warmup", start_ns=begin, end_ns=end, count=len(starts), stable=stable)
+        return len(starts), stable
+
+    def measure(self, session: Any) -> int:
+        """At least `runs` inferences AND at least `min_duration_s` seconds (MLPerf-style)."""
+        self.phase = "measure"
+        runs = int(self.spec.get("runs", 100))
+        min_duration_ns = int(float(self.spec.get("min_duration_s", 0.0)) * 1e9)
+        run = session.run
+        clock = time.monotonic_ns
+        out = self.out
+        starts: list[int] = []
+        ends: list[int] = []
+        begin = clock()
+        self.event(type="phase", phase="measure", start_ns=begin)
+        last_flush = begin
+        count = 0
+        t1 = begin
+        while count < runs or t1 - begin < min_duration_ns:
+            t0 = clock()
+            run()
+            t1 = clock()
+            starts.append(t0)
+            ends.append(t1)
+            count += 1
+            if t1 - last_flush >= FLUSH_INTERVAL_NS or len(starts) >= MAX_BLOCK:
+                frames.write_latency(out, MEASURE, starts, ends)
+                starts, ends = [], []
+                last_flush = clock()
+                self.done = count
+        if starts:
+            frames.write_latency(out, MEASURE, starts, ends)
+        self.done = count
+        self.event(type="phase", phase="measure", start_ns=begin, end_ns=clock(), count=count)
+        return count
+
+    def op_profile(self, runtime: Any, feeds: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A separate profiled session after measuring, so the profiler never slows measured runs."""
+        self.phase = "op-profile"
+        session = runtime.load(
+            self.spec["model_path"],
+            threads=int(self.spec.get("threads", 0)),
+            providers=self.spec.get("providers", []),
+            options=self.spec.get("options", {}),
+            op_profile=True,
+        )
+        session.prepare(feeds)
+        for _ in range(int(self.spec.get("op_profile_runs", 20))):
+            session.run()
+        by_type, top = session.op_profile()
+        session.close()
+        return [vars(t) for t in by_type], [vars(t) for t in top]
+
+
+def main() -> int:
+    # Frames go to the real stdout; anything a runtime prints goes to stderr instead of corrupting them.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    spec = json.loads(sys.stdin.readline())
+    worker = Worker(spec, out, sys.stdin)
+    try:
+        worker.run()
+    except AgentError as err:
+        frames.write_event(out, {"type": "error", "kind": err.kind, "message": str(err), "phase": worker.phase, "count": worker.done})
+        return 3
+    except MemoryError:
+        frames.write_event(out, {"type": "error", "kind": "crash", "message": "the worker ran out of memory", "phase": worker.phase, "count": worker.done})
+        return 3
+    except Exception as err:  # anything else: report it rather than dying silently
+        traceback.print_exc()
+        kind = InvalidInput.kind if isinstance(err, (ValueError, TypeError)) and worker.phase == "prepare" else "internal"
+        frames.write_event(out, {"type": "error", "kind": kind, "message": f"{type(err).__name__}: {err}", "phase": worker.phase, "count": worker.done})
+        return 4
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""A host's connection to one agent: describe, upload only when missing, profile, re-attach, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc
+
+CHUNK_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 80 * 1024**2
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How the host proves itself to agents: a bearer token and/or TLS material."""
+
+    token: str | None = None
+    root_ca_pem: bytes | None = None
+    client_cert_pem: bytes | None = None
+    client_key_pem: bytes | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.root_ca_pem is not None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AgentClient:
+    """Thin wrapper over the generated stub; every call takes a deadline."""
+
+    def __init__(self, address: str, credentials: Credentials | None = None, timeout_s: float = 30.0) -> None:
+        self.address = address
+        self.credentials = credentials or Credentials()
+        self.timeout_s = timeout_s
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_http_proxy", 0),
+        ]
+        creds = self.credentials
+        if creds.tls:
+            ssl = grpc.ssl_channel_credentials(
+                root_certificates=creds.root_ca_pem,
+                private_key=creds.client_key_pem,
+                certificate_chain=creds.client_cert_pem,
+            )
+            self._channel = grpc.secure_channel(address, ssl, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {creds.token}"),) if creds.token else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self, timeout_s: float = 3.0) -> str:
+        """"SERVING", "NOT_SERVING", or the gRPC status name when the agent cannot be reached."""
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError as err:
+            return err.code().name  # type: ignore[no-any-return, attr-defined]
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def describe(self) -> pb.DeviceInfo:
+        return self._stub.Describe(pb.DescribeRequest(), timeout=self.timeout_s, metadata=self._metadata)
+
+    def has_model(self, sha256: str) -> bool:
+        reply = self._stub.HasModel(pb.HasModelRequest(sha256=sha256), timeout=self.timeout_s, metadata=self._metadata)
+        return bool(reply.present)
+
+    def upload(self, path: Path, sha256: str, model_format: str, timeout_s: float = 600.0) -> int:
+        """Stream the model in chunks; returns the bytes sent."""
+        size = path.stat().st_size
+
+        def chunks() -> Iterator[pb.ModelChunk]:
+            with open(path, "rb") as fh:
+                first = True
+                while True:
+                    data = fh.read(CHUNK_BYTES)
+                    if not data and not first:
+                        return
+                    if first:
+                        yield pb.ModelChunk(sha256=sha256, size_bytes=size, format=model_format, data=data)
+                        first = False
+                    else:
+                        yield pb.ModelChunk(data=data)
+                    if not data:
+                        return
+
+        reply = self._stub.UploadModel(chunks(), timeout=timeout_s, metadata=self._metadata)
+        return 0 if reply.already_present else int(reply.received_bytes)
+
+    def profile(self, request: pb.ProfileRequest, timeout_s: float | None = None) -> Iterator[pb.MeasurementBatch]:
+        return self._stub.Profile(request, timeout=timeout_s, metadata=self._metadata)  # type: ignore[no-any-return]
+
+    def attach(self, job_id: str, after_seq: int, timeout_s: float | None = None) -> Iterator[pb.MeasurementBatch]:
+        return self._stub.Attach(  # type: ignore[no-any-return]
+            pb.AttachRequest(job_id=job_id, after_seq=after_seq), timeout=timeout_s, metadata=self._metadata
+        )
+
+    def cancel(self, job_id: str) -> pb.CancelReply:
+        return self._stub.Cancel(pb.CancelRequest(job_id=job_id), timeout=self.timeout_s, metadata=self._metadata)
+
+    def list_jobs(self, include_acknowledged: bool = False) -> list[pb.JobSummary]:
+        reply = self._stub.ListJobs(
+            pb.ListJobsRequest(include_acknowledged=include_acknowledged), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return list(reply.jobs)
+
+    def acknowledge(self, job_id: str, seq: int) -> int:
+        reply = self._stub.Acknowledge(pb.AcknowledgeRequest(job_id=job_id, seq=seq), timeout=self.timeout_s, metadata=self._metadata)
+        return int(reply.pruned_batches)

@@ -1,0 +1,106 @@
+"""Assembles a job's stream of MeasurementBatch into raw arrays, checking sequence numbers strictly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from host.rundata import DeviceRaw, PhaseSpan, Series
+from protos import agent_pb2 as pb
+
+PHASE_NAMES = {int(v): k.lower() for k, v in pb.Phase.items() if v}
+SERIES_KINDS = {int(v): k.lower() for k, v in pb.SeriesKind.items() if v}
+
+
+class SequenceError(Exception):
+    """A batch arrived out of order: a gap (lost samples) or a repeat (duplicated samples)."""
+
+
+@dataclass
+class JobCollector:
+    """Feed it every batch of one job, in order; it keeps raw arrays and the job's info and end."""
+
+    device: str
+    job_id: str = ""
+    last_seq: int = 0
+    info: pb.JobInfo | None = None
+    end: pb.JobEnd | None = None
+    _lat: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+    _series: dict[str, tuple[Series, list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+    _phases: dict[str, PhaseSpan] = field(default_factory=dict)
+    measured: int = 0
+    #: Running latency of the last measured block, for live displays.
+    recent_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    current_phase: str = "queued"
+
+    def add(self, batch: pb.MeasurementBatch) -> None:
+        if batch.seq != self.last_seq + 1:
+            kind = "duplicate" if batch.seq <= self.last_seq else "gap"
+            raise SequenceError(
+                f"{kind} in the measurement stream of job {batch.job_id[:8]}: expected batch {self.last_seq + 1}, got {batch.seq}"
+            )
+        self.last_seq = batch.seq
+        self.job_id = batch.job_id
+        for event in batch.phases:
+            name = PHASE_NAMES.get(int(event.phase), "unknown")
+            span = self._phases.get(name)
+            if span is None:
+                span = self._phases[name] = PhaseSpan(name, int(event.start_ns), int(event.end_ns))
+            span.start_ns = int(event.start_ns) or span.start_ns
+            span.end_ns = int(event.end_ns) or span.end_ns
+            span.detail = event.detail or span.detail
+            span.count = int(event.count) or span.count
+            self.current_phase = name
+        for block in batch.latency:
+            starts = np.asarray(block.start_ns, dtype=np.int64)
+            ends = np.asarray(block.end_ns, dtype=np.int64)
+            lists = self._lat.setdefault(int(block.phase), ([], []))
+            lists[0].append(starts)
+            lists[1].append(ends)
+            if block.phase == pb.MEASURE:
+                self.measured += len(starts)
+                self.recent_latency_ns = ends - starts
+        for block in batch.series:
+            entry = self._series.get(block.name)
+            if entry is None:
+                series = Series(block.name, SERIES_KINDS.get(int(block.kind), "unknown"), block.role, block.sensor)
+                entry = self._series[block.name] = (series, [], [])
+            entry[1].append(np.asarray(block.t_ns, dtype=np.int64))
+            entry[2].append(np.asarray(block.value, dtype=np.float64))
+        if batch.HasField("info"):
+            self.info = batch.info
+        if batch.HasField("end"):
+            self.end = batch.end
+
+    @property
+    def finished(self) -> bool:
+        return self.end is not None
+
+    def latency_ns(self, phase: int = pb.MEASURE) -> np.ndarray:
+        starts, ends = self._lat.get(phase, ([], []))
+        if not starts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(ends) - np.concatenate(starts)
+
+    def raw(self) -> DeviceRaw:
+        def cat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
+
+        m_start, m_end = self._lat.get(pb.MEASURE, ([], []))
+        w_start, w_end = self._lat.get(pb.WARMUP, ([], []))
+        series = []
+        for s, ts, vs in self._series.values():
+            t_ns = cat(ts, np.int64)
+            order = np.argsort(t_ns, kind="stable")
+            series.append(Series(s.name, s.kind, s.role, s.sensor, t_ns[order], cat(vs, np.float64)[order]))
+        phases = sorted(self._phases.values(), key=lambda p: (p.start_ns, p.name))
+        return DeviceRaw(
+            device=self.device,
+            start_ns=cat(m_start, np.int64),
+            end_ns=cat(m_end, np.int64),
+            warmup_start_ns=cat(w_start, np.int64),
+            warmup_end_ns=cat(w_end, np.int64),
+            series=series,
+            phases=phases,
+        )

@@ -1,0 +1,104 @@
+"""The embedded default: a local agent on loopback with a random token, started and stopped by the host."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from host.client import Credentials
+
+_LISTENING = re.compile(r"listening on (?P<host>[^\s]+):(?P<port>\d+)")
+
+
+class LocalAgentError(Exception):
+    pass
+
+
+def default_local_data_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "edgeprof" / "local-agent"
+
+
+class LocalAgent:
+    """`with LocalAgent() as agent:` runs `agent serve` on 127.0.0.1, a free port, with a fresh token.
+
+    The model cache lives in a persistent directory, so a second run of the same model uploads nothing.
+    """
+
+    def __init__(self, data_dir: Path | None = None, extra_args: list[str] | None = None, start_timeout_s: float = 60.0) -> None:
+        self.data_dir = data_dir or default_local_data_dir()
+        self.extra_args = extra_args or []
+        self.start_timeout_s = start_timeout_s
+        self.address = ""
+        self.credentials = Credentials(token=secrets.token_urlsafe(32))
+        self._proc: subprocess.Popen[str] | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeprof-host-")
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "agent.log"
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token_file = Path(self._tmp.name) / "token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(self.credentials.token))
+        cmd = [sys.executable, "-m", "agent", "serve", "--listen", "127.0.0.1:0", "--token-file", str(token_file),
+               "--data-dir", str(self.data_dir), "--no-advertise", *self.extra_args]
+        log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        finally:
+            log.close()
+        line = self._first_line(self._proc)
+        match = _LISTENING.search(line or "")
+        if not match:
+            self.stop()
+            tail = self._log_tail()
+            raise LocalAgentError(f"the local agent did not start{': ' + tail if tail else ''} (log: {self.log_path})")
+        self.address = f"127.0.0.1:{match.group('port')}"
+        return self.address
+
+    def _first_line(self, proc: subprocess.Popen[str]) -> str | None:
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+        reader.start()
+        reader.join(self.start_timeout_s)
+        return result[0] if result else None
+
+    def _log_tail(self) -> str:
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            deadline = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+        self._proc = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalAgent:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

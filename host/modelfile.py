@@ -1,0 +1,133 @@
+"""Checks a model file on the host before anything is sent: format, integrity, inputs, --input-shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.client import sha256_file
+
+
+class ModelFileError(Exception):
+    """A user mistake about the model file, reported as one line."""
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    format: str  # "onnx" | "tflite" | "ort"
+    sha256: str
+    size_bytes: int
+    inputs: tuple[InputDecl, ...]
+
+
+_ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+              10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+
+
+def detect_format(path: Path, head: bytes) -> str:
+    suffix = path.suffix.lower()
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if head[4:8] == b"ORTM":
+        return "ort"
+    if suffix == ".tflite":
+        raise ModelFileError(f"{path} is named .tflite but is not a TFLite flatbuffer (no TFL3 identifier)")
+    if suffix == ".ort":
+        raise ModelFileError(f"{path} is named .ort but is not an ONNX Runtime format model")
+    if suffix in (".onnx", ""):
+        return "onnx"
+    raise ModelFileError(f"{path}: unknown model type '{suffix}'; edgeprof takes .onnx, .ort and .tflite models")
+
+
+def _onnx_inputs(path: Path) -> tuple[InputDecl, ...]:
+    try:
+        import onnx
+    except ImportError as err:
+        raise ModelFileError("the host needs the onnx package to check ONNX models: pip install 'edgeprof[host]'") from err
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # DecodeError, ValueError, ... from protobuf parsing
+        raise ModelFileError(f"{path} is not a valid ONNX model (cannot parse it: {_short(err)})") from err
+    if not model.graph.node:
+        raise ModelFileError(f"{path} is not a valid ONNX model (its graph has no nodes)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:
+        raise ModelFileError(f"{path} is not a valid ONNX model: {_short(err)}") from err
+    initializers = {init.name for init in model.graph.initializer}
+    decls = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        ttype = value.type.tensor_type
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim
+        )
+        decls.append(InputDecl(value.name, _ONNX_ELEM.get(ttype.elem_type, str(ttype.elem_type)), shape))
+    return tuple(decls)
+
+
+def check_input_shapes(model: ModelFile, shapes: dict[str, str]) -> None:
+    """Catch --input-shape mistakes on the host (names, rank, fixed dims) for a clear early error."""
+    if not model.inputs:
+        return
+    from agent.errors import InvalidInput
+    from agent.inputs import resolve_shapes
+    from agent.runtimes.base import TensorSpec
+
+    specs = [TensorSpec(d.name, d.dtype, d.shape) for d in model.inputs]
+    try:
+        resolve_shapes(specs, shapes)
+    except InvalidInput as err:
+        raise ModelFileError(str(err)) from err
+
+
+def inspect(path: Path) -> ModelFile:
+    """Validate a model file and describe it; ModelFileError (one line) for anything wrong."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory, not a model file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"{path} is empty")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    model_format = detect_format(path, head)
+    inputs: tuple[InputDecl, ...] = ()
+    if model_format == "onnx":
+        inputs = _onnx_inputs(path)
+    elif model_format == "tflite":
+        inputs = _tflite_inputs(path)
+    return ModelFile(path=path, format=model_format, sha256=sha256_file(path), size_bytes=size, inputs=inputs)
+
+
+def _tflite_inputs(path: Path) -> tuple[InputDecl, ...]:
+    """Inputs from the flatbuffer when a TFLite runtime is on the host; the agent checks in any case."""
+    try:
+        from agent.errors import AgentError
+        from agent.runtimes.tflite import TFLiteBackend
+    except ImportError:
+        return ()
+    try:
+        session = TFLiteBackend().load(str(path), threads=1, providers=(), options={}, op_profile=False)
+    except AgentError as err:
+        if err.kind == "runtime_missing":
+            return ()
+        raise ModelFileError(f"{path} is not a valid TFLite model: {err}") from err
+    decls = tuple(InputDecl(s.name, s.dtype, s.shape) for s in session.inputs)
+    session.close()
+    return decls
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,243 @@
+"""Runs one profile across devices: describe, upload if missing, stream with resume, summarise, store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+
+from host import __version__
+from host.client import AgentClient, Credentials
+from host.collect import JobCollector, SequenceError
+from host.modelfile import ModelFile
+from host.rpc_errors import describe_rpc_error
+from host.rundata import DeviceRaw, RunData
+from host.store import PendingJob, Store
+from host.summary import device_entry, error_entry
+from protos import agent_pb2 as pb
+
+#: Stream errors after which the host re-attaches (with backoff) instead of failing the device.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+             grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
+
+
+@dataclass
+class ProfileSettings:
+    runs: int = 100
+    warmup: int = 10
+    min_duration_s: float = 1.0
+    idle_s: float = 2.0
+    threads: int = 0
+    input_shapes: dict[str, str] = field(default_factory=dict)
+    inputs_npz: bytes = b""
+    sample_rate_hz: float = 0.0
+    settle_timeout_s: float = 0.0
+    op_profile: bool = False
+    timeout_s: float = 0.0
+    #: How long the host keeps re-attaching to a job whose stream broke.
+    reconnect_s: float = 300.0
+
+
+@dataclass
+class Target:
+    """One agent to profile on: a display name, its address, and how to authenticate."""
+
+    name: str
+    address: str
+    credentials: Credentials = field(default_factory=Credentials)
+
+
+@dataclass
+class DeviceProgress:
+    device: str
+    phase: str = "connect"
+    measured: int = 0
+    target_runs: int = 0
+    p50_ms: float | None = None
+    power_w: float | None = None
+    status: str = "running"  # "running" | "ok" | "error"
+    error: str = ""
+    upload_bytes: int = 0
+
+
+ProgressCallback = Callable[[DeviceProgress], None]
+#: Turns the model into what a target needs (issue #4's per-target compile); identity by default.
+CompileFn = Callable[[ModelFile, pb.DeviceInfo], tuple[ModelFile, dict[str, Any]]]
+
+
+def identity_compile(model: ModelFile, info: pb.DeviceInfo) -> tuple[ModelFile, dict[str, Any]]:
+    return model, {"format": model.format, "steps": []}
+
+
+class DeviceFailed(Exception):
+    """A device's profile failed; the message is the one line the user sees."""
+
+
+def _request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.ProfileRequest:
+    return pb.ProfileRequest(
+        job_id=job_id, model_sha256=model.sha256, model_format=model.format, runs=s.runs, warmup=s.warmup,
+        min_duration_s=s.min_duration_s, idle_s=s.idle_s, threads=s.threads, input_shapes=s.input_shapes,
+        inputs_npz=s.inputs_npz, sample_rate_hz=s.sample_rate_hz, settle_timeout_s=s.settle_timeout_s,
+        op_profile=s.op_profile, timeout_s=s.timeout_s,
+    )
+
+
+def stream_job(
+    client: AgentClient,
+    request: pb.ProfileRequest,
+    collector: JobCollector,
+    on_batch: Callable[[JobCollector], None],
+    reconnect_s: float,
+    attach_only: bool = False,
+) -> None:
+    """Follow a job to its end, re-attaching after lost streams from the last batch received."""
+    started = not attach_only and collector.last_seq == 0
+    give_up_at: float | None = None
+    backoff_s = 0.2
+    while not collector.finished:
+        try:
+            if not started:
+                stream = client.attach(request.job_id, collector.last_seq)
+            else:
+                stream = client.profile(request)
+                started = False  # later rounds re-attach; Profile with a known job_id is also safe
+            for batch in stream:
+                collector.add(batch)
+                give_up_at = None
+                backoff_s = 0.2
+                on_batch(collector)
+            if collector.finished:
+                return
+        except grpc.RpcError as err:
+            if err.code() not in RETRYABLE:  # type: ignore[attr-defined]
+                raise
+            if give_up_at is None:
+                give_up_at = time.monotonic() + reconnect_s
+            if time.monotonic() >= give_up_at:
+                raise DeviceFailed(
+                    f"lost the agent at {client.address} during {collector.current_phase} and could not re-attach "
+                    f"for {reconnect_s:g} s ({describe_rpc_error(err, client.address)}); "
+                    f"collect it later with `host runs fetch`"
+                ) from err
+        time.sleep(backoff_s)
+        backoff_s = min(backoff_s * 2, 5.0)
+
+
+def profile_device(
+    target: Target,
+    model: ModelFile,
+    settings: ProfileSettings,
+    *,
+    run_id: str,
+    store: Store | None,
+    progress: ProgressCallback,
+    compile_fn: CompileFn = identity_compile,
+) -> tuple[dict[str, Any], DeviceRaw | None]:
+    state = DeviceProgress(target.name, target_runs=settings.runs)
+    progress(state)
+    upload_bytes = 0
+    recipe: dict[str, Any] | None = None
+    job_id = uuid.uuid4().hex
+    try:
+        with AgentClient(target.address, target.credentials) as client:
+            info = client.describe()
+            artifact, recipe = compile_fn(model, info)
+            state.phase = "upload"
+            progress(state)
+            if not client.has_model(artifact.sha256):
+                upload_bytes = client.upload(artifact.path, artifact.sha256, artifact.format)
+            state.upload_bytes = upload_bytes
+            request = _request(job_id, artifact, settings)
+            if store is not None:
+                store.add_pending(PendingJob(run_id, target.name, target.address, job_id,
+                                             {"model": asdict_model(artifact), "recipe": recipe}))
+            collector = JobCollector(target.name)
+
+            def on_batch(c: JobCollector) -> None:
+                state.phase = c.current_phase
+                state.measured = c.measured
+                if c.recent_latency_ns.size:
+                    state.p50_ms = float(sorted(c.recent_latency_ns)[c.recent_latency_ns.size // 2]) / 1e6
+                progress(state)
+
+            stream_job(client, request, collector, on_batch, settings.reconnect_s)
+            raw = collector.raw()
+            entry = device_entry(target.name, raw, collector.info, collector.end, upload_bytes=upload_bytes,
+                                 recipe=recipe, job_id=job_id)
+            entry["address"] = target.address
+    except grpc.RpcError as err:
+        entry, raw = error_entry(target.name, describe_rpc_error(err, target.address), upload_bytes=upload_bytes,
+                                 recipe=recipe, address=target.address), None
+    except (DeviceFailed, SequenceError) as err:
+        entry, raw = error_entry(target.name, str(err), upload_bytes=upload_bytes, recipe=recipe,
+                                 address=target.address, job_id=job_id), None
+    except Exception as err:  # e.g. a compile step that fails for this target only: the others go on
+        entry, raw = error_entry(target.name, f"{type(err).__name__}: {err}", upload_bytes=upload_bytes,
+                                 recipe=recipe, address=target.address), None
+    state.status = entry["status"]
+    state.error = entry.get("error") or ""
+    state.phase = "done" if state.status == "ok" else "failed"
+    progress(state)
+    return entry, raw
+
+
+def asdict_model(model: ModelFile) -> dict[str, Any]:
+    return {"path": str(model.path), "format": model.format, "sha256": model.sha256, "size_bytes": model.size_bytes}
+
+
+def run_profile(
+    model: ModelFile,
+    targets: Sequence[Target],
+    settings: ProfileSettings,
+    *,
+    store: Store | None,
+    progress: ProgressCallback,
+    compile_fn: CompileFn = identity_compile,
+) -> RunData:
+    """Profile every target concurrently; one device's failure never stops the others."""
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:
+        futures = [
+            pool.submit(profile_device, t, model, settings, run_id=run_id, store=store, progress=progress,
+                        compile_fn=compile_fn)
+            for t in targets
+        ]
+        results = [f.result() for f in futures]
+    settings_doc = asdict(settings)
+    settings_doc["inputs_npz"] = bool(settings.inputs_npz)
+    document: dict[str, Any] = {
+        "run_id": run_id,
+        "created_at": created_at,
+        "host_version": __version__,
+        "model": {"path": str(model.path), "sha256": model.sha256, "format": model.format, "size_bytes": model.size_bytes},
+        "settings": settings_doc,
+        "devices": [entry for entry, _raw in results],
+    }
+    raw = {entry["device"]: r for entry, r in results if r is not None}
+    run = RunData(document=document, raw=raw)
+    if store is not None:
+        store.save_run(run)
+        acknowledge(run, targets)
+    return run
+
+
+def acknowledge(run: RunData, targets: Sequence[Target]) -> None:
+    """Tell each agent its journal for this run may be pruned (best effort: age pruning backs it up)."""
+    by_name = {t.name: t for t in targets}
+    for entry in run.document["devices"]:
+        target = by_name.get(entry["device"])
+        job_id = entry.get("job_id")
+        if target is None or not job_id or entry["device"] not in run.raw:
+            continue
+        try:
+            with AgentClient(target.address, target.credentials, timeout_s=5) as client:
+                client.acknowledge(job_id, 1 << 62)
+        except grpc.RpcError:
+            pass

@@ -1,0 +1,115 @@
+"""One device's entry of the result document (DESIGN.md §4), computed from its raw samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host import energy, stats
+from host.rundata import DeviceRaw
+from protos import agent_pb2 as pb
+
+_STATUS = {pb.JobEnd.OK: "ok", pb.JobEnd.ERROR: "error", pb.JobEnd.CANCELLED: "error"}
+
+
+def error_entry(device: str, error: str, **known: Any) -> dict[str, Any]:
+    """A device that failed before or during its job: every metric null, the error named."""
+    entry: dict[str, Any] = {
+        "device": device,
+        "profile": None,
+        "status": "error",
+        "error": error,
+        "runtime": None,
+        "execution_provider": None,
+        "n_inferences": 0,
+        "upload_bytes": 0,
+        "latency_ms": None,
+        "throughput_ips": None,
+        "load_time_ms": None,
+        "first_inference_ms": None,
+        "peak_rss_mb": None,
+        "energy": energy.empty(),
+        "thermal": {"max_temp_c": None, "throttled": None},
+    }
+    entry.update(known)
+    return entry
+
+
+def device_entry(
+    device: str,
+    raw: DeviceRaw,
+    info: pb.JobInfo | None,
+    end: pb.JobEnd | None,
+    *,
+    upload_bytes: int,
+    recipe: dict[str, Any] | None = None,
+    job_id: str = "",
+) -> dict[str, Any]:
+    """Everything the host reports for one device, from what that device streamed."""
+    if end is None:
+        return error_entry(device, "the measurement stream ended without a result", upload_bytes=upload_bytes, job_id=job_id)
+    entry = error_entry(device, end.error or "", upload_bytes=upload_bytes, recipe=recipe, job_id=job_id)
+    entry["status"] = _STATUS.get(end.status, "error")
+    if entry["status"] == "ok":
+        entry["error"] = None
+    elif end.status == pb.JobEnd.CANCELLED and not end.error:
+        entry["error"] = "cancelled"
+    entry["error_kind"] = end.error_kind or None
+    if info is not None:
+        entry.update(
+            profile=info.profile or None,
+            runtime=f"{info.runtime} {info.runtime_version}".strip(),
+            execution_provider=info.execution_providers[0] if info.execution_providers else None,
+            execution_providers=list(info.execution_providers),
+            load_time_ms=info.load_time_ns / 1e6,
+            threads=info.threads,
+            inputs=[{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in info.inputs],
+            inputs_source=info.inputs_source,
+            sample_rate_hz=info.sample_rate_hz,
+            board=_board(info.device),
+        )
+    entry["n_inferences"] = int(raw.start_ns.size)
+    entry["n_warmup"] = int(raw.warmup_start_ns.size)
+    if end.first_inference_ns:
+        entry["first_inference_ms"] = end.first_inference_ns / 1e6
+    peak_rss = max(float(end.peak_rss_bytes), energy.peak_bytes(raw.series, "rss_bytes") or 0.0)
+    entry["peak_rss_mb"] = peak_rss / 1024**2 if peak_rss else None
+    entry["notes"] = dict(end.notes)
+    entry["phases"] = [
+        {"name": p.name, "start_ns": p.start_ns, "end_ns": p.end_ns, "detail": p.detail, "count": p.count} for p in raw.phases
+    ]
+    if raw.start_ns.size:
+        lat = stats.latency_stats(raw.start_ns, raw.end_ns)
+        entry["latency_ms"] = lat.to_dict()
+        entry["throughput_ips"] = lat.throughput_ips
+        entry["duration_s"] = lat.duration_s
+    measure = raw.phase("measure")
+    if measure is not None and measure.end_ns and raw.start_ns.size:
+        entry["energy"] = energy.energy_stats(raw.series, measure, raw.phase("idle"), raw.start_ns, raw.end_ns).to_dict()
+        entry["thermal"] = energy.thermal_stats(raw.series, measure, raw.phase("warmup"), raw.phase("idle"))
+    if end.op_by_type:
+        entry["op_profile"] = {
+            "by_type": [_op(o) for o in end.op_by_type],
+            "top_nodes": [_op(o) for o in end.op_top_nodes],
+        }
+    return entry
+
+
+def _op(op: pb.OpStat) -> dict[str, Any]:
+    return {"op_type": op.op_type, "node": op.node or None, "total_us": op.total_us, "calls": op.calls, "provider": op.provider}
+
+
+def _board(dev: pb.DeviceInfo) -> dict[str, Any]:
+    return {
+        "hostname": dev.hostname,
+        "board": dev.board,
+        "os": dev.os,
+        "kernel": dev.kernel,
+        "machine": dev.machine,
+        "cpu_model": dev.cpu_model,
+        "cpu_cores": dev.cpu_cores,
+        "ram_mb": dev.ram_bytes / 1024**2,
+        "agent_version": dev.agent_version,
+        "runtimes": {rt.name: rt.version for rt in dev.runtimes},
+        "metadata": dict(dev.metadata),
+        "sensors": [{"name": s.name, "kind": s.kind, "role": s.role, "sensor": s.sensor} for s in dev.sensors],
+    }
