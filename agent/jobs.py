@@ -28,7 +28,7 @@ from agent.inputs import parse_shape
 from agent.journal import Journal
 from agent.model_cache import ModelCache, check_sha256
 from agent.sampler import DEFAULT_RATE_HZ, Sampler
-from agent.sensors.base import TEMP_C, Sensor
+from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
 from protos import agent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -353,8 +353,12 @@ class _JobExecution:
     def _idle(self, idle_s: float, deadline: float) -> bool:
         if idle_s <= 0:
             return True
-        self.phase = "idle"
         start = time.monotonic_ns()
+        if not any(ch.kind in (POWER_MW, ENERGY_UJ) for s in self.settings.sensors for ch in s.channels()):
+            # An idle baseline is only worth its seconds when there is power to measure.
+            self.emitter.phase("idle", start, start, detail="skipped: no power sensor")
+            return True
+        self.phase = "idle"
         if self.job.cancelled.wait(min(idle_s, max(0.0, deadline - time.monotonic()))):
             return False
         self.emitter.phase("idle", start, time.monotonic_ns())
