@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import SensorError
+
 #: Series kinds, as named in protos/agent.proto SeriesKind (lower-case).
 POWER_MW = "power_mw"
 ENERGY_UJ = "energy_uj"
@@ -67,3 +69,22 @@ def sysfs_root() -> Path:
 def under_root(path: str) -> Path:
     """``/sys/class/...`` resolved under EDGEPROF_SYSFS_ROOT."""
     return sysfs_root() / path.lstrip("/")
+
+
+def read_sysfs_text(path: Path) -> str:
+    """A sysfs attribute's text, stripped; SensorError (naming the file) when it cannot be read."""
+    try:
+        return path.read_text(encoding="ascii", errors="replace").strip()
+    except PermissionError as err:
+        raise SensorError(f"permission denied reading {path}") from err
+    except OSError as err:
+        raise SensorError(f"cannot read {path}: {err.strerror or err}") from err
+
+
+def read_sysfs_int(path: Path) -> int:
+    """A sysfs attribute holding an integer (some append a unit, e.g. "32760 ma": the unit is dropped)."""
+    text = read_sysfs_text(path)
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError) as err:
+        raise SensorError(f"{path}: expected an integer, got {text!r}") from err
