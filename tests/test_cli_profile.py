@@ -1,0 +1,153 @@
+"""`host profile` and `agent` as a user runs them: installed console scripts, real models, real agents."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import console_script
+
+RESULT_KEYS = {
+    "device", "profile", "status", "error", "runtime", "execution_provider", "n_inferences", "upload_bytes",
+    "latency_ms", "throughput_ips", "load_time_ms", "peak_rss_mb", "energy", "thermal",
+}
+FAST = ["--runs", "30", "--min-duration", "0.2", "--idle", "0", "--warmup", "2", "--quiet"]
+
+
+def host(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([console_script("host"), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def test_profile_on_embedded_default_writes_complete_document(squeezenet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = host("profile", str(squeezenet), "--runs", "50", "--min-duration", "0.2", "--idle", "0", "--threads", "1",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert {"run_id", "model", "created_at", "devices"} <= set(doc)
+    assert doc["model"]["sha256"] and doc["model"]["path"] == str(squeezenet)
+    (dev,) = doc["devices"]
+    assert RESULT_KEYS <= set(dev)
+    assert dev["status"] == "ok" and dev["error"] is None
+    assert dev["n_inferences"] >= 50
+    lat = dev["latency_ms"]
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    assert dev["throughput_ips"] > 0 and dev["load_time_ms"] > 0 and dev["peak_rss_mb"] > 10
+    assert set(dev["energy"]) >= {"method", "sensor", "idle_power_w", "avg_power_w", "energy_mj_per_inference",
+                                  "dynamic_energy_mj_per_inference", "energy_mj_per_inference_ci95"}
+    assert set(dev["thermal"]) >= {"max_temp_c", "throttled"}
+    assert "p50 ms" in proc.stdout and "local" in proc.stdout
+    listing = host("runs", "ls")
+    assert doc["run_id"] in listing.stdout
+
+
+def test_second_run_of_same_model_uploads_nothing(squeezenet: Path, tmp_path: Path) -> None:
+    docs = []
+    for i in range(2):
+        out = tmp_path / f"r{i}.json"
+        proc = host("profile", str(squeezenet), *FAST, "--json", str(out))
+        assert proc.returncode == 0, proc.stderr
+        docs.append(json.loads(out.read_text()))
+    assert docs[0]["devices"][0]["upload_bytes"] == squeezenet.stat().st_size
+    assert docs[1]["devices"][0]["upload_bytes"] == 0
+
+
+def test_tflite_model_profiles_end_to_end(tflite_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = host("profile", str(tflite_model), *FAST, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (dev,) = json.loads(out.read_text())["devices"]
+    assert dev["status"] == "ok" and dev["runtime"].startswith("tflite")
+    assert dev["inputs"][0]["shape"] == [1, 96, 96, 3]
+
+
+def _bad_inputs(tmp_path: Path, squeezenet: Path) -> dict[str, list[str]]:
+    random_onnx = tmp_path / "random.onnx"
+    random_onnx.write_bytes(os.urandom(4096))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(squeezenet.read_bytes()[: squeezenet.stat().st_size // 2])
+    text_tflite = tmp_path / "notes.tflite"
+    text_tflite.write_text("this is not a model\n")
+    return {
+        "missing file": [str(tmp_path / "nope.onnx")],
+        "random bytes": [str(random_onnx)],
+        "truncated onnx": [str(truncated)],
+        "text named tflite": [str(text_tflite)],
+        "wrong input shape": [str(squeezenet), "--input-shape", "data_0=1x3x100x100"],
+        "unknown input name": [str(squeezenet), "--input-shape", "image=1x3x224x224"],
+        "malformed shape": [str(squeezenet), "--input-shape", "data_0=1by3"],
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "random bytes", "truncated onnx", "text named tflite",
+                                  "wrong input shape", "unknown input name", "malformed shape"])
+def test_bad_input_gives_one_clear_line_and_exit_1(case: str, tmp_path: Path, squeezenet: Path) -> None:
+    args = _bad_inputs(tmp_path, squeezenet)[case]
+    proc = host("profile", *args, *FAST, timeout=60)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("host: ")
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.fixture
+def agent_subprocess(tmp_path: Path) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [console_script("agent"), "serve", "--listen", "127.0.0.1:0", "--no-advertise", "--data-dir", str(tmp_path / "a")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening on" in line, line
+    yield line.split("listening on ")[1].split()[0]
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+def test_two_hosts_on_one_agent_never_measure_concurrently(agent_subprocess: str, shufflenet: Path, tmp_path: Path) -> None:
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    cmd = [console_script("host"), "profile", str(shufflenet), "--device", agent_subprocess, "--runs", "30",
+           "--min-duration", "0.5", "--idle", "0", "--quiet"]
+    procs = [subprocess.Popen([*cmd, "--json", str(o)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for o in outs]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
+    spans = []
+    for out in outs:
+        (dev,) = json.loads(out.read_text())["devices"]
+        measure = next(p for p in dev["phases"] if p["name"] == "measure")
+        spans.append((measure["start_ns"], measure["end_ns"]))
+    spans.sort()
+    assert spans[0][1] <= spans[1][0], f"measure windows overlap: {spans}"
+
+
+def test_unreachable_device_fails_with_one_line_and_exit_1(squeezenet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = host("profile", str(squeezenet), "--device", "127.0.0.1:1", *FAST, "--json", str(out), timeout=60)
+    assert proc.returncode == 1
+    (dev,) = json.loads(out.read_text())["devices"]
+    assert dev["status"] == "error" and "cannot reach the agent at 127.0.0.1:1" in dev["error"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_agent_info_json_describes_the_board() -> None:
+    proc = subprocess.run([console_script("agent"), "info", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["cpu_cores"] >= 1 and info["ram_bytes"] > 0 and info["kernel"]
+    assert {rt["name"] for rt in info["runtimes"]} >= {"onnxruntime"}
+    assert info["profile"]
+
+
+def test_python_dash_m_entry_points_work() -> None:
+    for module in ("host", "agent"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage" in (proc.stdout + proc.stderr).lower()
