@@ -1,0 +1,301 @@
+"""deploy/install-agent.sh and the systemd unit, exercised in a throwaway root without network."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+SCRIPT = DEPLOY / "install-agent.sh"
+UNIT = DEPLOY / "edgeprof-agent.service"
+
+VENV = Path("opt/edgeprof/venv")
+TOKEN = Path("etc/edgeprof/agent.token")
+ENV_FILE = Path("etc/edgeprof/agent.env")
+UNIT_DEST = Path("etc/systemd/system/edgeprof-agent.service")
+GROUPS_DROPIN = Path("etc/systemd/system/edgeprof-agent.service.d/10-groups.conf")
+RAPL_RULE = Path("etc/udev/rules.d/99-edgeprof-rapl.rules")
+DATA_DIR = Path("var/lib/edgeprof")
+
+
+def install(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs the installer into `root` with the test's interpreter for the venv."""
+    cmd = ["bash", str(SCRIPT), "--root", str(root), "--python", sys.executable, *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def env_settings(root: Path) -> dict[str, str]:
+    lines = (root / ENV_FILE).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_script_passes_bash_syntax_check() -> None:
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+def test_script_passes_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed")
+    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_unit_file_is_accepted_by_systemd_analyze(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    # verify insists that ExecStart= exists; point it at an executable this machine has.
+    unit = tmp_path / "edgeprof-agent.service"
+    unit.write_text(
+        UNIT.read_text().replace("/opt/edgeprof/venv/bin/agent", shutil.which("true") or "/bin/true")
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    # Unknown or malformed keys are only warnings (exit 0), so stderr must be empty too.
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_unit_runs_the_agent_as_its_own_user_with_the_token() -> None:
+    text = UNIT.read_text()
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert "User=edgeprof" in text
+    assert "EnvironmentFile=-/etc/edgeprof/agent.env" in text
+    assert "serve --listen ${EDGEPROF_LISTEN} --token-file /etc/edgeprof/agent.token" in exec_start
+    assert "--data-dir /var/lib/edgeprof" in exec_start
+    for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"):
+        assert option in text
+
+
+def test_help_describes_every_option() -> None:
+    result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, check=True)
+    for option in (
+        "--source",
+        "--extras",
+        "--root",
+        "--listen",
+        "--profile",
+        "--tags",
+        "--power-meter",
+        "--python",
+        "--no-start",
+        "--uninstall",
+        "--rapl-access",
+        "--pip-args",
+        "--skip-pip",
+    ):
+        assert option in result.stdout
+
+
+def test_install_into_root_creates_venv_token_settings_and_unit(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+
+    result = install(root, "--skip-pip", "--profile", "rpi5", "--tags", "lab,pi")
+
+    assert (root / VENV / "bin" / "python").exists()
+    token = (root / TOKEN).read_text().strip()
+    assert len(token) >= 43 and re.fullmatch(r"[A-Za-z0-9_-]+", token)
+    assert stat.S_IMODE((root / TOKEN).stat().st_mode) == 0o640
+    assert stat.S_IMODE((root / "etc/edgeprof").stat().st_mode) == 0o750
+    assert env_settings(root) == {
+        "EDGEPROF_LISTEN": "0.0.0.0:50051",
+        "EDGEPROF_AGENT_ARGS": "--profile rpi5 --tags lab,pi",
+    }
+    assert (root / UNIT_DEST).read_text() == UNIT.read_text()
+    assert (root / DATA_DIR).is_dir()
+    # Nothing outside the root was changed: system commands were only shown.
+    assert "would run: useradd --system" in result.stdout
+    assert "would run: systemctl restart edgeprof-agent" in result.stdout
+    assert "--device" in result.stdout and "--token-file" in result.stdout
+
+
+def test_second_run_keeps_token_and_settings_it_is_not_given(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    install(root, "--skip-pip", "--profile", "jetson-orin-nano", "--listen", "0.0.0.0:6000")
+    token = (root / TOKEN).read_text()
+
+    install(root, "--skip-pip", "--tags", "lab")
+
+    assert (root / TOKEN).read_text() == token
+    assert env_settings(root) == {
+        "EDGEPROF_LISTEN": "0.0.0.0:6000",
+        "EDGEPROF_AGENT_ARGS": "--profile jetson-orin-nano --tags lab",
+    }
+
+
+def test_hand_added_agent_arguments_survive_a_rerun(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    install(root, "--skip-pip", "--profile", "rpi4")
+    env = root / ENV_FILE
+    env.write_text(env.read_text().replace("--profile rpi4", "--profile rpi4 --no-advertise"))
+
+    install(root, "--skip-pip", "--power-meter", "um25c:/dev/rfcomm0")
+
+    args = env_settings(root)["EDGEPROF_AGENT_ARGS"].split()
+    assert args == ["--profile", "rpi4", "--power-meter", "um25c:/dev/rfcomm0", "--no-advertise"]
+
+
+def test_existing_sensor_groups_become_supplementary_groups(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\ni2c:x:998:\n")
+
+    result = install(root, "--skip-pip", "--rapl-access", "--venv", "/srv/edgeprof/venv", "--no-start")
+
+    assert (root / GROUPS_DROPIN).read_text().splitlines()[-1] == "SupplementaryGroups=i2c video"
+    assert "would run: usermod --append --groups i2c,video edgeprof" in result.stdout
+    assert (root / RAPL_RULE).read_text() == (DEPLOY / "udev/99-edgeprof-rapl.rules").read_text()
+    assert "ExecStart=/srv/edgeprof/venv/bin/agent serve" in (root / UNIT_DEST).read_text()
+    assert (root / "srv/edgeprof/venv/bin/python").exists()
+    assert "would run: systemctl restart" not in result.stdout
+
+
+def test_uninstall_removes_install_but_keeps_data_until_purge(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/group").write_text("video:x:44:\n")
+    install(root, "--skip-pip", "--rapl-access")
+
+    install(root, "--uninstall")
+
+    for path in (VENV, TOKEN, ENV_FILE, UNIT_DEST, GROUPS_DROPIN, RAPL_RULE, Path("etc/edgeprof")):
+        assert not (root / path).exists(), path
+    assert (root / DATA_DIR).is_dir()
+
+    result = install(root, "--uninstall", "--purge")
+
+    assert not (root / DATA_DIR).exists()
+    assert "would run: userdel edgeprof" in result.stdout
+
+
+@pytest.mark.parametrize("listen", ["50051", "host:", "host:70000"])
+def test_malformed_listen_address_is_refused(tmp_path: Path, listen: str) -> None:
+    result = install(tmp_path / "root", "--skip-pip", "--listen", listen, check=False)
+
+    assert result.returncode != 0
+    assert "--listen" in result.stderr or "port" in result.stderr
+    assert not (tmp_path / "root" / TOKEN).exists()
+
+
+def _site_packages() -> list[str]:
+    import site
+
+    return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def test_installed_agent_command_runs_offline(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools here")
+    # Build a wheel of this checkout from a copy, so the build leaves nothing in the working tree.
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            "tests",
+            "bench",
+            "deploy",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".*_cache",
+            ".venv",
+            "venv",
+        ),
+    )
+    if not (src / "README.md").exists():
+        (src / "README.md").write_text("edgeprof\n")
+    wheelhouse = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(wheelhouse),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    wheel = next(wheelhouse.glob("edgeprof-*.whl"))
+    root = tmp_path / "root"
+
+    install(root, "--source", str(wheel), "--pip-args", "--no-index --no-deps", "--no-start")
+
+    agent = root / VENV / "bin" / "agent"
+    assert agent.exists()
+    assert agent.read_text().splitlines()[0] == f"#!{root / VENV / 'bin' / 'python'}"
+    # The venv holds edgeprof but not its dependencies (no network here): borrow those from the
+    # test's own environment. PYTHONPATH does not process .pth files, so `agent` itself still
+    # comes from the installed wheel, not from this checkout.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(_site_packages())}
+    result = subprocess.run(
+        [str(agent), "serve", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--token-file" in result.stdout
+    located = subprocess.run(
+        [str(root / VENV / "bin" / "python"), "-c", "import agent; print(agent.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert located.stdout.startswith(str(root / VENV))
+
+
+def _can_unshare_mounts() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("useradd") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def test_live_install_creates_user_ownership_and_enables_unit(tmp_path: Path) -> None:
+    """The real (non --root) path, inside a private mount namespace over copies of /etc, /opt and
+    /var/lib, so useradd, chown and systemctl enable run for real without touching this machine."""
+    if not _can_unshare_mounts():
+        pytest.skip("needs root and a private mount namespace (unshare -m)")
+    etc, opt, var_lib = tmp_path / "etc", tmp_path / "opt", tmp_path / "var-lib"
+    subprocess.run(["cp", "-a", "/etc", str(etc)], check=True)
+    opt.mkdir()
+    var_lib.mkdir()
+    script = f"""
+        set -e
+        mount --bind {etc} /etc && mount --bind {opt} /opt && mount --bind {var_lib} /var/lib
+        bash {SCRIPT} --skip-pip --python {sys.executable} --profile rpi4
+        bash {SCRIPT} --skip-pip --python {sys.executable} --tags lab
+        stat -c '%U:%G %a' /etc/edgeprof/agent.token /etc/edgeprof /var/lib/edgeprof
+        readlink /etc/systemd/system/multi-user.target.wants/edgeprof-agent.service
+        bash {SCRIPT} --uninstall --purge
+        if getent passwd edgeprof; then echo "user still there"; exit 1; fi
+    """
+
+    result = subprocess.run(
+        ["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "root:edgeprof 640\nroot:edgeprof 750\nedgeprof:edgeprof 750\n" in result.stdout
+    assert "/etc/systemd/system/edgeprof-agent.service\n" in result.stdout
+    assert not (etc / "edgeprof").exists()
