@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from host import examples
 from host.cli import app
 from host.cli.common import fail, open_store
 from host.config import ConfigError, credentials_for, load_config
@@ -63,7 +64,7 @@ def resolve_targets(fleet: str | None, devices: list[str], token_file: Path | No
 
 @app.command()
 def profile(
-    model: Annotated[Path, typer.Argument(help="model file: .onnx, .ort or .tflite")],
+    model: Annotated[str, typer.Argument(help="model file (.onnx, .ort, .tflite) or example:NAME (e.g. example:squeezenet)")],
     fleet: Annotated[str | None, typer.Option(help="fleet name from the config file")] = None,
     device: Annotated[list[str] | None, typer.Option(help="agent address HOST:PORT (repeatable)")] = None,
     runs: Annotated[int, typer.Option(min=1, help="minimum measured inferences")] = 100,
@@ -83,7 +84,7 @@ def profile(
 ) -> None:
     """Profile MODEL: latency, throughput, memory, power and energy on every device."""
     try:
-        model_file = inspect(model)
+        model_file = inspect(examples.resolve(model))
         shapes = _input_shapes(input_shape or [])
         check_input_shapes(model_file, shapes)
     except ModelFileError as err:
