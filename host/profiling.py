@@ -20,6 +20,7 @@ from host.rpc_errors import describe_rpc_error
 from host.rundata import DeviceRaw, RunData
 from host.store import PendingJob, Store
 from host.summary import device_entry, error_entry
+from host.validity import assess
 from protos import agent_pb2 as pb
 
 #: Stream errors after which the host re-attaches (with backoff) instead of failing the device.
@@ -171,6 +172,7 @@ def profile_device(
             entry = device_entry(target.name, raw, collector.info, collector.end, upload_bytes=upload_bytes,
                                  recipe=recipe, job_id=job_id)
             entry["address"] = target.address
+            entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
     except grpc.RpcError as err:
         entry, raw = error_entry(target.name, describe_rpc_error(err, target.address), upload_bytes=upload_bytes,
                                  recipe=recipe, address=target.address), None
