@@ -61,7 +61,7 @@ def _recording_backends(present: set[str], broken: set[str], tried: list[str]) -
         return Backend(name, available, create)
 
     names = [*DEFAULT_POWER_ORDER, "thermal", "cpufreq"]
-    return {name: make(name) for name in names if name != "usbmeter"}
+    return {name: make(name) for name in names if name != "usbmeter" or name in present}
 
 
 def test_default_order_then_thermal_and_cpufreq() -> None:
@@ -102,6 +102,19 @@ def test_a_power_meter_on_the_command_line_comes_first(root: Path) -> None:
 
     assert backends_found == ["usbmeter", "rapl"]
     assert first_reading == pytest.approx(4080.0)
+
+
+def test_only_the_first_board_total_keeps_the_total_role(root: Path) -> None:
+    # A Pi 5 with a USB meter: the meter and the PMIC both measure the board; the host sums every
+    # "total" channel, so the PMIC's must step back or the board would be counted twice.
+    tried: list[str] = []
+    backends = _recording_backends({"usbmeter", "rpi_pmic"}, set(), tried)
+
+    detection = detect_sensors(load_profile("rpi5"), "um25c:/dev/ttyUSB0", backends)
+
+    roles = [(s.backend, [ch.role for ch in s.channels()]) for s in detection.sensors]
+    assert roles == [("usbmeter", ["total"]), ("rpi_pmic", [""])]
+    assert detection.sensors[1].read() == [1000.0]
 
 
 def test_a_malformed_power_meter_spec_is_a_value_error(root: Path) -> None:

@@ -25,19 +25,32 @@ def test_energy_counter_is_preferred_and_reported_in_microjoules() -> None:
 
     assert [(ch.name, ch.kind, ch.role) for ch in sensor.channels()] == [
         ("gpu0", ENERGY_UJ, "gpu"),
+        ("gpu0_power", POWER_MW, "gpu"),
         ("gpu0_mem", GPU_MEM_BYTES, "gpu"),
     ]
     assert second[0] - first[0] == pytest.approx(2_500_000.0)
-    assert second[1] == float(3 << 30)
-    assert "power_instant" not in library.calls
+    assert second[1:] == [250_000.0, float(3 << 30)]
 
 
 def test_instantaneous_power_when_the_counter_is_not_supported() -> None:
     gpu = FakeGpu(energy_mj=None, power_instant_mw=71_500.0)
     sensor = NvmlSensor(ScriptedNvml([gpu]))
 
-    assert sensor.channels()[0].kind == POWER_MW
+    assert [(ch.name, ch.kind) for ch in sensor.channels()] == [
+        ("gpu0", POWER_MW),
+        ("gpu0_mem", GPU_MEM_BYTES),
+    ]
     assert sensor.read()[0] == 71_500.0
+
+
+def test_counter_alone_when_the_driver_has_no_instantaneous_field() -> None:
+    library = ScriptedNvml([FakeGpu(energy_mj=5_000, power_instant_mw=None)])
+    sensor = NvmlSensor(library)
+    library.calls.clear()
+
+    assert sensor.read()[0] == 5_000_000.0
+    assert [ch.kind for ch in sensor.channels()] == [ENERGY_UJ, GPU_MEM_BYTES]
+    assert "power_instant" not in library.calls
 
 
 def test_a_gpu_with_neither_reading_is_refused_rather_than_averaged() -> None:
@@ -60,7 +73,7 @@ def test_profile_device_list_restricts_the_gpus() -> None:
     library = ScriptedNvml([FakeGpu(), FakeGpu(), FakeGpu()])
     sensor = NvmlSensor(library, devices=[2])
 
-    assert [ch.name for ch in sensor.channels()] == ["gpu2", "gpu2_mem"]
+    assert [ch.name for ch in sensor.channels()] == ["gpu2", "gpu2_power", "gpu2_mem"]
     sensor.close()
     assert not library.initialised
 

@@ -20,6 +20,7 @@ from agent.sensors.base import (
     RSS_BYTES,
     TEMP_C,
     VOLTAGE_MV,
+    Channel,
     Sensor,
 )
 from agent.sensors.cpufreq import CpuFreqSensor
@@ -77,6 +78,34 @@ DEFAULT_BACKENDS: Mapping[str, Backend] = {
 AUXILIARY = ("thermal", "cpufreq")
 
 
+class DemotedTotal(Sensor):
+    """Another backend's view of a board whose total is already measured: its "total" channels lose
+    that role, because the host sums every "total" channel and would count the board twice.
+    """
+
+    def __init__(self, inner: Sensor) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.max_rate_hz = inner.max_rate_hz
+        self.min_rate_hz = inner.min_rate_hz
+        self._channels = [
+            Channel(ch.name, ch.kind, "" if ch.role == "total" else ch.role) for ch in inner.channels()
+        ]
+
+    def channels(self) -> Sequence[Channel]:
+        return self._channels
+
+    def read(self) -> Sequence[float]:
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _has_total(sensor: Sensor) -> bool:
+    return any(ch.role == "total" for ch in sensor.channels())
+
+
 def power_order(profile: DeviceProfile, power_meter: str | None) -> list[str]:
     """Power backend names in the order they are tried for this profile and meter."""
     order = list(profile.power_sensors or DEFAULT_POWER_ORDER)
@@ -96,7 +125,8 @@ def detect_sensors(
 
     A backend whose hardware is absent is skipped quietly; one that is present but cannot be used
     (RAPL root-only, NVML without pynvml, a meter that does not answer) becomes a line in ``problems``.
-    Power sensors come first, in the order tried: the host takes the first "total" channel.
+    Power sensors come first, in the order tried. Only the first backend that measures the whole board
+    keeps the role "total" (a USB meter on a Pi 5 beats its PMIC); later ones keep their readings.
     """
     table = dict(DEFAULT_BACKENDS if backends is None else backends)
     if power_meter:
@@ -114,9 +144,16 @@ def detect_sensors(
             if not backend.is_available(profile):
                 log.debug("sensor backend %s: hardware absent", name)
                 continue
-            detection.sensors.append(backend.create(profile))
+            sensor = backend.create(profile)
         except (SensorError, ValueError) as err:
             detection.problems.append(f"{name}: {err}")
+            continue
+        if _has_total(sensor) and any(_has_total(s) for s in detection.sensors):
+            log.info(
+                "sensor backend %s: the board total is already measured; its total is informational", name
+            )
+            sensor = DemotedTotal(sensor)
+        detection.sensors.append(sensor)
     return detection
 
 
