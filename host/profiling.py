@@ -225,7 +225,13 @@ def run_profile(
     raw = {entry["device"]: r for entry, r in results if r is not None}
     run = RunData(document=document, raw=raw)
     if store is not None:
+        # save_run clears the run's pending jobs; a job whose stream was lost (its entry names the job, but
+        # no samples came) must stay pending, or the `host runs fetch` its error suggests finds nothing.
+        lost = {e["device"] for e in document["devices"] if e.get("job_id") and e["device"] not in raw}
+        uncollected = [job for job in store.pending(run_id) if job.device in lost]
         store.save_run(run)
+        for job in uncollected:
+            store.add_pending(job)
         acknowledge(run, targets)
     return run
 
