@@ -24,7 +24,7 @@ PHASE_BY_NAME = {
 
 
 def series_kind(kind: str) -> int:
-    """"power_mw" -> pb.POWER_MW."""
+    """ "power_mw" -> pb.POWER_MW."""
     return int(pb.SeriesKind.Value(kind.upper()))
 
 
@@ -41,7 +41,9 @@ class BatchEmitter:
 
     def phase(self, name: str, start_ns: int, end_ns: int = 0, detail: str = "", count: int = 0) -> None:
         with self._lock:
-            self._pending.phases.add(phase=PHASE_BY_NAME[name], start_ns=start_ns, end_ns=end_ns, detail=detail, count=count)
+            self._pending.phases.add(
+                phase=PHASE_BY_NAME[name], start_ns=start_ns, end_ns=end_ns, detail=detail, count=count
+            )
             self._empty = False
 
     def latency(self, phase: int, start_ns: np.ndarray, end_ns: np.ndarray) -> None:

@@ -29,8 +29,14 @@ def probe_runtimes() -> list[dict[str, Any]]:
     for name in RUNTIMES:
         try:
             runtime = backend(name)
-            found.append({"name": name, "version": runtime.version(), "providers": runtime.available_providers(),
-                          "module": type(runtime).__module__})
+            found.append(
+                {
+                    "name": name,
+                    "version": runtime.version(),
+                    "providers": runtime.available_providers(),
+                    "module": type(runtime).__module__,
+                }
+            )
         except (AgentError, ImportError):
             continue
     return found
@@ -40,7 +46,10 @@ def runtimes_via_subprocess(timeout_s: float = 60.0) -> list[dict[str, Any]]:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "agent.board", "--probe-runtimes"],
-            capture_output=True, text=True, timeout=timeout_s, check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=True,
         ).stdout
         return list(json.loads(out))
     except (subprocess.SubprocessError, ValueError, OSError):

@@ -11,15 +11,23 @@ from agent import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent", description="edgeprof agent: runs models on this board and streams measurements.")
+    parser = argparse.ArgumentParser(
+        prog="agent", description="edgeprof agent: runs models on this board and streams measurements."
+    )
     parser.add_argument("--version", action="version", version=f"edgeprof agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve profiling jobs over gRPC")
-    serve.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT",
-                       help="address to listen on (default 127.0.0.1:50051; port 0 picks a free one)")
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:50051",
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:50051; port 0 picks a free one)",
+    )
     serve.add_argument("--profile", help="device profile (default: detected from the board)")
-    serve.add_argument("--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0 or csv:/dev/ttyACM0@115200")
+    serve.add_argument(
+        "--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0 or csv:/dev/ttyACM0@115200"
+    )
     serve.add_argument("--token-file", type=Path, help="file holding the bearer token hosts must present")
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
@@ -76,11 +84,21 @@ def main(argv: list[str] | None = None) -> None:
         from agent.serve import ServeOptions, default_data_dir, serve
 
         opts = ServeOptions(
-            listen=args.listen, profile=args.profile, power_meter=args.power_meter, token_file=args.token_file,
-            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, insecure=args.insecure,
-            advertise=not args.no_advertise, tags=[t.strip() for t in args.tags.split(",") if t.strip()],
-            data_dir=args.data_dir or default_data_dir(), cache_limit_mb=args.cache_limit_mb,
-            max_model_mb=args.max_model_mb, sample_rate_hz=args.sample_rate_hz, max_queued=args.max_queued,
+            listen=args.listen,
+            profile=args.profile,
+            power_meter=args.power_meter,
+            token_file=args.token_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            insecure=args.insecure,
+            advertise=not args.no_advertise,
+            tags=[t.strip() for t in args.tags.split(",") if t.strip()],
+            data_dir=args.data_dir or default_data_dir(),
+            cache_limit_mb=args.cache_limit_mb,
+            max_model_mb=args.max_model_mb,
+            sample_rate_hz=args.sample_rate_hz,
+            max_queued=args.max_queued,
             job_timeout_s=args.job_timeout_s,
         )
         sys.exit(serve(opts))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -13,21 +13,23 @@ LATENCY = b"L"
 _HEADER = struct.Struct("<Ic")  # payload length, frame type
 
 
-def write_event(out: BinaryIO, event: dict[str, Any]) -> None:
+def write_event(out: IO[bytes], event: dict[str, Any]) -> None:
     payload = json.dumps(event, separators=(",", ":")).encode()
     out.write(_HEADER.pack(len(payload), EVENT) + payload)
     out.flush()
 
 
-def write_latency(out: BinaryIO, phase: int, start_ns: list[int], end_ns: list[int]) -> None:
+def write_latency(out: IO[bytes], phase: int, start_ns: list[int], end_ns: list[int]) -> None:
     """One block of inference windows; the two arrays travel as raw little-endian int64."""
     count = len(start_ns)
-    payload = struct.pack("<iI", phase, count) + np.asarray(start_ns, "<i8").tobytes() + np.asarray(end_ns, "<i8").tobytes()
+    payload = (
+        struct.pack("<iI", phase, count) + np.asarray(start_ns, "<i8").tobytes() + np.asarray(end_ns, "<i8").tobytes()
+    )
     out.write(_HEADER.pack(len(payload), LATENCY) + payload)
     out.flush()
 
 
-def read_frame(stream: BinaryIO) -> tuple[bytes, Any] | None:
+def read_frame(stream: IO[bytes]) -> tuple[bytes, Any] | None:
     """The next frame as (type, decoded payload), or None at end of stream (worker exited)."""
     header = _read_exact(stream, _HEADER.size)
     if header is None:
@@ -45,7 +47,7 @@ def read_frame(stream: BinaryIO) -> tuple[bytes, Any] | None:
     raise ValueError(f"unknown frame type {kind!r} from worker")
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
+def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
     chunks = []
     remaining = size
     while remaining:

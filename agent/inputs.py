@@ -16,7 +16,7 @@ _DIMS = re.compile(r"^\d+(x\d+)*$")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """"1x3x224x224" -> (1, 3, 224, 224); raises InvalidInput on anything else."""
+    """ "1x3x224x224" -> (1, 3, 224, 224); raises InvalidInput on anything else."""
     text = text.strip().lower()
     if not _DIMS.match(text):
         raise InvalidInput(f"bad shape '{text}': write dimensions as positive integers joined by 'x', e.g. 1x3x224x224")
@@ -47,7 +47,9 @@ def resolve_shapes(specs: Sequence[TensorSpec], overrides: Mapping[str, str]) ->
     names = [spec.name for spec in specs]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise InvalidInput(f"--input-shape names no input of this model: {', '.join(unknown)} (inputs: {', '.join(names)})")
+        raise InvalidInput(
+            f"--input-shape names no input of this model: {', '.join(unknown)} (inputs: {', '.join(names)})"
+        )
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in specs:
         if spec.name in overrides:
@@ -74,7 +76,8 @@ def resolve_shapes(specs: Sequence[TensorSpec], overrides: Mapping[str, str]) ->
             else:
                 raise InvalidInput(
                     f"input '{spec.name}' has a dynamic dimension at axis {axis} ({_show(spec.shape)}): "
-                    f"give it with --input-shape {spec.name}=" + "x".join(str(d) if d else "N" for d in _ints(spec.shape))
+                    f"give it with --input-shape {spec.name}="
+                    + "x".join(str(d) if d else "N" for d in _ints(spec.shape))
                 )
         shapes[spec.name] = tuple(dims)
     return shapes
@@ -98,7 +101,9 @@ def random_inputs(
             high = min(np.iinfo(dtype).max, 10) + 1
             feeds[spec.name] = rng.integers(0, high, shape).astype(dtype)
         else:
-            raise InvalidInput(f"input '{spec.name}' has dtype {spec.dtype}, which edgeprof cannot generate; pass --inputs data.npz")
+            raise InvalidInput(
+                f"input '{spec.name}' has dtype {spec.dtype}, which edgeprof cannot generate; pass --inputs data.npz"
+            )
     return feeds
 
 
@@ -119,11 +124,14 @@ def load_npz(data: bytes, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     for spec in specs:
         array = arrays[spec.name]
         if len(array.shape) != len(spec.shape):
-            raise InvalidInput(f"input '{spec.name}' in the .npz has shape {array.shape}, the model wants {_show(spec.shape)}")
+            raise InvalidInput(
+                f"input '{spec.name}' in the .npz has shape {array.shape}, the model wants {_show(spec.shape)}"
+            )
         for axis, (given, declared) in enumerate(zip(array.shape, spec.shape, strict=True)):
             if isinstance(declared, int) and declared > 0 and declared != given:
                 raise InvalidInput(
-                    f"input '{spec.name}' in the .npz has shape {array.shape}, the model fixes axis {axis} at {declared}"
+                    f"input '{spec.name}' in the .npz has shape {array.shape},"
+                    f" the model fixes axis {axis} at {declared}"
                 )
         feeds[spec.name] = array.astype(np.dtype(spec.dtype), copy=False)
     return feeds

@@ -98,7 +98,9 @@ class ModelCache:
             )
         free = shutil.disk_usage(self.directory).free
         if size_bytes + FREE_DISK_RESERVE_BYTES > free:
-            raise ModelTooLarge(f"not enough free disk on the agent for a {size_bytes / 1e6:.1f} MB model ({free / 1e6:.0f} MB free)")
+            raise ModelTooLarge(
+                f"not enough free disk on the agent for a {size_bytes / 1e6:.1f} MB model ({free / 1e6:.0f} MB free)"
+            )
         if self.has(sha256) is not None:
             received = sum(len(c) for c in chunks)  # drain the stream; nothing to write
             return UploadResult(sha256, received, already_present=True)
@@ -142,5 +144,6 @@ class ModelCache:
             path.unlink(missing_ok=True)
         if total + incoming_bytes > self.limit_bytes and incoming_bytes > self.limit_bytes:
             raise ModelTooLarge(
-                f"model of {incoming_bytes / 1e6:.1f} MB exceeds the agent's cache limit of {self.limit_bytes / 1e6:.1f} MB"
+                f"model of {incoming_bytes / 1e6:.1f} MB exceeds the agent's cache limit"
+                f" of {self.limit_bytes / 1e6:.1f} MB"
             )

@@ -141,20 +141,35 @@ class AgentProcess:
     def describe(self) -> pb.DeviceInfo:
         b = self._board
         info = pb.DeviceInfo(
-            hostname=b["hostname"], os=b["os"], kernel=b["kernel"], machine=b["machine"], cpu_model=b["cpu_model"],
-            cpu_cores=b["cpu_cores"], ram_bytes=b["ram_bytes"], profile=b["profile"], agent_version=b["agent_version"],
-            board=b["board"], tags=self.opts.tags, auth_required=self.token is not None or self.tls is not None,
+            hostname=b["hostname"],
+            os=b["os"],
+            kernel=b["kernel"],
+            machine=b["machine"],
+            cpu_model=b["cpu_model"],
+            cpu_cores=b["cpu_cores"],
+            ram_bytes=b["ram_bytes"],
+            profile=b["profile"],
+            agent_version=b["agent_version"],
+            board=b["board"],
+            tags=self.opts.tags,
+            auth_required=self.token is not None or self.tls is not None,
         )
         info.metadata.update(board.reproducibility_metadata())
         for rt in b["runtimes"]:
-            info.runtimes.add(name=rt["name"], version=rt["version"], execution_providers=rt["providers"], module=rt["module"])
+            info.runtimes.add(
+                name=rt["name"], version=rt["version"], execution_providers=rt["providers"], module=rt["module"]
+            )
         for sensor in self.sensors:
             for ch in sensor.channels():
-                info.sensors.add(name=ch.name, kind=ch.kind, role=ch.role, sensor=sensor.backend, max_rate_hz=sensor.max_rate_hz)
+                info.sensors.add(
+                    name=ch.name, kind=ch.kind, role=ch.role, sensor=sensor.backend, max_rate_hz=sensor.max_rate_hz
+                )
         return info
 
     def start(self) -> int:
-        self._server, self.port, _health = create_server(self.opts.listen, self.servicer, token=self.token, tls=self.tls)
+        self._server, self.port, _health = create_server(
+            self.opts.listen, self.servicer, token=self.token, tls=self.tls
+        )
         if self.opts.advertise:
             self._advertiser = _start_advertiser(self)
         return self.port

@@ -36,7 +36,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         def deny(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "this agent requires a bearer token: give the host --token-file, EDGEPROF_TOKEN or the fleet's token_file",
+                "this agent requires a bearer token: give the host --token-file,"
+                " EDGEPROF_TOKEN or the fleet's token_file",
             )
 
         self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)

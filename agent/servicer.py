@@ -38,6 +38,7 @@ def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:
             context.abort(code, str(err))
     log.error("internal error", exc_info=err)
     context.abort(grpc.StatusCode.INTERNAL, f"agent internal error: {type(err).__name__}: {err}")
+    raise AssertionError("unreachable: context.abort raises")
 
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):

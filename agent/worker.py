@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 import traceback
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from agent import frames
 from agent.errors import AgentError, InvalidInput
@@ -42,7 +42,7 @@ def _peak_rss_bytes() -> int:
 
 
 class Worker:
-    def __init__(self, spec: dict[str, Any], out: BinaryIO, control: Any) -> None:
+    def __init__(self, spec: dict[str, Any], out: IO[bytes], control: Any) -> None:
         self.spec = spec
         self.out = out
         self.control = control
@@ -90,7 +90,10 @@ class Worker:
             load_rss_delta_bytes=load_rss_delta,
             first_inference_ns=first_inference_ns,
             inputs=[{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for n, a in feeds.items()],
-            outputs=[{"name": o.name, "dtype": o.dtype, "shape": [d if isinstance(d, int) else -1 for d in o.shape]} for o in session.outputs],
+            outputs=[
+                {"name": o.name, "dtype": o.dtype, "shape": [d if isinstance(d, int) else -1 for d in o.shape]}
+                for o in session.outputs
+            ],
             threads=int(spec.get("threads", 0)),
             inputs_source=source,
         )
@@ -209,15 +212,37 @@ def main() -> int:
     try:
         worker.run()
     except AgentError as err:
-        frames.write_event(out, {"type": "error", "kind": err.kind, "message": str(err), "phase": worker.phase, "count": worker.done})
+        frames.write_event(
+            out, {"type": "error", "kind": err.kind, "message": str(err), "phase": worker.phase, "count": worker.done}
+        )
         return 3
     except MemoryError:
-        frames.write_event(out, {"type": "error", "kind": "crash", "message": "the worker ran out of memory", "phase": worker.phase, "count": worker.done})
+        frames.write_event(
+            out,
+            {
+                "type": "error",
+                "kind": "crash",
+                "message": "the worker ran out of memory",
+                "phase": worker.phase,
+                "count": worker.done,
+            },
+        )
         return 3
     except Exception as err:  # anything else: report it rather than dying silently
         traceback.print_exc()
-        kind = InvalidInput.kind if isinstance(err, (ValueError, TypeError)) and worker.phase == "prepare" else "internal"
-        frames.write_event(out, {"type": "error", "kind": kind, "message": f"{type(err).__name__}: {err}", "phase": worker.phase, "count": worker.done})
+        kind = (
+            InvalidInput.kind if isinstance(err, (ValueError, TypeError)) and worker.phase == "prepare" else "internal"
+        )
+        frames.write_event(
+            out,
+            {
+                "type": "error",
+                "kind": kind,
+                "message": f"{type(err).__name__}: {err}",
+                "phase": worker.phase,
+                "count": worker.done,
+            },
+        )
         return 4
     return 0
 

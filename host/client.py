@@ -75,7 +75,7 @@ class AgentClient:
         self.close()
 
     def health(self, timeout_s: float = 3.0) -> str:
-        """"SERVING", "NOT_SERVING", or the gRPC status name when the agent cannot be reached."""
+        """ "SERVING", "NOT_SERVING", or the gRPC status name when the agent cannot be reached."""
         try:
             reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
         except grpc.RpcError as err:
@@ -124,10 +124,14 @@ class AgentClient:
 
     def list_jobs(self, include_acknowledged: bool = False) -> list[pb.JobSummary]:
         reply = self._stub.ListJobs(
-            pb.ListJobsRequest(include_acknowledged=include_acknowledged), timeout=self.timeout_s, metadata=self._metadata
+            pb.ListJobsRequest(include_acknowledged=include_acknowledged),
+            timeout=self.timeout_s,
+            metadata=self._metadata,
         )
         return list(reply.jobs)
 
     def acknowledge(self, job_id: str, seq: int) -> int:
-        reply = self._stub.Acknowledge(pb.AcknowledgeRequest(job_id=job_id, seq=seq), timeout=self.timeout_s, metadata=self._metadata)
+        reply = self._stub.Acknowledge(
+            pb.AcknowledgeRequest(job_id=job_id, seq=seq), timeout=self.timeout_s, metadata=self._metadata
+        )
         return int(reply.pruned_batches)

@@ -61,13 +61,13 @@ class JobCollector:
             if block.phase == pb.MEASURE:
                 self.measured += len(starts)
                 self.recent_latency_ns = ends - starts
-        for block in batch.series:
-            entry = self._series.get(block.name)
+        for sblock in batch.series:
+            entry = self._series.get(sblock.name)
             if entry is None:
-                series = Series(block.name, SERIES_KINDS.get(int(block.kind), "unknown"), block.role, block.sensor)
-                entry = self._series[block.name] = (series, [], [])
-            entry[1].append(np.asarray(block.t_ns, dtype=np.int64))
-            entry[2].append(np.asarray(block.value, dtype=np.float64))
+                series = Series(sblock.name, SERIES_KINDS.get(int(sblock.kind), "unknown"), sblock.role, sblock.sensor)
+                entry = self._series[sblock.name] = (series, [], [])
+            entry[1].append(np.asarray(sblock.t_ns, dtype=np.int64))
+            entry[2].append(np.asarray(sblock.value, dtype=np.float64))
         if batch.HasField("info"):
             self.info = batch.info
         if batch.HasField("end"):

@@ -80,12 +80,16 @@ def load_config() -> Config:
         agents = spec.get("agents", [])
         tags = spec.get("tags", [])
         if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
-            raise ConfigError(f"{path}: fleets.{name}.agents must be a list of \"host:port\" strings")
+            raise ConfigError(f'{path}: fleets.{name}.agents must be a list of "host:port" strings')
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"{path}: fleets.{name}.tags must be a list of strings")
         fleets[name] = Fleet(
-            name=name, agents=agents, tags=tags, token_file=_path(spec.get("token_file"), path.parent),
-            tls_ca=_path(spec.get("tls_ca"), path.parent), tls_cert=_path(spec.get("tls_cert"), path.parent),
+            name=name,
+            agents=agents,
+            tags=tags,
+            token_file=_path(spec.get("token_file"), path.parent),
+            tls_ca=_path(spec.get("tls_ca"), path.parent),
+            tls_cert=_path(spec.get("tls_cert"), path.parent),
             tls_key=_path(spec.get("tls_key"), path.parent),
             discover_timeout_s=float(spec.get("discover_timeout_s", 3.0)),
         )
@@ -93,7 +97,9 @@ def load_config() -> Config:
     if default is not None and default not in fleets:
         raise ConfigError(f"{path}: default_fleet '{default}' is not a fleet defined there")
     grid = data.get("grid_g_per_kwh")
-    return Config(path=path, fleets=fleets, default_fleet=default, grid_g_per_kwh=float(grid) if grid else None, raw=data)
+    return Config(
+        path=path, fleets=fleets, default_fleet=default, grid_g_per_kwh=float(grid) if grid else None, raw=data
+    )
 
 
 def read_token_file(path: Path) -> str:

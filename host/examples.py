@@ -18,10 +18,10 @@ def available() -> list[str]:
 
 
 def resolve(model: str) -> Path:
-    """"example:squeezenet" -> the file in the onnx package; any other string is a plain path."""
+    """ "example:squeezenet" -> the file in the onnx package; any other string is a plain path."""
     if not model.startswith(PREFIX):
         return Path(model)
-    name = model[len(PREFIX):]
+    name = model[len(PREFIX) :]
     path = examples_dir() / f"light_{name}.onnx"
     if not path.is_file():
         from host.modelfile import ModelFileError

@@ -32,7 +32,9 @@ class LocalAgent:
     The model cache lives in a persistent directory, so a second run of the same model uploads nothing.
     """
 
-    def __init__(self, data_dir: Path | None = None, extra_args: list[str] | None = None, start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, extra_args: list[str] | None = None, start_timeout_s: float = 60.0
+    ) -> None:
         self.data_dir = data_dir or default_local_data_dir()
         self.extra_args = extra_args or []
         self.start_timeout_s = start_timeout_s
@@ -51,8 +53,20 @@ class LocalAgent:
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(str(self.credentials.token))
-        cmd = [sys.executable, "-m", "agent", "serve", "--listen", "127.0.0.1:0", "--token-file", str(token_file),
-               "--data-dir", str(self.data_dir), "--no-advertise", *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "agent",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            str(token_file),
+            "--data-dir",
+            str(self.data_dir),
+            "--no-advertise",
+            *self.extra_args,
+        ]
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed below
         try:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
@@ -69,7 +83,9 @@ class LocalAgent:
 
     def _first_line(self, proc: subprocess.Popen[str]) -> str | None:
         result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+        reader = threading.Thread(
+            target=lambda: result.append(proc.stdout.readline() if proc.stdout else ""), daemon=True
+        )
         reader.start()
         reader.join(self.start_timeout_s)
         return result[0] if result else None

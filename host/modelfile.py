@@ -28,8 +28,21 @@ class ModelFile:
     inputs: tuple[InputDecl, ...]
 
 
-_ONNX_ELEM = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-              10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+_ONNX_ELEM = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
+}
 
 
 def detect_format(path: Path, head: bytes) -> str:
@@ -51,7 +64,9 @@ def _onnx_inputs(path: Path) -> tuple[InputDecl, ...]:
     try:
         import onnx
     except ImportError as err:
-        raise ModelFileError("the host needs the onnx package to check ONNX models: pip install 'edgeprof[host]'") from err
+        raise ModelFileError(
+            "the host needs the onnx package to check ONNX models: pip install 'edgeprof[host]'"
+        ) from err
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # DecodeError, ValueError, ... from protobuf parsing
@@ -68,9 +83,7 @@ def _onnx_inputs(path: Path) -> tuple[InputDecl, ...]:
         if value.name in initializers:
             continue
         ttype = value.type.tensor_type
-        shape = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim
-        )
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim)
         decls.append(InputDecl(value.name, _ONNX_ELEM.get(ttype.elem_type, str(ttype.elem_type)), shape))
     return tuple(decls)
 

@@ -92,10 +92,21 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {document['run_id']}  ·  {document['model']['path']}", title_justify="left")
-    for col, justify in (("device", "left"), ("status", "left"), ("runtime / provider", "left"), ("n", "right"),
-                         ("p50 ms [95% CI]", "right"), ("p90 ms", "right"), ("p99 ms", "right"), ("inf/s", "right"),
-                         ("load ms", "right"), ("peak MB", "right"), ("mJ/inf", "right"), ("avg W", "right"),
-                         ("max °C", "right")):
+    for col, justify in (
+        ("device", "left"),
+        ("status", "left"),
+        ("runtime / provider", "left"),
+        ("n", "right"),
+        ("p50 ms [95% CI]", "right"),
+        ("p90 ms", "right"),
+        ("p99 ms", "right"),
+        ("inf/s", "right"),
+        ("load ms", "right"),
+        ("peak MB", "right"),
+        ("mJ/inf", "right"),
+        ("avg W", "right"),
+        ("max °C", "right"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     errors = []
     for d in document["devices"]:
@@ -114,9 +125,18 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout) -> None:
         if d["status"] != "ok":
             errors.append(f"{d['device']}: {d.get('error')}")
         table.add_row(
-            d["device"], status, runtime, str(d.get("n_inferences", 0)), p50, _fmt(lat.get("p90"), ".3f"),
-            _fmt(lat.get("p99"), ".3f"), _fmt(d.get("throughput_ips"), ".1f"), _fmt(d.get("load_time_ms"), ".1f"),
-            _fmt(d.get("peak_rss_mb"), ".1f"), mj, _fmt(energy.get("avg_power_w"), ".2f"),
+            d["device"],
+            status,
+            runtime,
+            str(d.get("n_inferences", 0)),
+            p50,
+            _fmt(lat.get("p90"), ".3f"),
+            _fmt(lat.get("p99"), ".3f"),
+            _fmt(d.get("throughput_ips"), ".1f"),
+            _fmt(d.get("load_time_ms"), ".1f"),
+            _fmt(d.get("peak_rss_mb"), ".1f"),
+            mj,
+            _fmt(energy.get("avg_power_w"), ".2f"),
             _fmt(thermal.get("max_temp_c"), ".1f"),
         )
     console = Console(file=out, width=max(140, Console(file=out).width))

@@ -12,8 +12,10 @@ def describe_rpc_error(err: grpc.RpcError, address: str) -> str:
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"cannot reach the agent at {address} (is `agent serve` running there, and the port open?)"
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return (f"the agent at {address} refused the host's credentials: set the agent's token with --token-file, "
-                "EDGEPROF_TOKEN or the fleet's token_file")
+        return (
+            f"the agent at {address} refused the host's credentials: set the agent's token with --token-file, "
+            "EDGEPROF_TOKEN or the fleet's token_file"
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"the agent at {address} did not answer in time"
     if code == grpc.StatusCode.UNIMPLEMENTED:

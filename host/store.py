@@ -118,8 +118,15 @@ class Store:
             db.execute("DELETE FROM arrays WHERE run_id = ?", (run.run_id,))
             db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run.run_id, doc["created_at"], doc["model"]["path"], doc["model"]["sha256"], len(devices),
-                 sum(1 for d in devices if d.get("status") == "ok"), json.dumps(doc)),
+                (
+                    run.run_id,
+                    doc["created_at"],
+                    doc["model"]["path"],
+                    doc["model"]["sha256"],
+                    len(devices),
+                    sum(1 for d in devices if d.get("status") == "ok"),
+                    json.dumps(doc),
+                ),
             )
             for device, raw in run.raw.items():
                 rows = [
@@ -129,9 +136,16 @@ class Store:
                 db.executemany(
                     "INSERT INTO arrays VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (run.run_id, device, name, kind, role, sensor,
-                         np.ascontiguousarray(a, dtype="<i8").tobytes(),
-                         np.ascontiguousarray(b, dtype="<i8" if kind == "latency_ns" else "<f8").tobytes())
+                        (
+                            run.run_id,
+                            device,
+                            name,
+                            kind,
+                            role,
+                            sensor,
+                            np.ascontiguousarray(a, dtype="<i8").tobytes(),
+                            np.ascontiguousarray(b, dtype="<i8" if kind == "latency_ns" else "<f8").tobytes(),
+                        )
                         for name, kind, role, sensor, a, b in rows
                     ],
                 )
@@ -151,8 +165,10 @@ class Store:
         for entry in document.get("devices", []):
             raw[entry["device"]] = DeviceRaw(
                 device=entry["device"],
-                phases=[PhaseSpan(p["name"], p["start_ns"], p["end_ns"], p.get("detail", ""), p.get("count", 0))
-                        for p in entry.get("phases", [])],
+                phases=[
+                    PhaseSpan(p["name"], p["start_ns"], p["end_ns"], p.get("detail", ""), p.get("count", 0))
+                    for p in entry.get("phases", [])
+                ],
             )
         for device, name, kind, role, sensor, a, b in self._db.execute(
             "SELECT device, name, kind, role, sensor, a, b FROM arrays WHERE run_id = ?", (run_id,)
@@ -164,12 +180,15 @@ class Store:
             elif name == LATENCY_WARMUP:
                 dev.warmup_start_ns, dev.warmup_end_ns = first, np.frombuffer(b, dtype="<i8").astype(np.int64)
             else:
-                dev.series.append(Series(name, kind, role, sensor, first, np.frombuffer(b, dtype="<f8").astype(np.float64)))
+                dev.series.append(
+                    Series(name, kind, role, sensor, first, np.frombuffer(b, dtype="<f8").astype(np.float64))
+                )
         return RunData(document=document, raw=raw)
 
     def runs(self, limit: int = 50) -> list[RunRow]:
         rows = self._db.execute(
-            "SELECT run_id, created_at, model_path, model_sha256, n_devices, n_ok FROM runs ORDER BY created_at DESC LIMIT ?",
+            "SELECT run_id, created_at, model_path, model_sha256, n_devices, n_ok FROM runs"
+            " ORDER BY created_at DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [RunRow(*r) for r in rows]

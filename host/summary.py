@@ -46,7 +46,9 @@ def device_entry(
 ) -> dict[str, Any]:
     """Everything the host reports for one device, from what that device streamed."""
     if end is None:
-        return error_entry(device, "the measurement stream ended without a result", upload_bytes=upload_bytes, job_id=job_id)
+        return error_entry(
+            device, "the measurement stream ended without a result", upload_bytes=upload_bytes, job_id=job_id
+        )
     entry = error_entry(device, end.error or "", upload_bytes=upload_bytes, recipe=recipe, job_id=job_id)
     entry["status"] = _STATUS.get(end.status, "error")
     if entry["status"] == "ok":
@@ -75,7 +77,8 @@ def device_entry(
     entry["peak_rss_mb"] = peak_rss / 1024**2 if peak_rss else None
     entry["notes"] = dict(end.notes)
     entry["phases"] = [
-        {"name": p.name, "start_ns": p.start_ns, "end_ns": p.end_ns, "detail": p.detail, "count": p.count} for p in raw.phases
+        {"name": p.name, "start_ns": p.start_ns, "end_ns": p.end_ns, "detail": p.detail, "count": p.count}
+        for p in raw.phases
     ]
     if raw.start_ns.size:
         lat = stats.latency_stats(raw.start_ns, raw.end_ns)
@@ -84,7 +87,9 @@ def device_entry(
         entry["duration_s"] = lat.duration_s
     measure = raw.phase("measure")
     if measure is not None and measure.end_ns and raw.start_ns.size:
-        entry["energy"] = energy.energy_stats(raw.series, measure, raw.phase("idle"), raw.start_ns, raw.end_ns).to_dict()
+        entry["energy"] = energy.energy_stats(
+            raw.series, measure, raw.phase("idle"), raw.start_ns, raw.end_ns
+        ).to_dict()
         entry["thermal"] = energy.thermal_stats(raw.series, measure, raw.phase("warmup"), raw.phase("idle"))
     if end.op_by_type:
         entry["op_profile"] = {
@@ -95,7 +100,13 @@ def device_entry(
 
 
 def _op(op: pb.OpStat) -> dict[str, Any]:
-    return {"op_type": op.op_type, "node": op.node or None, "total_us": op.total_us, "calls": op.calls, "provider": op.provider}
+    return {
+        "op_type": op.op_type,
+        "node": op.node or None,
+        "total_us": op.total_us,
+        "calls": op.calls,
+        "provider": op.provider,
+    }
 
 
 def _board(dev: pb.DeviceInfo) -> dict[str, Any]:

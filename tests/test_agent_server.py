@@ -154,7 +154,9 @@ def test_user_npz_inputs_replace_random_data(agent_process: Any, squeezenet: Pat
 def test_cancel_stops_a_running_job(agent_process: Any, squeezenet: Path) -> None:
     with _client(agent_process) as client:
         sha = _upload(client, squeezenet)
-        request = pb.ProfileRequest(job_id=uuid.uuid4().hex, model_sha256=sha, model_format="onnx", runs=10, min_duration_s=60)
+        request = pb.ProfileRequest(
+            job_id=uuid.uuid4().hex, model_sha256=sha, model_format="onnx", runs=10, min_duration_s=60
+        )
         collector = JobCollector("agent")
         for batch in client.profile(request, timeout_s=60):
             collector.add(batch)

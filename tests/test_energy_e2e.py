@@ -34,9 +34,21 @@ def rapl_agent(tmp_path: Path) -> Iterator[str]:
     )
     env = dict(os.environ, EDGEPROF_SYSFS_ROOT=str(root), EDGEPROF_PROFILES_DIR=str(profiles))
     proc = subprocess.Popen(
-        [console_script("agent"), "serve", "--listen", "127.0.0.1:0", "--no-advertise", "--profile", "test-rapl",
-         "--data-dir", str(tmp_path / "agent")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        [
+            console_script("agent"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-advertise",
+            "--profile",
+            "test-rapl",
+            "--data-dir",
+            str(tmp_path / "agent"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -48,12 +60,32 @@ def rapl_agent(tmp_path: Path) -> Iterator[str]:
     writer.join(timeout=5)
 
 
-def test_rapl_counter_at_4w_gives_4w_and_energy_per_inference(rapl_agent: str, shufflenet: Path, tmp_path: Path) -> None:
+def test_rapl_counter_at_4w_gives_4w_and_energy_per_inference(
+    rapl_agent: str, shufflenet: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [console_script("host"), "profile", str(shufflenet), "--device", rapl_agent, "--runs", "100",
-         "--min-duration", "1.5", "--idle", "1.0", "--threads", "1", "--quiet", "--json", str(out)],
-        capture_output=True, text=True, timeout=180,
+        [
+            console_script("host"),
+            "profile",
+            str(shufflenet),
+            "--device",
+            rapl_agent,
+            "--runs",
+            "100",
+            "--min-duration",
+            "1.5",
+            "--idle",
+            "1.0",
+            "--threads",
+            "1",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     (dev,) = json.loads(out.read_text())["devices"]

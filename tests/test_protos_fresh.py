@@ -22,10 +22,24 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
     shutil.copy(ROOT / "protos" / "agent.proto", tmp_path / "protos" / "agent.proto")
     env_path = f"{plugin_dir}:{__import__('os').environ.get('PATH', '')}"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--python_out=.", "--grpc_python_out=.",
-         "--mypy_out=.", "--mypy_grpc_out=.", "protos/agent.proto"],
-        cwd=tmp_path, check=True, capture_output=True, env={"PATH": env_path},
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            ".",
+            "--python_out=.",
+            "--grpc_python_out=.",
+            "--mypy_out=.",
+            "--mypy_grpc_out=.",
+            "protos/agent.proto",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        env={"PATH": env_path},
     )
-    stale = [name for name in GENERATED
-             if (tmp_path / "protos" / name).read_text() != (ROOT / "protos" / name).read_text()]
+    stale = [
+        name for name in GENERATED if (tmp_path / "protos" / name).read_text() != (ROOT / "protos" / name).read_text()
+    ]
     assert not stale, f"regenerate the stubs (see README, 'Changing the wire contract'): {stale} differ"

@@ -6,8 +6,15 @@ from host.validity import assess
 
 
 def _ok_entry(**over: object) -> dict[str, object]:
-    entry: dict[str, object] = {"status": "ok", "n_inferences": 200, "duration_s": 5.0, "notes": {"warmup_stable": "true"},
-                                "phases": [], "thermal": {"throttled": False}, "latency_ms": {"outlier_fraction": 0.0}}
+    entry: dict[str, object] = {
+        "status": "ok",
+        "n_inferences": 200,
+        "duration_s": 5.0,
+        "notes": {"warmup_stable": "true"},
+        "phases": [],
+        "thermal": {"throttled": False},
+        "latency_ms": {"outlier_fraction": 0.0},
+    }
     entry.update(over)
     return entry
 
@@ -24,8 +31,11 @@ def test_too_few_inferences_or_too_short_is_not_valid() -> None:
 
 
 def test_unstable_warmup_unsettled_board_and_throttling_are_reasons() -> None:
-    entry = _ok_entry(notes={"warmup_stable": "false"}, thermal={"throttled": True, "throttle_reason": "cpu0 at 60%"},
-                      phases=[{"name": "settle", "detail": "not settled: 71.0 C after 60 s (limit 50.0 C)"}])
+    entry = _ok_entry(
+        notes={"warmup_stable": "false"},
+        thermal={"throttled": True, "throttle_reason": "cpu0 at 60%"},
+        phases=[{"name": "settle", "detail": "not settled: 71.0 C after 60 s (limit 50.0 C)"}],
+    )
     verdict = assess(entry, runs=100, min_duration_s=2.0)
     assert verdict["valid"] is False and len(verdict["reasons"]) == 3
 
@@ -36,4 +46,8 @@ def test_outliers_warn_but_do_not_invalidate() -> None:
 
 
 def test_failed_device_is_not_valid_with_its_error() -> None:
-    assert assess({"status": "error", "error": "boom"}, runs=1, min_duration_s=0) == {"valid": False, "reasons": ["boom"], "warnings": []}
+    assert assess({"status": "error", "error": "boom"}, runs=1, min_duration_s=0) == {
+        "valid": False,
+        "reasons": ["boom"],
+        "warnings": [],
+    }

@@ -47,7 +47,10 @@ def resolve_targets(fleet: str | None, devices: list[str], token_file: Path | No
 
             targets = fleet_targets(config.fleets[name], token_file)
             if not targets:
-                fail(f"fleet '{name}' has no agents: none listed and none discovered with tags {config.fleets[name].tags}")
+                fail(
+                    f"fleet '{name}' has no agents:"
+                    f" none listed and none discovered with tags {config.fleets[name].tags}"
+                )
             return targets
     except ConfigError as err:
         fail(str(err))
@@ -64,15 +67,21 @@ def resolve_targets(fleet: str | None, devices: list[str], token_file: Path | No
 
 @app.command()
 def profile(
-    model: Annotated[str, typer.Argument(help="model file (.onnx, .ort, .tflite) or example:NAME (e.g. example:squeezenet)")],
+    model: Annotated[
+        str, typer.Argument(help="model file (.onnx, .ort, .tflite) or example:NAME (e.g. example:squeezenet)")
+    ],
     fleet: Annotated[str | None, typer.Option(help="fleet name from the config file")] = None,
     device: Annotated[list[str] | None, typer.Option(help="agent address HOST:PORT (repeatable)")] = None,
     runs: Annotated[int, typer.Option(min=1, help="minimum measured inferences")] = 100,
-    warmup: Annotated[int, typer.Option(min=0, help="minimum warmup inferences (warmup goes on until latency is stable)")] = 10,
+    warmup: Annotated[
+        int, typer.Option(min=0, help="minimum warmup inferences (warmup goes on until latency is stable)")
+    ] = 10,
     min_duration: Annotated[float, typer.Option(min=0, help="minimum measured seconds")] = 2.0,
     idle: Annotated[float, typer.Option(min=0, help="seconds of idle power baseline before warmup")] = 3.0,
     threads: Annotated[int, typer.Option(min=0, help="intra-op threads (0 = runtime default)")] = 0,
-    input_shape: Annotated[list[str] | None, typer.Option(help="NAME=1x3x224x224 for dynamic inputs (repeatable)")] = None,
+    input_shape: Annotated[
+        list[str] | None, typer.Option(help="NAME=1x3x224x224 for dynamic inputs (repeatable)")
+    ] = None,
     inputs: Annotated[Path | None, typer.Option(help=".npz of input arrays to use instead of random data")] = None,
     sample_rate: Annotated[float, typer.Option(min=0, help="sensor sampling rate in Hz (0 = agent default)")] = 0.0,
     settle_timeout: Annotated[float, typer.Option(min=0, help="max seconds to wait for the board to cool")] = 0.0,
@@ -96,8 +105,16 @@ def profile(
         except OSError as err:
             fail(f"cannot read --inputs {inputs}: {err.strerror}")
     settings = ProfileSettings(
-        runs=runs, warmup=warmup, min_duration_s=min_duration, idle_s=idle, threads=threads, input_shapes=shapes,
-        inputs_npz=npz, sample_rate_hz=sample_rate, settle_timeout_s=settle_timeout, op_profile=op_profile,
+        runs=runs,
+        warmup=warmup,
+        min_duration_s=min_duration,
+        idle_s=idle,
+        threads=threads,
+        input_shapes=shapes,
+        inputs_npz=npz,
+        sample_rate_hz=sample_rate,
+        settle_timeout_s=settle_timeout,
+        op_profile=op_profile,
         timeout_s=timeout,
     )
     from host.progress import final_table, make_progress
@@ -107,7 +124,9 @@ def profile(
         targets = resolve_targets(fleet, device or [], token_file, stack)
         progress = make_progress(quiet)
         try:
-            run = run_profile(model_file, targets, settings, store=store, progress=progress, compile_fn=identity_compile)
+            run = run_profile(
+                model_file, targets, settings, store=store, progress=progress, compile_fn=identity_compile
+            )
         finally:
             close = getattr(progress, "close", None)
             if close:
