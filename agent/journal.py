@@ -15,6 +15,8 @@ from pathlib import Path
 
 TERMINAL = ("ok", "error", "cancelled")
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600
+#: Sequence numbers are SQLite INTEGERs (signed 64-bit); an Attach may ask for any uint64.
+MAX_SEQ = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -128,6 +130,8 @@ class Journal:
         Batches pruned by an acknowledgement cannot be re-read: asking for them is an error, not a gap.
         """
         row = self.job(job_id)
+        if after_seq > MAX_SEQ:  # SQLite cannot even compare it: an OverflowError, not a clear answer
+            raise ValueError(f"after_seq {after_seq} is beyond any batch of job {job_id} (last is {row.last_seq})")
         if after_seq < row.acked_seq:
             raise ValueError(
                 f"batches up to {row.acked_seq} of job {job_id} were acknowledged and pruned; attach after {row.acked_seq}"
