@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FORMATS = ("onnx", "ort", "tflite")
 MAX_NPZ_BYTES = 64 * 1024**2
+MAX_SHAPE_CHARS = 256
 FLUSH_INTERVAL_S = 0.1
 
 
@@ -89,6 +90,8 @@ def validate(request: pb.ProfileRequest) -> None:
     for name, shape in request.input_shapes.items():
         if not name or len(name) > 1024:
             raise InvalidInput("input_shapes has an empty or overlong input name")
+        if len(shape) > MAX_SHAPE_CHARS:  # int() refuses 4300+ digits with a ValueError, an INTERNAL error here
+            raise InvalidInput(f"input shape for '{name[:40]}' is longer than {MAX_SHAPE_CHARS} characters")
         parse_shape(shape)
     if len(request.inputs_npz) > MAX_NPZ_BYTES:
         raise InvalidInput(f"inputs .npz is larger than {MAX_NPZ_BYTES // 1024**2} MB")
