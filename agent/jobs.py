@@ -296,8 +296,12 @@ class _JobExecution:
             elif etype == "phase":
                 self.phase = payload["phase"]
                 self.emitter.phase(
-                    payload["phase"], payload["start_ns"], payload.get("end_ns", 0),
-                    detail="stable" if payload.get("stable") else ("" if "stable" not in payload else "not stable: time cap reached"),
+                    payload["phase"],
+                    payload["start_ns"],
+                    payload.get("end_ns", 0),
+                    detail="stable"
+                    if payload.get("stable")
+                    else ("" if "stable" not in payload else "not stable: time cap reached"),
                     count=payload.get("count", 0),
                 )
             elif etype == "end":
@@ -349,7 +353,11 @@ class _JobExecution:
             temp_c = _max_temp_c(thermal)
         settled = temp_c is None or temp_c <= limit_c
         shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
-        detail = f"settled at {shown}" if settled else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
+        detail = (
+            f"settled at {shown}"
+            if settled
+            else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
+        )
         self.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
         return True
 
@@ -380,24 +388,54 @@ class _JobExecution:
 
     def _outcome(self, worker: subprocess.Popen[bytes], outcome: str, sampler: Sampler) -> pb.JobEnd:
         where = f"during {self.phase} after {self.measured} measured inferences"
+        if self.job.cancelled.is_set():
+            # Checked first: the worker may have exited from the cancel's SIGTERM before the job noticed.
+            outcome = "cancelled"
         notes = {"sampler_problems": "; ".join(sampler.problems())} if sampler.problems() else {}
         if outcome == "cancelled":
-            return job_end(pb.JobEnd.CANCELLED, error=f"cancelled {where}", phase=self.phase, measured=self.measured, notes=notes)
+            return job_end(
+                pb.JobEnd.CANCELLED, error=f"cancelled {where}", phase=self.phase, measured=self.measured, notes=notes
+            )
         if outcome == "timeout":
             timeout_s = self.req.timeout_s or self.settings.default_timeout_s
-            return job_end(pb.JobEnd.ERROR, error=f"job timed out after {timeout_s:g} s {where}", kind="timeout",
-                           phase=self.phase, measured=self.measured, notes=notes)
+            return job_end(
+                pb.JobEnd.ERROR,
+                error=f"job timed out after {timeout_s:g} s {where}",
+                kind="timeout",
+                phase=self.phase,
+                measured=self.measured,
+                notes=notes,
+            )
         if self.error_event is not None:
             ev = self.error_event
-            return job_end(pb.JobEnd.ERROR, error=ev["message"], kind=ev["kind"], phase=ev["phase"], measured=self.measured, notes=notes)
+            return job_end(
+                pb.JobEnd.ERROR,
+                error=ev["message"],
+                kind=ev["kind"],
+                phase=ev["phase"],
+                measured=self.measured,
+                notes=notes,
+            )
         if self.end_event is None or worker.returncode != 0:
-            return job_end(pb.JobEnd.ERROR, error=_exit_text(worker.returncode) + " " + where, kind="crash",
-                           phase=self.phase, measured=self.measured, notes=notes)
+            return job_end(
+                pb.JobEnd.ERROR,
+                error=_exit_text(worker.returncode) + " " + where,
+                kind="crash",
+                phase=self.phase,
+                measured=self.measured,
+                notes=notes,
+            )
         ev = self.end_event
         notes["warmup_stable"] = "true" if ev.get("warmup_stable") else "false"
         return job_end(
-            pb.JobEnd.OK, measured=ev["measured"], warmup=ev["warmup"], first_inference_ns=ev["first_inference_ns"],
-            peak_rss_bytes=ev["peak_rss_bytes"], op_by_type=ev["op_by_type"], op_top_nodes=ev["op_top_nodes"], notes=notes,
+            pb.JobEnd.OK,
+            measured=ev["measured"],
+            warmup=ev["warmup"],
+            first_inference_ns=ev["first_inference_ns"],
+            peak_rss_bytes=ev["peak_rss_bytes"],
+            op_by_type=ev["op_by_type"],
+            op_top_nodes=ev["op_top_nodes"],
+            notes=notes,
         )
 
     def _finish(self, end: pb.JobEnd) -> None:

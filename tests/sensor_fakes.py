@@ -111,16 +111,12 @@ def build_jetson_nano(root: Path) -> None:
 
 
 def build_xavier_nx(root: Path) -> None:
-    write_dt_model(
-        root, "NVIDIA Jetson Xavier NX Developer Kit", ["nvidia,p3509-0000+p3668-0001", "nvidia,tegra194"]
-    )
+    write_dt_model(root, "NVIDIA Jetson Xavier NX Developer Kit", ["nvidia,p3509-0000+p3668-0001", "nvidia,tegra194"])
     write_hwmon_ina3221(root, "7-0040", "hwmon4", XAVIER_NX_RAILS)
 
 
 def build_orin_nano(root: Path) -> None:
-    write_dt_model(
-        root, "NVIDIA Jetson Orin Nano Developer Kit", ["nvidia,p3768-0000+p3767-0005", "nvidia,tegra234"]
-    )
+    write_dt_model(root, "NVIDIA Jetson Orin Nano Developer Kit", ["nvidia,p3768-0000+p3767-0005", "nvidia,tegra234"])
     write(
         root,
         "/etc/nv_tegra_release",
@@ -162,9 +158,7 @@ def build_android_battery(root: Path, current: int, voltage: int) -> None:
     write(root, "/sys/class/power_supply/battery/voltage_now", voltage)
 
 
-def build_rapl_zone(
-    root: Path, zone: str, name: str, energy_uj: int = 0, max_range_uj: int = 262143328850
-) -> Path:
+def build_rapl_zone(root: Path, zone: str, name: str, energy_uj: int = 0, max_range_uj: int = 262143328850) -> Path:
     base = f"/sys/class/powercap/{zone}"
     write(root, f"{base}/name", name)
     write(root, f"{base}/max_energy_range_uj", max_range_uj)
@@ -178,9 +172,7 @@ class RaplCounterWriter(threading.Thread):
     half a number. ``wrapped`` is set once ``wraps_wanted`` wraps have happened.
     """
 
-    def __init__(
-        self, path: Path, power_w: float, max_range_uj: int, wraps_wanted: int, period_s: float = 0.001
-    ):
+    def __init__(self, path: Path, power_w: float, max_range_uj: int, wraps_wanted: int, period_s: float = 0.001):
         super().__init__(name="rapl-writer", daemon=True)
         self.path = path
         self.power_w = power_w
@@ -191,6 +183,10 @@ class RaplCounterWriter(threading.Thread):
         self.wrapped = threading.Event()
         self.stop = threading.Event()
         self.t0 = time.monotonic()
+        #: Held while a value is written: a test holding it sees the file and ``last_total_uj`` agree.
+        self.lock = threading.Lock()
+        self.last_total_uj = 0
+        self.last_t = self.t0
 
     def energy_uj_at(self, t: float) -> float:
         return self.power_w * 1e6 * (t - self.t0)
@@ -198,10 +194,13 @@ class RaplCounterWriter(threading.Thread):
     def run(self) -> None:
         tmp = self.path.with_name(".energy_uj.tmp")
         while not self.stop.is_set():
-            total_uj = int(self.energy_uj_at(time.monotonic()))
-            self.wraps = total_uj // self.max_range_uj
-            tmp.write_text(f"{total_uj % self.max_range_uj}\n")
-            os.replace(tmp, self.path)
+            with self.lock:
+                now = time.monotonic()
+                total_uj = int(self.energy_uj_at(now))
+                self.wraps = total_uj // self.max_range_uj
+                tmp.write_text(f"{total_uj % self.max_range_uj}\n")
+                os.replace(tmp, self.path)
+                self.last_total_uj, self.last_t = total_uj, now
             if self.wraps >= self.wraps_wanted:
                 self.wrapped.set()
             self.stop.wait(self.period_s)
