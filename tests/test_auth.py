@@ -1,0 +1,219 @@
+"""Authentication: bearer token, TLS and mutual TLS; no unauthenticated agent beyond loopback."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from faultlib import SQUEEZENET, AgentProc, generate_certs, isolated_env, profile_request, sha256_bytes, upload
+
+from agent.serve import AgentProcess, ServeOptions
+from host.client import AgentClient, Credentials
+
+TOKEN_HINT = "--token-file, EDGEPROF_TOKEN or the fleet's token_file"
+
+
+@pytest.fixture(scope="module")
+def token_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProc, str]]:
+    tmp = tmp_path_factory.mktemp("auth")
+    token = secrets.token_urlsafe(32)
+    (tmp / "token").write_text(token)
+    proc = AgentProc(tmp, "--token-file", str(tmp / "token")).start()
+    try:
+        yield proc, token
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return generate_certs(tmp_path_factory.mktemp("certs"))
+
+
+def _host_profile(tmp: Path, address: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "host",
+        "profile",
+        str(SQUEEZENET),
+        "--device",
+        address,
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--min-duration",
+        "0",
+        "--idle",
+        "0",
+        "-q",
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=tmp, env=isolated_env(tmp, **env), text=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789"], ids=["no-token", "wrong-token"])
+def test_host_without_the_token_can_neither_upload_nor_profile(
+    token_agent: tuple[AgentProc, str], token: str | None
+) -> None:
+    agent, right = token_agent
+    with AgentClient(agent.address, Credentials(token=right)) as good:
+        sha = upload(good)
+    with AgentClient(agent.address, Credentials(token=token)) as client:
+        for call in (
+            lambda: client.upload(SQUEEZENET, sha256_bytes(b"other"), "onnx"),
+            lambda: list(client.profile(profile_request(sha), timeout_s=10)),
+            lambda: client.list_jobs(),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert TOKEN_HINT in caught.value.details()
+    with AgentClient(agent.address, Credentials(token=right)) as good:
+        assert not good.has_model(sha256_bytes(b"other"))
+        assert good.list_jobs(include_acknowledged=True) == [], "no job ran for the unauthenticated host"
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0123456789"], ids=["no-token", "wrong-token"])
+def test_host_profile_without_the_token_prints_one_line_naming_how_to_set_it(
+    token_agent: tuple[AgentProc, str], tmp_path: Path, token: str | None
+) -> None:
+    agent, _right = token_agent
+    result = _host_profile(tmp_path, agent.address, **({"EDGEPROF_TOKEN": token} if token else {}))
+
+    assert result.returncode == 1
+    # The final table's console may wrap a long line at its width; the message itself is one line.
+    output = " ".join((result.stdout + result.stderr).split())
+    assert output.count(f"the agent at {agent.address} refused the host's credentials") == 1, output
+    assert output.count(TOKEN_HINT) == 1, output
+
+
+def test_host_profile_with_the_token_file_succeeds(token_agent: tuple[AgentProc, str], tmp_path: Path) -> None:
+    agent, right = token_agent
+    (tmp_path / "token").write_text(right + "\n")
+
+    result = _host_profile(tmp_path, agent.address, "--token-file", str(tmp_path / "token"))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_agent_refuses_to_listen_beyond_loopback_without_auth(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-advertise",
+            "--data-dir",
+            str(tmp_path / "agent"),
+        ],
+        cwd=tmp_path,
+        env=isolated_env(tmp_path),
+        text=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--insecure" in lines[0] and "--token-file" in lines[0], result.stderr
+
+
+def test_agent_listens_beyond_loopback_when_told_insecure(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure",
+            "--no-advertise",
+            "--data-dir",
+            str(tmp_path / "agent"),
+        ],
+        cwd=tmp_path,
+        env=isolated_env(tmp_path),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert "listening on 0.0.0.0:" in line and "auth none" in line
+        port = int(line.split("0.0.0.0:")[1].split()[0])
+        with AgentClient(f"127.0.0.1:{port}") as client:
+            assert client.health() == "SERVING"
+            assert not client.describe().auth_required
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+
+
+def _tls_agent(tmp: Path, certs: dict[str, Path], mutual: bool) -> AgentProcess:
+    proc = AgentProcess(
+        ServeOptions(
+            listen="127.0.0.1:0",
+            advertise=False,
+            data_dir=tmp,
+            tls_cert=certs["server"],
+            tls_key=certs["server_key"],
+            tls_client_ca=certs["ca"] if mutual else None,
+        )
+    )
+    proc.start()
+    return proc
+
+
+def _describe_code(address: str, credentials: Credentials | None) -> grpc.StatusCode:
+    with AgentClient(address, credentials, timeout_s=5) as client:
+        try:
+            client.describe()
+        except grpc.RpcError as err:
+            return err.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def test_tls_agent_answers_a_host_that_trusts_its_ca_only(tmp_path: Path, certs: dict[str, Path]) -> None:
+    agent = _tls_agent(tmp_path, certs, mutual=False)
+    address = f"127.0.0.1:{agent.port}"
+    try:
+        assert _describe_code(address, Credentials(root_ca_pem=certs["ca"].read_bytes())) == grpc.StatusCode.OK
+        assert _describe_code(address, Credentials(root_ca_pem=certs["other-ca"].read_bytes())) != grpc.StatusCode.OK
+        assert _describe_code(address, None) != grpc.StatusCode.OK, "plaintext must not reach a TLS agent"
+    finally:
+        agent.stop(grace_s=0)
+
+
+def test_mutual_tls_agent_refuses_hosts_without_a_certificate_from_its_ca(
+    tmp_path: Path, certs: dict[str, Path]
+) -> None:
+    agent = _tls_agent(tmp_path, certs, mutual=True)
+    address = f"127.0.0.1:{agent.port}"
+    ca = certs["ca"].read_bytes()
+
+    def creds(name: str | None) -> Credentials:
+        if name is None:
+            return Credentials(root_ca_pem=ca)
+        return Credentials(
+            root_ca_pem=ca, client_cert_pem=certs[name].read_bytes(), client_key_pem=certs[f"{name}_key"].read_bytes()
+        )
+
+    try:
+        assert _describe_code(address, creds("client")) == grpc.StatusCode.OK
+        assert _describe_code(address, creds(None)) != grpc.StatusCode.OK
+        assert _describe_code(address, creds("rogue")) != grpc.StatusCode.OK
+        with AgentClient(address, creds("client")) as client:
+            assert client.describe().auth_required
+    finally:
+        agent.stop(grace_s=0)

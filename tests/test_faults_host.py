@@ -1,0 +1,118 @@
+"""Hosts that crash or share an agent: `host runs fetch` after a SIGKILL, and two hosts that never overlap."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultlib import SQUEEZENET, AgentProc, isolated_env, wait_for
+
+from host.store import Store
+
+# `host runs fetch` registers itself on import; importing it first works whether or not host.cli does.
+_HOST = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main()"]
+_FAST = ["--warmup", "1", "--idle", "0", "-q"]
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProc]:
+    proc = AgentProc(tmp_path).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _host(tmp: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*_HOST, *args], cwd=tmp, env=isolated_env(tmp), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def _phase(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(p for p in entry["phases"] if p["name"] == name)
+
+
+def test_host_killed_mid_run_then_runs_fetch_collects_the_finished_job(agent: AgentProc, tmp_path: Path) -> None:
+    host = _host(
+        tmp_path, "profile", str(SQUEEZENET), "--device", agent.address, "--runs", "20", "--min-duration", "1.5", *_FAST
+    )
+    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    try:
+        with agent.client() as client:
+            wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 30, "the job to start")
+            host.send_signal(signal.SIGKILL)
+            host.wait(10)
+            [pending] = wait_for(store.pending, 5, "the pending job the host recorded")
+
+            fetch = subprocess.run(
+                [*_HOST, "runs", "fetch", pending.run_id],
+                cwd=tmp_path,
+                env=isolated_env(tmp_path),
+                text=True,
+                capture_output=True,
+                timeout=60,
+            )
+
+            assert fetch.returncode == 0, fetch.stderr
+            assert f"{pending.run_id}  {agent.address}  ok" in fetch.stdout
+            run = store.load_run(pending.run_id)
+            [entry] = run.document["devices"]
+            assert entry["status"] == "ok" and entry["job_id"] == pending.job_id
+            assert entry["n_inferences"] == _phase(entry, "measure")["count"] >= 20
+            assert run.raw[agent.address].start_ns.size == entry["n_inferences"]
+            assert run.document["model"]["sha256"] == pending.request["model"]["sha256"]
+            assert store.pending() == []
+            assert pending.job_id not in [j.job_id for j in client.list_jobs()], "fetch acknowledges the job"
+            assert client.health() == "SERVING"
+    finally:
+        if host.poll() is None:
+            host.kill()
+        host.communicate()
+        store.close()
+
+
+def test_two_hosts_sharing_an_agent_both_succeed_and_never_measure_at_the_same_time(
+    agent: AgentProc, tmp_path: Path
+) -> None:
+    hosts = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        hosts.append(
+            _host(
+                tmp_path / name,
+                "profile",
+                str(SQUEEZENET),
+                "--device",
+                agent.address,
+                "--runs",
+                "20",
+                "--min-duration",
+                "0.5",
+                "--json",
+                str(tmp_path / name / "run.json"),
+                *_FAST,
+            )
+        )
+    try:
+        outputs = [h.communicate(timeout=60) for h in hosts]
+    finally:
+        for h in hosts:
+            if h.poll() is None:
+                h.kill()
+                h.communicate()
+
+    assert [h.returncode for h in hosts] == [0, 0], outputs
+    entries = [json.loads((tmp_path / n / "run.json").read_text())["devices"][0] for n in ("a", "b")]
+    # A job holds the board from the moment the runner picks it (queued ends) until it finishes.
+    jobs = sorted((_phase(e, "queued")["end_ns"], _phase(e, "finish")["start_ns"]) for e in entries)
+    measures = sorted((_phase(e, "measure")["start_ns"], _phase(e, "measure")["end_ns"]) for e in entries)
+    assert jobs[0][1] <= jobs[1][0], f"jobs overlapped: {jobs}"
+    assert measures[0][1] <= measures[1][0], f"measure phases overlapped: {measures}"
+    assert all(e["n_inferences"] == _phase(e, "measure")["count"] >= 20 for e in entries)
