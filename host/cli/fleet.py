@@ -1,0 +1,178 @@
+"""`host fleet ls|discover`: configured fleets with each member's health, and what answers on zeroconf."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+
+from host.cli import app
+from host.cli.common import fail
+from host.client import AgentClient, Credentials
+from host.config import ConfigError, Fleet, credentials_for, load_config
+from host.discovery import DiscoveredAgent, DiscoveryError, discover
+from host.fleet import Member, fleet_members
+from host.rpc_errors import describe_rpc_error
+
+fleet_app = typer.Typer(help="fleets of agents: configured members and zeroconf discovery", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+#: Seconds for the health check and for Describe, each: `fleet ls` must stay quick with a member down.
+PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass
+class MemberStatus:
+    name: str
+    address: str
+    source: str
+    health: str = ""
+    profile: str = ""
+    agent_version: str = ""
+    runtimes: list[dict[str, str]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    auth_required: bool | None = None
+    error: str | None = None
+
+
+def probe(member: Member, credentials: Credentials) -> MemberStatus:
+    """Health (grpc.health, needs no token) then Describe; a failure becomes the member's one-line error."""
+    status = MemberStatus(name=member.name, address=member.address, source=member.source)
+    if member.discovered is not None:
+        status.profile = member.discovered.profile
+        status.tags = list(member.discovered.tags)
+        status.agent_version = member.discovered.version
+        status.auth_required = member.discovered.auth_required
+    try:
+        with AgentClient(member.address, credentials, timeout_s=PROBE_TIMEOUT_S) as client:
+            status.health = client.health(timeout_s=PROBE_TIMEOUT_S)
+            if status.health == "DEADLINE_EXCEEDED":  # Describe would only wait as long again
+                status.error = f"the agent at {member.address} did not answer in time"
+                return status
+            info = client.describe()
+    except grpc.RpcError as err:
+        status.error = describe_rpc_error(err, member.address)
+        return status
+    except Exception as err:  # e.g. a malformed address in the config: one line, never a traceback
+        status.health = status.health or "ERROR"
+        status.error = f"{type(err).__name__}: {err}"
+        return status
+    status.profile = info.profile
+    status.agent_version = info.agent_version
+    status.runtimes = [{"name": rt.name, "version": rt.version} for rt in info.runtimes]
+    status.tags = list(info.tags)
+    status.auth_required = info.auth_required
+    return status
+
+
+def _shared_discovery(fleets: list[Fleet]) -> Callable[..., list[DiscoveredAgent]]:
+    """One zeroconf browse for every fleet with tags (each would otherwise wait its own timeout)."""
+    answers: list[DiscoveredAgent] | None = None
+
+    def discover_once(timeout_s: float, tags: list[str] | None = None) -> list[DiscoveredAgent]:
+        nonlocal answers
+        if answers is None:
+            answers = discover(timeout_s=max(f.discover_timeout_s for f in fleets if f.tags))
+        return [a for a in answers if not tags or set(tags) & set(a.tags)]
+
+    return discover_once
+
+
+def _fleet_status(fleets: list[Fleet], token_file: Path | None) -> list[dict[str, Any]]:
+    jobs: list[tuple[Fleet, list[Member], Credentials]] = []
+    discover_fn = _shared_discovery(fleets)
+    try:
+        for fleet in fleets:
+            jobs.append((fleet, fleet_members(fleet, discover_fn), credentials_for(fleet, token_file)))
+    except ConfigError as err:
+        fail(str(err))
+    n_members = sum(len(members) for _, members, _ in jobs)
+    with ThreadPoolExecutor(max_workers=max(1, min(32, n_members))) as pool:
+        futures = [[pool.submit(probe, m, creds) for m in members] for _, members, creds in jobs]
+        return [
+            {"fleet": fleet.name, "tags": fleet.tags, "members": [asdict(f.result()) for f in member_futures]}
+            for (fleet, _, _), member_futures in zip(jobs, futures, strict=True)
+        ]
+
+
+def _print_fleets(doc: list[dict[str, Any]]) -> None:
+    for fleet in doc:
+        tags = f"  (tags: {', '.join(fleet['tags'])})" if fleet["tags"] else ""
+        print(f"fleet {fleet['fleet']}{tags}")
+        if not fleet["members"]:
+            print("  no members: none listed and none discovered")
+            continue
+        head = ("member", "address", "source", "health", "profile", "agent")
+        print(f"  {head[0]:<28} {head[1]:<22} {head[2]:<10} {head[3]:<12} {head[4]:<16} {head[5]:<8} runtimes")
+        for m in fleet["members"]:
+            runtimes = ", ".join(f"{rt['name']} {rt['version']}" for rt in m["runtimes"]) or "-"
+            print(
+                f"  {m['name']:<28} {m['address']:<22} {m['source']:<10} {m['health'] or '-':<12} "
+                f"{m['profile'] or '-':<16} {m['agent_version'] or '-':<8} {runtimes}"
+            )
+            if m["error"]:
+                print(f"    error: {m['error']}")
+
+
+@fleet_app.command("ls")
+def fleet_ls(
+    name: Annotated[str | None, typer.Argument(help="only this fleet (default: every configured fleet)")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Each configured fleet's members with health, profile and versions (exit 0 even with members down)."""
+    try:
+        config = load_config()
+    except ConfigError as err:
+        fail(str(err))
+    fleets = list(config.fleets.values())
+    if name is not None:
+        if name not in config.fleets:
+            known = ", ".join(sorted(config.fleets)) or "none"
+            fail(f"no fleet named '{name}' (fleets: {known}; config: {config.path or 'no config file found'})")
+        fleets = [config.fleets[name]]
+    doc = _fleet_status(fleets, token_file)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    elif not doc:
+        print(
+            f"no fleets configured (config: {config.path or 'no config file found'}); "
+            'add [fleets.NAME] with agents = ["host:port"] and/or tags = ["lab"]'
+        )
+    else:
+        _print_fleets(doc)
+
+
+@fleet_app.command("discover")
+def fleet_discover(
+    timeout: Annotated[float, typer.Option(min=0, help="seconds to listen for answers")] = 3.0,
+    tags: Annotated[str | None, typer.Option(help="only agents with one of these tags, comma-separated")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Agents that answer on zeroconf (`_edgeprof._tcp.local.`), on this machine and the LAN."""
+    wanted = [t.strip() for t in (tags or "").split(",") if t.strip()] or None
+    try:
+        agents = discover(timeout_s=timeout, tags=wanted)
+    except DiscoveryError as err:
+        fail(str(err))
+    if as_json:
+        print(json.dumps([a.to_json() for a in agents], indent=2))
+        return
+    if not agents:
+        print(
+            f"no agents answered within {timeout:g} s"
+            + (f" with tags {', '.join(wanted)}" if wanted else "")
+            + " (agents advertise unless started with --no-advertise; mDNS needs UDP port 5353)"
+        )
+        return
+    print(f"{'name':<28} {'address':<22} {'profile':<16} {'version':<8} {'auth':<5} tags")
+    for a in agents:
+        auth = "yes" if a.auth_required else "no"
+        profile, version = a.profile or "-", a.version or "-"
+        print(f"{a.name:<28} {a.address:<22} {profile:<16} {version:<8} {auth:<5} {','.join(a.tags)}")

@@ -1,0 +1,116 @@
+"""Resolve a configured fleet into targets: its static agents plus the agents discovered with its tags."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.config import Fleet, credentials_for
+from host.discovery import DiscoveredAgent, DiscoveryError, discover
+from host.profiling import Target
+
+log = logging.getLogger("host.fleet")
+
+#: How long resolving static host names may take in all, so one dead DNS name cannot stall a run.
+RESOLVE_BUDGET_S = 1.0
+
+
+@dataclass(frozen=True)
+class Member:
+    """One fleet member before credentials: where it is, what to call it, and how it got in."""
+
+    name: str
+    address: str
+    source: str  # "static" | "discovered"
+    discovered: DiscoveredAgent | None = None
+
+
+def split_host_port(address: str) -> tuple[str, int | None]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return address.strip("[]").lower(), None
+    return host.strip("[]").lower(), int(port)
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+def _static_keys(addresses: list[str]) -> dict[str, set[tuple[str, int]]]:
+    """Every (host or IP, port) a static entry may be known by; names resolved within a bounded time."""
+    keys: dict[str, set[tuple[str, int]]] = {}
+    to_resolve: dict[str, str] = {}
+    for address in addresses:
+        host, port = split_host_port(address)
+        if port is None:
+            keys[address] = set()
+            continue
+        keys[address] = {(host, port), (host.removesuffix(".").removesuffix(".local"), port)}
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            to_resolve[address] = host
+    if to_resolve:
+        pool = ThreadPoolExecutor(max_workers=min(8, len(to_resolve)))
+        futures = {pool.submit(_resolve, host): address for address, host in to_resolve.items()}
+        done, _ = wait(futures, timeout=RESOLVE_BUDGET_S)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for future in done:
+            address = futures[future]
+            port = split_host_port(address)[1]
+            keys[address] |= {(ip, port) for ip in future.result() if port is not None}
+    return keys
+
+
+def _discovered_keys(agent: DiscoveredAgent) -> set[tuple[str, int]]:
+    host, port = split_host_port(agent.address)
+    if port is None:
+        return set()
+    keys = {(ip.lower(), port) for ip in agent.addresses} | {(host, port)}
+    if agent.hostname:
+        name = agent.hostname.lower()
+        keys |= {(name, port), (name.split(".")[0], port)}
+    return keys
+
+
+def fleet_members(fleet: Fleet, discover_fn: Callable[..., list[DiscoveredAgent]] = discover) -> list[Member]:
+    """Static agents first (in config order), then discovered ones with a matching tag, each once."""
+    members: list[Member] = []
+    seen: set[tuple[str, int]] = set()
+    static = list(dict.fromkeys(fleet.agents))
+    static_keys = _static_keys(static) if fleet.tags else {}
+    for address in static:
+        members.append(Member(name=address, address=address, source="static"))
+        seen |= static_keys.get(address, set())
+    if not fleet.tags:
+        return members
+    try:
+        discovered = discover_fn(timeout_s=fleet.discover_timeout_s, tags=fleet.tags)
+    except DiscoveryError as err:  # the static agents can still be profiled
+        log.warning("fleet %s: %s; using its static agents only", fleet.name, err)
+        return members
+    names = {m.name for m in members}
+    for agent in discovered:
+        keys = _discovered_keys(agent)
+        if keys & seen:
+            continue
+        seen |= keys
+        # Display names are unique: run_profile keys results by them.
+        name = agent.name if agent.name not in names else f"{agent.name} ({agent.address})"
+        names.add(name)
+        members.append(Member(name=name, address=agent.address, source="discovered", discovered=agent))
+    return members
+
+
+def fleet_targets(fleet: Fleet, token_file: Path | None) -> list[Target]:
+    """What `host profile --fleet NAME` runs on; raises ConfigError for unreadable credentials."""
+    credentials = credentials_for(fleet, token_file)
+    return [Target(name=m.name, address=m.address, credentials=credentials) for m in fleet_members(fleet)]
