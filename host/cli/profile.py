@@ -87,6 +87,9 @@ def profile(
     settle_timeout: Annotated[float, typer.Option(min=0, help="max seconds to wait for the board to cool")] = 0.0,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")] = False,
     timeout: Annotated[float, typer.Option(min=0, help="per-job timeout in seconds (0 = agent default)")] = 0.0,
+    reconnect: Annotated[
+        float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")
+    ] = 300.0,
     token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result document here")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
@@ -116,6 +119,7 @@ def profile(
         settle_timeout_s=settle_timeout,
         op_profile=op_profile,
         timeout_s=timeout,
+        reconnect_s=reconnect,
     )
     from host.progress import final_table, make_progress
 
