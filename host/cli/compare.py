@@ -1,0 +1,68 @@
+"""`host compare BASE CAND`: what changed from a base run to a candidate, and a regression gate for CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from host.cli import app
+from host.cli.common import fail
+from host.cli.report import default_grid_g_per_kwh
+from host.compare import CompareError, compare_runs, load_side, render_json, render_markdown, render_text
+from host.store import Store, StoreError
+
+_FORMATS = ("text", "md", "json")
+
+
+@app.command()
+def compare(
+    base: Annotated[str, typer.Argument(help="base: run id or prefix, or a result .json file")],
+    candidate: Annotated[str, typer.Argument(help="candidate: run id or prefix, or a result .json file")],
+    fail_on_regression: Annotated[
+        float | None,
+        typer.Option(
+            min=0, metavar="PCT", help="exit 1 when a statistically significant regression is larger than PCT percent"
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text|md|json")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the comparison here")] = None,
+    grid_g_per_kwh: Annotated[
+        float | None,
+        typer.Option(min=0, help="grid carbon intensity g/kWh for the CO2e estimate (default: config grid_g_per_kwh)"),
+    ] = None,
+) -> None:
+    """Compare CAND against BASE per device and metric (Mann-Whitney on latency samples, interval overlap
+    for energy); with --fail-on-regression PCT, exit 1 when a significant regression exceeds PCT."""
+    if fmt not in _FORMATS:
+        fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
+    store = None
+    if not all(Path(s).suffix.lower() == ".json" and Path(s).is_file() for s in (base, candidate)):
+        try:
+            store = Store()
+        except StoreError as err:
+            fail(str(err))
+    try:
+        result = compare_runs(
+            load_side(base, store),
+            load_side(candidate, store),
+            fail_on_regression,
+            grid_g_per_kwh if grid_g_per_kwh is not None else default_grid_g_per_kwh(),
+        )
+    except CompareError as err:
+        fail(str(err))
+    finally:
+        if store is not None:
+            store.close()
+    if not result.changes:
+        fail("no device measured successfully in both runs: " + "; ".join(result.skipped))
+    text = {"text": render_text, "md": render_markdown, "json": render_json}[fmt](result)
+    print(text, end="")
+    if output is not None:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+        except OSError as err:
+            fail(f"cannot write {output}: {err.strerror}")
+    raise typer.Exit(1 if result.failed else 0)

@@ -1,0 +1,138 @@
+"""The per-device figures every report format shows, read from the result document (DESIGN.md §4).
+
+One list of columns, so the HTML table, the Markdown table and the CSV agree on names and units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from host.energy import CO2E_LABEL, co2e_g
+
+NO_SENSOR = "no power sensor"
+
+
+def _get(entry: dict[str, Any], *path: str | int) -> Any:
+    value: Any = entry
+    for key in path:
+        if value is None:
+            return None
+        if isinstance(key, int):
+            value = value[key] if isinstance(value, list) and len(value) > key else None
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+@dataclass(frozen=True)
+class Column:
+    """One CSV column: its name (with unit) and where the value lives in a device entry."""
+
+    name: str
+    read: Callable[[dict[str, Any]], Any]
+
+
+def _path(*path: str | int) -> Callable[[dict[str, Any]], Any]:
+    return lambda entry: _get(entry, *path)
+
+
+CSV_COLUMNS: tuple[Column, ...] = (
+    Column("device", _path("device")),
+    Column("status", _path("status")),
+    Column("error", _path("error")),
+    Column("profile", _path("profile")),
+    Column("runtime", _path("runtime")),
+    Column("execution_provider", _path("execution_provider")),
+    Column("threads", _path("threads")),
+    Column("n_inferences", _path("n_inferences")),
+    Column("latency_p50_ms", _path("latency_ms", "p50")),
+    Column("latency_p50_ci95_lo_ms", _path("latency_ms", "p50_ci95", 0)),
+    Column("latency_p50_ci95_hi_ms", _path("latency_ms", "p50_ci95", 1)),
+    Column("latency_p90_ms", _path("latency_ms", "p90")),
+    Column("latency_p99_ms", _path("latency_ms", "p99")),
+    Column("latency_mean_ms", _path("latency_ms", "mean")),
+    Column("latency_std_ms", _path("latency_ms", "std")),
+    Column("latency_min_ms", _path("latency_ms", "min")),
+    Column("latency_max_ms", _path("latency_ms", "max")),
+    Column("throughput_ips", _path("throughput_ips")),
+    Column("load_time_ms", _path("load_time_ms")),
+    Column("peak_rss_mb", _path("peak_rss_mb")),
+    Column("energy_method", _path("energy", "method")),
+    Column("energy_sensor", _path("energy", "sensor")),
+    Column("idle_power_w", _path("energy", "idle_power_w")),
+    Column("avg_power_w", _path("energy", "avg_power_w")),
+    Column("energy_mj_per_inference", _path("energy", "energy_mj_per_inference")),
+    Column("energy_mj_per_inference_ci95_lo", _path("energy", "energy_mj_per_inference_ci95", 0)),
+    Column("energy_mj_per_inference_ci95_hi", _path("energy", "energy_mj_per_inference_ci95", 1)),
+    Column("dynamic_energy_mj_per_inference", _path("energy", "dynamic_energy_mj_per_inference")),
+    Column("dynamic_energy_mj_per_inference_ci95_lo", _path("energy", "dynamic_energy_mj_per_inference_ci95", 0)),
+    Column("dynamic_energy_mj_per_inference_ci95_hi", _path("energy", "dynamic_energy_mj_per_inference_ci95", 1)),
+    Column("max_temp_c", _path("thermal", "max_temp_c")),
+    Column("throttled", _path("thermal", "throttled")),
+)
+
+
+def get(entry: dict[str, Any], *path: str | int) -> Any:
+    """``entry[path...]``, None where any step is missing or null."""
+    return _get(entry, *path)
+
+
+def has_energy(entry: dict[str, Any]) -> bool:
+    return _get(entry, "energy", "energy_mj_per_inference") is not None
+
+
+def co2e_g_per_1m_inferences(entry: dict[str, Any], grid_g_per_kwh: float | None) -> float | None:
+    """Estimated g CO2e per million inferences (gross energy x grid intensity); None without both."""
+    mj = _get(entry, "energy", "energy_mj_per_inference")
+    if mj is None or grid_g_per_kwh is None:
+        return None
+    return co2e_g(float(mj) * 1e-3 * 1e6, grid_g_per_kwh)
+
+
+CO2E_NOTE = f"CO2e is an {CO2E_LABEL}"
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits (thousands kept whole); "–" for null."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    v = float(value)
+    if v == 0:
+        return "0"
+    if abs(v) >= 10**digits:
+        return f"{v:.0f}"
+    decimals = max(digits - 1 - math.floor(math.log10(abs(v))), 0)
+    return f"{v:.{decimals}f}"
+
+
+def with_interval(value: Any, interval: Any, digits: int = 4) -> str:
+    """ "2.525 [2.464–2.627]", or just the value where there is no interval."""
+    if value is None:
+        return "–"
+    if isinstance(interval, list) and len(interval) == 2 and None not in interval:
+        return f"{num(value, digits)} [{num(interval[0], digits)}–{num(interval[1], digits)}]"
+    return num(value, digits)
+
+
+def energy_text(entry: dict[str, Any], key: str, digits: int = 4) -> str:
+    """mJ/inference with its interval, or NO_SENSOR (or why not) where the energy is null."""
+    if entry.get("status") != "ok":
+        return "–"
+    if not has_energy(entry):
+        return NO_SENSOR if _get(entry, "energy", "method") is None else "no usable window"
+    return with_interval(_get(entry, "energy", key), _get(entry, "energy", f"{key}_ci95"), digits)
+
+
+def board_text(entry: dict[str, Any]) -> str:
+    board = _get(entry, "board") or {}
+    parts = [
+        board.get("board") or board.get("hostname") or "",
+        board.get("machine") or "",
+        board.get("cpu_model") or "",
+    ]
+    return " · ".join(p for p in parts if p) or "–"

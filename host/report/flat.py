@@ -1,0 +1,44 @@
+"""The run as CSV (one row per device, full precision) and as JSON (the result document itself)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from host.report import fields as f
+from host.rundata import RunData
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back as the same float
+    return str(value)
+
+
+def csv_header(grid_g_per_kwh: float | None) -> list[str]:
+    extra = ["co2e_g_per_1m_inferences_estimate", "grid_g_per_kwh"] if grid_g_per_kwh is not None else []
+    return ["run_id", *(c.name for c in f.CSV_COLUMNS), *extra]
+
+
+def render_csv(run: RunData, grid_g_per_kwh: float | None = None) -> str:
+    """Header plus one row per device; empty cells for null (no power sensor, failed device)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_header(grid_g_per_kwh))
+    for entry in run.document.get("devices") or []:
+        row = [run.run_id, *(_csv_value(c.read(entry)) for c in f.CSV_COLUMNS)]
+        if grid_g_per_kwh is not None:
+            row += [_csv_value(f.co2e_g_per_1m_inferences(entry, grid_g_per_kwh)), _csv_value(grid_g_per_kwh)]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def render_json(run: RunData) -> str:
+    """The stored result document, unchanged."""
+    return json.dumps(run.document, indent=2) + "\n"

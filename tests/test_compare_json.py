@@ -1,0 +1,83 @@
+"""`host compare` on result JSON files (no raw samples) and on energy, judged by interval overlap."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from host.cli import _register, app
+from host.compare import compare_runs, render_markdown
+from host.report.synthetic import synthetic_run
+from host.rundata import RunData
+
+
+def _hungrier(run: RunData, factor: float) -> RunData:
+    """The same run with every measured device's gross energy (and its interval) scaled by ``factor``."""
+    doc = copy.deepcopy(run.document)
+    doc["run_id"] = "candidate"
+    for d in doc["devices"]:
+        e = d["energy"]
+        if e.get("energy_mj_per_inference") is not None:
+            e["energy_mj_per_inference"] *= factor
+            e["energy_mj_per_inference_ci95"] = [v * factor for v in e["energy_mj_per_inference_ci95"]]
+    return RunData(document=doc, raw=run.raw)
+
+
+def test_energy_regression_flagged_by_disjoint_intervals_with_co2e_estimate() -> None:
+    base = synthetic_run(n_devices=2, n_inferences=600, unpowered=0)
+
+    result = compare_runs(base, _hungrier(base, 1.3), fail_on_regression_pct=10, grid_g_per_kwh=300)
+    text = render_markdown(result)
+
+    energy = [c for c in result.changes if c.metric == "energy/inference"]
+    assert all(c.regression and c.test == "interval-overlap" for c in energy)
+    assert result.failed
+    assert not any(c.regression for c in result.changes if c.metric == "latency p50")
+    assert "CO2e per million inferences (estimate" in text
+
+
+def test_json_files_without_samples_fall_back_to_interval_overlap(tmp_path: Path) -> None:
+    run = synthetic_run(n_devices=2, n_inferences=400, unpowered=1)
+    slow = copy.deepcopy(run.document)
+    lat = slow["devices"][0]["latency_ms"]
+    lat["p50"] *= 1.5
+    lat["p50_ci95"] = [v * 1.5 for v in lat["p50_ci95"]]
+    (tmp_path / "base.json").write_text(json.dumps(run.document))
+    (tmp_path / "cand.json").write_text(json.dumps(slow))
+    _register()
+    runner = CliRunner()
+
+    failed = runner.invoke(
+        app,
+        [
+            "compare",
+            str(tmp_path / "base.json"),
+            str(tmp_path / "cand.json"),
+            "--fail-on-regression",
+            "20",
+            "--format",
+            "md",
+        ],
+    )
+    same = runner.invoke(
+        app, ["compare", str(tmp_path / "base.json"), str(tmp_path / "base.json"), "--fail-on-regression", "20"]
+    )
+
+    assert failed.exit_code == 1, failed.output
+    assert "no raw samples: p50 intervals compared" in failed.output
+    assert "95% intervals disjoint" in failed.output
+    assert "no power sensor" in failed.output  # the unpowered device's energy row
+    assert same.exit_code == 0, same.output
+
+
+def test_unknown_run_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
+    _register()
+
+    result = CliRunner().invoke(app, ["compare", "nope", "nada"])
+
+    assert result.exit_code == 1
+    assert "no run 'nope'" in result.output

@@ -1,0 +1,99 @@
+"""Markdown, CSV and JSON reports carry the stored numbers; `host report` writes them from the store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from host.cli import _register, app
+from host.report import ReportError, render, write_report
+from host.report.fields import CSV_COLUMNS
+from host.report.synthetic import synthetic_run
+from host.store import Store
+
+
+@pytest.fixture
+def run():  # type: ignore[no-untyped-def]
+    return synthetic_run(n_devices=3, n_inferences=400, unpowered=1, failed=1)
+
+
+def test_csv_round_trips_every_stored_number_exactly(run) -> None:  # type: ignore[no-untyped-def]
+    rows = list(csv.DictReader(io.StringIO(render(run, "csv"))))
+
+    assert [r["device"] for r in rows] == [d["device"] for d in run.document["devices"]]
+    for row, entry in zip(rows, run.document["devices"], strict=True):
+        for column in CSV_COLUMNS:
+            stored = column.read(entry)
+            cell = row[column.name]
+            if stored is None:
+                assert cell == "", column.name
+            elif isinstance(stored, bool):
+                assert cell == str(stored).lower()
+            elif isinstance(stored, float):
+                assert float(cell) == stored, column.name
+            else:
+                assert cell == str(stored), column.name
+
+
+def test_json_report_is_the_result_document(run) -> None:  # type: ignore[no-untyped-def]
+    assert json.loads(render(run, "json")) == json.loads(json.dumps(run.document))
+
+
+def test_markdown_table_shows_stored_numbers_to_four_digits(run) -> None:  # type: ignore[no-untyped-def]
+    text = render(run, "md", grid_g_per_kwh=400.0)
+    table = [line for line in text.splitlines() if line.startswith("| dev0")]
+
+    assert len(table) == 3
+    for line, entry in zip(table, run.document["devices"][:3], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        p50_text = cells[4].split(" ")[0]
+        assert math.isclose(float(p50_text), entry["latency_ms"]["p50"], rel_tol=5e-4)
+        assert math.isclose(float(cells[7]), entry["throughput_ips"], rel_tol=5e-4)
+        mj = entry["energy"]["energy_mj_per_inference"]
+        if mj is None:
+            assert cells[8] == "no power sensor"
+        else:
+            assert math.isclose(float(cells[8].split(" ")[0]), mj, rel_tol=5e-4)
+    assert "broken-0: UNAVAILABLE" in text
+    assert "CO2e" in text and "estimate" in text
+
+
+def test_unknown_format_is_one_line_report_error(tmp_path: Path, run) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ReportError, match="unknown report format 'pdf'") as err:
+        write_report(run, tmp_path / "x.html", "pdf")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ReportError, match=r"\.html/\.md/\.csv/\.json"):
+        write_report(run, tmp_path / "x.txt")
+
+
+def test_format_follows_the_suffix(tmp_path: Path, run) -> None:  # type: ignore[no-untyped-def]
+    for suffix in ("html", "md", "csv", "json"):
+        write_report(run, tmp_path / f"r.{suffix}")
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert json.loads((tmp_path / "r.json").read_text())["run_id"] == run.run_id
+    assert (tmp_path / "r.csv").read_text().startswith("run_id,device,")
+
+
+def test_cli_report_last_writes_each_format_from_the_store(tmp_path: Path, monkeypatch, run) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
+    monkeypatch.chdir(tmp_path)
+    Store().save_run(run)
+    _register()
+    runner = CliRunner()
+
+    for fmt in ("html", "md", "csv", "json"):
+        out = tmp_path / f"out.{fmt}"
+        result = runner.invoke(app, ["report", "--last", "--format", fmt, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_size > 0
+    by_prefix = runner.invoke(app, ["report", run.run_id[:18], "-o", str(tmp_path / "p.json")])
+    assert by_prefix.exit_code == 0, by_prefix.output
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads((tmp_path / "out.json").read_text())
+    bad = runner.invoke(app, ["report", "--last", "--format", "pdf", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 1
