@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,15 @@ from pathlib import Path
 from host.client import Credentials
 
 _LISTENING = re.compile(r"listening on (?P<host>[^\s]+):(?P<port>\d+)")
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the local agent if the host dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class LocalAgentError(Exception):
@@ -69,7 +79,9 @@ class LocalAgent:
         ]
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed below
         try:
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, preexec_fn=_die_with_parent
+            )
         finally:
             log.close()
         line = self._first_line(self._proc)

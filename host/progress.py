@@ -142,4 +142,5 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout) -> None:
     console = Console(file=out, width=max(140, Console(file=out).width))
     console.print(table)
     for line in errors:
-        console.print(f"error  {line}", highlight=False, markup=False)
+        # Plain print: one error stays one line however narrow the terminal or pipe.
+        print(f"error  {line}", file=out)

@@ -231,3 +231,27 @@ def test_result_states_validity_and_reasons(squeezenet: Path, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     (dev,) = json.loads(out.read_text())["devices"]
     assert dev["validity"]["valid"] is True and dev["validity"]["reasons"] == []
+
+
+def test_local_agent_does_not_outlive_a_killed_host(squeezenet: Path, tmp_path: Path) -> None:
+    import signal
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [console_script("host"), "profile", str(squeezenet), "--runs", "100000", "--min-duration", "60", "--idle", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    # Wait until the host reports measuring: the local agent (and its worker) exist by then.
+    for line in proc.stderr:
+        if "measure" in line:
+            break
+    agents = [c for c in psutil.Process(proc.pid).children(recursive=True) if "serve" in " ".join(c.cmdline())]
+    assert agents, "the host started no local agent"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _gone, alive = psutil.wait_procs(agents, timeout=20)
+    assert not alive, f"local agent still running after its host was killed: {[p.pid for p in alive]}"
