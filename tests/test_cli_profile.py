@@ -255,3 +255,16 @@ def test_local_agent_does_not_outlive_a_killed_host(squeezenet: Path, tmp_path: 
     proc.wait(timeout=10)
     _gone, alive = psutil.wait_procs(agents, timeout=20)
     assert not alive, f"local agent still running after its host was killed: {[p.pid for p in alive]}"
+
+
+def test_profile_writes_the_report_named_by_report(squeezenet: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.md"
+    proc = host("profile", str(squeezenet), *FAST, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert "local" in report.read_text() and "p50" in report.read_text()
+
+
+def test_bad_report_name_fails_before_profiling(squeezenet: Path, tmp_path: Path) -> None:
+    proc = host("profile", str(squeezenet), *FAST, "--report", str(tmp_path / "r.xyz"), timeout=30)
+    assert proc.returncode == 1 and "report format" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r.xyz").exists()

@@ -92,6 +92,9 @@ def profile(
     ] = 300.0,
     token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result document here")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="also write a report: .html, .md, .csv or .json by suffix")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Profile MODEL: latency, throughput, memory, power and energy on every device."""
@@ -101,6 +104,13 @@ def profile(
         check_input_shapes(model_file, shapes)
     except ModelFileError as err:
         fail(str(err))
+    if report is not None:
+        from host.report import ReportError, format_for
+
+        try:
+            format_for(report)  # a bad name fails now, not after the whole profile has run
+        except ReportError as err:
+            fail(str(err))
     npz = b""
     if inputs is not None:
         try:
@@ -139,6 +149,13 @@ def profile(
     final_table(document)
     if json_path is not None:
         _write(json_path, json.dumps(document, indent=2) + "\n")
+    if report is not None:
+        from host.report import ReportError, write_report
+
+        try:
+            write_report(run, report, grid_g_per_kwh=load_config().grid_g_per_kwh)
+        except (ReportError, ConfigError, OSError) as err:
+            fail(f"cannot write the report {report}: {err}")
     failed = [d for d in document["devices"] if d["status"] != "ok"]
     raise typer.Exit(1 if failed else 0)
 
