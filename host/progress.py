@@ -124,6 +124,8 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout) -> None:
         status = "ok" if d["status"] == "ok" else "error"
         if d["status"] != "ok":
             errors.append(f"{d['device']}: {d.get('error')}")
+        elif d.get("validity") and not d["validity"]["valid"]:
+            errors.append(f"{d['device']}: result not valid: " + "; ".join(d["validity"]["reasons"]))
         table.add_row(
             d["device"],
             status,

@@ -268,3 +268,15 @@ def test_bad_report_name_fails_before_profiling(squeezenet: Path, tmp_path: Path
     proc = host("profile", str(squeezenet), *FAST, "--report", str(tmp_path / "r.xyz"), timeout=30)
     assert proc.returncode == 1 and "report format" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r.xyz").exists()
+
+
+def test_op_profile_reports_time_by_op_type_and_top_nodes(squeezenet: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "r.json", tmp_path / "r.md"
+    proc = host("profile", str(squeezenet), *FAST, "--op-profile", "--json", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    (dev,) = json.loads(out.read_text())["devices"]
+    by_type = dev["op_profile"]["by_type"]
+    assert by_type[0]["op_type"] == "Conv"  # SqueezeNet's time is in its convolutions
+    assert all(row["total_us"] > 0 and row["calls"] > 0 for row in by_type)
+    assert dev["op_profile"]["top_nodes"] and all(n["node"] for n in dev["op_profile"]["top_nodes"])
+    assert "time by operator type" in report.read_text() and "| Conv |" in report.read_text()

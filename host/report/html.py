@@ -160,8 +160,44 @@ def _metadata(d: dict[str, Any]) -> str:
             else "not monitored",
         ),
         ("agent", " · ".join(str(x) for x in (board.get("agent_version"), d.get("address")) if x) or "–"),
+        ("validity", _validity(d)),
     ]
     return '<dl class="meta">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in items) + "</dl>"
+
+
+def _op_profile(d: dict[str, Any]) -> str:
+    """Per-operator time (ONNX Runtime's profiler, `--op-profile`): by op type and the slowest nodes."""
+    ops = d.get("op_profile") or {}
+    if not ops.get("by_type"):
+        return ""
+    total_us = sum(row["total_us"] for row in ops["by_type"]) or 1.0
+
+    def rows(items: list[dict[str, Any]], first: str) -> str:
+        return "".join(
+            f"<tr><td>{escape(str(r.get(first) or r['op_type']))}</td><td>{escape(r['op_type'])}</td>"
+            f"<td class=num>{r['total_us'] / 1e3:.2f}</td><td class=num>{100 * r['total_us'] / total_us:.1f}%</td>"
+            f"<td class=num>{r['calls']}</td></tr>"
+            for r in items[:12]
+        )
+
+    head = "<tr><th>{}</th><th>op type</th><th>total ms</th><th>share</th><th>calls</th></tr>"
+    return (
+        '<div class="ops"><h4>Time by operator type</h4><table>'
+        + head.format("op type")
+        + rows(ops["by_type"], "op_type")
+        + "</table><h4>Slowest nodes</h4><table>"
+        + head.format("node")
+        + rows(ops.get("top_nodes") or [], "node")
+        + "</table></div>"
+    )
+
+
+def _validity(d: dict[str, Any]) -> str:
+    v = d.get("validity")
+    if not v:
+        return "–"
+    text = "valid" if v.get("valid") else "NOT VALID: " + "; ".join(v.get("reasons") or [])
+    return text + ("" if not v.get("warnings") else " (" + "; ".join(v["warnings"]) + ")")
 
 
 def _device_section(index: int, d: dict[str, Any], raw: DeviceRaw | None) -> str:
@@ -174,7 +210,7 @@ def _device_section(index: int, d: dict[str, Any], raw: DeviceRaw | None) -> str
         f'<section class="device">{head}<div class="grid2"><div>{_metadata(d)}</div>'
         f"<div>{plots.latency_histogram(raw, index)}</div>"
         f"<div>{plots.power_over_time(raw, index, f.get(d, 'energy', 'method') is not None)}</div>"
-        f"<div>{plots.memory_over_time(raw, index)}</div></div></section>"
+        f"<div>{plots.memory_over_time(raw, index)}</div></div>{_op_profile(d)}</section>"
     )
 
 

@@ -100,6 +100,25 @@ def render_markdown(run: RunData, grid_g_per_kwh: float | None = None) -> str:
         "|" + "|".join("---" if i < 3 else "---:" for i in range(len(SUMMARY_HEADER))) + "|",
     ]
     out += ["| " + " | ".join(_cell(c) for c in _row(d)) + " |" for d in devices]
+    for d in devices:
+        validity = d.get("validity") or {}
+        if validity and not validity.get("valid"):
+            out += ["", f"⚠️ **{d.get('device')}: not valid**: " + "; ".join(validity.get("reasons") or [])]
+        ops = (d.get("op_profile") or {}).get("by_type") or []
+        if ops:
+            total_us = sum(r["total_us"] for r in ops) or 1.0
+            out += [
+                "",
+                f"<details><summary>{d.get('device')}: time by operator type</summary>",
+                "",
+                "| op type | total ms | share | calls |",
+                "|---|---:|---:|---:|",
+            ]
+            out += [
+                f"| {r['op_type']} | {r['total_us'] / 1e3:.2f} | {100 * r['total_us'] / total_us:.1f}% | {r['calls']} |"
+                for r in ops[:10]
+            ]
+            out += ["", "</details>"]
     figures = _key_figures(devices, grid_g_per_kwh)
     if figures:
         out += ["", "**Key figures**", "", *figures]
