@@ -1,0 +1,351 @@
+"""Per-target compile on the host: the device profile's [compile] recipe applied to a model, cached by content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.profiles import GENERIC_PROFILE, DeviceProfile, load_profile
+from host.modelfile import InputDecl, ModelFile, ModelFileError, inspect
+from protos import agent_pb2 as pb
+
+#: File suffix of each target format's artifact.
+_EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite"}
+
+
+class CompileError(Exception):
+    """A model cannot be made into what a device needs; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    #: "int8" or None (keep float weights).
+    quantize: str | None = None
+    #: "dynamic" (weights only, activations quantized at run time) or "static" (calibrated activations).
+    quantize_mode: str = "dynamic"
+    #: Static calibration inputs (arrays named after the model's inputs); None = random data.
+    calibration_npz: Path | None = None
+    calibration_samples: int = 16
+
+    def __post_init__(self) -> None:
+        if self.quantize not in (None, "int8"):
+            raise CompileError(f"unknown quantization '{self.quantize}'; edgeprof supports int8")
+        if self.quantize_mode not in ("dynamic", "static"):
+            raise CompileError(f"unknown quantization mode '{self.quantize_mode}'; use dynamic or static")
+        if self.calibration_samples < 1:
+            raise CompileError("calibration samples must be at least 1")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgeprof" / "compiled"
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "none"
+    return str(onnxruntime.__version__)
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class Compiler:
+    """A CompileFn: ``compiler(model, info)`` returns the artifact for that device and the recipe it received.
+
+    Thread-safe: devices sharing a recipe wait on one lock per cache key, so each artifact is built once.
+    """
+
+    def __init__(self, options: CompileOptions, cache_dir: Path | None = None) -> None:
+        self.options = options
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def __call__(self, model: ModelFile, info: pb.DeviceInfo) -> tuple[ModelFile, dict[str, Any]]:
+        recipe = self.recipe(model, info)
+        if not recipe["steps"]:
+            return model, recipe
+        key = self.cache_key(model, recipe)
+        path = self.cache_dir / f"{key}.{_EXTENSIONS[recipe['target_format']]}"
+        with self._lock_for(key):
+            cached = path.is_file()
+            if not cached:
+                self._build(model, recipe, path)
+            try:
+                artifact = inspect(path)
+            except ModelFileError as err:
+                path.unlink(missing_ok=True)  # a damaged artifact must not be served again
+                raise CompileError(f"compiled model for {_device(info)} is invalid: {err}") from err
+        return artifact, {**recipe, "cached": cached}
+
+    def recipe(self, model: ModelFile, info: pb.DeviceInfo) -> dict[str, Any]:
+        """What this device gets: the profile's [compile] table and the options, as a JSON-able dict."""
+        profile = _profile(info.profile)
+        hints = profile.compile
+        optimize = str(hints.get("optimize", ""))
+        target = str(hints.get("format", "tflite" if profile.runtime == "tflite" else "onnx"))
+        if optimize == "ort-format":
+            target = "ort"
+        if target not in _EXTENSIONS:
+            raise CompileError(f"profile {profile.name}: unknown compile format '{target}' (onnx, ort or tflite)")
+        recipe: dict[str, Any] = {"target_format": target, "steps": [], "profile": profile.name}
+        if model.format in ("tflite", "ort"):
+            self._check_passthrough(model, info, profile, target)
+            return recipe
+        if target == "tflite":
+            raise CompileError(
+                f"device {_device(info)} (profile {profile.name}) needs a .tflite model: edgeprof does not convert "
+                "ONNX to TFLite; convert it first (e.g. with onnx2tf) and profile the .tflite file"
+            )
+        steps: list[str] = []
+        if self.options.quantize:
+            steps.append(f"quantize-{self.options.quantize}-{self.options.quantize_mode}")
+            if self.options.quantize_mode == "static":
+                recipe["calibration"] = self._calibration_doc()
+        if target == "ort":
+            steps += ["ort-optimize", "ort-format"]
+        elif optimize == "ort-offline":
+            steps.append("ort-optimize")
+        elif optimize:
+            raise CompileError(f"profile {profile.name}: unknown optimize '{optimize}' (ort-offline or ort-format)")
+        if steps:
+            recipe["steps"] = ["check", *steps]
+        return recipe
+
+    def cache_key(self, model: ModelFile, recipe: dict[str, Any]) -> str:
+        # The profile's name does not change the artifact: boards with the same recipe share one.
+        content = {k: v for k, v in recipe.items() if k not in ("profile", "cached")}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(f"{model.sha256}\n{canonical}\n{_ort_version()}".encode()).hexdigest()
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _check_passthrough(self, model: ModelFile, info: pb.DeviceInfo, profile: DeviceProfile, target: str) -> None:
+        if self.options.quantize:
+            raise CompileError(
+                f"device {_device(info)}: --quantize works on ONNX models only; {model.path.name} is already "
+                f"a {model.format} model"
+            )
+        if model.format == "tflite" and target != "tflite":
+            runtimes = {r.name for r in info.runtimes}
+            if "tflite" not in runtimes:
+                found = ", ".join(sorted(runtimes)) or "none"
+                raise CompileError(
+                    f"device {_device(info)} (profile {profile.name}) has no tflite runtime (it reports: {found}); "
+                    "install tflite-runtime on the agent or send an ONNX model"
+                )
+        if model.format == "ort" and target == "tflite":
+            raise CompileError(f"device {_device(info)} (profile {profile.name}) needs a .tflite model, not .ort")
+
+    def _calibration_doc(self) -> dict[str, Any]:
+        npz = self.options.calibration_npz
+        doc: dict[str, Any] = {"samples": self.options.calibration_samples}
+        if npz is None:
+            doc["data"] = "random"
+        else:
+            try:
+                doc["data"] = "npz:" + hashlib.sha256(npz.read_bytes()).hexdigest()
+            except OSError as err:
+                raise CompileError(f"cannot read calibration data {npz}: {err.strerror or err}") from err
+        return doc
+
+    def _build(self, model: ModelFile, recipe: dict[str, Any], path: Path) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".build-") as scratch:
+            current = model.path
+            for index, step in enumerate(recipe["steps"]):
+                out = Path(scratch) / f"{index}-{step}.{'ort' if step == 'ort-format' else 'onnx'}"
+                if step == "check":
+                    check_onnx(current, out)
+                elif step == "ort-optimize":
+                    ort_optimize(current, out)
+                elif step == "ort-format":
+                    ort_format(current, out)
+                elif step.startswith("quantize-int8-"):
+                    quantize_int8(current, out, self.options, model.inputs)
+                if out.suffix == ".onnx" and step != "check":
+                    conform_ir3_inputs(out)
+                current = out
+            # Atomic: other processes sharing the cache never see a half-written artifact.
+            os.replace(current, path)
+
+
+def _profile(name: str) -> DeviceProfile:
+    try:
+        return load_profile(name or GENERIC_PROFILE)
+    except ValueError:
+        return load_profile(GENERIC_PROFILE)
+
+
+def _device(info: pb.DeviceInfo) -> str:
+    return info.hostname or "?"
+
+
+def check_onnx(src: Path, dst: Path) -> None:
+    """onnx.checker, then shape inference written out, so later steps see typed intermediate values."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(src))
+        onnx.shape_inference.infer_shapes_path(str(src), str(dst))
+    except Exception as err:  # ValidationError, InferenceError, protobuf decode errors
+        raise CompileError(f"{src.name} fails the ONNX checks: {_short(err)}") from err
+
+
+def conform_ir3_inputs(path: Path) -> None:
+    """Before IR version 4 every initializer must also be a graph input; ORT and the quantizer forget that.
+
+    Their outputs for old models (e.g. squeezenet at IR 3) then fail onnx.checker. Listing the new
+    initializers as inputs keeps the model's IR version and meaning (ORT does not ask for them at run time).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    if model.ir_version >= 4:
+        return
+    # Constant folding also leaves the inputs of removed initializers (e.g. ConstantOfShape's shapes)
+    # behind as required inputs without a value: drop inputs that nothing reads any more.
+    used = {name for node in model.graph.node for name in node.input} | {v.name for v in model.graph.output}
+    unused = [value for value in model.graph.input if value.name not in used]
+    for value in unused:
+        model.graph.input.remove(value)
+    declared = {value.name for value in model.graph.input}
+    missing = [init for init in model.graph.initializer if init.name not in declared]
+    if not missing and not unused:
+        return
+    for init in missing:
+        model.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    onnx.save(model, str(path))
+
+
+def _session_options(dst: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # EXTENDED, not ALL: layout (NCHWc) rewrites at ALL are tied to the host CPU and may not load on the board.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    return options
+
+
+def ort_optimize(src: Path, dst: Path) -> None:
+    """ONNX Runtime offline optimisation: the graph a CPU session would build, saved as ONNX."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(src), _session_options(dst), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
+        raise CompileError(f"ONNX Runtime cannot optimise {src.name}: {_short(err)}") from err
+
+
+def ort_format(src: Path, dst: Path) -> None:
+    """ONNX Runtime format (.ort) for minimal-build runtimes, saved by a session at the EXTENDED level.
+
+    Not through onnxruntime.tools.convert_onnx_models_to_ort: it optimises at the ALL level, whose
+    layout rewrites belong to the host's CPU, not the board's.
+    """
+    import onnxruntime as ort
+
+    options = _session_options(dst)
+    try:
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise CompileError(
+            f"this onnxruntime cannot save {src.name} in ORT format ({_short(err)}); "
+            "install the full onnxruntime package on the host"
+        ) from err
+    if not dst.is_file():
+        raise CompileError(f"onnxruntime {ort.__version__} wrote no ORT-format model for {src.name}")
+
+
+def quantize_int8(src: Path, dst: Path, options: CompileOptions, inputs: tuple[InputDecl, ...]) -> None:
+    """int8 with onnxruntime.quantization: constants folded first so generated weights are quantized too."""
+    try:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as err:
+        raise CompileError("--quantize needs onnxruntime.quantization on the host: pip install onnxruntime") from err
+    prepared = dst.with_name(dst.stem + "-prep.onnx")
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        conform_ir3_inputs(prepared)
+        if options.quantize_mode == "dynamic":
+            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
+        else:
+            reader = _CalibrationReader(_calibration_samples(options, inputs))
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+            )
+    except CompileError:
+        raise
+    except Exception as err:
+        raise CompileError(f"int8 {options.quantize_mode} quantization of {src.name} failed: {_short(err)}") from err
+
+
+def _calibration_samples(options: CompileOptions, inputs: tuple[InputDecl, ...]) -> list[dict[str, Any]]:
+    """Calibration feeds: from the npz (a leading extra axis indexes samples), else seeded random data."""
+    import numpy as np
+
+    count = options.calibration_samples
+    if options.calibration_npz is not None:
+        try:
+            with np.load(options.calibration_npz) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as err:
+            raise CompileError(f"cannot read calibration data {options.calibration_npz}: {_short(err)}") from err
+        missing = [d.name for d in inputs if d.name not in arrays]
+        if missing:
+            raise CompileError(f"calibration data {options.calibration_npz} lacks input(s): {', '.join(missing)}")
+        per_input = {
+            d.name: list(arrays[d.name]) if arrays[d.name].ndim == len(d.shape) + 1 else [arrays[d.name]]
+            for d in inputs
+        }
+        count = min(count, *(len(v) for v in per_input.values()))
+        return [{d.name: per_input[d.name][i].astype(d.dtype) for d in inputs} for i in range(count)]
+    # Seeded: the same recipe must give the same artifact, whichever host builds it.
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(count):
+        feed = {}
+        for decl in inputs:
+            shape = tuple(dim if isinstance(dim, int) and dim > 0 else 1 for dim in decl.shape)
+            if decl.dtype.startswith("float"):
+                feed[decl.name] = rng.standard_normal(shape).astype(decl.dtype)
+            else:
+                feed[decl.name] = np.zeros(shape, dtype=decl.dtype)
+        samples.append(feed)
+    return samples
+
+
+class _CalibrationReader:
+    """An onnxruntime.quantization CalibrationDataReader over prepared feeds (duck-typed: get_next/rewind)."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self._samples = samples
+        self._iter: Iterator[dict[str, Any]] = iter(samples)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._samples)
