@@ -320,7 +320,7 @@ def _calibration_samples(options: CompileOptions, inputs: tuple[InputDecl, ...])
             d.name: list(arrays[d.name]) if arrays[d.name].ndim == len(d.shape) + 1 else [arrays[d.name]]
             for d in inputs
         }
-        count = min(count, *(len(v) for v in per_input.values()))
+        count = min([count, *(len(v) for v in per_input.values())])
         return [{d.name: per_input[d.name][i].astype(d.dtype) for d in inputs} for i in range(count)]
     # Seeded: the same recipe must give the same artifact, whichever host builds it.
     rng = np.random.default_rng(0)
