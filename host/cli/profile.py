@@ -15,7 +15,7 @@ from host.cli import app
 from host.cli.common import fail, open_store
 from host.config import ConfigError, credentials_for, load_config
 from host.modelfile import ModelFileError, check_input_shapes, inspect
-from host.profiling import ProfileSettings, Target, identity_compile, run_profile
+from host.profiling import ProfileSettings, Target, run_profile
 
 
 def _input_shapes(flags: list[str]) -> dict[str, str]:
@@ -86,6 +86,9 @@ def profile(
     sample_rate: Annotated[float, typer.Option(min=0, help="sensor sampling rate in Hz (0 = agent default)")] = 0.0,
     settle_timeout: Annotated[float, typer.Option(min=0, help="max seconds to wait for the board to cool")] = 0.0,
     op_profile: Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")] = False,
+    quantize: Annotated[str | None, typer.Option(help="quantize for every target: int8")] = None,
+    quantize_mode: Annotated[str, typer.Option(help="int8 quantization: dynamic or static")] = "dynamic",
+    calibration: Annotated[Path | None, typer.Option(help=".npz of calibration inputs for static int8")] = None,
     timeout: Annotated[float, typer.Option(min=0, help="per-job timeout in seconds (0 = agent default)")] = 0.0,
     reconnect: Annotated[
         float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")
@@ -131,16 +134,20 @@ def profile(
         timeout_s=timeout,
         reconnect_s=reconnect,
     )
+    from host.compile import CompileError, CompileOptions, Compiler
     from host.progress import final_table, make_progress
+
+    try:
+        compiler = Compiler(CompileOptions(quantize=quantize, quantize_mode=quantize_mode, calibration_npz=calibration))
+    except CompileError as err:
+        fail(str(err))
 
     store = open_store()
     with ExitStack() as stack:
         targets = resolve_targets(fleet, device or [], token_file, stack)
         progress = make_progress(quiet)
         try:
-            run = run_profile(
-                model_file, targets, settings, store=store, progress=progress, compile_fn=identity_compile
-            )
+            run = run_profile(model_file, targets, settings, store=store, progress=progress, compile_fn=compiler)
         finally:
             close = getattr(progress, "close", None)
             if close:
