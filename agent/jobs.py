@@ -6,6 +6,7 @@ with its position) and is refused with RESOURCE_EXHAUSTED only when the queue is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -226,7 +227,7 @@ class _JobExecution:
                     outcome = self._interrupted()
                 else:
                     self._send(worker, "go\n")
-                    if not self._wait(lambda: worker.poll() is not None, deadline):
+                    if not self._wait_exit(worker, deadline):
                         outcome = self._interrupted()
         finally:
             if worker.poll() is None:
@@ -383,6 +384,19 @@ class _JobExecution:
             time.sleep(0.02)
         return True
 
+    def _wait_exit(self, worker: subprocess.Popen[bytes], deadline: float) -> bool:
+        """Block until the worker exits (no polling while it measures); False on cancel or timeout.
+
+        A cancel terminates the worker, which ends the wait at once; the timeout is checked every 0.5 s.
+        """
+        while True:
+            try:
+                worker.wait(timeout=0.5)
+                return not self.job.cancelled.is_set()
+            except subprocess.TimeoutExpired:
+                if self.job.cancelled.is_set() or time.monotonic() >= deadline:
+                    return False
+
     def _interrupted(self) -> str:
         return "cancelled" if self.job.cancelled.is_set() else "timeout"
 
@@ -480,10 +494,8 @@ def _kill(worker: subprocess.Popen[bytes]) -> None:
     try:
         worker.wait(timeout=3)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         worker.wait(timeout=5)
 
 
