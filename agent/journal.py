@@ -124,7 +124,9 @@ class Journal:
                 (job_id, after_seq, limit),
             ).fetchall()
 
-    def tail(self, job_id: str, after_seq: int, stopped: Callable[[], bool], poll_s: float = 0.5) -> Iterator[tuple[int, bytes]]:
+    def tail(
+        self, job_id: str, after_seq: int, stopped: Callable[[], bool], poll_s: float = 0.5
+    ) -> Iterator[tuple[int, bytes]]:
         """Yield batches after `after_seq` as they are written, until the job has ended and all are sent.
 
         Batches pruned by an acknowledgement cannot be re-read: asking for them is an error, not a gap.
@@ -134,7 +136,8 @@ class Journal:
             raise ValueError(f"after_seq {after_seq} is beyond any batch of job {job_id} (last is {row.last_seq})")
         if after_seq < row.acked_seq:
             raise ValueError(
-                f"batches up to {row.acked_seq} of job {job_id} were acknowledged and pruned; attach after {row.acked_seq}"
+                f"batches up to {row.acked_seq} of job {job_id} were acknowledged and pruned;"
+                f" attach after {row.acked_seq}"
             )
         seq = after_seq
         while not stopped():
@@ -171,7 +174,12 @@ class Journal:
         """Forget jobs that ended more than `max_age_s` ago, acknowledged or not."""
         cutoff = time.time() - max_age_s
         with self._lock:
-            old = [r[0] for r in self._db.execute("SELECT job_id FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,))]
+            old = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT job_id FROM jobs WHERE finished IS NOT NULL AND finished < ?", (cutoff,)
+                )
+            ]
             for job_id in old:
                 self._db.execute("DELETE FROM batches WHERE job_id = ?", (job_id,))
                 self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))

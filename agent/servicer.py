@@ -42,7 +42,9 @@ def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:
 
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):
-    def __init__(self, describe: Callable[[], pb.DeviceInfo], cache: ModelCache, journal: Journal, runner: JobRunner) -> None:
+    def __init__(
+        self, describe: Callable[[], pb.DeviceInfo], cache: ModelCache, journal: Journal, runner: JobRunner
+    ) -> None:
         self._describe = describe
         self.cache = cache
         self.journal = journal
@@ -66,7 +68,9 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         try:
             first = next(request_iterator)
         except StopIteration:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload: the first chunk must carry sha256 and size_bytes")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "empty upload: the first chunk must carry sha256 and size_bytes"
+            )
 
         def chunks() -> Iterator[bytes]:
             for chunk in _chain(first, request_iterator):
@@ -78,7 +82,9 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             result = self.cache.store(first.sha256, first.size_bytes, chunks())
         except Exception as err:
             _abort(context, err)
-        return pb.UploadReply(sha256=result.sha256, received_bytes=result.received_bytes, already_present=result.already_present)
+        return pb.UploadReply(
+            sha256=result.sha256, received_bytes=result.received_bytes, already_present=result.already_present
+        )
 
     def Profile(self, request: pb.ProfileRequest, context: grpc.ServicerContext) -> Iterator[pb.MeasurementBatch]:
         try:
@@ -110,8 +116,15 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         rows = self.journal.jobs(include_acknowledged=request.include_acknowledged)
         return pb.ListJobsReply(
             jobs=[
-                pb.JobSummary(job_id=r.job_id, state=r.state, model_sha256=r.model_sha256, last_seq=r.last_seq,
-                              acked_seq=r.acked_seq, created_unix_s=r.created, finished_unix_s=r.finished or 0.0)
+                pb.JobSummary(
+                    job_id=r.job_id,
+                    state=r.state,
+                    model_sha256=r.model_sha256,
+                    last_seq=r.last_seq,
+                    acked_seq=r.acked_seq,
+                    created_unix_s=r.created,
+                    finished_unix_s=r.finished or 0.0,
+                )
                 for r in rows
             ]
         )

@@ -38,7 +38,8 @@ class JobCollector:
         if batch.seq != self.last_seq + 1:
             kind = "duplicate" if batch.seq <= self.last_seq else "gap"
             raise SequenceError(
-                f"{kind} in the measurement stream of job {batch.job_id[:8]}: expected batch {self.last_seq + 1}, got {batch.seq}"
+                f"{kind} in the measurement stream of job {batch.job_id[:8]}:"
+                f" expected batch {self.last_seq + 1}, got {batch.seq}"
             )
         self.last_seq = batch.seq
         self.job_id = batch.job_id

@@ -208,16 +208,12 @@ def energy_stats(
 
     duration_s = (window[1] - window[0]) / 1e9
     energy_j = float(np.diff(_total_j(channels, np.array(window, dtype=np.int64)))[0])
-    sample_count = min(
-        int(np.count_nonzero((ch.t_ns >= window[0]) & (ch.t_ns <= window[1]))) for ch in channels
-    )
+    sample_count = min(int(np.count_nonzero((ch.t_ns >= window[0]) & (ch.t_ns <= window[1]))) for ch in channels)
 
     idle_power_w = None
     if idle is not None and _covers(channels, int(idle.start_ns), int(idle.end_ns)):
         idle_edges = np.array([idle.start_ns, idle.end_ns], dtype=np.int64)
-        idle_power_w = float(np.diff(_total_j(channels, idle_edges))[0]) / (
-            (idle.end_ns - idle.start_ns) / 1e9
-        )
+        idle_power_w = float(np.diff(_total_j(channels, idle_edges))[0]) / ((idle.end_ns - idle.start_ns) / 1e9)
 
     gross_mj = dynamic_mj = gross_ci = dynamic_ci = None
     if n:
@@ -250,9 +246,7 @@ def energy_stats(
     )
 
 
-def power_over_time_w(
-    series: Sequence[Series], min_interval_ns: int = 10_000_000
-) -> tuple[np.ndarray, np.ndarray]:
+def power_over_time_w(series: Sequence[Series], min_interval_ns: int = 10_000_000) -> tuple[np.ndarray, np.ndarray]:
     """The chosen total power over time (for plots): (t_ns, watts); empty arrays without a sensor.
 
     Power channels are summed on the first channel's timestamps. Counters are differentiated between
@@ -367,9 +361,7 @@ def thermal_stats(
     }
 
 
-def peak_bytes(
-    series: Sequence[Series], kind: str = "rss_bytes", span: PhaseSpan | None = None
-) -> int | None:
+def peak_bytes(series: Sequence[Series], kind: str = "rss_bytes", span: PhaseSpan | None = None) -> int | None:
     """Largest value of any series of ``kind`` (within ``span`` when given); None when there is none."""
     peak: float | None = None
     for s in series:

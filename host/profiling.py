@@ -24,8 +24,14 @@ from host.validity import assess
 from protos import agent_pb2 as pb
 
 #: Stream errors after which the host re-attaches (with backoff) instead of failing the device.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
-             grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ABORTED,
+}
 
 
 @dataclass
@@ -82,10 +88,20 @@ class DeviceFailed(Exception):
 
 def _request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.ProfileRequest:
     return pb.ProfileRequest(
-        job_id=job_id, model_sha256=model.sha256, model_format=model.format, runs=s.runs, warmup=s.warmup,
-        min_duration_s=s.min_duration_s, idle_s=s.idle_s, threads=s.threads, input_shapes=s.input_shapes,
-        inputs_npz=s.inputs_npz, sample_rate_hz=s.sample_rate_hz, settle_timeout_s=s.settle_timeout_s,
-        op_profile=s.op_profile, timeout_s=s.timeout_s,
+        job_id=job_id,
+        model_sha256=model.sha256,
+        model_format=model.format,
+        runs=s.runs,
+        warmup=s.warmup,
+        min_duration_s=s.min_duration_s,
+        idle_s=s.idle_s,
+        threads=s.threads,
+        input_shapes=s.input_shapes,
+        inputs_npz=s.inputs_npz,
+        sample_rate_hz=s.sample_rate_hz,
+        settle_timeout_s=s.settle_timeout_s,
+        op_profile=s.op_profile,
+        timeout_s=s.timeout_s,
     )
 
 
@@ -156,8 +172,11 @@ def profile_device(
             state.upload_bytes = upload_bytes
             request = _request(job_id, artifact, settings)
             if store is not None:
-                store.add_pending(PendingJob(run_id, target.name, target.address, job_id,
-                                             {"model": asdict_model(artifact), "recipe": recipe}))
+                store.add_pending(
+                    PendingJob(
+                        run_id, target.name, target.address, job_id, {"model": asdict_model(artifact), "recipe": recipe}
+                    )
+                )
             collector = JobCollector(target.name)
 
             def on_batch(c: JobCollector) -> None:
@@ -169,19 +188,40 @@ def profile_device(
 
             stream_job(client, request, collector, on_batch, settings.reconnect_s)
             raw = collector.raw()
-            entry = device_entry(target.name, raw, collector.info, collector.end, upload_bytes=upload_bytes,
-                                 recipe=recipe, job_id=job_id)
+            entry = device_entry(
+                target.name, raw, collector.info, collector.end, upload_bytes=upload_bytes, recipe=recipe, job_id=job_id
+            )
             entry["address"] = target.address
             entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
     except grpc.RpcError as err:
-        entry, raw = error_entry(target.name, describe_rpc_error(err, target.address), upload_bytes=upload_bytes,
-                                 recipe=recipe, address=target.address), None
+        entry, raw = (
+            error_entry(
+                target.name,
+                describe_rpc_error(err, target.address),
+                upload_bytes=upload_bytes,
+                recipe=recipe,
+                address=target.address,
+            ),
+            None,
+        )
     except (DeviceFailed, SequenceError) as err:
-        entry, raw = error_entry(target.name, str(err), upload_bytes=upload_bytes, recipe=recipe,
-                                 address=target.address, job_id=job_id), None
+        entry, raw = (
+            error_entry(
+                target.name, str(err), upload_bytes=upload_bytes, recipe=recipe, address=target.address, job_id=job_id
+            ),
+            None,
+        )
     except Exception as err:  # e.g. a compile step that fails for this target only: the others go on
-        entry, raw = error_entry(target.name, f"{type(err).__name__}: {err}", upload_bytes=upload_bytes,
-                                 recipe=recipe, address=target.address), None
+        entry, raw = (
+            error_entry(
+                target.name,
+                f"{type(err).__name__}: {err}",
+                upload_bytes=upload_bytes,
+                recipe=recipe,
+                address=target.address,
+            ),
+            None,
+        )
     state.status = entry["status"]
     state.error = entry.get("error") or ""
     state.phase = "done" if state.status == "ok" else "failed"
@@ -207,8 +247,9 @@ def run_profile(
     created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:
         futures = [
-            pool.submit(profile_device, t, model, settings, run_id=run_id, store=store, progress=progress,
-                        compile_fn=compile_fn)
+            pool.submit(
+                profile_device, t, model, settings, run_id=run_id, store=store, progress=progress, compile_fn=compile_fn
+            )
             for t in targets
         ]
         results = [f.result() for f in futures]
@@ -218,7 +259,12 @@ def run_profile(
         "run_id": run_id,
         "created_at": created_at,
         "host_version": __version__,
-        "model": {"path": str(model.path), "sha256": model.sha256, "format": model.format, "size_bytes": model.size_bytes},
+        "model": {
+            "path": str(model.path),
+            "sha256": model.sha256,
+            "format": model.format,
+            "size_bytes": model.size_bytes,
+        },
         "settings": settings_doc,
         "devices": [entry for entry, _raw in results],
     }

@@ -87,9 +87,7 @@ def _kth_pairwise_diff(a_sorted: np.ndarray, b: np.ndarray, k: int) -> float:
     return hi
 
 
-def hodges_lehmann_shift(
-    a: np.ndarray, b: np.ndarray, confidence: float = 0.95
-) -> tuple[float, tuple[float, float]]:
+def hodges_lehmann_shift(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, tuple[float, float]]:
     """Hodges-Lehmann shift of ``b`` relative to ``a`` (median of all b_j - a_i) and its interval.
 
     The interval is the distribution-free one that inverts the Mann-Whitney test: the C-th smallest and
@@ -135,9 +133,7 @@ def _relative_change_pct(base: float, candidate: float) -> float:
     return (candidate - base) / abs(base) * 100.0
 
 
-def _is_regression(
-    change_pct: float, significant: bool, higher_is_worse: bool, min_change_pct: float
-) -> bool:
+def _is_regression(change_pct: float, significant: bool, higher_is_worse: bool, min_change_pct: float) -> bool:
     worse = change_pct > 0 if higher_is_worse else change_pct < 0
     return significant and worse and abs(change_pct) > min_change_pct
 

@@ -127,9 +127,7 @@ def quantile_ci(sorted_values: np.ndarray, q: float, confidence: float = 0.95) -
         raise ValueError(f"q and confidence must lie in (0, 1), got q={q}, confidence={confidence}")
     if n == 1:
         return (float(values[0]), float(values[0]))
-    lower, upper = (
-        _exact_ranks(n, q, confidence) if n <= EXACT_RANKS_MAX_N else _normal_ranks(n, q, confidence)
-    )
+    lower, upper = _exact_ranks(n, q, confidence) if n <= EXACT_RANKS_MAX_N else _normal_ranks(n, q, confidence)
     return (float(values[lower - 1]), float(values[upper - 1]))
 
 
@@ -188,9 +186,7 @@ def latency_stats(start_ns: np.ndarray, end_ns: np.ndarray) -> LatencyStats:
     starts = np.asarray(start_ns, dtype=np.int64)
     ends = np.asarray(end_ns, dtype=np.int64)
     if starts.shape != ends.shape or starts.ndim != 1:
-        raise ValueError(
-            f"start_ns and end_ns must be 1-D of equal length, got {starts.shape} and {ends.shape}"
-        )
+        raise ValueError(f"start_ns and end_ns must be 1-D of equal length, got {starts.shape} and {ends.shape}")
     n = int(starts.size)
     if n == 0:
         raise ValueError("no measured inferences: latency statistics need at least one")

@@ -56,9 +56,7 @@ def test_unit_file_is_accepted_by_systemd_analyze(tmp_path: Path) -> None:
         pytest.skip("systemd-analyze is not installed")
     # verify insists that ExecStart= exists; point it at an executable this machine has.
     unit = tmp_path / "edgeprof-agent.service"
-    unit.write_text(
-        UNIT.read_text().replace("/opt/edgeprof/venv/bin/agent", shutil.which("true") or "/bin/true")
-    )
+    unit.write_text(UNIT.read_text().replace("/opt/edgeprof/venv/bin/agent", shutil.which("true") or "/bin/true"))
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
     )
@@ -291,9 +289,7 @@ def test_live_install_creates_user_ownership_and_enables_unit(tmp_path: Path) ->
         if getent passwd edgeprof; then echo "user still there"; exit 1; fi
     """
 
-    result = subprocess.run(
-        ["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "root:edgeprof 640\nroot:edgeprof 750\nedgeprof:edgeprof 750\n" in result.stdout

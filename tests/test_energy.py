@@ -93,15 +93,9 @@ def test_counter_and_power_integration_agree_on_the_same_trace() -> None:
 def _rapl_counter(name: str, watts: float, start_s: float, end_s: float, seed: int) -> Series:
     """A RAPL package counter read about every ms, in 61 uJ steps, already unwrapped by the agent."""
     rng = np.random.default_rng(seed)
-    t_ns = (
-        T0
-        + int(start_s * S)
-        + np.cumsum(rng.integers(800_000, 1_200_000, size=int((end_s - start_s) * 1000)))
-    )
+    t_ns = T0 + int(start_s * S) + np.cumsum(rng.integers(800_000, 1_200_000, size=int((end_s - start_s) * 1000)))
     energy_uj = np.floor(watts * _rel_s(t_ns) * 1e6 / 61.0) * 61.0 + 2**32
-    return Series(
-        name, "energy_uj", "total" if name.startswith("package") else "dram", "rapl", t_ns, energy_uj
-    )
+    return Series(name, "energy_uj", "total" if name.startswith("package") else "dram", "rapl", t_ns, energy_uj)
 
 
 def test_rapl_counter_at_4_watts_gives_4_watts_and_power_times_time_per_inference() -> None:
@@ -150,9 +144,7 @@ def _step_trace(idle_w: float, active_w: float) -> Series:
 def test_idle_subtraction_is_exact_for_a_step_trace() -> None:
     start_ns, end_ns = _inferences(4.0, 9.0, 0.025)
 
-    stats = energy_stats(
-        [_step_trace(2.0, 5.0)], _span("measure", 4.0, 9.0), _span("idle", 0.5, 2.5), start_ns, end_ns
-    )
+    stats = energy_stats([_step_trace(2.0, 5.0)], _span("measure", 4.0, 9.0), _span("idle", 0.5, 2.5), start_ns, end_ns)
 
     assert stats.idle_power_w == pytest.approx(2.0, rel=1e-9)
     assert stats.avg_power_w == pytest.approx(5.0, rel=1e-9)
@@ -164,9 +156,7 @@ def test_idle_subtraction_is_exact_for_a_step_trace() -> None:
 def test_dynamic_energy_below_idle_is_reported_negative_not_clamped() -> None:
     start_ns, end_ns = _inferences(4.0, 9.0, 0.025)
 
-    stats = energy_stats(
-        [_step_trace(2.0, 1.9)], _span("measure", 4.0, 9.0), _span("idle", 0.5, 2.5), start_ns, end_ns
-    )
+    stats = energy_stats([_step_trace(2.0, 1.9)], _span("measure", 4.0, 9.0), _span("idle", 0.5, 2.5), start_ns, end_ns)
 
     assert stats.dynamic_energy_mj_per_inference == pytest.approx(-0.1 * 25.0, rel=1e-9)
 
@@ -264,9 +254,7 @@ def test_sustained_frequency_drop_during_measure_is_throttling() -> None:
 
 
 def test_one_low_frequency_reading_or_a_low_idle_clock_is_not_throttling() -> None:
-    freq = _freq(
-        [600_000.0] * 10 + [2_000_000.0] * 10 + [2_000_000.0] * 5 + [1_500_000.0] + [2_000_000.0] * 4
-    )
+    freq = _freq([600_000.0] * 10 + [2_000_000.0] * 10 + [2_000_000.0] * 5 + [1_500_000.0] + [2_000_000.0] * 4)
 
     thermal = thermal_stats([freq], MEASURE, warmup=WARMUP, idle=IDLE)
 

@@ -79,15 +79,11 @@ def test_a_loaded_profile_cannot_be_changed_in_place(root: Path) -> None:
 
 
 def test_unknown_profile_names_the_known_ones(root: Path) -> None:
-    with pytest.raises(
-        ValueError, match=r"unknown device profile 'jetson-tx9'; known: android-generic, .*x86-rapl"
-    ):
+    with pytest.raises(ValueError, match=r"unknown device profile 'jetson-tx9'; known: android-generic, .*x86-rapl"):
         load_profile("jetson-tx9")
 
 
-def test_user_profiles_dir_adds_and_overrides(
-    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_user_profiles_dir_adds_and_overrides(tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user = tmp_path / "profiles"
     user.mkdir()
     (user / "rpi5.toml").write_text('name = "rpi5"\ndescription = "lab Pi 5"\nthreads = 2\n')
@@ -99,9 +95,7 @@ def test_user_profiles_dir_adds_and_overrides(
     assert "my-board" in list_profiles()
 
 
-def test_a_broken_profile_file_says_which_file(
-    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_broken_profile_file_says_which_file(tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user = tmp_path / "profiles"
     user.mkdir()
     (user / "bad.toml").write_text("runtime = [\n")
@@ -129,9 +123,7 @@ BOARDS: dict[str, Callable[[Path], object]] = {
     "x86-rapl": lambda root: build_rapl_zone(root, "intel-rapl:0", "package-0"),
     "nvidia-dgpu": lambda root: (
         build_rapl_zone(root, "intel-rapl:0", "package-0"),
-        write(
-            root, "/proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15"
-        ),
+        write(root, "/proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15"),
     ),
     "generic-linux": lambda root: None,
 }

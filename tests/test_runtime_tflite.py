@@ -17,9 +17,7 @@ INT8_MODEL = FIXTURES / "mobilenetv2_035_96_int8.tflite"
 
 
 def load(path: Path, *, threads: int = 1, providers: tuple[str, ...] = (), **options: str) -> TFLiteSession:
-    return TFLiteBackend().load(
-        str(path), threads=threads, providers=providers, options=options, op_profile=False
-    )
+    return TFLiteBackend().load(str(path), threads=threads, providers=providers, options=options, op_profile=False)
 
 
 def random_feeds(session: TFLiteSession, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -144,9 +142,7 @@ def test_a_larger_batch_resizes_the_dynamic_input() -> None:
     ],
     ids=["wrong-spatial-size", "wrong-rank", "wrong-dtype"],
 )
-def test_inputs_that_do_not_fit_are_refused_with_one_line(
-    shape: tuple[int, ...], dtype: type, message: str
-) -> None:
+def test_inputs_that_do_not_fit_are_refused_with_one_line(shape: tuple[int, ...], dtype: type, message: str) -> None:
     session = load(FLOAT_MODEL)
     name = session.inputs[0].name
 

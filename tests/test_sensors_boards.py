@@ -35,9 +35,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _profile(**sensor_options: object) -> DeviceProfile:
-    return DeviceProfile(
-        name="test", sensor_options=sensor_options, rails={"battery": "total", "pmic": "total"}
-    )
+    return DeviceProfile(name="test", sensor_options=sensor_options, rails={"battery": "total", "pmic": "total"})
 
 
 # --- Android ------------------------------------------------------------------------------------
@@ -72,9 +70,7 @@ def test_android_kernels_reporting_milli_units(root: Path) -> None:
 def test_android_generic_profile_expects_negative_discharge(root: Path) -> None:
     build_android_battery(root, current=-1_000_000, voltage=4_000_000)
 
-    assert AndroidBatterySensor.from_profile(load_profile("android-generic")).read() == [
-        pytest.approx(4000.0)
-    ]
+    assert AndroidBatterySensor.from_profile(load_profile("android-generic")).read() == [pytest.approx(4000.0)]
 
 
 def test_android_bad_sign_option_is_refused(root: Path) -> None:
@@ -112,12 +108,8 @@ def test_older_firmware_format_parses() -> None:
     assert parse_pmic_adc("VDD_CORE_A=1.5A\nVDD_CORE_V=0.9000V\nEXT5V_V=5.1V\n") == {"VDD_CORE": (0.9, 1.5)}
 
 
-def test_pi4_firmware_without_pmic_command_is_not_available(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    script = write_fake_vcgencmd(
-        tmp_path / "bin", 'error=1 error_msg="Command not registered"\n', exit_code=1
-    )
+def test_pi4_firmware_without_pmic_command_is_not_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = write_fake_vcgencmd(tmp_path / "bin", 'error=1 error_msg="Command not registered"\n', exit_code=1)
     monkeypatch.setenv("EDGEPROF_VCGENCMD", str(script))
 
     assert not RpiPmicSensor.is_available()
@@ -201,9 +193,7 @@ def test_process_memory_sees_a_child_grow_and_reports_when_it_is_gone() -> None:
         "print(1, flush=True)\n"
         "sys.stdin.readline()\n"
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
     try:
         sensor = ProcessMemorySensor(child.pid)

@@ -89,9 +89,7 @@ def test_without_pynvml_the_driver_being_present_is_a_clear_problem() -> None:
 
 
 @pytest.mark.hardware
-@pytest.mark.skipif(
-    os.environ.get("EDGEPROF_HARDWARE") != "1", reason="needs a real NVIDIA GPU (EDGEPROF_HARDWARE=1)"
-)
+@pytest.mark.skipif(os.environ.get("EDGEPROF_HARDWARE") != "1", reason="needs a real NVIDIA GPU (EDGEPROF_HARDWARE=1)")
 def test_real_gpu_energy_counter_advances_at_a_plausible_power() -> None:
     pytest.importorskip("pynvml")
     sensor = NvmlSensor.from_profile(load_profile("nvidia-dgpu"))

@@ -87,9 +87,7 @@ def test_a_significant_regression_below_the_threshold_does_not_fail() -> None:
 
 def test_a_a_pairs_are_rarely_significant_and_p_values_look_uniform() -> None:
     rng = np.random.default_rng(4)
-    p_values = np.array(
-        [mann_whitney_u(rng.lognormal(0, 0.3, 200), rng.lognormal(0, 0.3, 200))[1] for _ in range(400)]
-    )
+    p_values = np.array([mann_whitney_u(rng.lognormal(0, 0.3, 200), rng.lognormal(0, 0.3, 200))[1] for _ in range(400)])
 
     assert np.mean(p_values < 0.05) < 0.08
     assert np.mean(p_values < 0.01) < 0.03

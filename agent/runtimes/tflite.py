@@ -144,9 +144,7 @@ class TFLiteSession(ModelSession):
             if array.dtype.name != spec.dtype:
                 raise InvalidInput(f"input '{spec.name}' must be {spec.dtype}, got {array.dtype.name}")
             if not _shape_fits(array.shape, spec.shape):
-                raise InvalidInput(
-                    f"input '{spec.name}' must have shape {_show(spec.shape)}, got {_show(array.shape)}"
-                )
+                raise InvalidInput(f"input '{spec.name}' must have shape {_show(spec.shape)}, got {_show(array.shape)}")
             if tuple(int(d) for d in detail["shape"]) != array.shape:
                 try:
                     interpreter.resize_tensor_input(detail["index"], list(array.shape), strict=True)
@@ -239,9 +237,7 @@ class TFLiteBackend(RuntimeBackend):
                     f"{runtime.package} {runtime.version} cannot run without XNNPACK "
                     "(choosing the op resolver needs tflite-runtime >= 2.5 or ai-edge-litert)"
                 )
-            kwargs["experimental_op_resolver_type"] = (
-                runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            )
+            kwargs["experimental_op_resolver_type"] = runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         delegate_label = ""
         delegate_path = options.get("delegate", "")
         if delegate_path:
@@ -257,9 +253,7 @@ class TFLiteBackend(RuntimeBackend):
                 ctypes.CDLL(delegate_path)
                 delegate = runtime.load_delegate(delegate_path, delegate_options)
             except (ValueError, RuntimeError, OSError) as err:
-                raise RuntimeMissing(
-                    f"TFLite delegate {delegate_path} could not be loaded: {_one_line(err)}"
-                ) from err
+                raise RuntimeMissing(f"TFLite delegate {delegate_path} could not be loaded: {_one_line(err)}") from err
             kwargs["experimental_delegates"] = [delegate]
         try:
             interpreter = runtime.interpreter_cls(**kwargs)

@@ -67,9 +67,7 @@ def _pmic_available(profile: DeviceProfile) -> bool:
 DEFAULT_BACKENDS: Mapping[str, Backend] = {
     "ina3221": Backend("ina3221", lambda p: Ina3221Sensor.is_available(), Ina3221Sensor.from_profile),
     "rpi_pmic": Backend("rpi_pmic", _pmic_available, RpiPmicSensor.from_profile),
-    "android": Backend(
-        "android", lambda p: AndroidBatterySensor.is_available(), AndroidBatterySensor.from_profile
-    ),
+    "android": Backend("android", lambda p: AndroidBatterySensor.is_available(), AndroidBatterySensor.from_profile),
     "rapl": Backend("rapl", lambda p: RaplSensor.is_available(), RaplSensor.from_profile),
     "nvml": Backend("nvml", lambda p: NvmlSensor.is_available(), NvmlSensor.from_profile),
     "thermal": Backend("thermal", lambda p: ThermalSensor.is_available(), ThermalSensor.from_profile),
@@ -88,9 +86,7 @@ class DemotedTotal(Sensor):
         self.backend = inner.backend
         self.max_rate_hz = inner.max_rate_hz
         self.min_rate_hz = inner.min_rate_hz
-        self._channels = [
-            Channel(ch.name, ch.kind, "" if ch.role == "total" else ch.role) for ch in inner.channels()
-        ]
+        self._channels = [Channel(ch.name, ch.kind, "" if ch.role == "total" else ch.role) for ch in inner.channels()]
 
     def channels(self) -> Sequence[Channel]:
         return self._channels
@@ -131,9 +127,7 @@ def detect_sensors(
     table = dict(DEFAULT_BACKENDS if backends is None else backends)
     if power_meter:
         spec = parse_meter_spec(power_meter)
-        table.setdefault(
-            "usbmeter", Backend("usbmeter", lambda p: True, lambda p: open_power_meter(spec, p.rails))
-        )
+        table.setdefault("usbmeter", Backend("usbmeter", lambda p: True, lambda p: open_power_meter(spec, p.rails)))
     detection = Detection()
     for name in [*power_order(profile, power_meter), *AUXILIARY]:
         backend = table.get(name)
@@ -149,9 +143,7 @@ def detect_sensors(
             detection.problems.append(f"{name}: {err}")
             continue
         if _has_total(sensor) and any(_has_total(s) for s in detection.sensors):
-            log.info(
-                "sensor backend %s: the board total is already measured; its total is informational", name
-            )
+            log.info("sensor backend %s: the board total is already measured; its total is informational", name)
             sensor = DemotedTotal(sensor)
         detection.sensors.append(sensor)
     return detection

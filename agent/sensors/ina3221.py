@@ -114,8 +114,7 @@ class Ina3221Sensor(Sensor):
             name = rail.label if rail.label not in names else f"{rail.label}#{names.count(rail.label) + 1}"
             names.append(name)
         self._channels = [
-            Channel(name, POWER_MW, roles.get(r.label, ""))
-            for name, r in zip(names, self._rails, strict=True)
+            Channel(name, POWER_MW, roles.get(r.label, "")) for name, r in zip(names, self._rails, strict=True)
         ]
         if total_from_sum:
             self._channels.append(Channel(SUM_CHANNEL, POWER_MW, "total"))

@@ -92,9 +92,7 @@ class RaplSensor(Sensor):
     # The hardware updates the counters about every millisecond.
     max_rate_hz = 1000.0
 
-    def __init__(
-        self, zones: Sequence[Zone], max_power_w: float = DEFAULT_MAX_POWER_W, guard: bool = True
-    ) -> None:
+    def __init__(self, zones: Sequence[Zone], max_power_w: float = DEFAULT_MAX_POWER_W, guard: bool = True) -> None:
         if not zones:
             raise SensorError("no RAPL powercap zones found")
         if max_power_w <= 0:

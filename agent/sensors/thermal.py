@@ -111,8 +111,7 @@ class ThermalSensor(Sensor):
         if not self._has_trips:
             return temps_c
         throttled = any(
-            z.throttle_at_c is not None and t >= z.throttle_at_c
-            for z, t in zip(self._zones, temps_c, strict=True)
+            z.throttle_at_c is not None and t >= z.throttle_at_c for z, t in zip(self._zones, temps_c, strict=True)
         )
         return [*temps_c, 1.0 if throttled else 0.0]
 

@@ -118,9 +118,7 @@ class UmMeter(Sensor):
     # The meter answers in 20-100 ms (longer over Bluetooth rfcomm).
     max_rate_hz = 10.0
 
-    def __init__(
-        self, port: Any, model: UmModel, roles: Mapping[str, str] | None = None, timeout_s: float = 1.0
-    ):
+    def __init__(self, port: Any, model: UmModel, roles: Mapping[str, str] | None = None, timeout_s: float = 1.0):
         self._port = port
         self._model = model
         self._timeout_s = timeout_s
@@ -146,9 +144,7 @@ class UmMeter(Sensor):
                     return bytes(buffer[found[0] : found[1]])
         except (serial.SerialException, OSError) as err:
             raise SensorError(f"{self._model.name}: {err}") from err
-        raise SensorError(
-            f"{self._model.name}: no complete reply within {self._timeout_s:g} s ({len(buffer)} bytes)"
-        )
+        raise SensorError(f"{self._model.name}: no complete reply within {self._timeout_s:g} s ({len(buffer)} bytes)")
 
     def read(self) -> Sequence[float]:
         model, voltage_mv, current_ma = decode_um_frame(self._exchange())
@@ -249,9 +245,7 @@ class CsvMeter(Sensor):
     def read(self) -> Sequence[float]:
         with self._cond:
             if self._latest is None:
-                self._cond.wait_for(
-                    lambda: self._latest is not None or bool(self._error), self._first_value_timeout_s
-                )
+                self._cond.wait_for(lambda: self._latest is not None or bool(self._error), self._first_value_timeout_s)
             if self._error:
                 raise SensorError(self._error)
             if self._latest is None:
