@@ -70,8 +70,11 @@ def sha256_bytes(data: bytes) -> str:
 class AgentProc:
     """`agent serve` in a subprocess, on loopback, with a data dir that survives restarts."""
 
-    def __init__(self, tmp: Path, *args: str, data_dir: Path | None = None, port: int = 0) -> None:
+    def __init__(
+        self, tmp: Path, *args: str, data_dir: Path | None = None, port: int = 0, env: dict[str, str] | None = None
+    ) -> None:
         self.tmp = tmp
+        self.extra_env = env or {}
         self.args = list(args)
         self.data_dir = data_dir or tmp / "agent"
         self.port = port
@@ -102,7 +105,12 @@ class AgentProc:
         ]
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=self.tmp, env=isolated_env(self.tmp)
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                cwd=self.tmp,
+                env=isolated_env(self.tmp, **self.extra_env),
             )
         line: list[str] = []
         reader = threading.Thread(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import console_script
+from tests.faultlib import AgentProc
 
 RESULT_KEYS = {
     "device",
@@ -145,26 +146,9 @@ def test_bad_input_gives_one_clear_line_and_exit_1(case: str, tmp_path: Path, sq
 
 @pytest.fixture
 def agent_subprocess(tmp_path: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            console_script("agent"),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-advertise",
-            "--data-dir",
-            str(tmp_path / "a"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    yield line.split("listening on ")[1].split()[0]
-    proc.terminate()
-    proc.wait(timeout=15)
+    agent = AgentProc(tmp_path).start()
+    yield agent.address
+    agent.stop()
 
 
 def test_two_hosts_on_one_agent_never_measure_concurrently(

@@ -4,7 +4,6 @@ a real agent (sysfs under EDGEPROF_SYSFS_ROOT) and `host profile`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import console_script
+from tests.faultlib import AgentProc
 from tests.sensor_fakes import RaplCounterWriter, build_rapl_zone
 
 POWER_W = 4.00
@@ -32,30 +32,14 @@ def rapl_agent(tmp_path: Path) -> Iterator[str]:
         'name = "test-rapl"\nruntime = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\n'
         'power_sensors = ["rapl"]\n[sensor_options.rapl]\nmax_power_w = 20.0\n'
     )
-    env = dict(os.environ, EDGEPROF_SYSFS_ROOT=str(root), EDGEPROF_PROFILES_DIR=str(profiles))
-    proc = subprocess.Popen(
-        [
-            console_script("agent"),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-advertise",
-            "--profile",
-            "test-rapl",
-            "--data-dir",
-            str(tmp_path / "agent"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    yield line.split("listening on ")[1].split()[0]
-    proc.terminate()
-    proc.wait(timeout=15)
+    agent = AgentProc(
+        tmp_path,
+        "--profile",
+        "test-rapl",
+        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles)},
+    ).start()
+    yield agent.address
+    agent.stop()
     writer.stop.set()
     writer.join(timeout=5)
 
