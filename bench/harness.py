@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from host.local_agent import read_listen_port
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
-_LISTENING = re.compile(r"listening on [^\s]+:(?P<port>\d+)")
 
 
 def light_model(name: str) -> Path:
@@ -113,15 +114,11 @@ def start_agent(
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=data_dir, start_new_session=True
         )
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
-    reader.start()
-    reader.join(timeout_s)
-    match = _LISTENING.search(line[0] if line else "")
-    if not match:
+    port = read_listen_port(proc, timeout_s)
+    if port is None:
         AgentProc(proc, "").stop()
         raise RuntimeError(f"agent did not start: {(data_dir / 'agent.log').read_text()[-500:]}")
-    return AgentProc(proc, f"127.0.0.1:{match.group('port')}")
+    return AgentProc(proc, f"127.0.0.1:{port}")
 
 
 def host_profile(

@@ -27,6 +27,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def read_listen_port(proc: subprocess.Popen[str], timeout_s: float) -> int | None:
+    """The port from the first line `agent serve` prints ("... listening on HOST:PORT ..."), or None.
+
+    Read in a thread so a silent or hung agent cannot block the caller past `timeout_s`.
+    """
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    match = _LISTENING.search(result[0] if result else "")
+    return int(match.group("port")) if match else None
+
+
 class LocalAgentError(Exception):
     pass
 
@@ -84,23 +97,13 @@ class LocalAgent:
             )
         finally:
             log.close()
-        line = self._first_line(self._proc)
-        match = _LISTENING.search(line or "")
-        if not match:
+        port = read_listen_port(self._proc, self.start_timeout_s)
+        if port is None:
             self.stop()
             tail = self._log_tail()
             raise LocalAgentError(f"the local agent did not start{': ' + tail if tail else ''} (log: {self.log_path})")
-        self.address = f"127.0.0.1:{match.group('port')}"
+        self.address = f"127.0.0.1:{port}"
         return self.address
-
-    def _first_line(self, proc: subprocess.Popen[str]) -> str | None:
-        result: list[str] = []
-        reader = threading.Thread(
-            target=lambda: result.append(proc.stdout.readline() if proc.stdout else ""), daemon=True
-        )
-        reader.start()
-        reader.join(self.start_timeout_s)
-        return result[0] if result else None
 
     def _log_tail(self) -> str:
         try:

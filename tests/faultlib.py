@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import select
 import signal
 import socket
@@ -26,11 +25,11 @@ import onnx
 import psutil
 
 from host.client import AgentClient, Credentials
+from host.local_agent import read_listen_port
 from protos import agent_pb2 as pb
 
 REPO = Path(__file__).resolve().parent.parent
 SQUEEZENET = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
-_LISTENING = re.compile(r"listening on [^\s]+:(\d+)")
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.02) -> Any:
@@ -112,18 +111,11 @@ class AgentProc:
                 cwd=self.tmp,
                 env=isolated_env(self.tmp, **self.extra_env),
             )
-        line: list[str] = []
-        reader = threading.Thread(
-            target=lambda: line.append(self.proc.stdout.readline() if self.proc and self.proc.stdout else ""),
-            daemon=True,
-        )
-        reader.start()
-        reader.join(timeout_s)
-        match = _LISTENING.search(line[0] if line else "")
-        if not match:
+        port = read_listen_port(self.proc, timeout_s)
+        if port is None:
             self.stop()
             raise AssertionError(f"agent did not start: {self.log_path.read_text()[-2000:]}")
-        self.port = int(match.group(1))
+        self.port = port
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from agent.discovery import Advertiser, advertised_addresses
 from host.discovery import discover, pick_address
+from host.local_agent import read_listen_port
 from tests.conftest import console_script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,16 +87,10 @@ def spawn_agents(specs: list[tuple[str, str]], root: Path, timeout_s: float = 60
 
 
 def _read_port(agent: AgentProc, timeout_s: float) -> int:
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(agent.proc.stdout.readline() if agent.proc.stdout else ""))
-    reader.daemon = True
-    reader.start()
-    reader.join(timeout_s)
-    # "edgeprof agent listening on 127.0.0.1:PORT (profile ..., auth ...)"
-    words = line[0].split() if line else []
-    if len(words) < 5 or words[3] != "on":
-        raise RuntimeError(f"agent did not start: {line!r}")
-    return int(words[4].rpartition(":")[2])
+    port = read_listen_port(agent.proc, timeout_s)
+    if port is None:
+        raise RuntimeError(f"agent with profile {agent.profile} did not start")
+    return port
 
 
 @pytest.fixture(scope="module")
