@@ -53,6 +53,7 @@ class ServeOptions:
     sample_rate_hz: float = 100.0
     max_queued: int = 8
     job_timeout_s: float = 3600.0
+    warm_worker: bool = False
 
 
 def _read_token(path: Path) -> str:
@@ -130,6 +131,7 @@ class AgentProcess:
             sensors=self.sensors,
             memory_sensor=ProcessMemorySensor,
             describe=self.describe,
+            warm_worker=opts.warm_worker,
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
         self.servicer = AgentServicer(self.describe, self.cache, self.journal, self.runner)
@@ -137,6 +139,8 @@ class AgentProcess:
         self._server: Any = None
         self._advertiser: Any = None
         self._stopped = threading.Event()
+        #: Set when stop() has finished: serve() returns (and the process exits) only then.
+        self._stop_done = threading.Event()
 
     def describe(self) -> pb.DeviceInfo:
         b = self._board
@@ -178,17 +182,21 @@ class AgentProcess:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self._advertiser is not None:
-            self._advertiser.close()
-        self.runner.shutdown()
-        if self._server is not None:
-            self._server.stop(grace_s).wait()
-        for sensor in self.sensors:
-            sensor.close()
-        self.journal.close()
+        try:
+            if self._advertiser is not None:
+                self._advertiser.close()
+            self.runner.shutdown()
+            if self._server is not None:
+                self._server.stop(grace_s).wait()
+            for sensor in self.sensors:
+                sensor.close()
+            self.journal.close()
+        finally:
+            self._stop_done.set()
 
     def wait(self) -> None:
-        self._stopped.wait()
+        """Until stop() has completed (not merely begun): jobs cancelled, streams ended, journal closed."""
+        self._stop_done.wait()
 
 
 def _start_advertiser(agent: AgentProcess) -> Any:
