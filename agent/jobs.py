@@ -2,6 +2,10 @@
 
 Measurements never overlap: a second Profile waits in the queue (its stream reports the QUEUED phase
 with its position) and is refused with RESOURCE_EXHAUSTED only when the queue is full.
+
+With `warm_worker` the runner keeps one worker started ahead of the next job, its runtimes already
+imported (see agent/worker.py). It is started once the board has been idle for WARM_WORKER_DELAY_S, so its
+start never overlaps a measurement; a job takes it if it is alive and starts a cold one if not.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ FORMATS = ("onnx", "ort", "tflite")
 MAX_NPZ_BYTES = 64 * 1024**2
 MAX_SHAPE_CHARS = 256
 FLUSH_INTERVAL_S = 0.1
+#: Idle time before the warm worker is started: not while the host still reads the last job's stream
+#: or sends the next job at once (a job that arrives meanwhile starts its own worker).
+WARM_WORKER_DELAY_S = 1.0
 
 
 @dataclass
@@ -57,6 +64,8 @@ class JobSettings:
     memory_sensor: Callable[[int], Sensor] | None = None
     #: Snapshot of the board for JobInfo.device.
     describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
+    #: Keep one worker started, runtimes imported, for the next job (costs its memory while idle).
+    warm_worker: bool = False
 
 
 @dataclass
@@ -109,6 +118,8 @@ class JobRunner:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._running: _Job | None = None
+        self._spare: subprocess.Popen[bytes] | None = None
+        self._spare_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
         for job_id in journal.unfinished():
             # Left behind by an agent that died mid-job: end their streams with a clear error.
@@ -159,10 +170,59 @@ class JobRunner:
             self.cancel(job.request.job_id)
         self._queue.put(None)
         self._thread.join(timeout=10)
+        self._discard_spare()
+
+    def take_worker(self, job_id: str) -> tuple[subprocess.Popen[bytes], bool]:
+        """The worker for a job: the warm one if it is alive, else a cold start. Returns (worker, warm)."""
+        log_path = self.work_dir / f"{job_id}.log"
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            os.replace(self._spare_log_path, log_path)  # its stderr becomes the job's log
+            return spare, True
+        if spare is not None:
+            log.warning("the warm worker had exited (%s); starting a cold one", _exit_text(spare.returncode))
+        return _spawn_worker(log_path, preload=False), False
+
+    @property
+    def _spare_log_path(self) -> Path:
+        return self.work_dir / "warm-worker.log"
+
+    def _next_job(self) -> _Job | None:
+        """The next job from the queue; with warm_worker, the spare is started once the board is idle."""
+        if not self.settings.warm_worker:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=WARM_WORKER_DELAY_S)
+        except queue.Empty:
+            self._ensure_spare()
+            return self._queue.get()
+
+    def _ensure_spare(self) -> None:
+        with self._spare_lock:
+            if self._spare is not None and self._spare.poll() is None:
+                return
+            self._spare = _spawn_worker(self._spare_log_path, preload=True)
+
+    def _discard_spare(self) -> None:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        with contextlib.suppress(OSError):
+            assert spare.stdin is not None
+            spare.stdin.close()  # end of input: a waiting warm worker exits by itself
+        try:
+            spare.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            _kill(spare)
+        if spare.stdout is not None:
+            spare.stdout.close()
+        self._spare_log_path.unlink(missing_ok=True)
 
     def _loop(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._next_job()
             if job is None:
                 return
             self._running = job
@@ -206,7 +266,7 @@ class _JobExecution:
         deadline = time.monotonic() + timeout_s
         self.emitter.phase("prepare", now)
         self.emitter.flush()
-        worker = self._start_worker()
+        worker, warm = self._start_worker()
         sensors = list(self.settings.sensors)
         if self.settings.memory_sensor is not None:
             sensors.append(self.settings.memory_sensor(worker.pid))
@@ -222,7 +282,7 @@ class _JobExecution:
             if not self._wait(lambda: self.info_ready.is_set() or worker.poll() is not None, deadline):
                 outcome = self._interrupted()
             elif self.info_ready.is_set() and self.error_event is None:
-                self.emitter.phase("prepare", now, time.monotonic_ns())
+                self.emitter.phase("prepare", now, time.monotonic_ns(), detail="warm worker" if warm else "")
                 if not self._settle(deadline) or not self._idle(req.idle_s, deadline):
                     outcome = self._interrupted()
                 else:
@@ -241,7 +301,7 @@ class _JobExecution:
 
     # -- steps -------------------------------------------------------------------------------------
 
-    def _start_worker(self) -> subprocess.Popen[bytes]:
+    def _start_worker(self) -> tuple[subprocess.Popen[bytes], bool]:
         req = self.req
         model_path = self.runner.cache.use(req.model_sha256)
         spec: dict[str, Any] = {
@@ -261,18 +321,10 @@ class _JobExecution:
             npz_path = self.runner.work_dir / f"{req.job_id}.npz"
             npz_path.write_bytes(req.inputs_npz)
             spec["inputs_npz_path"] = str(npz_path)
-        log_path = self.runner.work_dir / f"{req.job_id}.log"
-        with open(log_path, "wb") as stderr:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "agent.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,  # a signal meant for the agent's terminal does not hit the worker
-            )
+        worker, warm = self.runner.take_worker(req.job_id)
         self.job.worker = worker
         self._send(worker, json.dumps(spec) + "\n")
-        return worker
+        return worker, warm
 
     def _read_worker(self, worker: subprocess.Popen[bytes]) -> None:
         assert worker.stdout is not None
@@ -473,6 +525,18 @@ class _JobExecution:
             worker.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the worker is gone; its exit status tells why
+
+
+def _spawn_worker(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
+    """Start `python -m agent.worker`, its stderr to log_path; it waits for a spec line on stdin."""
+    with open(log_path, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.worker", *(["--preload"] if preload else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,  # a signal meant for the agent's terminal does not hit the worker
+        )
 
 
 def _max_temp_c(sensors: Sequence[Sensor]) -> float | None:

@@ -1,0 +1,96 @@
+"""`agent serve --warm-worker`: a worker with the runtimes imported waits for the next job.
+
+Real agent processes, real workers, real signals: a job takes the waiting worker; a dead warm worker
+costs a cold start, not a failed job; the warm worker never outlives its agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from faultlib import AgentProc, profile_request, upload, wait_for
+
+from protos import agent_pb2 as pb
+
+
+def _waiting_worker(agent: AgentProc) -> psutil.Process | None:
+    """The agent's `--preload` worker once its imports are done and it blocks reading a job spec."""
+    for worker in agent.workers():
+        with contextlib.suppress(psutil.NoSuchProcess, OSError):
+            wchan = Path(f"/proc/{worker.pid}/wchan").read_text()
+            if "--preload" in worker.cmdline() and "pipe_read" in wchan:
+                return worker
+    return None
+
+
+def _run_job(agent: AgentProc, sha: str) -> tuple[pb.JobEnd, pb.PhaseEvent]:
+    client = agent.client()
+    try:
+        batches = list(client.profile(profile_request(sha, runs=5, warmup=1), timeout_s=60))
+    finally:
+        client.close()
+    prepare = [p for b in batches for p in b.phases if p.phase == pb.PREPARE and p.end_ns]
+    ends = [b.end for b in batches if b.HasField("end")]
+    assert ends and prepare, batches
+    return ends[-1], prepare[-1]
+
+
+@pytest.fixture
+def agent(tmp_path) -> Iterator[AgentProc]:  # type: ignore[no-untyped-def]
+    proc = AgentProc(tmp_path, "--warm-worker").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_job_takes_the_waiting_worker_and_a_new_one_waits_after_it(agent: AgentProc) -> None:
+    client = agent.client()
+    sha = upload(client)
+    client.close()
+    first = wait_for(lambda: _waiting_worker(agent), 30, "a warm worker waiting for a job")
+
+    end, prepare = _run_job(agent, sha)
+
+    assert end.status == pb.JobEnd.OK and end.measured >= 5, end
+    assert prepare.detail == "warm worker"
+    assert not psutil.pid_exists(first.pid) or first.status() == psutil.STATUS_ZOMBIE  # it ran the job and exited
+    second = wait_for(lambda: _waiting_worker(agent), 30, "a new warm worker after the job")
+    assert second.pid != first.pid
+
+
+def test_dead_warm_worker_means_a_cold_start_not_a_failed_job(agent: AgentProc) -> None:
+    client = agent.client()
+    sha = upload(client)
+    client.close()
+    warm = wait_for(lambda: _waiting_worker(agent), 30, "a warm worker waiting for a job")
+    warm.kill()
+    wait_for(lambda: not warm.is_running() or warm.status() == psutil.STATUS_ZOMBIE, 10, "the warm worker to die")
+
+    end, prepare = _run_job(agent, sha)
+
+    assert end.status == pb.JobEnd.OK and end.measured >= 5, end
+    assert prepare.detail == ""  # the job started its own worker
+    assert "warm worker had exited (the worker was killed by SIGKILL" in agent.log_path.read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_warm_worker_does_not_outlive_its_agent(agent: AgentProc, sig: int) -> None:
+    warm = wait_for(lambda: _waiting_worker(agent), 30, "a warm worker waiting for a job")
+
+    agent.kill(sig)
+
+    # SIGTERM: the agent closes the worker's input on shutdown; SIGKILL: the kernel closes it. Either
+    # way the worker reads end of input and exits by itself (it runs in its own session).
+    wait_for(
+        lambda: not psutil.pid_exists(warm.pid) or warm.status() == psutil.STATUS_ZOMBIE,
+        15,
+        "the warm worker to exit after its agent",
+    )
+    if sig == signal.SIGTERM:
+        assert not (agent.data_dir / "jobs" / "warm-worker.log").exists()
