@@ -74,6 +74,31 @@ class JobCollector:
         if batch.HasField("end"):
             self.end = batch.end
 
+    def recent_power_w(self, window_ns: int = 1_000_000_000) -> float | None:
+        """Mean board power over the last ``window_ns`` of samples, for live displays; None without a sensor.
+
+        Reads only the newest chunks of each power/energy series, so its cost does not grow with the job.
+        """
+        from host.energy import ENERGY_KINDS, power_over_time_w
+
+        recent = []
+        for s, ts, vs in self._series.values():
+            if s.kind not in ENERGY_KINDS or not ts:
+                continue
+            newest = max((int(t[-1]) for t in ts[-2:] if t.size), default=None)
+            if newest is None:
+                continue
+            first = len(ts) - 1
+            while first > 0 and (not ts[first].size or newest - int(ts[first][0]) < window_ns):
+                first -= 1
+            t_ns = np.concatenate(ts[first:])
+            recent.append(Series(s.name, s.kind, s.role, s.sensor, t_ns, np.concatenate(vs[first:])))
+        t_ns, watts = power_over_time_w(recent)
+        if not watts.size:
+            return None
+        keep = t_ns >= t_ns.max() - window_ns
+        return float(np.mean(watts[keep]))
+
     @property
     def finished(self) -> bool:
         return self.end is not None

@@ -23,7 +23,7 @@ from host.stats import batch_means_ci95
 
 POWER_MW = "power_mw"
 ENERGY_UJ = "energy_uj"
-_ENERGY_KINDS = (POWER_MW, ENERGY_UJ)
+ENERGY_KINDS = (POWER_MW, ENERGY_UJ)
 
 #: Blocks of inferences for the batch-means interval, and the fewest that still give one.
 CI_BLOCKS = 10
@@ -107,7 +107,7 @@ def _clean(series: Series) -> _Channel | None:
 
 def choose_channels(series: Sequence[Series]) -> tuple[list[_Channel], str | None, str | None]:
     """The channels whose sum is the device's power, with (method, sensor text) naming them."""
-    usable = [s for s in series if s.kind in _ENERGY_KINDS]
+    usable = [s for s in series if s.kind in ENERGY_KINDS]
     totals = [s for s in usable if s.role == "total"]
     fallback = not totals
     if fallback:

@@ -184,6 +184,7 @@ def profile_device(
                 state.measured = c.measured
                 if c.recent_latency_ns.size:
                     state.p50_ms = float(sorted(c.recent_latency_ns)[c.recent_latency_ns.size // 2]) / 1e6
+                state.power_w = c.recent_power_w()
                 progress(state)
 
             stream_job(client, request, collector, on_batch, settings.reconnect_s)

@@ -34,6 +34,8 @@ class PlainProgress:
                     line += f"  {p.measured} inferences"
                 if p.p50_ms is not None:
                     line += f"  p50 {p.p50_ms:.3f} ms"
+                if p.power_w is not None:
+                    line += f"  {p.power_w:.2f} W"
             print(line, file=self.out, flush=True)
 
     def close(self) -> None:
@@ -41,7 +43,7 @@ class PlainProgress:
 
 
 class LiveProgress:
-    """A rich table redrawn a few times a second: device, phase, progress, running p50."""
+    """A rich table redrawn a few times a second: device, phase, progress, running p50 and power."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -56,13 +58,14 @@ class LiveProgress:
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for col in ("device", "phase", "inferences", "p50 ms", "status"):
+        for col in ("device", "phase", "inferences", "p50 ms", "power W", "status"):
             table.add_column(col)
         for p in self._rows.values():
             done = f"{p.measured}/{p.target_runs}" if p.target_runs else str(p.measured)
             p50 = f"{p.p50_ms:.3f}" if p.p50_ms is not None else ""
+            power = f"{p.power_w:.2f}" if p.power_w is not None else ""
             status = {"ok": "[green]ok", "error": f"[red]{p.error}"}.get(p.status, "")
-            table.add_row(p.device, p.phase, done, p50, status)
+            table.add_row(p.device, p.phase, done, p50, power, status)
         return table
 
     def __call__(self, p: DeviceProgress) -> None:

@@ -4,6 +4,7 @@ a real agent (sysfs under EDGEPROF_SYSFS_ROOT) and `host profile`."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +64,6 @@ def test_rapl_counter_at_4w_gives_4w_and_energy_per_inference(
             "1.0",
             "--threads",
             "1",
-            "--quiet",
             "--json",
             str(out),
         ],
@@ -83,3 +83,7 @@ def test_rapl_counter_at_4w_gives_4w_and_energy_per_inference(
     lo, hi = energy["energy_mj_per_inference_ci95"]
     assert lo <= energy["energy_mj_per_inference"] <= hi
     assert "no power sensor" not in proc.stdout
+    # The live progress (plain lines on a pipe) shows the running board power while it measures.
+    live = re.findall(r"^\S+: measure .* (\d+\.\d+) W$", proc.stderr, flags=re.MULTILINE)
+    assert live, proc.stderr
+    assert float(live[0]) == pytest.approx(POWER_W, rel=0.05)
