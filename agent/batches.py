@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from agent.journal import Journal
-from agent.sampler import SeriesChunk
 from protos import agent_pb2 as pb
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from agent.sampler import SeriesChunk
 
 PHASE_BY_NAME = {
     "queued": pb.QUEUED,

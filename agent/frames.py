@@ -6,8 +6,6 @@ import json
 import struct
 from typing import IO, Any
 
-import numpy as np
-
 EVENT = b"E"
 LATENCY = b"L"
 _HEADER = struct.Struct("<Ic")  # payload length, frame type
@@ -21,6 +19,8 @@ def write_event(out: IO[bytes], event: dict[str, Any]) -> None:
 
 def write_latency(out: IO[bytes], phase: int, start_ns: list[int], end_ns: list[int]) -> None:
     """One block of inference windows; the two arrays travel as raw little-endian int64."""
+    import numpy as np  # here, not at the top: the idle agent process never needs numpy
+
     count = len(start_ns)
     payload = (
         struct.pack("<iI", phase, count) + np.asarray(start_ns, "<i8").tobytes() + np.asarray(end_ns, "<i8").tobytes()
@@ -41,6 +41,8 @@ def read_frame(stream: IO[bytes]) -> tuple[bytes, Any] | None:
     if kind == EVENT:
         return EVENT, json.loads(payload)
     if kind == LATENCY:
+        import numpy as np
+
         phase, count = struct.unpack_from("<iI", payload)
         arrays = np.frombuffer(payload, "<i8", offset=8)
         return LATENCY, (phase, arrays[:count].astype(np.int64), arrays[count : 2 * count].astype(np.int64))

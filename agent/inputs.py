@@ -6,11 +6,14 @@ import io
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from agent.errors import InvalidInput
-from agent.runtimes.base import TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from agent.runtimes.base import TensorSpec
 
 _DIMS = re.compile(r"^\d+(x\d+)*$")
 
@@ -87,6 +90,8 @@ def random_inputs(
     specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Random data of each input's dtype and shape (fixed seed: runs are repeatable)."""
+    import numpy as np  # here, not at the top: the agent process imports this module for parse_shape
+
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -109,6 +114,8 @@ def random_inputs(
 
 def load_npz(data: bytes, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """User-supplied inputs from .npz bytes, checked against the model's inputs."""
+    import numpy as np
+
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}

@@ -7,11 +7,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from agent.errors import SensorError
 from agent.sensors.base import Sensor
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class _SensorThread(threading.Thread):
             self._t, self._values = [], []
         if not t:
             return []
+        import numpy as np  # on first drain, not at import: the idle agent process never needs numpy
+
         t_ns = np.asarray(t, dtype=np.int64)
         matrix = np.asarray(values, dtype=np.float64).reshape(len(t), -1)
         return [
