@@ -171,7 +171,7 @@ def _new_document(run_id: str, jobs: list[PendingJob]) -> dict[str, Any]:
             "format": model.get("format", ""),
             "size_bytes": model.get("size_bytes", 0),
         },
-        "settings": {},
+        "settings": dict(jobs[0].settings),
         "fetched": True,
         "devices": [],
     }

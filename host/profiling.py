@@ -174,7 +174,12 @@ def profile_device(
             if store is not None:
                 store.add_pending(
                     PendingJob(
-                        run_id, target.name, target.address, job_id, {"model": asdict_model(artifact), "recipe": recipe}
+                        run_id,
+                        target.name,
+                        target.address,
+                        job_id,
+                        {"model": asdict_model(artifact), "recipe": recipe},
+                        settings_document(settings),
                     )
                 )
             collector = JobCollector(target.name)
@@ -230,6 +235,13 @@ def profile_device(
     return entry, raw
 
 
+def settings_document(settings: ProfileSettings) -> dict[str, Any]:
+    """The settings as a run document records them (an inputs file only as whether one was given)."""
+    doc = asdict(settings)
+    doc["inputs_npz"] = bool(settings.inputs_npz)
+    return doc
+
+
 def asdict_model(model: ModelFile) -> dict[str, Any]:
     return {"path": str(model.path), "format": model.format, "sha256": model.sha256, "size_bytes": model.size_bytes}
 
@@ -254,8 +266,6 @@ def run_profile(
             for t in targets
         ]
         results = [f.result() for f in futures]
-    settings_doc = asdict(settings)
-    settings_doc["inputs_npz"] = bool(settings.inputs_npz)
     document: dict[str, Any] = {
         "run_id": run_id,
         "created_at": created_at,
@@ -266,7 +276,7 @@ def run_profile(
             "format": model.format,
             "size_bytes": model.size_bytes,
         },
-        "settings": settings_doc,
+        "settings": settings_document(settings),
         "devices": [entry for entry, _raw in results],
     }
     raw = {entry["device"]: r for entry, r in results if r is not None}

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS pending_jobs (
     address TEXT NOT NULL,
     job_id TEXT NOT NULL,
     request TEXT NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (run_id, device)
 );
 """
@@ -81,6 +82,8 @@ class PendingJob:
     address: str
     job_id: str
     request: dict[str, Any]
+    #: The run's settings as its document records them, so that a run rebuilt by `host runs fetch` has them.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class StoreError(Exception):
@@ -95,8 +98,27 @@ class Store:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot open the run store {self.path}: {err}") from err
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older host up to this schema (CREATE TABLE IF NOT EXISTS adds no column)."""
+        if self._has_column("pending_jobs", "settings"):
+            return
+        try:
+            # Pending jobs recorded before the column existed fetch with empty settings, as they always did.
+            self._db.execute("ALTER TABLE pending_jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'")
+        except sqlite3.OperationalError:
+            if not self._has_column("pending_jobs", "settings"):  # not another host migrating at the same time
+                raise
+
+    def _has_column(self, table: str, column: str) -> bool:
+        try:
+            self._db.execute(f"SELECT {column} FROM {table} LIMIT 0")
+        except sqlite3.OperationalError:
+            return False
+        return True
 
     def close(self) -> None:
         self._db.close()
@@ -201,14 +223,18 @@ class Store:
 
     def add_pending(self, job: PendingJob) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO pending_jobs VALUES (?, ?, ?, ?, ?)",
-            (job.run_id, job.device, job.address, job.job_id, json.dumps(job.request)),
+            "INSERT OR REPLACE INTO pending_jobs (run_id, device, address, job_id, request, settings)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job.run_id, job.device, job.address, job.job_id, json.dumps(job.request), json.dumps(job.settings)),
         )
 
     def pending(self, run_id: str | None = None) -> list[PendingJob]:
-        query = "SELECT run_id, device, address, job_id, request FROM pending_jobs"
+        query = "SELECT run_id, device, address, job_id, request, settings FROM pending_jobs"
         args: tuple[str, ...] = ()
         if run_id:
             query += " WHERE run_id LIKE ?"
             args = (run_id + "%",)
-        return [PendingJob(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in self._db.execute(query, args)]
+        return [
+            PendingJob(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]))
+            for r in self._db.execute(query, args)
+        ]

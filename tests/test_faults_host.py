@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from faultlib import SQUEEZENET, AgentProc, isolated_env, wait_for
 
-from host.store import Store
+from host.store import PendingJob, Store
 
 # `host runs fetch` registers itself on import; importing it first works whether or not host.cli does.
 _HOST = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main()"]
@@ -40,9 +41,8 @@ def _phase(entry: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_host_killed_mid_run_then_runs_fetch_collects_the_finished_job(agent: AgentProc, tmp_path: Path) -> None:
-    host = _host(
-        tmp_path, "profile", str(SQUEEZENET), "--device", agent.address, "--runs", "20", "--min-duration", "1.5", *_FAST
-    )
+    command = ["profile", str(SQUEEZENET), "--device", agent.address, "--runs", "20", "--min-duration", "1.5", *_FAST]
+    host = _host(tmp_path, *command)
     store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         with agent.client() as client:
@@ -71,11 +71,52 @@ def test_host_killed_mid_run_then_runs_fetch_collects_the_finished_job(agent: Ag
             assert store.pending() == []
             assert pending.job_id not in [j.job_id for j in client.list_jobs()], "fetch acknowledges the job"
             assert client.health() == "SERVING"
+
+        # The same command left to finish records the settings the fetched run must show.
+        (tmp_path / "again").mkdir()
+        again = _host(tmp_path / "again", *command, "--json", str(tmp_path / "again" / "run.json"))
+        _out, err = again.communicate(timeout=60)
+        assert again.returncode == 0, err
+        expected = json.loads((tmp_path / "again" / "run.json").read_text())["settings"]
+        assert expected["runs"] == 20 and expected["min_duration_s"] == 1.5
+        assert run.document["settings"] == expected
     finally:
         if host.poll() is None:
             host.kill()
         host.communicate()
         store.close()
+
+
+def test_store_written_before_pending_settings_opens_and_keeps_its_pending_jobs(tmp_path: Path) -> None:
+    # The pending_jobs table as hosts before the settings column created it, with a job still to fetch.
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE pending_jobs (run_id TEXT NOT NULL, device TEXT NOT NULL, address TEXT NOT NULL,"
+        " job_id TEXT NOT NULL, request TEXT NOT NULL, PRIMARY KEY (run_id, device))"
+    )
+    old.execute(
+        "INSERT INTO pending_jobs VALUES (?, ?, ?, ?, ?)",
+        ("20250101-120000-aaaaaa", "board-a", "10.0.0.5:50051", "a" * 32, json.dumps({"model": {"sha256": "ab"}})),
+    )
+    old.commit()
+    old.close()
+
+    store = Store(path)
+    try:
+        [legacy] = store.pending()
+        store.add_pending(
+            PendingJob("20250101-130000-bbbbbb", "board-b", "10.0.0.6:50051", "b" * 32, {}, {"runs": 7, "idle_s": 0.0})
+        )
+        reopened = Store(path)  # a second host opening the migrated store changes nothing
+        newer = reopened.pending("20250101-13")
+        reopened.close()
+    finally:
+        store.close()
+
+    assert (legacy.device, legacy.job_id, legacy.request) == ("board-a", "a" * 32, {"model": {"sha256": "ab"}})
+    assert legacy.settings == {}
+    assert [job.settings for job in newer] == [{"runs": 7, "idle_s": 0.0}]
 
 
 def test_two_hosts_sharing_an_agent_both_succeed_and_never_measure_at_the_same_time(
