@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -217,3 +218,33 @@ def test_mutual_tls_agent_refuses_hosts_without_a_certificate_from_its_ca(
             assert client.describe().auth_required
     finally:
         agent.stop(grace_s=0)
+
+
+def test_host_profile_with_tls_ca_profiles_a_tls_agent(tmp_path: Path, certs: dict[str, Path]) -> None:
+    agent = _tls_agent(tmp_path / "agent", certs, mutual=False)
+    address = f"127.0.0.1:{agent.port}"
+    try:
+        trusted = _host_profile(tmp_path, address, "--tls-ca", str(certs["ca"]), "--json", str(tmp_path / "run.json"))
+        untrusted = _host_profile(tmp_path, address, "--tls-ca", str(certs["other-ca"]))
+    finally:
+        agent.stop(grace_s=0)
+
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    [entry] = json.loads((tmp_path / "run.json").read_text())["devices"]
+    assert entry["status"] == "ok" and entry["n_inferences"] >= 3
+    assert untrusted.returncode == 1, "a CA that did not sign the agent's certificate must not be trusted"
+
+
+@pytest.mark.parametrize("problem", ["missing", "directory"])
+def test_host_profile_with_an_unreadable_tls_ca_fails_in_one_line(tmp_path: Path, problem: str) -> None:
+    ca = tmp_path / "ca.pem"
+    if problem == "directory":
+        ca.mkdir()
+
+    # No agent listens there: the CA file is read before any agent is contacted.
+    result = _host_profile(tmp_path, "127.0.0.1:9", "--tls-ca", str(ca))
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("host: ") and str(ca) in lines[0], result.stderr

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from host.cli.common import fail, open_store
+from host.cli.common import TlsCaOption, fail, open_store
 from host.cli.runs import runs_app
 from host.client import Credentials
 from host.config import Config, ConfigError, credentials_for, load_config
@@ -32,9 +32,7 @@ def runs_fetch(
     run: Annotated[str | None, typer.Argument(help="run id (a prefix is enough)")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="fetch the pending jobs of every run")] = False,
     token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
-    tls_ca: Annotated[
-        Path | None, typer.Option(help="CA certificate (PEM) the agents' TLS certificates chain to")
-    ] = None,
+    tls_ca: TlsCaOption = None,
     reconnect: Annotated[float, typer.Option(min=0, help="seconds to keep trying an unreachable agent")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:

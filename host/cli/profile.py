@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ import typer
 
 from host import examples
 from host.cli import app
-from host.cli.common import fail, open_store
+from host.cli.common import TlsCaOption, fail, open_store
 from host.config import ConfigError, credentials_for, load_config
 from host.modelfile import ModelFileError, check_input_shapes, inspect
 from host.profiling import ProfileSettings, Target, run_profile
@@ -28,14 +29,20 @@ def _input_shapes(flags: list[str]) -> dict[str, str]:
         fail(str(err))
 
 
-def resolve_targets(fleet: str | None, devices: list[str], token_file: Path | None, stack: ExitStack) -> list[Target]:
-    """--device list, else the named (or default) fleet, else a local agent started for this run."""
+def resolve_targets(
+    fleet: str | None, devices: list[str], token_file: Path | None, stack: ExitStack, tls_ca: Path | None = None
+) -> list[Target]:
+    """--device list, else the named (or default) fleet, else a local agent started for this run.
+
+    `tls_ca` (--tls-ca) is trusted for --device agents and overrides a fleet's own tls_ca, as in `host runs fetch`;
+    the local agent started for the run has credentials of its own.
+    """
     try:
         config = load_config()
         if devices:
             if fleet:
                 fail("give either --fleet or --device, not both")
-            creds = credentials_for(None, token_file)
+            creds = credentials_for(None, token_file, tls_ca)
             return [Target(name=addr, address=addr, credentials=creds) for addr in devices]
         name = fleet or config.default_fleet
         if name:
@@ -46,6 +53,9 @@ def resolve_targets(fleet: str | None, devices: list[str], token_file: Path | No
             from host.fleet import fleet_targets
 
             targets = fleet_targets(config.fleets[name], token_file)
+            if tls_ca is not None:
+                creds = credentials_for(config.fleets[name], token_file, tls_ca)
+                targets = [replace(t, credentials=creds) for t in targets]
             if not targets:
                 fail(
                     f"fleet '{name}' has no agents:"
@@ -94,6 +104,7 @@ def profile(
         float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")
     ] = 300.0,
     token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
+    tls_ca: TlsCaOption = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result document here")] = None,
     report: Annotated[
         Path | None, typer.Option(help="also write a report: .html, .md, .csv or .json by suffix")
@@ -144,7 +155,7 @@ def profile(
 
     store = open_store()
     with ExitStack() as stack:
-        targets = resolve_targets(fleet, device or [], token_file, stack)
+        targets = resolve_targets(fleet, device or [], token_file, stack, tls_ca)
         progress = make_progress(quiet)
         try:
             run = run_profile(model_file, targets, settings, store=store, progress=progress, compile_fn=compiler)
