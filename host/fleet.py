@@ -110,7 +110,10 @@ def fleet_members(fleet: Fleet, discover_fn: Callable[..., list[DiscoveredAgent]
     return members
 
 
-def fleet_targets(fleet: Fleet, token_file: Path | None) -> list[Target]:
-    """What `host profile --fleet NAME` runs on; raises ConfigError for unreadable credentials."""
-    credentials = credentials_for(fleet, token_file)
+def fleet_targets(fleet: Fleet, token_file: Path | None, tls_ca: Path | None = None) -> list[Target]:
+    """What `host profile --fleet NAME` runs on; raises ConfigError for unreadable credentials.
+
+    ``token_file`` and ``tls_ca`` (the command line's) override the fleet's own.
+    """
+    credentials = credentials_for(fleet, token_file, tls_ca)
     return [Target(name=m.name, address=m.address, credentials=credentials) for m in fleet_members(fleet)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -52,10 +51,7 @@ def resolve_targets(
                 fail(f"no fleet named '{name}' (fleets: {known}; config: {where})")
             from host.fleet import fleet_targets
 
-            targets = fleet_targets(config.fleets[name], token_file)
-            if tls_ca is not None:
-                creds = credentials_for(config.fleets[name], token_file, tls_ca)
-                targets = [replace(t, credentials=creds) for t in targets]
+            targets = fleet_targets(config.fleets[name], token_file, tls_ca)
             if not targets:
                 fail(
                     f"fleet '{name}' has no agents:"
