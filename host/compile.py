@@ -7,8 +7,8 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,20 @@ class CompileOptions:
     #: Static calibration inputs (arrays named after the model's inputs); None = random data.
     calibration_npz: Path | None = None
     calibration_samples: int = 16
+    #: --input-shape values by input name ("1x3x224x224"), exactly as the agent receives them.
+    input_shapes: Mapping[str, str] = field(default_factory=dict)
+    #: --inputs: the run feeds this .npz's arrays, so their shapes are the ones dynamic dims are fixed to.
+    inputs_npz: Path | None = None
 
     def __post_init__(self) -> None:
+        from agent.errors import InvalidInput
+        from agent.inputs import parse_shape
+
+        for name, text in self.input_shapes.items():
+            try:
+                parse_shape(text)
+            except InvalidInput as err:
+                raise CompileError(f"--input-shape {name}={text}: {err}") from err
         if self.quantize not in (None, "int8"):
             raise CompileError(f"unknown quantization '{self.quantize}'; edgeprof supports int8")
         if self.quantize_mode not in ("dynamic", "static"):
@@ -110,6 +122,11 @@ class Compiler:
                 "ONNX to TFLite; convert it first (e.g. with onnx2tf) and profile the .tflite file"
             )
         steps: list[str] = []
+        shapes = self._run_shapes(model)
+        if shapes:
+            # The shapes are part of the recipe, hence of the cache key and of each device's result.
+            steps.append("fix-dims")
+            recipe["input_shapes"] = {name: list(dims) for name, dims in shapes.items()}
         if self.options.quantize:
             steps.append(f"quantize-{self.options.quantize}-{self.options.quantize_mode}")
             if self.options.quantize_mode == "static":
@@ -129,6 +146,32 @@ class Compiler:
         content = {k: v for k, v in recipe.items() if k not in ("profile", "cached")}
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"{model.sha256}\n{canonical}\n{_ort_version()}".encode()).hexdigest()
+
+    def _run_shapes(self, model: ModelFile) -> dict[str, tuple[int, ...]]:
+        """The input shapes the agent will run with, by the agent's own rules; {} when the model's dims are static.
+
+        Fixing dynamic dims to exactly these shapes is what keeps host and agent from disagreeing: the agent
+        resolves --input-shape (or reads the .npz) against the fixed model and gets the same shapes back.
+        """
+        from agent.errors import InvalidInput
+        from agent.inputs import load_npz, resolve_shapes
+        from agent.runtimes.base import TensorSpec
+
+        specs = [TensorSpec(d.name, d.dtype, d.shape) for d in model.inputs]
+        dynamic = any(not _is_fixed(dim) for decl in model.inputs for dim in decl.shape)
+        try:
+            if not dynamic:
+                resolve_shapes(specs, self.options.input_shapes)  # --input-shape may restate static dims, no more
+                return {}
+            if self.options.inputs_npz is not None:
+                feeds = load_npz(_read_npz(self.options.inputs_npz), specs)
+                shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()}
+            else:
+                shapes = resolve_shapes(specs, self.options.input_shapes)
+        except InvalidInput as err:
+            raise CompileError(f"{model.path.name}: {err}") from err
+        _check_shared_dims(model.inputs, shapes)
+        return shapes
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -171,12 +214,17 @@ class Compiler:
                 out = Path(scratch) / f"{index}-{step}.{'ort' if step == 'ort-format' else 'onnx'}"
                 if step == "check":
                     check_onnx(current, out)
+                elif step == "fix-dims":
+                    fix_dims(current, out, recipe["input_shapes"], model.path.name)
                 elif step == "ort-optimize":
                     ort_optimize(current, out)
                 elif step == "ort-format":
                     ort_format(current, out)
                 elif step.startswith("quantize-int8-"):
-                    quantize_int8(current, out, self.options, model.inputs)
+                    # After fix-dims the graph takes only the fixed shapes: calibration feeds get them too.
+                    fixed = recipe.get("input_shapes", {})
+                    inputs = tuple(replace(d, shape=tuple(fixed.get(d.name, d.shape))) for d in model.inputs)
+                    quantize_int8(current, out, self.options, inputs)
                 if out.suffix == ".onnx" and step != "check":
                     conform_ir3_inputs(out)
                 current = out
@@ -195,6 +243,34 @@ def _device(info: pb.DeviceInfo) -> str:
     return info.hostname or "?"
 
 
+def _is_fixed(dim: int | str | None) -> bool:
+    # The agent's rule (agent.inputs.resolve_shapes): only a positive integer is a fixed dim.
+    return isinstance(dim, int) and dim > 0
+
+
+def _read_npz(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise CompileError(f"cannot read --inputs {path}: {err.strerror or err}") from err
+
+
+def _check_shared_dims(inputs: Sequence[InputDecl], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """A symbolic dim named in several inputs (a shared batch "N") must get one size in all of them."""
+    sizes: dict[str, tuple[str, int]] = {}
+    for decl in inputs:
+        for axis, dim in enumerate(decl.shape):
+            if not isinstance(dim, str) or decl.name not in shapes:
+                continue
+            size = shapes[decl.name][axis]
+            first = sizes.setdefault(dim, (decl.name, size))
+            if first[1] != size:
+                raise CompileError(
+                    f"inputs '{first[0]}' and '{decl.name}' share the dynamic dim '{dim}' but would run with "
+                    f"{first[1]} and {size}: give both with --input-shape"
+                )
+
+
 def check_onnx(src: Path, dst: Path) -> None:
     """onnx.checker, then shape inference written out, so later steps see typed intermediate values."""
     import onnx
@@ -204,6 +280,34 @@ def check_onnx(src: Path, dst: Path) -> None:
         onnx.shape_inference.infer_shapes_path(str(src), str(dst))
     except Exception as err:  # ValidationError, InferenceError, protobuf decode errors
         raise CompileError(f"{src.name} fails the ONNX checks: {_short(err)}") from err
+
+
+def _show_shapes(shapes: Mapping[str, Sequence[int]]) -> str:
+    return ", ".join(f"{name}={'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+
+
+def fix_dims(src: Path, dst: Path, shapes: Mapping[str, Sequence[int]], name: str) -> None:
+    """Dynamic input dims fixed to the run's shapes, then checked and shape-inferred, so every intermediate
+    value whose shape follows from the inputs becomes static as well (what TensorRT and NPU compilers want)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    for value in model.graph.input:
+        if value.name in shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name], strict=True):
+                dim.dim_value = size  # dim_value and dim_param are a oneof: this clears the symbol
+    del model.graph.value_info[:]  # annotations written for symbolic dims; inference writes them again
+    fixed = dst.with_name(dst.stem + "-inputs.onnx")
+    onnx.save(model, str(fixed))
+    try:
+        onnx.checker.check_model(str(fixed))
+        # Strict: a shape the graph cannot take (e.g. a spatial size a Reshape or Gemm rejects) fails here,
+        # in one line on the host, not on every board.
+        onnx.shape_inference.infer_shapes_path(str(fixed), str(dst), strict_mode=True, data_prop=True)
+    except Exception as err:
+        raise CompileError(
+            f"{name} with inputs fixed to {_show_shapes(shapes)} fails the ONNX checks: {_short(err)}"
+        ) from err
 
 
 def conform_ir3_inputs(path: Path) -> None:

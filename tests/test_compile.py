@@ -212,3 +212,137 @@ def test_concurrent_devices_with_one_recipe_share_one_build(
 def test_unknown_quantization_is_refused() -> None:
     with pytest.raises(CompileError, match="unknown quantization 'int4'"):
         CompileOptions(quantize="int4")
+
+
+@pytest.fixture(scope="module")
+def dynamic_squeezenet(tmp_path_factory: pytest.TempPathFactory) -> ModelFile:
+    """SqueezeNet with a symbolic batch dim "N" on its image input and its output, as exporters write it."""
+    model = onnx.load(str(SQUEEZENET))
+    for value in [*(v for v in model.graph.input if v.name == "data_0"), *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    path = tmp_path_factory.mktemp("models") / "squeezenet-dynamic.onnx"
+    onnx.save(model, str(path))
+    return inspect(path)
+
+
+def run_with_batch(model: ModelFile, batch: int) -> tuple[int, ...]:
+    session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    feed = np.random.default_rng(1).random((batch, 3, 224, 224), dtype=np.float32)
+    return tuple(session.run(None, {"data_0": feed})[0].shape)
+
+
+def session_input_shapes(model: ModelFile) -> dict[str, list[Any]]:
+    session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    return {i.name: list(i.shape) for i in session.get_inputs()}
+
+
+def test_symbolic_batch_is_fixed_to_the_agents_default_of_one(dynamic_squeezenet: ModelFile, tmp_path: Path) -> None:
+    artifact, recipe = Compiler(CompileOptions(), cache_dir=tmp_path)(dynamic_squeezenet, device("x86-rapl"))
+
+    assert recipe["steps"] == ["check", "fix-dims", "ort-optimize"]
+    assert recipe["input_shapes"] == {"data_0": [1, 3, 224, 224]}
+    assert session_input_shapes(artifact) == {"data_0": [1, 3, 224, 224]}
+    assert run_with_batch(artifact, 1) == (1, 1000, 1, 1)
+
+
+def test_input_shape_fixes_the_batch_and_keeps_a_separate_cache_entry(
+    dynamic_squeezenet: ModelFile, tmp_path: Path
+) -> None:
+    batch1, _ = Compiler(CompileOptions(), cache_dir=tmp_path)(dynamic_squeezenet, device("x86-rapl"))
+    options = CompileOptions(input_shapes={"data_0": "4x3x224x224"})
+
+    batch4, recipe = Compiler(options, cache_dir=tmp_path)(dynamic_squeezenet, device("x86-rapl"))
+
+    assert recipe["input_shapes"] == {"data_0": [4, 3, 224, 224]} and recipe["cached"] is False
+    assert batch4.path != batch1.path and batch4.sha256 != batch1.sha256
+    assert session_input_shapes(batch4) == {"data_0": [4, 3, 224, 224]}
+    assert run_with_batch(batch4, 4) == (4, 1000, 1, 1)
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+
+
+def test_fixed_dims_make_intermediate_shapes_static(
+    dynamic_squeezenet: ModelFile, tmp_path: Path, user_profiles: Path
+) -> None:
+    artifact, recipe = Compiler(CompileOptions(input_shapes={"data_0": "2x3x224x224"}), cache_dir=tmp_path)(
+        dynamic_squeezenet, device("plain-onnx")
+    )
+
+    assert recipe["steps"] == ["check", "fix-dims"]
+    graph = onnx.load(str(artifact.path)).graph
+    dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*graph.value_info, *graph.output]]
+    assert len(graph.value_info) > 50 and all(dim > 0 for shape in dims for dim in shape)
+    assert dims[-1] == [2, 1000, 1, 1]
+
+
+def test_agent_resolves_the_compiled_inputs_to_the_shapes_the_host_fixed(
+    dynamic_squeezenet: ModelFile, tmp_path: Path
+) -> None:
+    from agent.inputs import resolve_shapes
+    from agent.runtimes.base import TensorSpec
+
+    flags = {"data_0": "3x3x224x224"}
+    artifact, recipe = Compiler(CompileOptions(input_shapes=flags), cache_dir=tmp_path)(
+        dynamic_squeezenet, device("x86-rapl")
+    )
+    specs = [TensorSpec(name, "float32", tuple(shape)) for name, shape in session_input_shapes(artifact).items()]
+
+    assert resolve_shapes(specs, flags) == resolve_shapes(specs, {}) == {"data_0": (3, 3, 224, 224)}
+    assert recipe["input_shapes"] == {"data_0": [3, 3, 224, 224]}
+
+
+def test_inputs_npz_fixes_the_dims_to_its_arrays(dynamic_squeezenet: ModelFile, tmp_path: Path) -> None:
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, data_0=np.zeros((5, 3, 224, 224), dtype=np.float32))
+
+    artifact, recipe = Compiler(CompileOptions(inputs_npz=npz), cache_dir=tmp_path / "cache")(
+        dynamic_squeezenet, device("x86-rapl")
+    )
+
+    assert recipe["input_shapes"] == {"data_0": [5, 3, 224, 224]}
+    assert run_with_batch(artifact, 5) == (5, 1000, 1, 1)
+
+
+def test_static_model_gets_no_fix_dims_step(squeezenet: ModelFile, tmp_path: Path, user_profiles: Path) -> None:
+    options = CompileOptions(input_shapes={"data_0": "1x3x224x224"})  # restating static dims changes nothing
+
+    artifact, recipe = Compiler(options, cache_dir=tmp_path)(squeezenet, device("plain-onnx"))
+    _, optimised = Compiler(options, cache_dir=tmp_path)(squeezenet, device("x86-rapl"))
+
+    assert artifact is squeezenet and recipe["steps"] == []
+    assert optimised["steps"] == ["check", "ort-optimize"] and "input_shapes" not in optimised
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"data_0": "1x3x224"}, "has rank 3, the model's input has rank 4"),
+        ({"image": "1x3x224x224"}, "names no input of this model: image (inputs: data_0)"),
+        ({"data_0": "0x3x224x224"}, "every dimension must be at least 1"),
+        ({"data_0": "1x3x112x112"}, "axis 2 is fixed at 224"),
+    ],
+)
+def test_bad_input_shape_is_a_one_line_compile_error(
+    flags: dict[str, str], expected: str, dynamic_squeezenet: ModelFile, tmp_path: Path
+) -> None:
+    with pytest.raises(CompileError) as caught:
+        Compiler(CompileOptions(input_shapes=flags), cache_dir=tmp_path)(dynamic_squeezenet, device("x86-rapl"))
+
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+def test_inputs_sharing_a_symbolic_dim_must_get_one_size(tmp_path: Path) -> None:
+    a = onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, ["N", 4])
+    b = onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, ["N", 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Add", ["a", "b"], ["y"])], "add", [a, b], [y])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), tmp_path / "add.onnx")
+    model = inspect(tmp_path / "add.onnx")
+
+    with pytest.raises(CompileError, match="inputs 'a' and 'b' share the dynamic dim 'N' but would run with 1 and 8"):
+        Compiler(CompileOptions(input_shapes={"b": "8x4"}), cache_dir=tmp_path)(model, device("x86-rapl"))
+    _, recipe = Compiler(CompileOptions(input_shapes={"a": "8x4", "b": "8x4"}), cache_dir=tmp_path)(
+        model, device("x86-rapl")
+    )
+
+    assert recipe["input_shapes"] == {"a": [8, 4], "b": [8, 4]}
