@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,19 @@ def test_inputs_sharing_a_symbolic_dim_must_get_one_size(tmp_path: Path) -> None
     )
 
     assert recipe["input_shapes"] == {"a": [8, 4], "b": [8, 4]}
+
+
+def test_dynamic_model_profiles_end_to_end_with_the_fixed_shape(dynamic_squeezenet: ModelFile, tmp_path: Path) -> None:
+    from tests.test_cli_profile import FAST, host
+
+    out = tmp_path / "r.json"
+
+    proc = host(
+        "profile", str(dynamic_squeezenet.path), *FAST, "--input-shape", "data_0=2x3x224x224", "--json", str(out)
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    (dev,) = json.loads(out.read_text())["devices"]
+    assert dev["status"] == "ok" and "fix-dims" in dev["recipe"]["steps"]
+    assert dev["recipe"]["input_shapes"] == {"data_0": [2, 3, 224, 224]}
+    assert dev["inputs"][0]["shape"] == [2, 3, 224, 224]

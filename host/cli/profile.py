@@ -145,7 +145,15 @@ def profile(
     from host.progress import final_table, make_progress
 
     try:
-        compiler = Compiler(CompileOptions(quantize=quantize, quantize_mode=quantize_mode, calibration_npz=calibration))
+        # The run's shapes (--input-shape, or the --inputs arrays) are what compile fixes dynamic dims to.
+        options = CompileOptions(
+            quantize=quantize,
+            quantize_mode=quantize_mode,
+            calibration_npz=calibration,
+            input_shapes=shapes,
+            inputs_npz=inputs,
+        )
+        compiler = Compiler(options)
     except CompileError as err:
         fail(str(err))
 
