@@ -84,6 +84,7 @@ class Compiler:
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._opsets: dict[str, int] = {}  # model sha256 -> default-domain opset, read once per model
 
     def __call__(self, model: ModelFile, info: pb.DeviceInfo) -> tuple[ModelFile, dict[str, Any]]:
         recipe = self.recipe(model, info)
@@ -112,6 +113,7 @@ class Compiler:
             target = "ort"
         if target not in _EXTENSIONS:
             raise CompileError(f"profile {profile.name}: unknown compile format '{target}' (onnx, ort or tflite)")
+        max_opset = _max_opset(profile)
         recipe: dict[str, Any] = {"target_format": target, "steps": [], "profile": profile.name}
         if model.format in ("tflite", "ort"):
             self._check_passthrough(model, info, profile, target)
@@ -122,6 +124,8 @@ class Compiler:
                 "ONNX to TFLite; convert it first (e.g. with onnx2tf) and profile the .tflite file"
             )
         steps: list[str] = []
+        if max_opset is not None and self._default_opset(model) > max_opset:
+            steps.append(f"opset-{max_opset}")
         shapes = self._run_shapes(model)
         if shapes:
             # The shapes are part of the recipe, hence of the cache key and of each device's result.
@@ -146,6 +150,17 @@ class Compiler:
         content = {k: v for k, v in recipe.items() if k not in ("profile", "cached")}
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"{model.sha256}\n{canonical}\n{_ort_version()}".encode()).hexdigest()
+
+    def _default_opset(self, model: ModelFile) -> int:
+        with self._locks_guard:
+            opset = self._opsets.get(model.sha256)
+        if opset is None:
+            import onnx
+
+            opset = default_opset(onnx.load(str(model.path), load_external_data=False))
+            with self._locks_guard:
+                self._opsets[model.sha256] = opset
+        return opset
 
     def _run_shapes(self, model: ModelFile) -> dict[str, tuple[int, ...]]:
         """The input shapes the agent will run with, by the agent's own rules; {} when the model's dims are static.
@@ -216,6 +231,8 @@ class Compiler:
                     check_onnx(current, out)
                 elif step == "fix-dims":
                     fix_dims(current, out, recipe["input_shapes"], model.path.name)
+                elif step.startswith("opset-"):
+                    convert_opset(current, out, int(step.removeprefix("opset-")), recipe["profile"], model.path.name)
                 elif step == "ort-optimize":
                     ort_optimize(current, out)
                 elif step == "ort-format":
@@ -241,6 +258,18 @@ def _profile(name: str) -> DeviceProfile:
 
 def _device(info: pb.DeviceInfo) -> str:
     return info.hostname or "?"
+
+
+def _max_opset(profile: DeviceProfile) -> int | None:
+    value = profile.compile.get("max_opset")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CompileError(
+            f"profile {profile.name}: [compile] max_opset must be a positive integer (an ONNX opset, e.g. 13), "
+            f"not {value!r}"
+        )
+    return value
 
 
 def _is_fixed(dim: int | str | None) -> bool:
@@ -307,6 +336,147 @@ def fix_dims(src: Path, dst: Path, shapes: Mapping[str, Sequence[int]], name: st
     except Exception as err:
         raise CompileError(
             f"{name} with inputs fixed to {_show_shapes(shapes)} fails the ONNX checks: {_short(err)}"
+        ) from err
+
+
+def default_opset(model: Any) -> int:
+    """The model's ai.onnx opset (0 when it imports none)."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: Op versions that onnx's version converter declares compatible with the version before (CompatibleAdapter in
+#: onnx/version_converter/convert.h, 13 -> 23): a node of that version that is also a valid node of the older
+#: version means the same there. The converter has no downward adapters for most of them (Relu 14 -> 13 among
+#: them), so it refuses almost every model exported at opset 14 or later; these nodes are carried across instead.
+_COMPATIBLE_SINCE: dict[int, frozenset[str]] = {
+    # BatchNormalization 14 added training_mode, default 0: an inference node is a valid opset-9 node.
+    14: _names("Add BatchNormalization CumSum Div Identity Mul Relu Reshape Sub"),
+    15: _names("BatchNormalization Pow Shape"),
+    16: _names("GreaterOrEqual Identity If LeakyRelu LessOrEqual Loop PRelu Scan ScatterElements ScatterND Where"),
+    18: _names("OptionalGetElement OptionalHasElement Pad Resize ScatterElements ScatterND"),
+    19: _names(
+        "AveragePool Cast CastLike Constant DequantizeLinear Equal Identity If Loop Pad QuantizeLinear Reshape "
+        "Resize Scan Shape Size"
+    ),
+    20: _names("ConstantOfShape IsInf IsNaN ReduceMax ReduceMin"),
+    21: _names(
+        "Cast CastLike Constant ConstantOfShape DequantizeLinear Flatten Identity If Loop Pad QLinearMatMul "
+        "QuantizeLinear Reshape Scan Shape Size Squeeze Transpose Unsqueeze"
+    ),
+    22: _names(
+        "Acos Acosh Asin Asinh Atan Atanh AveragePool Bernoulli Conv ConvTranspose Cos Cosh DeformConv Det Dropout "
+        "Elu EyeLike GRU GlobalAveragePool GlobalLpPool GlobalMaxPool GridSample HardSigmoid HardSwish "
+        "InstanceNormalization LSTM LpNormalization LpPool MaxPool MaxRoiPool MaxUnpool Mish Multinomial "
+        "NegativeLogLikelihoodLoss RNN RandomNormal RandomNormalLike RandomUniform RandomUniformLike RoiAlign Round "
+        "Selu Sin Sinh Softplus Softsign Tan ThresholdedRelu"
+    ),
+    23: _names(
+        "Cast CastLike Constant ConstantOfShape DequantizeLinear Flatten Identity If Loop Pad QuantizeLinear "
+        "Reshape Scan Shape Size Squeeze Transpose Unsqueeze"
+    ),
+}
+#: String attribute values those versions added; the older schema's form check cannot see them.
+_NEWER_VALUES = {
+    ("Pad", "mode"): {"wrap"},
+    ("Resize", "coordinate_transformation_mode"): {"half_pixel_symmetric"},
+    ("ScatterElements", "reduction"): {"max", "min"},
+    ("ScatterND", "reduction"): {"max", "min"},
+}
+_CARRIED = "edgeprof.carried"  # a domain the converter passes by; carried nodes return to ai.onnx after it
+
+
+def _carry_compatible_nodes(model: Any, current: int, target: int) -> None:
+    """Move nodes whose changes since `target` are all compatible, and that are valid `target` nodes, out of the
+    converter's way (it would stop at them for want of an adapter); the rest is left to the converter."""
+    import onnx
+    from onnx import defs
+
+    context = onnx.checker.C.CheckerContext()
+    context.ir_version = model.ir_version
+    context.opset_imports = {"": target}
+    changed_at: dict[str, set[int]] = {}
+    for schema in defs.get_all_schemas_with_history():
+        if schema.domain == "" and target < schema.since_version <= current:
+            changed_at.setdefault(schema.name, set()).add(schema.since_version)
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or any(a.type in (5, 10) for a in node.attribute):  # GRAPH(S)
+            continue  # control flow (If, Loop, Scan): carried, its bodies would escape conversion
+        try:
+            newer = defs.get_schema(node.op_type, current, "")
+            older = defs.get_schema(node.op_type, target, "")
+        except defs.SchemaError:
+            continue  # no such op at the target opset: the converter says so
+        changes = changed_at.get(node.op_type, set())
+        if not changes or not all(node.op_type in _COMPATIBLE_SINCE.get(v, ()) for v in changes):
+            continue  # unchanged since the target opset (nothing to do), or a change only the converter can adapt
+        candidate = onnx.NodeProto()
+        candidate.CopyFrom(node)
+        del candidate.attribute[:]
+        for attr in node.attribute:
+            value = onnx.helper.get_attribute_value(attr)
+            if isinstance(value, bytes) and value.decode(errors="replace") in _NEWER_VALUES.get(
+                (node.op_type, attr.name), ()
+            ):
+                break
+            if attr.name not in older.attributes and _is_default(newer, attr):
+                continue  # an attribute added later, set to the default that reproduces the old behaviour
+            candidate.attribute.append(attr)
+        else:
+            try:
+                onnx.checker.check_node(candidate, context)
+            except onnx.checker.ValidationError:
+                continue
+            candidate.domain = _CARRIED
+            node.CopyFrom(candidate)
+    model.opset_import.append(onnx.helper.make_opsetid(_CARRIED, 1))
+
+
+def _is_default(schema: Any, attr: Any) -> bool:
+    import onnx
+
+    default = schema.attributes[attr.name].default_value if attr.name in schema.attributes else None
+    if default is None or default.type == 0:  # no default: any value is a choice the old op cannot express
+        return False
+    return bool(onnx.helper.get_attribute_value(default) == onnx.helper.get_attribute_value(attr))
+
+
+def convert_opset(src: Path, dst: Path, target: int, profile: str, name: str) -> None:
+    """onnx.version_converter down to `target`, checked in full (types included) and loaded by ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import version_converter
+
+    model = onnx.load(str(src))
+    current = default_opset(model)
+    _carry_compatible_nodes(model, current, target)
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as err:  # RuntimeError from the converter's C++ asserts ("No Adapter From Version $16 for If")
+        reason = _short(err).rsplit("failed: ", 1)[-1]  # past the C++ source location of the assert
+        raise CompileError(
+            f"{name} is at ONNX opset {current} and profile {profile} takes at most opset {target} (max_opset), "
+            f"but onnx cannot convert it down ({reason}); export the model at opset {target} "
+            f"or lower (e.g. torch.onnx.export(..., opset_version={target})), or raise max_opset in a user "
+            "profile if the board's runtime takes it"
+        ) from err
+    for node in converted.graph.node:
+        if node.domain == _CARRIED:
+            node.domain = ""
+    kept = [o for o in converted.opset_import if o.domain != _CARRIED]
+    del converted.opset_import[:]
+    converted.opset_import.extend(kept)
+    onnx.save(converted, str(dst))
+    try:
+        onnx.checker.check_model(str(dst), full_check=True)  # full: input types against the older schemas too
+        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise CompileError(
+            f"{name} converted from ONNX opset {current} to {target} for profile {profile} is not valid "
+            f"({_short(err)}); export the model at opset {target} or lower"
         ) from err
 
 

@@ -363,3 +363,93 @@ def test_dynamic_model_profiles_end_to_end_with_the_fixed_shape(dynamic_squeezen
     assert dev["status"] == "ok" and "fix-dims" in dev["recipe"]["steps"]
     assert dev["recipe"]["input_shapes"] == {"data_0": [2, 3, 224, 224]}
     assert dev["inputs"][0]["shape"] == [2, 3, 224, 224]
+
+
+@pytest.fixture(scope="module")
+def squeezenet_opset17(tmp_path_factory: pytest.TempPathFactory) -> ModelFile:
+    """SqueezeNet as a current exporter writes it: opset 17, so Relu is Relu-14, which onnx cannot take down alone."""
+    path = tmp_path_factory.mktemp("models") / "squeezenet-opset17.onnx"
+    onnx.save(onnx.version_converter.convert_version(onnx.load(str(SQUEEZENET)), 17), str(path))
+    return inspect(path)
+
+
+def default_opset(model: ModelFile) -> int:
+    return next(o.version for o in onnx.load(str(model.path)).opset_import if o.domain in ("", "ai.onnx"))
+
+
+def single_op_model(
+    path: Path, op: onnx.NodeProto, elem_type: int, opset: int, **initializers: list[float]
+) -> ModelFile:
+    x = onnx.helper.make_tensor_value_info("x", elem_type, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", elem_type, [1, 4])
+    inits = [onnx.helper.make_tensor(name, elem_type, [len(v)], v) for name, v in initializers.items()]
+    graph = onnx.helper.make_graph([op], "one-op", [x], [y], inits)
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)]), str(path))
+    return inspect(path)
+
+
+def test_opset_17_model_comes_out_at_opset_13_for_jetson_nano_with_the_same_outputs(
+    squeezenet_opset17: ModelFile, tmp_path: Path
+) -> None:
+    artifact, recipe = Compiler(CompileOptions(), cache_dir=tmp_path)(squeezenet_opset17, device("jetson-nano"))
+
+    assert recipe["steps"] == ["check", "opset-13", "ort-optimize"]
+    assert default_opset(squeezenet_opset17) == 17 and default_opset(artifact) == 13
+    feed = {"data_0": np.random.default_rng(3).random((1, 3, 224, 224), dtype=np.float32)}
+    original = ort.InferenceSession(str(squeezenet_opset17.path), providers=["CPUExecutionProvider"]).run(None, feed)
+    converted = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert converted[0].shape == (1, 1000, 1, 1)
+    assert np.allclose(converted[0], original[0], rtol=1e-4, atol=1e-6)
+
+
+def test_model_within_max_opset_gets_no_opset_step(squeezenet: ModelFile, tmp_path: Path) -> None:
+    artifact, recipe = Compiler(CompileOptions(), cache_dir=tmp_path)(squeezenet, device("jetson-nano"))
+
+    assert recipe["steps"] == ["check", "ort-optimize"]
+    assert default_opset(artifact) == 9
+
+
+def test_dynamic_opset_17_model_is_converted_then_fixed(dynamic_squeezenet: ModelFile, tmp_path: Path) -> None:
+    path = tmp_path / "dynamic-17.onnx"
+    onnx.save(onnx.version_converter.convert_version(onnx.load(str(dynamic_squeezenet.path)), 17), str(path))
+
+    artifact, recipe = Compiler(CompileOptions(), cache_dir=tmp_path / "cache")(inspect(path), device("jetson-nano"))
+
+    assert recipe["steps"] == ["check", "opset-13", "fix-dims", "ort-optimize"]
+    assert default_opset(artifact) == 13 and session_input_shapes(artifact) == {"data_0": [1, 3, 224, 224]}
+
+
+def test_op_without_an_opset_13_form_is_a_one_line_error(tmp_path: Path) -> None:
+    layer_norm = onnx.helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["y"])
+    model = single_op_model(
+        tmp_path / "ln.onnx", layer_norm, onnx.TensorProto.FLOAT, 17, scale=[1.0] * 4, bias=[0.0] * 4
+    )
+
+    with pytest.raises(CompileError) as caught:
+        Compiler(CompileOptions(), cache_dir=tmp_path / "cache")(model, device("jetson-nano"))
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "ln.onnx is at ONNX opset 17 and profile jetson-nano takes at most opset 13 (max_opset)" in message
+    assert "No Previous Version of LayerNormalization exists" in message
+    assert "export the model at opset 13 or lower" in message
+
+
+def test_node_the_older_opset_cannot_type_is_refused(tmp_path: Path) -> None:
+    # Relu-14 takes int32; Relu at opset 13 does not. Carried across as is, the node would not load on the board.
+    model = single_op_model(
+        tmp_path / "relu.onnx", onnx.helper.make_node("Relu", ["x"], ["y"]), onnx.TensorProto.INT32, 14
+    )
+
+    with pytest.raises(CompileError, match=r"relu.onnx converted from ONNX opset 14 to 13 .* is not valid .*int32"):
+        Compiler(CompileOptions(), cache_dir=tmp_path / "cache")(model, device("jetson-nano"))
+
+
+@pytest.mark.parametrize("value", ['"13"', "0", "true", "12.5"])
+def test_bad_max_opset_is_refused_naming_the_profile(
+    value: str, squeezenet: ModelFile, tmp_path: Path, user_profiles: Path
+) -> None:
+    (user_profiles / "old-trt.toml").write_text(f'name = "old-trt"\n[compile]\nformat = "onnx"\nmax_opset = {value}\n')
+
+    with pytest.raises(CompileError, match=r"profile old-trt: \[compile\] max_opset must be a positive integer"):
+        Compiler(CompileOptions(), cache_dir=tmp_path)(squeezenet, device("old-trt"))
