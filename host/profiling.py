@@ -79,7 +79,7 @@ CompileFn = Callable[[ModelFile, pb.DeviceInfo], tuple[ModelFile, dict[str, Any]
 
 
 def identity_compile(model: ModelFile, info: pb.DeviceInfo) -> tuple[ModelFile, dict[str, Any]]:
-    return model, {"format": model.format, "steps": []}
+    return model, {"target_format": model.format, "steps": []}
 
 
 class DeviceFailed(Exception):

@@ -122,6 +122,7 @@ def test_html_is_self_contained_and_labels_missing_energy(tmp_path: Path) -> Non
     assert "no power sensor" in text
     for section in ("How this was measured", "energy method", "sampling rate", "recipe", "OS / kernel"):
         assert section in text
+    assert "onnx: fix-dims" in text  # the recipe row names the format each device received and its steps
     assert "@media print" in text
 
 

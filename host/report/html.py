@@ -134,7 +134,7 @@ def _metadata(d: dict[str, Any]) -> str:
         ("execution providers", ", ".join(d.get("execution_providers") or []) or d.get("execution_provider") or "–"),
         ("runtimes on the board", runtimes or "–"),
         ("intra-op threads", "runtime default" if not d.get("threads") else str(d.get("threads"))),
-        ("recipe", f"{(recipe or {}).get('format', '–')}" + (f": {steps}" if steps else " (as uploaded)")),
+        ("recipe", f"{(recipe or {}).get('target_format', '–')}" + (f": {steps}" if steps else " (as uploaded)")),
         (
             "inputs",
             ", ".join(f"{i.get('name')} {i.get('dtype')} {i.get('shape')}" for i in d.get("inputs") or [])

@@ -85,7 +85,7 @@ def _entry(raw: DeviceRaw, index: int, powered: bool, rate_hz: float) -> dict[st
         "peak_rss_mb": float(max(s.value.max() for s in raw.series if s.kind == "rss_bytes")) / 1024**2,
         "energy": energy_doc,
         "thermal": {"max_temp_c": 55.0, "throttled": False, "throttle_reason": None},
-        "recipe": {"format": "onnx", "steps": ["fix-shapes"]},
+        "recipe": {"target_format": "onnx", "steps": ["fix-dims"]},
         "sample_rate_hz": rate_hz,
         "inputs": [{"name": "input", "dtype": "float32", "shape": [1, 3, 224, 224]}],
         "inputs_source": "random",
