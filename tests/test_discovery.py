@@ -1,4 +1,5 @@
-"""Zeroconf on loopback: real agents in their own processes announce themselves, the host finds them."""
+"""Zeroconf on loopback: real agents in their own processes announce themselves, the host finds them by tag
+and profiles them all with one command (issue 4)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +21,16 @@ from agent.discovery import Advertiser, advertised_addresses
 from host.discovery import discover, pick_address
 from host.local_agent import read_listen_port
 from tests.conftest import console_script
+from tests.faultlib import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DISCOVER_S = 2.5
+#: Unique per test session, so agents that other test runs on this machine advertise never match.
+SESSION = uuid.uuid4().hex[:8]
+LAB, ARM, X86 = f"lab-{SESSION}", f"arm-{SESSION}", f"x86-{SESSION}"
+#: Four boards on one machine, each with its own device profile.
+BOARDS = [("generic-linux", LAB), ("rpi5", f"{LAB},{ARM}"), ("rpi4", f"{LAB},{ARM}"), ("x86-rapl", f"{LAB},{X86}")]
+FAST = ["--runs", "30", "--min-duration", "0.2", "--idle", "0", "--warmup", "2", "--threads", "1", "--quiet"]
 
 
 @dataclass
@@ -32,10 +41,15 @@ class AgentProc:
     profile: str
     tags: list[str]
     port: int = 0
+    log_path: Path | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def announced(self) -> bool:
+        """True once the agent logged that its zeroconf announcement went out."""
+        return self.log_path is not None and "zeroconf: announced" in self.log_path.read_text()
 
     def kill(self) -> None:
         """SIGKILL the agent only, as a crash or a pulled plug would."""
@@ -72,11 +86,12 @@ def spawn_agents(specs: list[tuple[str, str]], root: Path, timeout_s: float = 60
                 "--data-dir",
                 str(data),
             ]
-            with open(data / "agent.log", "w") as log:
+            log_path = data / "agent.log"
+            with open(log_path, "w") as log:
                 proc = subprocess.Popen(
                     cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, start_new_session=True
                 )
-            agents.append(AgentProc(proc, profile, [t for t in tags.split(",") if t]))
+            agents.append(AgentProc(proc, profile, [t for t in tags.split(",") if t], log_path=log_path))
         for agent in agents:
             agent.port = _read_port(agent, timeout_s)
     except BaseException:
@@ -95,21 +110,61 @@ def _read_port(agent: AgentProc, timeout_s: float) -> int:
 
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[AgentProc]]:
-    started = spawn_agents(
-        [("generic-linux", "lab"), ("rpi5", "lab,arm"), ("generic-linux", "other")],
-        tmp_path_factory.mktemp("discovery-agents"),
+    started = spawn_agents(BOARDS, tmp_path_factory.mktemp("discovery-agents"))
+    try:
+        # As a user would: the boards are up (announced) before the host is asked to find them.
+        wait_for(lambda: all(a.announced() for a in started), 30, "all four agents to announce themselves")
+        yield started
+    finally:
+        for agent in started:
+            agent.stop()
+
+
+def host(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script("host"), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=os.environ.copy()
     )
-    yield started
-    for agent in started:
-        agent.stop()
+
+
+def test_four_agents_found_by_tag_with_default_settings_are_profiled_by_one_command_and_rerun_uploads_nothing(
+    agents: list[AgentProc], tmp_path: Path
+) -> None:
+    # The fleet names no addresses and no discovery settings: its members are whatever announces the tag.
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "edgeprof.toml").write_text(f'[fleets.lab]\ntags = ["{LAB}"]\n')
+    expected = {a.address: a.profile for a in agents}
+    assert len(expected) == 4 and len(set(expected.values())) == 4
+
+    docs = []
+    for i in range(2):
+        proc = host("profile", "example:squeezenet", "--fleet", "lab", *FAST, "--json", f"r{i}.json", cwd=cwd)
+        assert proc.returncode == 0, proc.stderr
+        docs.append(json.loads((cwd / f"r{i}.json").read_text()))
+
+    first, second = docs
+    for doc in docs:
+        assert {d["address"]: d["profile"] for d in doc["devices"]} == expected
+        assert len(doc["devices"]) == 4 and len({d["device"] for d in doc["devices"]}) == 4
+        for device in doc["devices"]:
+            assert device["status"] == "ok" and device["error"] is None, device
+            assert device["n_inferences"] >= 30 and device["latency_ms"]["p50"] > 0
+    assert first["run_id"] != second["run_id"] and first["model"]["sha256"] == second["model"]["sha256"]
+    # Each agent receives the artifact compiled for its profile once; the second run finds it cached.
+    assert all(d["upload_bytes"] > 0 for d in first["devices"]), first["devices"]
+    assert all(d["upload_bytes"] == 0 for d in second["devices"]), second["devices"]
+    # All four share this machine's CLOCK_MONOTONIC: the jobs ran concurrently, so their spans overlap.
+    spans = [(min(p["start_ns"] for p in d["phases"]), max(p["end_ns"] for p in d["phases"])) for d in first["devices"]]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
 
 
 def test_discover_finds_every_loopback_agent_with_its_txt(agents: list[AgentProc]) -> None:
-    found = {a.address: a for a in discover(timeout_s=DISCOVER_S)}
+    found = discover(timeout_s=DISCOVER_S)
 
+    ours = {a.address: a for a in found if LAB in a.tags}
+    assert set(ours) == {agent.address for agent in agents}
     for agent in agents:
-        assert agent.address in found, f"{agent.address} not discovered; found {sorted(found)}"
-        seen = found[agent.address]
+        seen = ours[agent.address]
         assert seen.profile == agent.profile
         assert seen.tags == agent.tags
         assert seen.version == "0.1.0"
@@ -118,10 +173,9 @@ def test_discover_finds_every_loopback_agent_with_its_txt(agents: list[AgentProc
 
 
 def test_discover_with_tags_keeps_only_agents_carrying_one(agents: list[AgentProc]) -> None:
-    found = discover(timeout_s=DISCOVER_S, tags=["arm", "other"])
+    found = discover(timeout_s=DISCOVER_S, tags=[ARM, X86])
 
-    mine = {a.address for a in agents}
-    assert {a.address for a in found if a.address in mine} == {agents[1].address, agents[2].address}
+    assert {a.address for a in found} == {agents[1].address, agents[2].address, agents[3].address}
 
 
 def test_host_fleet_discover_json_lists_the_agents(agents: list[AgentProc]) -> None:
@@ -133,7 +187,8 @@ def test_host_fleet_discover_json_lists_the_agents(agents: list[AgentProc]) -> N
     )
 
     assert proc.returncode == 0, proc.stderr
-    listed = {entry["address"]: entry for entry in json.loads(proc.stdout)}
+    listed = {entry["address"]: entry for entry in json.loads(proc.stdout) if LAB in entry["tags"]}
+    assert set(listed) == {agent.address for agent in agents}
     for agent in agents:
         assert listed[agent.address]["profile"] == agent.profile
         assert listed[agent.address]["tags"] == agent.tags

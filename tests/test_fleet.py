@@ -56,31 +56,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[AgentProc]]:
         agent.stop()
 
 
-def test_fleet_profiles_every_agent_at_once_and_second_run_uploads_nothing(
-    lab: list[AgentProc], squeezenet: Path, tmp_path: Path
-) -> None:
-    cwd = write_config(tmp_path / "work", f'[fleets.lab]\ntags = ["{LAB}"]\ndiscover_timeout_s = 2.0\n')
-
-    docs = []
-    for i in range(2):
-        proc = host("profile", str(squeezenet), "--fleet", "lab", *FAST, "--json", f"r{i}.json", cwd=cwd)
-        assert proc.returncode == 0, proc.stderr
-        docs.append(json.loads((cwd / f"r{i}.json").read_text()))
-
-    for doc in docs:
-        assert sorted(d["address"] for d in doc["devices"]) == sorted(a.address for a in lab)
-        assert all(d["status"] == "ok" and d["n_inferences"] >= 50 for d in doc["devices"])
-    assert {d["profile"] for d in docs[0]["devices"]} == {"generic-linux", "rpi5"}
-    # Each agent receives the artifact compiled for its profile (not the raw model), exactly once.
-    assert all(d["upload_bytes"] > 0 for d in docs[0]["devices"])
-    assert all(d["upload_bytes"] == 0 for d in docs[1]["devices"])
-    # All agents share this machine's CLOCK_MONOTONIC: concurrent jobs overlap in time.
-    spans = [
-        (min(p["start_ns"] for p in d["phases"]), max(p["end_ns"] for p in d["phases"])) for d in docs[0]["devices"]
-    ]
-    assert max(start for start, _ in spans) < min(end for _, end in spans)
-
-
 def test_fleet_with_a_member_down_profiles_the_others_and_exits_1(
     lab: list[AgentProc], squeezenet: Path, tmp_path: Path
 ) -> None:
