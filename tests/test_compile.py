@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 
 import host.compile as compile_mod
-from host.compile import CompileError, CompileOptions, Compiler
+from host.compile import Compiler
+from host.compile_options import CompileError, CompileOptions
 from host.modelfile import ModelFile, inspect
 from protos import agent_pb2 as pb
 

@@ -141,7 +141,8 @@ def profile(
         timeout_s=timeout,
         reconnect_s=reconnect,
     )
-    from host.compile import CompileError, CompileOptions, Compiler
+    from host.compile import Compiler
+    from host.compile_options import CompileError, CompileOptions
     from host.progress import final_table, make_progress
 
     try:

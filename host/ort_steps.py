@@ -1,0 +1,132 @@
+"""ONNX Runtime steps for compile: offline optimisation, the .ort format, int8 quantisation with calibration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from host.compile_options import CompileError, CompileOptions, short_reason
+from host.modelfile import InputDecl
+from host.onnx_passes import conform_ir3_inputs
+
+
+def _session_options(dst: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # EXTENDED, not ALL: layout (NCHWc) rewrites at ALL are tied to the host CPU and may not load on the board.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    return options
+
+
+def ort_optimize(src: Path, dst: Path) -> None:
+    """ONNX Runtime offline optimisation: the graph a CPU session would build, saved as ONNX."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(src), _session_options(dst), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
+        raise CompileError(f"ONNX Runtime cannot optimise {src.name}: {short_reason(err)}") from err
+
+
+def ort_format(src: Path, dst: Path) -> None:
+    """ONNX Runtime format (.ort) for minimal-build runtimes, saved by a session at the EXTENDED level.
+
+    Not through onnxruntime.tools.convert_onnx_models_to_ort: it optimises at the ALL level, whose
+    layout rewrites belong to the host's CPU, not the board's.
+    """
+    import onnxruntime as ort
+
+    options = _session_options(dst)
+    try:
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise CompileError(
+            f"this onnxruntime cannot save {src.name} in ORT format ({short_reason(err)}); "
+            "install the full onnxruntime package on the host"
+        ) from err
+    if not dst.is_file():
+        raise CompileError(f"onnxruntime {ort.__version__} wrote no ORT-format model for {src.name}")
+
+
+def quantize_int8(src: Path, dst: Path, options: CompileOptions, inputs: tuple[InputDecl, ...]) -> None:
+    """int8 with onnxruntime.quantization: constants folded first so generated weights are quantized too."""
+    try:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as err:
+        raise CompileError("--quantize needs onnxruntime.quantization on the host: pip install onnxruntime") from err
+    prepared = dst.with_name(dst.stem + "-prep.onnx")
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        conform_ir3_inputs(prepared)
+        if options.quantize_mode == "dynamic":
+            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
+        else:
+            reader = _CalibrationReader(_calibration_samples(options, inputs))
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+            )
+    except CompileError:
+        raise
+    except Exception as err:
+        raise CompileError(
+            f"int8 {options.quantize_mode} quantization of {src.name} failed: {short_reason(err)}"
+        ) from err
+
+
+def _calibration_samples(options: CompileOptions, inputs: tuple[InputDecl, ...]) -> list[dict[str, Any]]:
+    """Calibration feeds: from the npz (a leading extra axis indexes samples), else seeded random data."""
+    import numpy as np
+
+    count = options.calibration_samples
+    if options.calibration_npz is not None:
+        try:
+            with np.load(options.calibration_npz) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as err:
+            raise CompileError(f"cannot read calibration data {options.calibration_npz}: {short_reason(err)}") from err
+        missing = [d.name for d in inputs if d.name not in arrays]
+        if missing:
+            raise CompileError(f"calibration data {options.calibration_npz} lacks input(s): {', '.join(missing)}")
+        per_input = {
+            d.name: list(arrays[d.name]) if arrays[d.name].ndim == len(d.shape) + 1 else [arrays[d.name]]
+            for d in inputs
+        }
+        count = min([count, *(len(v) for v in per_input.values())])
+        return [{d.name: per_input[d.name][i].astype(d.dtype) for d in inputs} for i in range(count)]
+    # Seeded: the same recipe must give the same artifact, whichever host builds it.
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(count):
+        feed = {}
+        for decl in inputs:
+            shape = tuple(dim if isinstance(dim, int) and dim > 0 else 1 for dim in decl.shape)
+            if decl.dtype.startswith("float"):
+                feed[decl.name] = rng.standard_normal(shape).astype(decl.dtype)
+            else:
+                feed[decl.name] = np.zeros(shape, dtype=decl.dtype)
+        samples.append(feed)
+    return samples
+
+
+class _CalibrationReader:
+    """An onnxruntime.quantization CalibrationDataReader over prepared feeds (duck-typed: get_next/rewind)."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self._samples = samples
+        self._iter: Iterator[dict[str, Any]] = iter(samples)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._samples)
