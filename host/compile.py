@@ -16,7 +16,7 @@ from agent.profiles import GENERIC_PROFILE, DeviceProfile, load_profile
 from host.compile_options import CompileError, CompileOptions
 from host.modelfile import InputDecl, ModelFile, ModelFileError, inspect
 from host.onnx_passes import check_onnx, conform_ir3_inputs, convert_opset, default_opset, fix_dims
-from host.ort_steps import ort_format, ort_optimize, quantize_int8
+from host.ort_steps import fold_constants, ort_format, ort_optimize, quantize_int8
 from protos import agent_pb2 as pb
 
 #: File suffix of each target format's artifact.
@@ -64,6 +64,9 @@ class Compiler:
             except ModelFileError as err:
                 path.unlink(missing_ok=True)  # a damaged artifact must not be served again
                 raise CompileError(f"compiled model for {_device(info)} is invalid: {err}") from err
+            check = _check_path(path)
+            if check.is_file():  # how a converted model compared with ONNX Runtime when it was built
+                recipe = {**recipe, "conversion_check": json.loads(check.read_text())}
         return artifact, {**recipe, "cached": cached}
 
     def recipe(self, model: ModelFile, info: pb.DeviceInfo) -> dict[str, Any]:
@@ -82,10 +85,9 @@ class Compiler:
             self._check_passthrough(model, info, profile, target)
             return recipe
         if target == "tflite":
-            raise CompileError(
-                f"device {_device(info)} (profile {profile.name}) needs a .tflite model: edgeprof does not convert "
-                "ONNX to TFLite; convert it first (e.g. with onnx2tf) and profile the .tflite file"
-            )
+            if optimize:
+                raise CompileError(f"profile {profile.name}: optimize '{optimize}' is for ONNX targets, not tflite")
+            self._check_convertible(info, profile)
         steps: list[str] = []
         if max_opset is not None and self._default_opset(model) > max_opset:
             steps.append(f"opset-{max_opset}")
@@ -94,6 +96,12 @@ class Compiler:
             # The shapes are part of the recipe, hence of the cache key and of each device's result.
             steps.append("fix-dims")
             recipe["input_shapes"] = {name: list(dims) for name, dims in shapes.items()}
+        if target == "tflite":
+            from host.tflite_convert import converter_recipe
+
+            # Converter versions and options go into the recipe, hence the cache key: a new onnx2tf rebuilds.
+            steps += ["fold-constants", "tflite-convert"]
+            recipe["converter"] = converter_recipe()
         if self.options.quantize:
             steps.append(f"quantize-{self.options.quantize}-{self.options.quantize_mode}")
             if self.options.quantize_mode == "static":
@@ -172,6 +180,19 @@ class Compiler:
         if model.format == "ort" and target == "tflite":
             raise CompileError(f"device {_device(info)} (profile {profile.name}) needs a .tflite model, not .ort")
 
+    def _check_convertible(self, info: pb.DeviceInfo, profile: DeviceProfile) -> None:
+        """An ONNX model for a TFLite board: the optional converter must be installed, and float32 is all it makes."""
+        from host.tflite_convert import EXTRA_HINT, available
+
+        needs = f"device {_device(info)} (profile {profile.name}) runs .tflite models"
+        if self.options.quantize:
+            raise CompileError(
+                f"{needs}: --quantize works on ONNX targets only; quantize when you convert (e.g. onnx2tf -oiqt) "
+                "and profile the .tflite"
+            )
+        if not available():
+            raise CompileError(f"{needs}; {EXTRA_HINT}")
+
     def _calibration_doc(self) -> dict[str, Any]:
         npz = self.options.calibration_npz
         doc: dict[str, Any] = {"samples": self.options.calibration_samples}
@@ -189,7 +210,8 @@ class Compiler:
         with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".build-") as scratch:
             current = model.path
             for index, step in enumerate(recipe["steps"]):
-                out = Path(scratch) / f"{index}-{step}.{'ort' if step == 'ort-format' else 'onnx'}"
+                suffix = {"ort-format": "ort", "tflite-convert": "tflite"}.get(step, "onnx")
+                out = Path(scratch) / f"{index}-{step}.{suffix}"
                 if step == "check":
                     check_onnx(current, out)
                 elif step == "fix-dims":
@@ -200,6 +222,11 @@ class Compiler:
                     ort_optimize(current, out)
                 elif step == "ort-format":
                     ort_format(current, out)
+                elif step == "fold-constants":
+                    fold_constants(current, out)
+                elif step == "tflite-convert":
+                    check = _convert_to_tflite(current, out, model.path.name)
+                    _check_path(path).write_text(json.dumps(check, sort_keys=True))
                 elif step.startswith("quantize-int8-"):
                     # After fix-dims the graph takes only the fixed shapes: calibration feeds get them too.
                     fixed = recipe.get("input_shapes", {})
@@ -210,6 +237,20 @@ class Compiler:
                 current = out
             # Atomic: other processes sharing the cache never see a half-written artifact.
             os.replace(current, path)
+
+
+def _check_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + ".check.json")
+
+
+def _convert_to_tflite(src: Path, dst: Path, name: str) -> dict[str, Any]:
+    """ONNX (static shapes by now) to float32 .tflite, checked against ONNX Runtime; returns that check."""
+    from host.tflite_convert import ConversionError, convert_onnx_to_tflite
+
+    try:
+        return dict(convert_onnx_to_tflite(src, dst)["check"])
+    except ConversionError as err:
+        raise CompileError(str(err).replace(src.name, name)) from err  # the user's file, not a scratch name
 
 
 def _profile(name: str) -> DeviceProfile:

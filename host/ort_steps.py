@@ -11,12 +11,14 @@ from host.modelfile import InputDecl
 from host.onnx_passes import conform_ir3_inputs
 
 
-def _session_options(dst: Path) -> Any:
+def _session_options(dst: Path, basic: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     # EXTENDED, not ALL: layout (NCHWc) rewrites at ALL are tied to the host CPU and may not load on the board.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    # BASIC keeps to standard ONNX ops (constant folding, redundant nodes): for graphs another tool reads next.
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_BASIC if basic else level.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(dst)
     return options
 
@@ -29,6 +31,19 @@ def ort_optimize(src: Path, dst: Path) -> None:
         ort.InferenceSession(str(src), _session_options(dst), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeException types
         raise CompileError(f"ONNX Runtime cannot optimise {src.name}: {short_reason(err)}") from err
+
+
+def fold_constants(src: Path, dst: Path) -> None:
+    """Weights computed in the graph (ConstantOfShape, Range...) become initializers, by ONNX Runtime at BASIC.
+
+    The graph stays standard ONNX: what converters such as onnx2tf need, which cannot take generated weights.
+    """
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(src), _session_options(dst, basic=True), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise CompileError(f"ONNX Runtime cannot fold the constants of {src.name}: {short_reason(err)}") from err
 
 
 def ort_format(src: Path, dst: Path) -> None:

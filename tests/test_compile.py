@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -141,14 +142,29 @@ def test_second_compile_is_a_cache_hit_without_rebuilding(
     assert calls == []
 
 
-def test_onnx_model_for_a_tflite_target_is_refused_in_one_line(squeezenet: ModelFile, tmp_path: Path) -> None:
+def test_onnx_model_for_a_tflite_target_without_the_converter_names_the_extra(
+    squeezenet: ModelFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)  # as if the tflite-convert extra were not installed
+
     with pytest.raises(CompileError) as caught:
         Compiler(CompileOptions(), cache_dir=tmp_path)(squeezenet, device("android-generic", ("tflite",)))
 
     message = str(caught.value)
     assert "\n" not in message
-    assert "android-generic-box (profile android-generic) needs a .tflite model" in message
-    assert "does not convert" in message and "onnx2tf" in message
+    assert "android-generic-box (profile android-generic) runs .tflite models" in message
+    assert "pip install 'edgeprof[tflite-convert]'" in message
+    assert not list(tmp_path.iterdir())  # nothing half-built in the cache
+
+
+def test_quantize_for_a_tflite_target_is_refused_in_one_line(squeezenet: ModelFile, tmp_path: Path) -> None:
+    with pytest.raises(CompileError) as caught:
+        Compiler(CompileOptions(quantize="int8"), cache_dir=tmp_path)(
+            squeezenet, device("android-generic", ("tflite",))
+        )
+
+    assert "\n" not in str(caught.value)
+    assert "--quantize works on ONNX targets only" in str(caught.value)
 
 
 def test_tflite_model_passes_through_to_a_tflite_target(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ would agree with ONNX Runtime.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 import host.tflite_convert as tflite_convert
 from host.modelfile import inspect
 from host.tflite_convert import ConversionError, available, compare_outputs, convert_onnx_to_tflite
+from tests.conftest import console_script
+from tests.faultlib import AgentProc, isolated_env
 
 LIGHT_SQUEEZENET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
 EXTRA = "pip install 'edgeprof[tflite-convert]'"
@@ -220,3 +223,40 @@ def test_op_the_converter_lacks_is_a_one_line_error_and_writes_nothing(tmp_path:
     )
     assert not dst.exists()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+@needs_converter
+def test_onnx_profiled_on_a_tflite_board_is_converted_once_and_runs_in_litert(tmp_path: Path) -> None:
+    """The user's path: `host profile model.onnx` against an agent whose profile runs TFLite."""
+    model = random_weight_squeezenet(tmp_path / "squeezenet.onnx")
+    agent = AgentProc(tmp_path, "--profile", "android-generic").start()
+    try:
+        docs = []
+        for run in ("first", "second"):
+            out = tmp_path / f"{run}.json"
+            proc = subprocess.run(
+                [
+                    *(console_script("host"), "profile", str(model), "--device", agent.address, "--runs", "20"),
+                    *("--min-duration", "0.2", "--idle", "0", "--threads", "1", "--quiet", "--json", str(out)),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=isolated_env(tmp_path),
+            )
+            assert proc.returncode == 0, proc.stderr
+            docs.append(json.loads(out.read_text())["devices"][0])
+    finally:
+        agent.stop()
+
+    first, second = docs
+    assert first["status"] == "ok" and first["runtime"].startswith("tflite ") and first["n_inferences"] >= 20
+    recipe = first["recipe"]
+    assert recipe["target_format"] == "tflite" and recipe["steps"] == ["check", "fold-constants", "tflite-convert"]
+    assert recipe["converter"]["converter"] == "onnx2tf" and recipe["cached"] is False
+    assert recipe["conversion_check"]["max_rel_error"] <= 1e-5
+    assert first["upload_bytes"] > 0
+    # Second run: the converted artifact comes from the host's cache and is already on the board.
+    assert second["status"] == "ok" and second["recipe"]["cached"] is True and second["upload_bytes"] == 0
+    assert second["recipe"]["conversion_check"] == recipe["conversion_check"]
