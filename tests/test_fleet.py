@@ -152,3 +152,29 @@ def test_fleet_without_tags_does_not_browse() -> None:
     members = fleet_members(Fleet(name="static", agents=["10.0.0.5:50051"]), no_browse)
 
     assert [m.address for m in members] == ["10.0.0.5:50051"]
+
+
+def test_stored_run_acknowledges_each_agents_job_after_saving(squeezenet: Path, tmp_path: Path) -> None:
+    from host.client import AgentClient
+    from host.profiling import Target
+    from host.store import Store
+    from tests.faultlib import AgentProc as PlainAgent
+
+    for i in range(3):
+        (tmp_path / f"a{i}").mkdir()
+    agents = [PlainAgent(tmp_path / f"a{i}").start() for i in range(3)]
+    try:
+        targets = [Target(name=f"board-{i}", address=a.address) for i, a in enumerate(agents)]
+        settings = ProfileSettings(runs=5, min_duration_s=0.0, idle_s=0, warmup=1, threads=1)
+        store = Store(tmp_path / "runs.sqlite")
+        run = run_profile(inspect(squeezenet), targets, settings, store=store, progress=lambda p: None)
+        for agent, entry in zip(agents, run.document["devices"], strict=True):
+            with AgentClient(agent.address) as client:
+                open_jobs = {j.job_id for j in client.list_jobs()}
+                all_jobs = {j.job_id for j in client.list_jobs(include_acknowledged=True)}
+            assert entry["status"] == "ok" and entry["job_id"] in all_jobs
+            assert entry["job_id"] not in open_jobs, f"{entry['device']}: its job was not acknowledged"
+        assert store.pending(run.document["run_id"]) == []
+    finally:
+        for agent in agents:
+            agent.stop()
