@@ -48,6 +48,9 @@ class Compiler:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._opsets: dict[str, int] = {}  # model sha256 -> default-domain opset, read once per model
+        #: cache key -> (artifact, recipe extras): a fleet's devices sharing a recipe reuse the artifact
+        #: inspected once, instead of each re-reading and re-hashing it (seconds for a large model).
+        self._artifacts: dict[str, tuple[ModelFile, dict[str, Any]]] = {}
 
     def __call__(self, model: ModelFile, info: pb.DeviceInfo) -> tuple[ModelFile, dict[str, Any]]:
         recipe = self.recipe(model, info)
@@ -56,6 +59,9 @@ class Compiler:
         key = self.cache_key(model, recipe)
         path = self.cache_dir / f"{key}.{_EXTENSIONS[recipe['target_format']]}"
         with self._lock_for(key):
+            known = self._artifacts.get(key)
+            if known is not None and known[0].path.is_file():
+                return known[0], {**recipe, **known[1], "cached": True}
             cached = path.is_file()
             if not cached:
                 self._build(model, recipe, path)
@@ -64,10 +70,12 @@ class Compiler:
             except ModelFileError as err:
                 path.unlink(missing_ok=True)  # a damaged artifact must not be served again
                 raise CompileError(f"compiled model for {_device(info)} is invalid: {err}") from err
+            extras: dict[str, Any] = {}
             check = _check_path(path)
             if check.is_file():  # how a converted model compared with ONNX Runtime when it was built
-                recipe = {**recipe, "conversion_check": json.loads(check.read_text())}
-        return artifact, {**recipe, "cached": cached}
+                extras["conversion_check"] = json.loads(check.read_text())
+            self._artifacts[key] = (artifact, extras)
+        return artifact, {**recipe, **extras, "cached": cached}
 
     def recipe(self, model: ModelFile, info: pb.DeviceInfo) -> dict[str, Any]:
         """What this device gets: the profile's [compile] table and the options, as a JSON-able dict."""

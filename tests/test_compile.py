@@ -142,6 +142,25 @@ def test_second_compile_is_a_cache_hit_without_rebuilding(
     assert calls == []
 
 
+def test_devices_sharing_a_recipe_reuse_one_inspected_artifact(
+    squeezenet: ModelFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inspected: list[Path] = []
+    real_inspect = compile_mod.inspect
+    monkeypatch.setattr(compile_mod, "inspect", lambda path: inspected.append(path) or real_inspect(path))
+    compiler = Compiler(CompileOptions(), cache_dir=tmp_path)
+
+    results = [compiler(squeezenet, device(name)) for name in ("x86-rapl", "rpi5", "generic-linux")]
+
+    assert len(inspected) == 1  # hashed and parsed once for the whole fleet
+    assert [r["cached"] for _, r in results] == [False, True, True]
+    assert len({a.path for a, _ in results}) == 1
+    # An artifact removed from the cache behind the compiler's back is rebuilt, not served from memory.
+    results[0][0].path.unlink()
+    artifact, recipe = compiler(squeezenet, device("rpi5"))
+    assert artifact.path.is_file() and recipe["cached"] is False and len(inspected) == 2
+
+
 def test_onnx_model_for_a_tflite_target_without_the_converter_names_the_extra(
     squeezenet: ModelFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
