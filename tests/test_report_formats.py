@@ -97,3 +97,21 @@ def test_cli_report_last_writes_each_format_from_the_store(tmp_path: Path, monke
     assert json.loads((tmp_path / "p.json").read_text()) == json.loads((tmp_path / "out.json").read_text())
     bad = runner.invoke(app, ["report", "--last", "--format", "pdf", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 1
+
+
+def test_cli_report_without_output_names_the_file_after_its_format(tmp_path: Path, monkeypatch, run) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
+    monkeypatch.chdir(tmp_path)
+    Store().save_run(run)
+    _register()
+    runner = CliRunner()
+
+    html = runner.invoke(app, ["report", "--last"])
+    csv = runner.invoke(app, ["report", "--last", "-f", "csv"])
+    md = runner.invoke(app, ["report", "--last", "-f", "md"])
+
+    assert html.exit_code == csv.exit_code == md.exit_code == 0, html.output + csv.output + md.output
+    assert "written to report.csv" in csv.output
+    assert (tmp_path / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+    assert (tmp_path / "report.csv").read_text().startswith("run_id,device,")
+    assert (tmp_path / "report.md").read_text().startswith("#")

@@ -29,7 +29,10 @@ def report(
     fmt: Annotated[
         str | None, typer.Option("--format", "-f", help=f"{'|'.join(FORMATS)} (default: from the -o suffix)")
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="file to write")] = Path("report.html"),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="file to write (default: report.html, report.md, … after the format)"),
+    ] = None,
     grid_g_per_kwh: Annotated[
         float | None,
         typer.Option(min=0, help="grid carbon intensity g/kWh for the CO2e estimate (default: config grid_g_per_kwh)"),
@@ -41,9 +44,12 @@ def report(
     if not run and not last:
         fail("name a run (see `host runs ls`) or pass --last")
     try:
-        chosen = format_for(output, fmt)
+        # Without -o the file is named after the format, so `-f csv` never overwrites report.html.
+        chosen = format_for(output, fmt) if output is not None else format_for(Path("report.html"), fmt)
     except ReportError as err:
         fail(str(err))
+    if output is None:
+        output = Path(f"report.{chosen}")
     store = open_store()
     try:
         data = store.load_run(run if run else store.last_run_id())
