@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import board
+from agent.instance_lock import DataDirInUse, lock_data_dir
 from agent.jobs import JobRunner, JobSettings
 from agent.journal import Journal
 from agent.model_cache import ModelCache
@@ -114,6 +115,10 @@ class AgentProcess:
             log.warning("sensor: %s", problem)
         self._board = board.describe(self.profile.name, board.runtimes_via_subprocess())
         opts.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._data_dir_lock = lock_data_dir(opts.data_dir)
+        except DataDirInUse as err:
+            raise ServeError(str(err)) from err
         self.cache = ModelCache(
             opts.data_dir / "models",
             limit_bytes=int(opts.cache_limit_mb * 1024**2),

@@ -102,17 +102,23 @@ def create_server(
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(tls.key_pem, tls.cert_pem)],
-            root_certificates=tls.client_ca_pem,
-            require_client_auth=tls.client_ca_pem is not None,
-        )
-        port = server.add_secure_port(address, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_pem, tls.cert_pem)],
+                root_certificates=tls.client_ca_pem,
+                require_client_auth=tls.client_ca_pem is not None,
+            )
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio >= 1.60 raises "Failed to bind to address" instead of returning 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}: address in use or not available")
+        raise OSError(
+            f"cannot listen on {address}: the address is in use (another agent?) or not on this machine;"
+            " pick another --listen HOST:PORT"
+        )
     server.start()
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
