@@ -40,17 +40,19 @@ class BatchEmitter:
         self._pending = pb.MeasurementBatch(job_id=job_id)
         self._empty = True
         self.latency_counts: dict[int, int] = {}
+        #: The part of a multi-part job (agent/parts.py) that phase events, latency blocks and info belong to.
+        self.part = 0
 
     def phase(self, name: str, start_ns: int, end_ns: int = 0, detail: str = "", count: int = 0) -> None:
         with self._lock:
             self._pending.phases.add(
-                phase=PHASE_BY_NAME[name], start_ns=start_ns, end_ns=end_ns, detail=detail, count=count
+                phase=PHASE_BY_NAME[name], start_ns=start_ns, end_ns=end_ns, detail=detail, count=count, part=self.part
             )
             self._empty = False
 
     def latency(self, phase: int, start_ns: np.ndarray, end_ns: np.ndarray) -> None:
         with self._lock:
-            block = self._pending.latency.add(phase=phase)
+            block = self._pending.latency.add(phase=phase, part=self.part)
             block.start_ns.extend(start_ns.tolist())
             block.end_ns.extend(end_ns.tolist())
             self.latency_counts[phase] = self.latency_counts.get(phase, 0) + len(start_ns)
@@ -69,6 +71,7 @@ class BatchEmitter:
     def info(self, info: pb.JobInfo) -> None:
         with self._lock:
             self._pending.info.CopyFrom(info)
+            self._pending.info.part = self.part
             self._empty = False
 
     def end(self, end: pb.JobEnd) -> None:

@@ -32,6 +32,7 @@ from agent.errors import Busy, InvalidInput
 from agent.inputs import parse_shape
 from agent.journal import Journal
 from agent.model_cache import ModelCache, check_sha256
+from agent.parts import Part, combine_ends, job_parts, part_models, validate_parts
 from agent.sampler import DEFAULT_RATE_HZ, Sampler
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
 from protos import agent_pb2 as pb
@@ -105,6 +106,7 @@ def validate(request: pb.ProfileRequest) -> None:
         parse_shape(shape)
     if len(request.inputs_npz) > MAX_NPZ_BYTES:
         raise InvalidInput(f"inputs .npz is larger than {MAX_NPZ_BYTES // 1024**2} MB")
+    validate_parts(request, FORMATS)
 
 
 class JobRunner:
@@ -138,13 +140,15 @@ class JobRunner:
         validate(request)
         if self.journal.exists(request.job_id):
             return False
-        self.cache.use(request.model_sha256)  # raises ModelNotFound
+        for sha256 in part_models(request):
+            self.cache.use(sha256)  # raises ModelNotFound
         with self._lock:
             if self._queue.qsize() >= self.settings.max_queued:
                 raise Busy(f"the agent's queue is full ({self.settings.max_queued} jobs waiting): try again later")
             job = _Job(request, time.monotonic_ns())
             self._jobs[request.job_id] = job
-            self.cache.pin(request.model_sha256)
+            for sha256 in part_models(request):
+                self.cache.pin(sha256)
             self.journal.create_job(request.job_id, request.model_sha256)
             position = self._queue.qsize() + (1 if self._running else 0)
             emitter = BatchEmitter(self.journal, request.job_id)
@@ -233,7 +237,8 @@ class JobRunner:
                 self.journal.set_state(job.request.job_id, "error")
             finally:
                 self._running = None
-                self.cache.unpin(job.request.model_sha256)
+                for sha256 in part_models(job.request):
+                    self.cache.unpin(sha256)
                 with self._lock:
                     self._jobs.pop(job.request.job_id, None)
 
@@ -252,6 +257,7 @@ class _JobExecution:
         self.error_event: dict[str, Any] | None = None
         self.phase = "prepare"
         self.measured = 0
+        self.part = Part(0, self.req.model_sha256, self.req.model_format)
 
     def run(self) -> None:
         req, job = self.req, self.job
@@ -264,6 +270,28 @@ class _JobExecution:
         journal.set_state(req.job_id, "running")
         timeout_s = req.timeout_s or self.settings.default_timeout_s
         deadline = time.monotonic() + timeout_s
+        parts = job_parts(req)
+        ends: list[pb.JobEnd] = []
+        for part in parts:  # agent/parts.py: each part in a fresh worker, no other job in between
+            self._begin_part(part)
+            ends.append(self._run_part(deadline))
+            if ends[-1].status != pb.JobEnd.OK:
+                break
+        self._finish(combine_ends(ends, len(parts), multi_part=bool(req.parts)))
+
+    def _begin_part(self, part: Part) -> None:
+        self.part = part
+        self.emitter.part = part.index
+        self.info_ready = threading.Event()
+        self.end_event = None
+        self.error_event = None
+        self.phase = "prepare"
+        self.measured = 0
+
+    def _run_part(self, deadline: float) -> pb.JobEnd:
+        """One worker from PREPARE to its exit; returns how it ended."""
+        req = self.req
+        now = time.monotonic_ns()
         self.emitter.phase("prepare", now)
         self.emitter.flush()
         worker, warm = self._start_worker()
@@ -297,16 +325,16 @@ class _JobExecution:
             stop_flusher.set()
             flusher.join(timeout=5)
             self.emitter.series(sampler.stop())
-        self._finish(self._outcome(worker, outcome, sampler))
+        return self._outcome(worker, outcome, sampler)
 
     # -- steps -------------------------------------------------------------------------------------
 
     def _start_worker(self) -> tuple[subprocess.Popen[bytes], bool]:
         req = self.req
-        model_path = self.runner.cache.use(req.model_sha256)
+        model_path = self.runner.cache.use(self.part.model_sha256)
         spec: dict[str, Any] = {
             "model_path": str(model_path),
-            "format": req.model_format,
+            "format": self.part.model_format,
             "threads": req.threads,
             "providers": list(req.execution_providers) or list(self.settings.providers),
             "input_shapes": dict(req.input_shapes),
@@ -374,6 +402,7 @@ class _JobExecution:
             profile=self.settings.profile,
             sample_rate_hz=self.req.sample_rate_hz or self.settings.sample_rate_hz,
             inputs_source=event["inputs_source"],
+            worker_pid=self.job.worker.pid if self.job.worker is not None else 0,
         )
         for tensor in event["inputs"]:
             info.inputs.add(name=tensor["name"], dtype=tensor["dtype"], shape=tensor["shape"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import board
+from agent import board, parts
 from agent.instance_lock import DataDirInUse, lock_data_dir
 from agent.jobs import JobRunner, JobSettings
 from agent.journal import Journal
@@ -162,6 +162,7 @@ class AgentProcess:
             board=b["board"],
             tags=self.opts.tags,
             auth_required=self.token is not None or self.tls is not None,
+            capabilities=[parts.CAPABILITY],
         )
         info.metadata.update(board.reproducibility_metadata())
         for rt in b["runtimes"]:

@@ -33,6 +33,10 @@ class JobCollector:
     #: Running latency of the last measured block, for live displays.
     recent_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     current_phase: str = "queued"
+    #: Per part of a multi-part job (agent/parts.py): measure/warmup windows, phases and the worker's JobInfo.
+    _part_lat: dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
+    _part_phases: dict[int, dict[str, PhaseSpan]] = field(default_factory=dict)
+    infos: dict[int, pb.JobInfo] = field(default_factory=dict)
 
     def add(self, batch: pb.MeasurementBatch) -> None:
         if batch.seq != self.last_seq + 1:
@@ -53,12 +57,21 @@ class JobCollector:
             span.detail = event.detail or span.detail
             span.count = int(event.count) or span.count
             self.current_phase = name
+            part_phases = self._part_phases.setdefault(int(event.part), {})
+            part_span = part_phases.setdefault(name, PhaseSpan(name, int(event.start_ns), int(event.end_ns)))
+            part_span.start_ns = int(event.start_ns) or part_span.start_ns
+            part_span.end_ns = int(event.end_ns) or part_span.end_ns
+            part_span.detail = event.detail or part_span.detail
+            part_span.count = int(event.count) or part_span.count
         for block in batch.latency:
             starts = np.asarray(block.start_ns, dtype=np.int64)
             ends = np.asarray(block.end_ns, dtype=np.int64)
             lists = self._lat.setdefault(int(block.phase), ([], []))
             lists[0].append(starts)
             lists[1].append(ends)
+            part_lists = self._part_lat.setdefault((int(block.part), int(block.phase)), ([], []))
+            part_lists[0].append(starts)
+            part_lists[1].append(ends)
             if block.phase == pb.MEASURE:
                 self.measured += len(starts)
                 self.recent_latency_ns = ends - starts
@@ -70,7 +83,9 @@ class JobCollector:
             entry[1].append(np.asarray(sblock.t_ns, dtype=np.int64))
             entry[2].append(np.asarray(sblock.value, dtype=np.float64))
         if batch.HasField("info"):
-            self.info = batch.info
+            if self.info is None:  # a multi-part job sends one per part: the first describes the job
+                self.info = batch.info
+            self.infos[int(batch.info.part)] = batch.info
         if batch.HasField("end"):
             self.end = batch.end
 
@@ -108,6 +123,34 @@ class JobCollector:
         if not starts:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate(ends) - np.concatenate(starts)
+
+    @property
+    def parts(self) -> list[int]:
+        """Indices of the parts that reached a phase, in order."""
+        return sorted(self._part_phases)
+
+    def part_raw(self, part: int) -> DeviceRaw:
+        """One part's measurements; series are cut to the part's span (its first phase start to its last end)."""
+        phases = sorted(self._part_phases.get(part, {}).values(), key=lambda p: (p.start_ns, p.name))
+        whole = self.raw()
+        if not phases:
+            return DeviceRaw(device=self.device)
+        first_ns = min(p.start_ns for p in phases if p.start_ns) if any(p.start_ns for p in phases) else 0
+        last_ns = max(max(p.end_ns, p.start_ns) for p in phases)
+        series = []
+        for s in whole.series:
+            keep = (s.t_ns >= first_ns) & (s.t_ns <= last_ns)
+            series.append(Series(s.name, s.kind, s.role, s.sensor, s.t_ns[keep], s.value[keep]))
+
+        def cat(phase: int) -> tuple[np.ndarray, np.ndarray]:
+            starts, ends = self._part_lat.get((part, phase), ([], []))
+            if not starts:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            return np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
+
+        m_start, m_end = cat(pb.MEASURE)
+        w_start, w_end = cat(pb.WARMUP)
+        return DeviceRaw(self.device, m_start, m_end, w_start, w_end, series, phases)
 
     def raw(self) -> DeviceRaw:
         def cat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:

@@ -236,6 +236,7 @@ class DeviceInfo(_message.Message):
     CACHE_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
     QUEUED_JOBS_FIELD_NUMBER: _builtins.int
     BOARD_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     os: _builtins.str
     """"Ubuntu 22.04.4 LTS" """
@@ -264,6 +265,10 @@ class DeviceInfo(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """governor, nvpmodel, clocks, board model…"""
 
+    @_builtins.property
+    def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """optional features this agent supports, e.g. "parts" """
+
     def __init__(
         self,
         *,
@@ -285,10 +290,11 @@ class DeviceInfo(_message.Message):
         cache_limit_bytes: _builtins.int = ...,
         queued_jobs: _builtins.int = ...,
         board: _builtins.str = ...,
+        capabilities: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "auth_required", b"auth_required", "board", b"board", "cache_bytes", b"cache_bytes", "cache_limit_bytes", b"cache_limit_bytes", "cpu_cores", b"cpu_cores", "cpu_model", b"cpu_model", "hostname", b"hostname", "kernel", b"kernel", "machine", b"machine", "metadata", b"metadata", "os", b"os", "profile", b"profile", "queued_jobs", b"queued_jobs", "ram_bytes", b"ram_bytes", "runtimes", b"runtimes", "sensors", b"sensors", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "auth_required", b"auth_required", "board", b"board", "cache_bytes", b"cache_bytes", "cache_limit_bytes", b"cache_limit_bytes", "capabilities", b"capabilities", "cpu_cores", b"cpu_cores", "cpu_model", b"cpu_model", "hostname", b"hostname", "kernel", b"kernel", "machine", b"machine", "metadata", b"metadata", "os", b"os", "profile", b"profile", "queued_jobs", b"queued_jobs", "ram_bytes", b"ram_bytes", "runtimes", b"runtimes", "sensors", b"sensors", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -454,6 +460,7 @@ class ProfileRequest(_message.Message):
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     MAX_WARMUP_S_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """chosen by the host (uuid4 hex) so it can re-attach; [0-9a-f]{32}"""
     model_sha256: _builtins.str
@@ -493,6 +500,13 @@ class ProfileRequest(_message.Message):
     def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """runtime-specific extras (e.g. "xnnpack": "0")"""
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProfilePart]:
+        """Measure phases run back to back in this one job, each in a fresh worker that loads its model again
+        (`host profile --repeat K`, `host ab`). Empty = one part with model_sha256/model_format above.
+        Needs the "parts" capability (DeviceInfo.capabilities).
+        """
+
     def __init__(
         self,
         *,
@@ -513,14 +527,38 @@ class ProfileRequest(_message.Message):
         timeout_s: _builtins.float = ...,
         max_warmup_s: _builtins.float = ...,
         options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        parts: _abc.Iterable[Global___ProfilePart] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_providers", b"execution_providers", "idle_s", b"idle_s", "input_shapes", b"input_shapes", "inputs_npz", b"inputs_npz", "job_id", b"job_id", "max_warmup_s", b"max_warmup_s", "min_duration_s", b"min_duration_s", "model_format", b"model_format", "model_sha256", b"model_sha256", "op_profile", b"op_profile", "options", b"options", "runs", b"runs", "sample_rate_hz", b"sample_rate_hz", "settle_timeout_s", b"settle_timeout_s", "threads", b"threads", "timeout_s", b"timeout_s", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_providers", b"execution_providers", "idle_s", b"idle_s", "input_shapes", b"input_shapes", "inputs_npz", b"inputs_npz", "job_id", b"job_id", "max_warmup_s", b"max_warmup_s", "min_duration_s", b"min_duration_s", "model_format", b"model_format", "model_sha256", b"model_sha256", "op_profile", b"op_profile", "options", b"options", "parts", b"parts", "runs", b"runs", "sample_rate_hz", b"sample_rate_hz", "settle_timeout_s", b"settle_timeout_s", "threads", b"threads", "timeout_s", b"timeout_s", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProfileRequest: _TypeAlias = ProfileRequest  # noqa: Y015
+
+@_typing.final
+class ProfilePart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_SHA256_FIELD_NUMBER: _builtins.int
+    MODEL_FORMAT_FIELD_NUMBER: _builtins.int
+    model_sha256: _builtins.str
+    model_format: _builtins.str
+    """"onnx" | "tflite" | "ort" """
+    def __init__(
+        self,
+        *,
+        model_sha256: _builtins.str = ...,
+        model_format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_format", b"model_format", "model_sha256", b"model_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProfilePart: _TypeAlias = ProfilePart  # noqa: Y015
 
 @_typing.final
 class AttachRequest(_message.Message):
@@ -713,6 +751,7 @@ class PhaseEvent(_message.Message):
     END_NS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
     phase: Global___Phase.ValueType
     start_ns: _builtins.int
     end_ns: _builtins.int
@@ -721,6 +760,8 @@ class PhaseEvent(_message.Message):
     """e.g. "not settled: 71.5 C after 60 s", "position 2 in queue" """
     count: _builtins.int
     """inferences in this phase (warmup/measure), when it ended"""
+    part: _builtins.int
+    """index into ProfileRequest.parts (0 for a one-part job)"""
     def __init__(
         self,
         *,
@@ -729,10 +770,11 @@ class PhaseEvent(_message.Message):
         end_ns: _builtins.int = ...,
         detail: _builtins.str = ...,
         count: _builtins.int = ...,
+        part: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "detail", b"detail", "end_ns", b"end_ns", "phase", b"phase", "start_ns", b"start_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "detail", b"detail", "end_ns", b"end_ns", "part", b"part", "phase", b"phase", "start_ns", b"start_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -747,8 +789,11 @@ class LatencyBlock(_message.Message):
     START_NS_FIELD_NUMBER: _builtins.int
     END_NS_FIELD_NUMBER: _builtins.int
     PHASE_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
     phase: Global___Phase.ValueType
     """WARMUP or MEASURE"""
+    part: _builtins.int
+    """index into ProfileRequest.parts"""
     @_builtins.property
     def start_ns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -759,10 +804,11 @@ class LatencyBlock(_message.Message):
         start_ns: _abc.Iterable[_builtins.int] | None = ...,
         end_ns: _abc.Iterable[_builtins.int] | None = ...,
         phase: Global___Phase.ValueType = ...,
+        part: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ns", b"end_ns", "phase", b"phase", "start_ns", b"start_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ns", b"end_ns", "part", b"part", "phase", b"phase", "start_ns", b"start_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -825,6 +871,8 @@ class JobInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     SAMPLE_RATE_HZ_FIELD_NUMBER: _builtins.int
     INPUTS_SOURCE_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    WORKER_PID_FIELD_NUMBER: _builtins.int
     runtime: _builtins.str
     runtime_version: _builtins.str
     load_time_ns: _builtins.int
@@ -835,6 +883,10 @@ class JobInfo(_message.Message):
     """the rate the samplers actually ran at"""
     inputs_source: _builtins.str
     """"random" | "npz" """
+    part: _builtins.int
+    """sent once per part: the part whose worker loaded the model"""
+    worker_pid: _builtins.int
+    """that worker's process id (each part has its own)"""
     @_builtins.property
     def execution_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the providers the session actually uses"""
@@ -862,10 +914,12 @@ class JobInfo(_message.Message):
         device: Global___DeviceInfo | None = ...,
         sample_rate_hz: _builtins.float = ...,
         inputs_source: _builtins.str = ...,
+        part: _builtins.int = ...,
+        worker_pid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "execution_providers", b"execution_providers", "inputs", b"inputs", "inputs_source", b"inputs_source", "load_rss_delta_bytes", b"load_rss_delta_bytes", "load_time_ns", b"load_time_ns", "outputs", b"outputs", "profile", b"profile", "runtime", b"runtime", "runtime_version", b"runtime_version", "sample_rate_hz", b"sample_rate_hz", "threads", b"threads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "execution_providers", b"execution_providers", "inputs", b"inputs", "inputs_source", b"inputs_source", "load_rss_delta_bytes", b"load_rss_delta_bytes", "load_time_ns", b"load_time_ns", "outputs", b"outputs", "part", b"part", "profile", b"profile", "runtime", b"runtime", "runtime_version", b"runtime_version", "sample_rate_hz", b"sample_rate_hz", "threads", b"threads", "worker_pid", b"worker_pid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -986,6 +1040,7 @@ class JobEnd(_message.Message):
     OP_TOP_NODES_FIELD_NUMBER: _builtins.int
     PHASE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     status: Global___JobEnd.Status.ValueType
     error: _builtins.str
     """one line, for people"""
@@ -1008,6 +1063,10 @@ class JobEnd(_message.Message):
     def notes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """e.g. "settle": "timeout", "warmup_stable": "true" """
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartEnd]:
+        """per part, in order, for a multi-part job (the fields above sum them up)"""
+
     def __init__(
         self,
         *,
@@ -1022,14 +1081,72 @@ class JobEnd(_message.Message):
         op_top_nodes: _abc.Iterable[Global___OpStat] | None = ...,
         phase: _builtins.str = ...,
         notes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        parts: _abc.Iterable[Global___PartEnd] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_kind", b"error_kind", "first_inference_ns", b"first_inference_ns", "measured", b"measured", "notes", b"notes", "op_by_type", b"op_by_type", "op_top_nodes", b"op_top_nodes", "peak_rss_bytes", b"peak_rss_bytes", "phase", b"phase", "status", b"status", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_kind", b"error_kind", "first_inference_ns", b"first_inference_ns", "measured", b"measured", "notes", b"notes", "op_by_type", b"op_by_type", "op_top_nodes", b"op_top_nodes", "parts", b"parts", "peak_rss_bytes", b"peak_rss_bytes", "phase", b"phase", "status", b"status", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobEnd: _TypeAlias = JobEnd  # noqa: Y015
+
+@_typing.final
+class PartEnd(_message.Message):
+    """How one part of a multi-part job ended (the job stops at the first part that fails)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NotesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PART_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
+    WARMUP_FIELD_NUMBER: _builtins.int
+    FIRST_INFERENCE_NS_FIELD_NUMBER: _builtins.int
+    PEAK_RSS_BYTES_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    part: _builtins.int
+    measured: _builtins.int
+    warmup: _builtins.int
+    first_inference_ns: _builtins.int
+    peak_rss_bytes: _builtins.int
+    @_builtins.property
+    def notes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        part: _builtins.int = ...,
+        measured: _builtins.int = ...,
+        warmup: _builtins.int = ...,
+        first_inference_ns: _builtins.int = ...,
+        peak_rss_bytes: _builtins.int = ...,
+        notes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_inference_ns", b"first_inference_ns", "measured", b"measured", "notes", b"notes", "part", b"part", "peak_rss_bytes", b"peak_rss_bytes", "warmup", b"warmup"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartEnd: _TypeAlias = PartEnd  # noqa: Y015
 
 @_typing.final
 class MeasurementBatch(_message.Message):

@@ -28,3 +28,54 @@ def open_store() -> Store:
         return Store()
     except StoreError as err:
         fail(str(err))
+
+
+# -- options of every command that profiles (`host profile`, `host ab`): declared once, here ------------------
+
+FleetOption = Annotated[str | None, typer.Option(help="fleet name from the config file")]
+DeviceOption = Annotated[list[str] | None, typer.Option(help="agent address HOST:PORT (repeatable)")]
+RunsOption = Annotated[int, typer.Option(min=1, help="minimum measured inferences (per repetition)")]
+WarmupOption = Annotated[
+    int, typer.Option(min=0, help="minimum warmup inferences (warmup goes on until latency is stable)")
+]
+MinDurationOption = Annotated[float, typer.Option(min=0, help="minimum measured seconds (per repetition)")]
+IdleOption = Annotated[float, typer.Option(min=0, help="seconds of idle power baseline before warmup")]
+ThreadsOption = Annotated[int, typer.Option(min=0, help="intra-op threads (0 = runtime default)")]
+InputShapeOption = Annotated[list[str] | None, typer.Option(help="NAME=1x3x224x224 for dynamic inputs (repeatable)")]
+InputsOption = Annotated[Path | None, typer.Option(help=".npz of input arrays to use instead of random data")]
+SampleRateOption = Annotated[float, typer.Option(min=0, help="sensor sampling rate in Hz (0 = agent default)")]
+SettleTimeoutOption = Annotated[float, typer.Option(min=0, help="max seconds to wait for the board to cool")]
+OpProfileOption = Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")]
+QuantizeOption = Annotated[str | None, typer.Option(help="quantize for every target: int8")]
+QuantizeModeOption = Annotated[str, typer.Option(help="int8 quantization: dynamic or static")]
+CalibrationOption = Annotated[Path | None, typer.Option(help=".npz of calibration inputs for static int8")]
+TimeoutOption = Annotated[float, typer.Option(min=0, help="per-job timeout in seconds (0 = agent default)")]
+ReconnectOption = Annotated[
+    float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")
+]
+TokenFileOption = Annotated[Path | None, typer.Option(help="bearer token for the agents")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")]
+
+
+#: `--repeat K`: K measure phases per device, each in a fresh worker (the repetition is the unit of evidence).
+RepeatOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=100,
+        metavar="K",
+        help="measure K times per device, each in a fresh worker that loads the model again; figures pooled",
+    ),
+]
+
+
+# -- options of every command that compares (`host compare`, `host ab`) -------------------------------------
+
+FailOnRegressionOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0, metavar="PCT", help="exit 1 when a statistically significant regression is larger than PCT percent"
+    ),
+]
+CompareFormatOption = Annotated[str, typer.Option("--format", "-f", help="text|md|json")]
+CompareOutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="also write the comparison here")]

@@ -6,16 +6,43 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from host import examples
 from host.cli import app
-from host.cli.common import TlsCaOption, fail, open_store
+from host.cli.common import (
+    CalibrationOption,
+    DeviceOption,
+    FleetOption,
+    IdleOption,
+    InputShapeOption,
+    InputsOption,
+    MinDurationOption,
+    OpProfileOption,
+    QuantizeModeOption,
+    QuantizeOption,
+    QuietOption,
+    ReconnectOption,
+    RepeatOption,
+    RunsOption,
+    SampleRateOption,
+    SettleTimeoutOption,
+    ThreadsOption,
+    TimeoutOption,
+    TlsCaOption,
+    TokenFileOption,
+    WarmupOption,
+    fail,
+    open_store,
+)
 from host.config import ConfigError, credentials_for, load_config
-from host.modelfile import ModelFileError, check_input_shapes, inspect
+from host.modelfile import ModelFile, ModelFileError, check_input_shapes, inspect
 from host.profiling import ProfileSettings, Target, run_profile
+
+if TYPE_CHECKING:
+    from host.compile import Compiler
 
 
 def _input_shapes(flags: list[str]) -> dict[str, str]:
@@ -71,79 +98,30 @@ def resolve_targets(
     return [Target(name="local", address=address, credentials=local.credentials)]
 
 
-@app.command()
-def profile(
-    model: Annotated[
-        str, typer.Argument(help="model file (.onnx, .ort, .tflite) or example:NAME (e.g. example:squeezenet)")
-    ],
-    fleet: Annotated[str | None, typer.Option(help="fleet name from the config file")] = None,
-    device: Annotated[list[str] | None, typer.Option(help="agent address HOST:PORT (repeatable)")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="minimum measured inferences")] = 100,
-    warmup: Annotated[
-        int, typer.Option(min=0, help="minimum warmup inferences (warmup goes on until latency is stable)")
-    ] = 10,
-    min_duration: Annotated[float, typer.Option(min=0, help="minimum measured seconds")] = 2.0,
-    idle: Annotated[float, typer.Option(min=0, help="seconds of idle power baseline before warmup")] = 3.0,
-    threads: Annotated[int, typer.Option(min=0, help="intra-op threads (0 = runtime default)")] = 0,
-    input_shape: Annotated[
-        list[str] | None, typer.Option(help="NAME=1x3x224x224 for dynamic inputs (repeatable)")
-    ] = None,
-    inputs: Annotated[Path | None, typer.Option(help=".npz of input arrays to use instead of random data")] = None,
-    sample_rate: Annotated[float, typer.Option(min=0, help="sensor sampling rate in Hz (0 = agent default)")] = 0.0,
-    settle_timeout: Annotated[float, typer.Option(min=0, help="max seconds to wait for the board to cool")] = 0.0,
-    op_profile: Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")] = False,
-    quantize: Annotated[str | None, typer.Option(help="quantize for every target: int8")] = None,
-    quantize_mode: Annotated[str, typer.Option(help="int8 quantization: dynamic or static")] = "dynamic",
-    calibration: Annotated[Path | None, typer.Option(help=".npz of calibration inputs for static int8")] = None,
-    timeout: Annotated[float, typer.Option(min=0, help="per-job timeout in seconds (0 = agent default)")] = 0.0,
-    reconnect: Annotated[
-        float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")
-    ] = 300.0,
-    token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
-    tls_ca: TlsCaOption = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="write the result document here")] = None,
-    report: Annotated[
-        Path | None, typer.Option(help="also write a report: .html, .md, .csv or .json by suffix")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
-) -> None:
-    """Profile MODEL: latency, throughput, memory, power and energy on every device."""
+def load_model(spec: str, shapes: dict[str, str]) -> ModelFile:
+    """MODEL argument (a file or example:NAME) inspected, its --input-shape names checked; one line on error."""
     try:
-        model_file = inspect(examples.resolve(model))
-        shapes = _input_shapes(input_shape or [])
+        model_file = inspect(examples.resolve(spec))
         check_input_shapes(model_file, shapes)
     except ModelFileError as err:
         fail(str(err))
-    if report is not None:
-        from host.report import ReportError, format_for
+    return model_file
 
-        try:
-            format_for(report)  # a bad name fails now, not after the whole profile has run
-        except ReportError as err:
-            fail(str(err))
-    npz = b""
-    if inputs is not None:
-        try:
-            npz = inputs.read_bytes()
-        except OSError as err:
-            fail(f"cannot read --inputs {inputs}: {err.strerror}")
-    settings = ProfileSettings(
-        runs=runs,
-        warmup=warmup,
-        min_duration_s=min_duration,
-        idle_s=idle,
-        threads=threads,
-        input_shapes=shapes,
-        inputs_npz=npz,
-        sample_rate_hz=sample_rate,
-        settle_timeout_s=settle_timeout,
-        op_profile=op_profile,
-        timeout_s=timeout,
-        reconnect_s=reconnect,
-    )
+
+def read_inputs(inputs: Path | None) -> bytes:
+    if inputs is None:
+        return b""
+    try:
+        return inputs.read_bytes()
+    except OSError as err:
+        fail(f"cannot read --inputs {inputs}: {err.strerror}")
+
+
+def make_compiler(
+    quantize: str | None, quantize_mode: str, calibration: Path | None, shapes: dict[str, str], inputs: Path | None
+) -> Compiler:
     from host.compile import Compiler
     from host.compile_options import CompileError, CompileOptions
-    from host.progress import final_table, make_progress
 
     try:
         # The run's shapes (--input-shape, or the --inputs arrays) are what compile fixes dynamic dims to.
@@ -154,16 +132,88 @@ def profile(
             input_shapes=shapes,
             inputs_npz=inputs,
         )
-        compiler = Compiler(options)
+        return Compiler(options)
     except CompileError as err:
         fail(str(err))
 
+
+@app.command()
+def profile(
+    model: Annotated[
+        str, typer.Argument(help="model file (.onnx, .ort, .tflite) or example:NAME (e.g. example:squeezenet)")
+    ],
+    fleet: FleetOption = None,
+    device: DeviceOption = None,
+    runs: RunsOption = 100,
+    warmup: WarmupOption = 10,
+    min_duration: MinDurationOption = 2.0,
+    idle: IdleOption = 3.0,
+    threads: ThreadsOption = 0,
+    repeat: RepeatOption = 1,
+    input_shape: InputShapeOption = None,
+    inputs: InputsOption = None,
+    sample_rate: SampleRateOption = 0.0,
+    settle_timeout: SettleTimeoutOption = 0.0,
+    op_profile: OpProfileOption = False,
+    quantize: QuantizeOption = None,
+    quantize_mode: QuantizeModeOption = "dynamic",
+    calibration: CalibrationOption = None,
+    timeout: TimeoutOption = 0.0,
+    reconnect: ReconnectOption = 300.0,
+    token_file: TokenFileOption = None,
+    tls_ca: TlsCaOption = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the result document here")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="also write a report: .html, .md, .csv or .json by suffix")
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Profile MODEL: latency, throughput, memory, power and energy on every device."""
+    shapes = _input_shapes(input_shape or [])
+    model_file = load_model(model, shapes)
+    if report is not None:
+        from host.report import ReportError, format_for
+
+        try:
+            format_for(report)  # a bad name fails now, not after the whole profile has run
+        except ReportError as err:
+            fail(str(err))
+    settings = ProfileSettings(
+        runs=runs,
+        warmup=warmup,
+        min_duration_s=min_duration,
+        idle_s=idle,
+        threads=threads,
+        input_shapes=shapes,
+        inputs_npz=read_inputs(inputs),
+        sample_rate_hz=sample_rate,
+        settle_timeout_s=settle_timeout,
+        op_profile=op_profile,
+        timeout_s=timeout,
+        reconnect_s=reconnect,
+    )
+    from host.progress import final_table, make_progress
+
+    compiler = make_compiler(quantize, quantize_mode, calibration, shapes, inputs)
     store = open_store()
     with ExitStack() as stack:
         targets = resolve_targets(fleet, device or [], token_file, stack, tls_ca)
         progress = make_progress(quiet)
         try:
-            run = run_profile(model_file, targets, settings, store=store, progress=progress, compile_fn=compiler)
+            if repeat > 1:
+                from host.sequence import repeat_order, run_parts
+
+                run = run_parts(
+                    [model_file],
+                    repeat_order(repeat),
+                    targets,
+                    settings,
+                    store=store,
+                    progress=progress,
+                    compile_fn=compiler,
+                )[0]
+            else:
+                run = run_profile(model_file, targets, settings, store=store, progress=progress, compile_fn=compiler)
         finally:
             close = getattr(progress, "close", None)
             if close:
