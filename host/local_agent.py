@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
@@ -12,8 +13,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from host.client import Credentials
+
+#: How many hosts on one machine may each run an embedded agent at once (each has its own data dir).
+MAX_LOCAL_AGENTS = 32
 
 _LISTENING = re.compile(r"listening on (?P<host>[^\s]+):(?P<port>\d+)")
 
@@ -49,6 +54,29 @@ def default_local_data_dir() -> Path:
     return base / "edgeprof" / "local-agent"
 
 
+def claim_data_dir(preferred: Path) -> tuple[Path, IO[str]]:
+    """The first of ``preferred``, ``preferred-2``, … that no other host holds, and the lock that holds it.
+
+    Two `host profile` commands at once (two terminals, parallel CI jobs) must not share an agent's data
+    directory: one journal and model cache per agent. The lock is an flock the kernel drops when this host
+    ends, however it ends. Keep the returned file open while the agent runs.
+    """
+    for n in range(1, MAX_LOCAL_AGENTS + 1):
+        candidate = preferred if n == 1 else preferred.with_name(f"{preferred.name}-{n}")
+        candidate.mkdir(parents=True, exist_ok=True)
+        handle = open(candidate / "host.lock", "a")  # noqa: SIM115 - the open file is the lock
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return candidate, handle
+    raise LocalAgentError(
+        f"{MAX_LOCAL_AGENTS} hosts on this machine already run a local agent ({preferred}-N):"
+        " wait for one to finish, or profile on an agent with --device"
+    )
+
+
 class LocalAgent:
     """`with LocalAgent() as agent:` runs `agent serve` on 127.0.0.1, a free port, with a fresh token.
 
@@ -58,7 +86,9 @@ class LocalAgent:
     def __init__(
         self, data_dir: Path | None = None, extra_args: list[str] | None = None, start_timeout_s: float = 60.0
     ) -> None:
-        self.data_dir = data_dir or default_local_data_dir()
+        self.preferred_data_dir = data_dir or default_local_data_dir()
+        self.data_dir = self.preferred_data_dir
+        self._data_dir_lock: IO[str] | None = None
         self.extra_args = extra_args or []
         self.start_timeout_s = start_timeout_s
         self.address = ""
@@ -71,7 +101,7 @@ class LocalAgent:
         return self.data_dir / "agent.log"
 
     def start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir, self._data_dir_lock = claim_data_dir(self.preferred_data_dir)
         token_file = Path(self._tmp.name) / "token"
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -126,6 +156,9 @@ class LocalAgent:
             proc.stdout.close()
         self._proc = None
         self._tmp.cleanup()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.close()  # only now: the agent that used the directory has exited
+            self._data_dir_lock = None
 
     def __enter__(self) -> LocalAgent:
         self.start()
