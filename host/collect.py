@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from host import validate
 from host.rundata import DeviceRaw, PhaseSpan, Series
 from protos import agent_pb2 as pb
 
@@ -15,6 +16,14 @@ SERIES_KINDS = {int(v): k.lower() for k, v in pb.SeriesKind.items() if v}
 
 class SequenceError(Exception):
     """A batch arrived out of order: a gap (lost samples) or a repeat (duplicated samples)."""
+
+
+class InvalidBatch(SequenceError):
+    """A batch holds numbers the host refuses (host/validate.py), or more samples than the job may hold.
+
+    A SequenceError, so every caller that refuses an out-of-order stream refuses this one the same way:
+    that device's job fails with this one-line message, nothing of the batch is kept.
+    """
 
 
 @dataclass
@@ -33,6 +42,9 @@ class JobCollector:
     #: Running latency of the last measured block, for live displays.
     recent_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     current_phase: str = "queued"
+    #: Samples (inference windows + sensor samples) this job may hold; more ends the job (bounded memory).
+    max_samples: int = field(default_factory=validate.max_samples_per_job)
+    samples: int = 0
     #: Per part of a multi-part job (agent/parts.py): measure/warmup windows, phases and the worker's JobInfo.
     _part_lat: dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     _part_phases: dict[int, dict[str, PhaseSpan]] = field(default_factory=dict)
@@ -45,6 +57,7 @@ class JobCollector:
                 f"{kind} in the measurement stream of job {batch.job_id[:8]}:"
                 f" expected batch {self.last_seq + 1}, got {batch.seq}"
             )
+        self._check(batch)
         self.last_seq = batch.seq
         self.job_id = batch.job_id
         for event in batch.phases:
@@ -88,6 +101,45 @@ class JobCollector:
             self.infos[int(batch.info.part)] = batch.info
         if batch.HasField("end"):
             self.end = batch.end
+
+    def _check(self, batch: pb.MeasurementBatch) -> None:
+        """InvalidBatch unless every number in the batch passes host/validate.py and the job stays under its cap.
+
+        Checked whole before anything of it is kept, so a refused batch leaves the collector as it was.
+        """
+        where = f"job {batch.job_id[:8]}, batch {batch.seq}"
+        added = validate.samples_in(batch)
+        if self.samples + added > self.max_samples:
+            raise InvalidBatch(
+                f"the agent sent more than {self.max_samples} samples for {where} (the host's cap per job, "
+                f"which keeps its memory bounded; set {validate.MAX_SAMPLES_ENV} to allow more)"
+            )
+        new_names = {s.name for s in batch.series} - self._series.keys()
+        if len(self._series) + len(new_names) > validate.MAX_SERIES_PER_JOB:
+            raise InvalidBatch(f"the agent sent more than {validate.MAX_SERIES_PER_JOB} sensor series for {where}")
+        try:
+            for event in batch.phases:
+                validate.check_phase(event, PHASE_NAMES.get(int(event.phase), "unknown"))
+            for block in batch.latency:
+                validate.check_latency(
+                    np.asarray(block.start_ns, dtype=np.int64),
+                    np.asarray(block.end_ns, dtype=np.int64),
+                    PHASE_NAMES.get(int(block.phase), "unknown"),
+                )
+            for sblock in batch.series:
+                validate.check_series(
+                    sblock.name,
+                    SERIES_KINDS.get(int(sblock.kind), "unknown"),
+                    np.asarray(sblock.t_ns, dtype=np.int64),
+                    np.asarray(sblock.value, dtype=np.float64),
+                )
+            if batch.HasField("info"):
+                validate.check_info(batch.info)
+            if batch.HasField("end"):
+                validate.check_end(batch.end)
+        except validate.BatchError as err:
+            raise InvalidBatch(f"refused {where} from the agent: {err}") from err
+        self.samples += added
 
     def recent_power_w(self, window_ns: int = 1_000_000_000) -> float | None:
         """Mean board power over the last ``window_ns`` of samples, for live displays; None without a sensor.

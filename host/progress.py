@@ -8,6 +8,7 @@ import time
 from typing import Any, TextIO
 
 from host.profiling import DeviceProgress
+from host.report.escape import rich_text, terminal_text
 
 
 class PlainProgress:
@@ -26,10 +27,11 @@ class PlainProgress:
             if p.phase == phase and now - at < self.every_s:
                 return
             self._last[p.device] = (p.phase, now)
+            # Device names and errors come from agents: never let them drive the terminal.
             if p.status == "error":
-                line = f"{p.device}: failed: {p.error}"
+                line = f"{terminal_text(p.device)}: failed: {terminal_text(p.error)}"
             else:
-                line = f"{p.device}: {p.phase}"
+                line = f"{terminal_text(p.device)}: {terminal_text(p.phase)}"
                 if p.measured:
                     line += f"  {p.measured} inferences"
                 if p.p50_ms is not None:
@@ -64,8 +66,8 @@ class LiveProgress:
             done = f"{p.measured}/{p.target_runs}" if p.target_runs else str(p.measured)
             p50 = f"{p.p50_ms:.3f}" if p.p50_ms is not None else ""
             power = f"{p.power_w:.2f}" if p.power_w is not None else ""
-            status = {"ok": "[green]ok", "error": f"[red]{p.error}"}.get(p.status, "")
-            table.add_row(p.device, p.phase, done, p50, power, status)
+            status = {"ok": "[green]ok", "error": f"[red]{rich_text(p.error)}"}.get(p.status, "")
+            table.add_row(rich_text(p.device), rich_text(p.phase), done, p50, power, status)
         return table
 
     def __call__(self, p: DeviceProgress) -> None:
@@ -94,7 +96,8 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"run {document['run_id']}  ·  {document['model']['path']}", title_justify="left")
+    title = rich_text(f"run {document['run_id']}  ·  {document['model']['path']}")
+    table = Table(title=title, title_justify="left")
     for col, justify in (
         ("device", "left"),
         ("status", "left"),
@@ -126,13 +129,14 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout) -> None:
         runtime = (d.get("runtime") or "-") + (f" / {provider.replace('ExecutionProvider', '')}" if provider else "")
         status = "ok" if d["status"] == "ok" else "error"
         if d["status"] != "ok":
-            errors.append(f"{d['device']}: {d.get('error')}")
+            errors.append(f"{terminal_text(d['device'])}: {terminal_text(d.get('error'))}")
         elif d.get("validity") and not d["validity"]["valid"]:
-            errors.append(f"{d['device']}: result not valid: " + "; ".join(d["validity"]["reasons"]))
+            reasons = "; ".join(terminal_text(r) for r in d["validity"]["reasons"])
+            errors.append(f"{terminal_text(d['device'])}: result not valid: {reasons}")
         table.add_row(
-            d["device"],
+            rich_text(d["device"]),
             status,
-            runtime,
+            rich_text(runtime),
             str(d.get("n_inferences", 0)),
             p50,
             _fmt(lat.get("p90"), ".3f"),

@@ -6,6 +6,7 @@ from typing import Any
 
 from host import energy, stats
 from host.rundata import DeviceRaw
+from host.strict_json import finite_or_null
 from protos import agent_pb2 as pb
 
 _STATUS = {pb.JobEnd.OK: "ok", pb.JobEnd.ERROR: "error", pb.JobEnd.CANCELLED: "error"}
@@ -96,7 +97,7 @@ def device_entry(
             "by_type": [_op(o) for o in end.op_by_type],
             "top_nodes": [_op(o) for o in end.op_top_nodes],
         }
-    return entry
+    return finite_or_null(entry)  # strict JSON (DESIGN.md §4): null, never NaN or Infinity
 
 
 def _op(op: pb.OpStat) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -40,6 +39,7 @@ from host.cli.common import (
 from host.config import ConfigError, credentials_for, load_config
 from host.modelfile import ModelFile, ModelFileError, check_input_shapes, inspect
 from host.profiling import ProfileSettings, Target, run_profile
+from host.strict_json import dumps as strict_dumps
 
 if TYPE_CHECKING:
     from host.compile import Compiler
@@ -221,7 +221,7 @@ def profile(
     document = run.document
     final_table(document)
     if json_path is not None:
-        _write(json_path, json.dumps(document, indent=2) + "\n")
+        _write(json_path, strict_dumps(document, indent=2) + "\n")
     if report is not None:
         from host.report import ReportError, write_report
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
+from host.report import ReportError
 from host.report import fields as f
+from host.report.escape import csv_cell
 from host.rundata import RunData
+from host.strict_json import dumps
 
 
 def _csv_value(value: Any) -> str:
@@ -18,7 +20,9 @@ def _csv_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)  # shortest text that reads back as the same float
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return csv_cell(str(value))  # text can come from an agent: never a spreadsheet formula
 
 
 def csv_header(grid_g_per_kwh: float | None) -> list[str]:
@@ -40,5 +44,10 @@ def render_csv(run: RunData, grid_g_per_kwh: float | None = None) -> str:
 
 
 def render_json(run: RunData) -> str:
-    """The stored result document, unchanged."""
-    return json.dumps(run.document, indent=2) + "\n"
+    """The stored result document, unchanged, as strict JSON (a non-finite number is a one-line ReportError)."""
+    try:
+        return dumps(run.document) + "\n"
+    except ValueError as err:
+        raise ReportError(
+            f"run {run.run_id} holds a number that is not finite ({err}): strict JSON cannot carry it"
+        ) from err

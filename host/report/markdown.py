@@ -6,6 +6,7 @@ from pathlib import PurePath
 from typing import Any
 
 from host.report import fields as f
+from host.report.escape import markdown_code, markdown_html_text, markdown_text
 from host.rundata import RunData
 
 SUMMARY_HEADER = (
@@ -27,18 +28,14 @@ SUMMARY_HEADER = (
 )
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _row(entry: dict[str, Any]) -> list[str]:
     lat = entry.get("latency_ms") or {}
     provider = (entry.get("execution_provider") or "").removesuffix("ExecutionProvider")
     runtime = " / ".join(p for p in (entry.get("runtime") or "", provider) if p) or "–"
-    return [
-        entry.get("device", "?"),
-        entry.get("status") or "–",
-        runtime,
+    return [  # text from the agent is escaped; the numbers are ours (digits, '.', '–', brackets)
+        markdown_text(entry.get("device", "?")),
+        markdown_text(entry.get("status") or "–"),
+        markdown_text(runtime),
         str(entry.get("n_inferences") or 0),
         f.with_interval(lat.get("p50"), lat.get("p50_ci95")),
         f.num(lat.get("p90")),
@@ -59,30 +56,32 @@ def _key_figures(devices: list[dict[str, Any]], grid_g_per_kwh: float | None) ->
     lines: list[str] = []
     if ok:
         fastest = min(ok, key=lambda d: d["latency_ms"]["p50"])
-        lines.append(f"- Fastest p50: **{fastest['device']}** {f.num(fastest['latency_ms']['p50'])} ms")
+        lines.append(f"- Fastest p50: **{markdown_text(fastest['device'])}** {f.num(fastest['latency_ms']['p50'])} ms")
         for d in ok:
             if d is not fastest:
                 ratio = d["latency_ms"]["p50"] / fastest["latency_ms"]["p50"]
-                lines.append(f"  - {d['device']}: {(ratio - 1) * 100:+.1f}% p50 vs {fastest['device']}")
+                vs = markdown_text(fastest["device"])
+                lines.append(f"  - {markdown_text(d['device'])}: {(ratio - 1) * 100:+.1f}% p50 vs {vs}")
     powered = [d for d in ok if f.has_energy(d)]
     if powered:
         frugal = min(powered, key=lambda d: d["energy"]["energy_mj_per_inference"])
         lines.append(
-            f"- Lowest energy: **{frugal['device']}** {f.num(frugal['energy']['energy_mj_per_inference'])} mJ/inference"
+            f"- Lowest energy: **{markdown_text(frugal['device'])}**"
+            f" {f.num(frugal['energy']['energy_mj_per_inference'])} mJ/inference"
         )
         if grid_g_per_kwh is not None:
             for d in powered:
                 g = f.co2e_g_per_1m_inferences(d, grid_g_per_kwh)
                 lines.append(
-                    f"- {d['device']}: ~{f.num(g, 3)} g CO2e per million inferences "
+                    f"- {markdown_text(d['device'])}: ~{f.num(g, 3)} g CO2e per million inferences "
                     f"(estimate at {f.num(grid_g_per_kwh, 3)} g/kWh)"
                 )
-    unpowered = [d["device"] for d in ok if not f.has_energy(d)]
+    unpowered = [markdown_text(d["device"]) for d in ok if not f.has_energy(d)]
     if unpowered:
         lines.append(f"- Energy not measured ({f.NO_SENSOR}): {', '.join(unpowered)}")
     for d in devices:
         if d.get("status") != "ok":
-            lines.append(f"- ❌ {d.get('device')}: {_cell(str(d.get('error') or 'failed'))}")
+            lines.append(f"- ❌ {markdown_text(d.get('device'))}: {markdown_text(d.get('error') or 'failed')}")
     return lines
 
 
@@ -92,30 +91,33 @@ def render_markdown(run: RunData, grid_g_per_kwh: float | None = None) -> str:
     name = PurePath(str(model.get("path", "?"))).name
     devices = list(doc.get("devices") or [])
     out = [
-        f"### edgeprof · `{name}` · run `{doc.get('run_id', '?')}`",
+        f"### edgeprof · {markdown_code(name)} · run {markdown_code(doc.get('run_id', '?'))}",
         "",
-        f"Model sha256 `{str(model.get('sha256', ''))[:12]}` · {len(devices)} device(s) · {doc.get('created_at', '')}",
+        f"Model sha256 {markdown_code(str(model.get('sha256', ''))[:12])} · {len(devices)} device(s)"
+        f" · {markdown_text(doc.get('created_at', ''))}",
         "",
         "| " + " | ".join(SUMMARY_HEADER) + " |",
         "|" + "|".join("---" if i < 3 else "---:" for i in range(len(SUMMARY_HEADER))) + "|",
     ]
-    out += ["| " + " | ".join(_cell(c) for c in _row(d)) + " |" for d in devices]
+    out += ["| " + " | ".join(_row(d)) + " |" for d in devices]
     for d in devices:
         validity = d.get("validity") or {}
         if validity and not validity.get("valid"):
-            out += ["", f"⚠️ **{d.get('device')}: not valid**: " + "; ".join(validity.get("reasons") or [])]
+            reasons = "; ".join(markdown_text(r) for r in validity.get("reasons") or [])
+            out += ["", f"⚠️ **{markdown_text(d.get('device'))}: not valid**: {reasons}"]
         ops = (d.get("op_profile") or {}).get("by_type") or []
         if ops:
             total_us = sum(r["total_us"] for r in ops) or 1.0
             out += [
                 "",
-                f"<details><summary>{d.get('device')}: time by operator type</summary>",
+                f"<details><summary>{markdown_html_text(d.get('device'))}: time by operator type</summary>",
                 "",
                 "| op type | total ms | share | calls |",
                 "|---|---:|---:|---:|",
             ]
             out += [
-                f"| {r['op_type']} | {r['total_us'] / 1e3:.2f} | {100 * r['total_us'] / total_us:.1f}% | {r['calls']} |"
+                f"| {markdown_text(r['op_type'])} | {r['total_us'] / 1e3:.2f}"
+                f" | {100 * r['total_us'] / total_us:.1f}% | {r['calls']} |"
                 for r in ops[:10]
             ]
             out += ["", "</details>"]
