@@ -131,7 +131,9 @@ def _tflite_inputs(path: Path) -> tuple[InputDecl, ...]:
     except ImportError:
         return ()
     try:
-        session = TFLiteBackend().load(str(path), threads=1, providers=(), options={}, op_profile=False)
+        # Without XNNPACK: reading the inputs needs no delegate, and LiteRT announces the one it creates
+        # on the terminal ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.").
+        session = TFLiteBackend().load(str(path), threads=1, providers=(), options={"xnnpack": "0"}, op_profile=False)
     except AgentError as err:
         if err.kind == "runtime_missing":
             return ()

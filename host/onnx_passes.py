@@ -181,7 +181,9 @@ def convert_opset(src: Path, dst: Path, target: int, profile: str, name: str) ->
     onnx.save(converted, str(dst))
     try:
         onnx.checker.check_model(str(dst), full_check=True)  # full: input types against the older schemas too
-        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+        from host.ort_steps import quiet_session_options
+
+        ort.InferenceSession(str(dst), quiet_session_options(), providers=["CPUExecutionProvider"])
     except Exception as err:
         raise CompileError(
             f"{name} converted from ONNX opset {current} to {target} for profile {profile} is not valid "

@@ -11,10 +11,24 @@ from host.modelfile import InputDecl
 from host.onnx_passes import conform_ir3_inputs
 
 
-def _session_options(dst: Path, basic: bool = False) -> Any:
+#: ONNX Runtime's own severity for the sessions the host opens: errors only. Its warnings ("Removing
+#: initializer …", coloured, on the terminal) are about the user's graph and need no action from them.
+ORT_LOG_SEVERITY_ERROR = 3
+
+
+def quiet_session_options() -> Any:
+    """SessionOptions for a session the host opens for itself (compile, checks): ORT logs errors only."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.log_severity_level = ORT_LOG_SEVERITY_ERROR
+    return options
+
+
+def _session_options(dst: Path, basic: bool = False) -> Any:
+    import onnxruntime as ort
+
+    options = quiet_session_options()
     # EXTENDED, not ALL: layout (NCHWc) rewrites at ALL are tied to the host CPU and may not load on the board.
     # BASIC keeps to standard ONNX ops (constant folding, redundant nodes): for graphs another tool reads next.
     level = ort.GraphOptimizationLevel

@@ -388,7 +388,9 @@ def _check_tflite(
     import onnxruntime as ort
 
     feeds = _random_feeds(onnx_inputs, shapes)
-    session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    from host.ort_steps import quiet_session_options
+
+    session = ort.InferenceSession(str(src), quiet_session_options(), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
     names = list(feeds)
     for position, detail in enumerate(tfl_inputs):
