@@ -10,7 +10,6 @@ from host.compile_options import CompileError, CompileOptions, short_reason
 from host.modelfile import InputDecl
 from host.onnx_passes import conform_ir3_inputs
 
-
 #: ONNX Runtime's own severity for the sessions the host opens: errors only. Its warnings ("Removing
 #: initializer …", coloured, on the terminal) are about the user's graph and need no action from them.
 ORT_LOG_SEVERITY_ERROR = 3
