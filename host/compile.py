@@ -91,6 +91,7 @@ class Compiler:
         recipe: dict[str, Any] = {"target_format": target, "steps": [], "profile": profile.name}
         if model.format in ("tflite", "ort"):
             self._check_passthrough(model, info, profile, target)
+            recipe["target_format"] = model.format  # what the board receives: the model as it is
             return recipe
         if target == "tflite":
             if optimize:

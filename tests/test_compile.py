@@ -200,9 +200,10 @@ def test_tflite_model_for_an_onnx_target_needs_a_tflite_runtime_there(tmp_path: 
 
     with pytest.raises(CompileError, match=r"rpi4-box \(profile rpi4\) has no tflite runtime \(it reports: onnx"):
         compiler(model, device("rpi4"))
-    artifact, _ = compiler(model, device("rpi4", ("onnxruntime", "tflite")))
+    artifact, recipe = compiler(model, device("rpi4", ("onnxruntime", "tflite")))
 
     assert artifact is model
+    assert recipe["target_format"] == "tflite"  # what the board received, not the profile's default format
 
 
 def test_ort_format_profile_gets_an_ort_model_that_runs(
