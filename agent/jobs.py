@@ -135,8 +135,8 @@ class JobRunner:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, request: pb.ProfileRequest) -> bool:
-        """Queue a job. Returns False when a job with this id exists already (the caller re-attaches)."""
+    def submit(self, request: pb.ProfileRequest, owner: str | None = None) -> bool:
+        """Queue a job owned by `owner` (agent/ownership.py). False when the id exists (the caller re-attaches)."""
         validate(request)
         if self.journal.exists(request.job_id):
             return False
@@ -149,7 +149,7 @@ class JobRunner:
             self._jobs[request.job_id] = job
             for sha256 in part_models(request):
                 self.cache.pin(sha256)
-            self.journal.create_job(request.job_id, request.model_sha256)
+            self.journal.create_job(request.job_id, request.model_sha256, owner)
             position = self._queue.qsize() + (1 if self._running else 0)
             emitter = BatchEmitter(self.journal, request.job_id)
             emitter.phase("queued", job.submitted_ns, detail=f"position {position} in queue" if position else "")

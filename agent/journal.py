@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     finished REAL,
     last_seq INTEGER NOT NULL DEFAULT 0,
-    acked_seq INTEGER NOT NULL DEFAULT 0
+    acked_seq INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     job_id TEXT NOT NULL,
@@ -46,6 +47,11 @@ class JobRow:
     finished: float | None
     last_seq: int
     acked_seq: int
+    #: agent/ownership.py's hash of who started the job; None for jobs journalled before owners existed.
+    owner: str | None = None
+
+
+_ROW_COLUMNS = "job_id, state, model_sha256, created, finished, last_seq, acked_seq, owner"
 
 
 class UnknownJob(KeyError):
@@ -61,6 +67,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "owner" not in columns:  # a journal from before job ownership: its jobs stay ownerless
+            self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -68,11 +77,11 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def create_job(self, job_id: str, model_sha256: str) -> None:
+    def create_job(self, job_id: str, model_sha256: str, owner: str | None = None) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (job_id, state, model_sha256, created) VALUES (?, 'queued', ?, ?)",
-                (job_id, model_sha256, time.time()),
+                "INSERT INTO jobs (job_id, state, model_sha256, created, owner) VALUES (?, 'queued', ?, ?, ?)",
+                (job_id, model_sha256, time.time(), owner),
             )
 
     def exists(self, job_id: str) -> bool:
@@ -102,16 +111,13 @@ class Journal:
 
     def job(self, job_id: str) -> JobRow:
         with self._lock:
-            row = self._db.execute(
-                "SELECT job_id, state, model_sha256, created, finished, last_seq, acked_seq FROM jobs WHERE job_id = ?",
-                (job_id,),
-            ).fetchone()
+            row = self._db.execute(f"SELECT {_ROW_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
         return JobRow(*row)
 
     def jobs(self, include_acknowledged: bool = False) -> list[JobRow]:
-        query = "SELECT job_id, state, model_sha256, created, finished, last_seq, acked_seq FROM jobs"
+        query = f"SELECT {_ROW_COLUMNS} FROM jobs"
         if not include_acknowledged:
             query += " WHERE acked_seq < last_seq OR state NOT IN ('ok', 'error', 'cancelled')"
         with self._lock:

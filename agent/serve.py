@@ -16,6 +16,7 @@ from agent import board, parts
 from agent.instance_lock import DataDirInUse, lock_data_dir
 from agent.jobs import JobRunner, JobSettings
 from agent.journal import Journal
+from agent.membership import MembershipProver
 from agent.model_cache import ModelCache
 from agent.server import TlsFiles, create_server, is_loopback, split_address
 from agent.servicer import AgentServicer
@@ -139,7 +140,8 @@ class AgentProcess:
             warm_worker=opts.warm_worker,
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
-        self.servicer = AgentServicer(self.describe, self.cache, self.journal, self.runner)
+        prover = MembershipProver(self.token, host, lambda: self.port)
+        self.servicer = AgentServicer(self.describe, self.cache, self.journal, self.runner, prover=prover)
         self.port = 0
         self._server: Any = None
         self._advertiser: Any = None

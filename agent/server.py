@@ -17,6 +17,8 @@ from protos import agent_pb2_grpc
 #: Large enough for a 4 MiB upload chunk or a 64 MiB inputs .npz in a ProfileRequest.
 MAX_MESSAGE_BYTES = 80 * 1024**2
 SERVICE_NAME = "edgeprof.v1.Agent"
+#: Methods callable without the token: Prove is how a stranger-to-the-host shows it holds the token.
+OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Prove"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         self._deny_stream_out = grpc.unary_stream_rpc_method_handler(deny)
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+        method = handler_call_details.method
+        if method.startswith("/grpc.health.v1.Health/") or method in OPEN_METHODS:
             return continuation(handler_call_details)
         given = b""
         for key, value in handler_call_details.invocation_metadata or ():

@@ -10,8 +10,10 @@ import grpc
 
 from agent.errors import AgentError, Busy, InvalidInput, ModelNotFound, ModelTooLarge, RuntimeMissing, UploadCorrupt
 from agent.jobs import JobRunner
-from agent.journal import Journal, UnknownJob
+from agent.journal import TERMINAL, JobRow, Journal, UnknownJob
+from agent.membership import MembershipProver, ProveRefused
 from agent.model_cache import ModelCache
+from agent.ownership import caller_owner, may_access
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
@@ -43,12 +45,31 @@ def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):
     def __init__(
-        self, describe: Callable[[], pb.DeviceInfo], cache: ModelCache, journal: Journal, runner: JobRunner
+        self,
+        describe: Callable[[], pb.DeviceInfo],
+        cache: ModelCache,
+        journal: Journal,
+        runner: JobRunner,
+        prover: MembershipProver | None = None,
     ) -> None:
         self._describe = describe
         self.cache = cache
         self.journal = journal
         self.runner = runner
+        self.prover = prover
+
+    def _check_owner(self, job_id: str, context: grpc.ServicerContext) -> None:
+        """PERMISSION_DENIED for another credential's job (why not NOT_FOUND: agent/ownership.py)."""
+        try:
+            owner = self.journal.job(job_id).owner
+        except UnknownJob as err:
+            _abort(context, err)
+        if not may_access(owner, caller_owner(context)):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"job {job_id[:40]} was started by another host or credential: only its owner may read,"
+                " cancel or acknowledge it",
+            )
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DeviceInfo:
         info = self._describe()
@@ -88,12 +109,15 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
     def Profile(self, request: pb.ProfileRequest, context: grpc.ServicerContext) -> Iterator[pb.MeasurementBatch]:
         try:
-            self.runner.submit(request)  # an existing job_id re-attaches from the start: retries are safe
+            # An existing job_id re-attaches from the start, so retries are safe: for its owner only.
+            self.runner.submit(request, owner=caller_owner(context))
         except Exception as err:
             _abort(context, err)
+        self._check_owner(request.job_id, context)
         yield from self._stream(request.job_id, 0, context)
 
     def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext) -> Iterator[pb.MeasurementBatch]:
+        self._check_owner(request.job_id, context)
         yield from self._stream(request.job_id, request.after_seq, context)
 
     def _stream(self, job_id: str, after_seq: int, context: grpc.ServicerContext) -> Iterator[pb.MeasurementBatch]:
@@ -106,6 +130,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             context.abort(grpc.StatusCode.OUT_OF_RANGE, str(err))
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelReply:
+        self._check_owner(request.job_id, context)
         try:
             state = self.runner.cancel(request.job_id)
         except Exception as err:
@@ -114,8 +139,34 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsReply:
         rows = self.journal.jobs(include_acknowledged=request.include_acknowledged)
-        return pb.ListJobsReply(
-            jobs=[
+        return pb.ListJobsReply(jobs=job_summaries(rows, caller_owner(context)))
+
+    def Acknowledge(self, request: pb.AcknowledgeRequest, context: grpc.ServicerContext) -> pb.AcknowledgeReply:
+        self._check_owner(request.job_id, context)
+        try:
+            pruned = self.journal.acknowledge(request.job_id, request.seq)
+        except Exception as err:
+            _abort(context, err)
+        return pb.AcknowledgeReply(pruned_batches=pruned)
+
+    def Prove(self, request: pb.ProveRequest, context: grpc.ServicerContext) -> pb.ProveReply:
+        if self.prover is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this agent cannot prove fleet membership")
+        try:
+            return pb.ProveReply(mac=self.prover.answer(request.nonce, request.dialed_address))
+        except ProveRefused as err:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        raise AssertionError("unreachable: context.abort raises")
+
+
+def job_summaries(rows: list[JobRow], caller: str) -> list[pb.JobSummary]:
+    """The caller's own jobs in full; others' unfinished ones as anonymous queue entries (state, position)."""
+    waiting = sorted((r for r in rows if r.state not in TERMINAL), key=lambda r: (r.state != "running", r.created))
+    position = {r.job_id: i for i, r in enumerate(waiting, start=1)}
+    summaries = []
+    for r in rows:
+        if may_access(r.owner, caller):
+            summaries.append(
                 pb.JobSummary(
                     job_id=r.job_id,
                     state=r.state,
@@ -124,17 +175,13 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
                     acked_seq=r.acked_seq,
                     created_unix_s=r.created,
                     finished_unix_s=r.finished or 0.0,
+                    owned=True,
+                    queue_position=position.get(r.job_id, 0),
                 )
-                for r in rows
-            ]
-        )
-
-    def Acknowledge(self, request: pb.AcknowledgeRequest, context: grpc.ServicerContext) -> pb.AcknowledgeReply:
-        try:
-            pruned = self.journal.acknowledge(request.job_id, request.seq)
-        except Exception as err:
-            _abort(context, err)
-        return pb.AcknowledgeReply(pruned_batches=pruned)
+            )
+        elif r.job_id in position:
+            summaries.append(pb.JobSummary(state=r.state, queue_position=position[r.job_id]))
+    return summaries
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

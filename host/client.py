@@ -10,6 +10,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.ownership import CLIENT_KEY_METADATA
+from host.client_key import client_key
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
@@ -25,6 +27,8 @@ class Credentials:
     root_ca_pem: bytes | None = None
     client_cert_pem: bytes | None = None
     client_key_pem: bytes | None = None
+    #: Which host this is, for job ownership (host/client_key.py); None = the key this machine keeps.
+    host_key: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -63,7 +67,9 @@ class AgentClient:
             self._channel = grpc.insecure_channel(address, options=options)
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {creds.token}"),) if creds.token else ()
+        auth = (("authorization", f"Bearer {creds.token}"),) if creds.token else ()
+        # Jobs belong to (credential, host key): see agent/ownership.py.
+        self._metadata = (*auth, (CLIENT_KEY_METADATA, creds.host_key or client_key()))
 
     def close(self) -> None:
         self._channel.close()

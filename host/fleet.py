@@ -1,4 +1,8 @@
-"""Resolve a configured fleet into targets: its static agents plus the agents discovered with its tags."""
+"""Resolve a configured fleet into targets: its static agents plus the agents discovered with its tags.
+
+Discovered agents are strangers until they prove they belong to the fleet (host/membership.py): only
+the ones that do are given the fleet's credentials.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from host.client import Credentials
 from host.config import Fleet, credentials_for
 from host.discovery import DiscoveredAgent, DiscoveryError, discover
+from host.membership import can_prove, prove_all
 from host.profiling import Target
 
 log = logging.getLogger("host.fleet")
@@ -110,10 +116,54 @@ def fleet_members(fleet: Fleet, discover_fn: Callable[..., list[DiscoveredAgent]
     return members
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Members allowed the fleet's credentials, and one line per discovered agent left out."""
+
+    members: list[Member]
+    left_out: list[Member]
+    warnings: list[str]
+    #: Why each left-out member (by address) was not admitted, one line each.
+    reasons: dict[str, str]
+
+
+def admit_members(
+    fleet: Fleet,
+    members: list[Member],
+    credentials: Credentials,
+    prove_fn: Callable[[list[str], Credentials], dict[str, str]] = prove_all,
+) -> Admission:
+    """Static members as configured; discovered ones only once they proved they hold the fleet's secret."""
+    static = [m for m in members if m.source != "discovered"]
+    discovered = [m for m in members if m.source == "discovered"]
+    if not discovered:
+        return Admission(members, [], [], {})
+    if not can_prove(credentials):
+        names = ", ".join(f"{m.name} ({m.address})" for m in discovered)
+        warning = (
+            f"fleet {fleet.name}: ignoring {len(discovered)} discovered agent(s) [{names}]: the fleet has neither a "
+            "token nor a TLS CA, so a stranger announcing its tag cannot be told from a member; give the fleet a "
+            "token_file (or tls_ca), or list its agents"
+        )
+        reason = "not admitted: the fleet has neither a token nor a TLS CA to check discovered agents against"
+        return Admission(static, discovered, [warning], {m.address: reason for m in discovered})
+    failed = prove_fn([m.address for m in discovered], credentials)
+    left_out = [m for m in discovered if m.address in failed]
+    warnings = [
+        f"fleet {fleet.name}: leaving out {m.name} ({m.address}): {failed[m.address]}; it gets no token and no model"
+        for m in left_out
+    ]
+    return Admission([m for m in members if m not in left_out], left_out, warnings, failed)
+
+
 def fleet_targets(fleet: Fleet, token_file: Path | None, tls_ca: Path | None = None) -> list[Target]:
     """What `host profile --fleet NAME` runs on; raises ConfigError for unreadable credentials.
 
-    ``token_file`` and ``tls_ca`` (the command line's) override the fleet's own.
+    ``token_file`` and ``tls_ca`` (the command line's) override the fleet's own. Discovered agents that
+    do not prove their membership are left out with a warning each.
     """
     credentials = credentials_for(fleet, token_file, tls_ca)
-    return [Target(name=m.name, address=m.address, credentials=credentials) for m in fleet_members(fleet)]
+    admission = admit_members(fleet, fleet_members(fleet), credentials)
+    for warning in admission.warnings:
+        log.warning("%s", warning)
+    return [Target(name=m.name, address=m.address, credentials=credentials) for m in admission.members]

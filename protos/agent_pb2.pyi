@@ -654,6 +654,8 @@ class JobSummary(_message.Message):
     ACKED_SEQ_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_S_FIELD_NUMBER: _builtins.int
     FINISHED_UNIX_S_FIELD_NUMBER: _builtins.int
+    OWNED_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: _builtins.str
     """"queued" | "running" | "ok" | "error" | "cancelled" """
@@ -662,6 +664,12 @@ class JobSummary(_message.Message):
     acked_seq: _builtins.int
     created_unix_s: _builtins.float
     finished_unix_s: _builtins.float
+    owned: _builtins.bool
+    """Another credential's job is listed only as a queue entry: job_id and model_sha256 empty,
+    owned false, state and queue_position set.
+    """
+    queue_position: _builtins.int
+    """1 = running, 2 = next, ...; 0 when finished"""
     def __init__(
         self,
         *,
@@ -672,10 +680,12 @@ class JobSummary(_message.Message):
         acked_seq: _builtins.int = ...,
         created_unix_s: _builtins.float = ...,
         finished_unix_s: _builtins.float = ...,
+        owned: _builtins.bool = ...,
+        queue_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "created_unix_s", b"created_unix_s", "finished_unix_s", b"finished_unix_s", "job_id", b"job_id", "last_seq", b"last_seq", "model_sha256", b"model_sha256", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "created_unix_s", b"created_unix_s", "finished_unix_s", b"finished_unix_s", "job_id", b"job_id", "last_seq", b"last_seq", "model_sha256", b"model_sha256", "owned", b"owned", "queue_position", b"queue_position", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -741,6 +751,53 @@ class AcknowledgeReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcknowledgeReply: _TypeAlias = AcknowledgeReply  # noqa: Y015
+
+@_typing.final
+class ProveRequest(_message.Message):
+    """HMAC-SHA256(token, "edgeprof-prove-v1|" + nonce + "|" + dialed_address), hex. The agent answers only
+    when dialed_address is one of its own listening addresses, so a rogue cannot relay the challenge.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NONCE_FIELD_NUMBER: _builtins.int
+    DIALED_ADDRESS_FIELD_NUMBER: _builtins.int
+    nonce: _builtins.str
+    """32+ random hex characters chosen by the host"""
+    dialed_address: _builtins.str
+    """"IP:port" the host dialed"""
+    def __init__(
+        self,
+        *,
+        nonce: _builtins.str = ...,
+        dialed_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dialed_address", b"dialed_address", "nonce", b"nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProveRequest: _TypeAlias = ProveRequest  # noqa: Y015
+
+@_typing.final
+class ProveReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAC_FIELD_NUMBER: _builtins.int
+    mac: _builtins.str
+    def __init__(
+        self,
+        *,
+        mac: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mac", b"mac"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProveReply: _TypeAlias = ProveReply  # noqa: Y015
 
 @_typing.final
 class PhaseEvent(_message.Message):

@@ -74,6 +74,11 @@ class AgentStub:
                 request_serializer=protos_dot_agent__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.AcknowledgeReply.FromString,
                 _registered_method=True)
+        self.Prove = channel.unary_unary(
+                '/edgeprof.v1.Agent/Prove',
+                request_serializer=protos_dot_agent__pb2.ProveRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.ProveReply.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -135,6 +140,14 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prove(self, request, context):
+        """Unauthenticated: prove that this agent holds the fleet's token without revealing it (a host asks a
+        discovered agent before it sends the token or a model). See agent/membership.py.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +190,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=protos_dot_agent__pb2.AcknowledgeRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.AcknowledgeReply.SerializeToString,
+            ),
+            'Prove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prove,
+                    request_deserializer=protos_dot_agent__pb2.ProveRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.ProveReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +413,33 @@ class Agent:
             '/edgeprof.v1.Agent/Acknowledge',
             protos_dot_agent__pb2.AcknowledgeRequest.SerializeToString,
             protos_dot_agent__pb2.AcknowledgeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeprof.v1.Agent/Prove',
+            protos_dot_agent__pb2.ProveRequest.SerializeToString,
+            protos_dot_agent__pb2.ProveReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class AgentStub:
     """Jobs the agent knows about (for `host runs fetch`)."""
     Acknowledge: _grpc.UnaryUnaryMultiCallable[_agent_pb2.AcknowledgeRequest, _agent_pb2.AcknowledgeReply]
     """The host has stored a job's batches up to a sequence number: the agent may prune its journal."""
+    Prove: _grpc.UnaryUnaryMultiCallable[_agent_pb2.ProveRequest, _agent_pb2.ProveReply]
+    """Unauthenticated: prove that this agent holds the fleet's token without revealing it (a host asks a
+    discovered agent before it sends the token or a model). See agent/membership.py.
+    """
 
 @_typing.type_check_only
 class AgentAsyncStub(AgentStub):
@@ -73,6 +77,10 @@ class AgentAsyncStub(AgentStub):
     """Jobs the agent knows about (for `host runs fetch`)."""
     Acknowledge: _aio.UnaryUnaryMultiCallable[_agent_pb2.AcknowledgeRequest, _agent_pb2.AcknowledgeReply]  # type: ignore[assignment]
     """The host has stored a job's batches up to a sequence number: the agent may prune its journal."""
+    Prove: _aio.UnaryUnaryMultiCallable[_agent_pb2.ProveRequest, _agent_pb2.ProveReply]  # type: ignore[assignment]
+    """Unauthenticated: prove that this agent holds the fleet's token without revealing it (a host asks a
+    discovered agent before it sends the token or a model). See agent/membership.py.
+    """
 
 class AgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -138,5 +146,15 @@ class AgentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.AcknowledgeReply, _abc.Awaitable[_agent_pb2.AcknowledgeReply]]:
         """The host has stored a job's batches up to a sequence number: the agent may prune its journal."""
+
+    @_abc_1.abstractmethod
+    def Prove(
+        self,
+        request: _agent_pb2.ProveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.ProveReply, _abc.Awaitable[_agent_pb2.ProveReply]]:
+        """Unauthenticated: prove that this agent holds the fleet's token without revealing it (a host asks a
+        discovered agent before it sends the token or a model). See agent/membership.py.
+        """
 
 def add_AgentServicer_to_server(servicer: AgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -42,6 +42,7 @@ class AgentProc:
     tags: list[str]
     port: int = 0
     log_path: Path | None = None
+    token_file: Path | None = None
 
     @property
     def address(self) -> str:
@@ -65,8 +66,22 @@ class AgentProc:
             self.proc.stdout.close()
 
 
-def spawn_agents(specs: list[tuple[str, str]], root: Path, timeout_s: float = 60.0) -> list[AgentProc]:
-    """Start one advertising agent per (profile, comma-separated tags), all at once; wait for their ports."""
+def fleet_token(directory: Path) -> Path:
+    """A fresh fleet token in a 0600 file: discovered agents must prove they hold it to join a fleet."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "fleet.token"
+    path.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    path.chmod(0o600)
+    return path
+
+
+def spawn_agents(
+    specs: list[tuple[str, str]], root: Path, timeout_s: float = 60.0, token_file: Path | None = None
+) -> list[AgentProc]:
+    """Start one advertising agent per (profile, comma-separated tags), all at once; wait for their ports.
+
+    With `token_file` every agent requires (and can prove it holds) that token.
+    """
     agents: list[AgentProc] = []
     try:
         for i, (profile, tags) in enumerate(specs):
@@ -85,13 +100,16 @@ def spawn_agents(specs: list[tuple[str, str]], root: Path, timeout_s: float = 60
                 tags,
                 "--data-dir",
                 str(data),
+                *(["--token-file", str(token_file)] if token_file else []),
             ]
             log_path = data / "agent.log"
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
                     cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, start_new_session=True
                 )
-            agents.append(AgentProc(proc, profile, [t for t in tags.split(",") if t], log_path=log_path))
+            agents.append(
+                AgentProc(proc, profile, [t for t in tags.split(",") if t], log_path=log_path, token_file=token_file)
+            )
         for agent in agents:
             agent.port = _read_port(agent, timeout_s)
     except BaseException:
@@ -110,7 +128,8 @@ def _read_port(agent: AgentProc, timeout_s: float) -> int:
 
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[AgentProc]]:
-    started = spawn_agents(BOARDS, tmp_path_factory.mktemp("discovery-agents"))
+    root = tmp_path_factory.mktemp("discovery-agents")
+    started = spawn_agents(BOARDS, root, token_file=fleet_token(root))
     try:
         # As a user would: the boards are up (announced) before the host is asked to find them.
         wait_for(lambda: all(a.announced() for a in started), 30, "all four agents to announce themselves")
@@ -129,10 +148,11 @@ def host(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_four_agents_found_by_tag_with_default_settings_are_profiled_by_one_command_and_rerun_uploads_nothing(
     agents: list[AgentProc], tmp_path: Path
 ) -> None:
-    # The fleet names no addresses and no discovery settings: its members are whatever announces the tag.
+    # The fleet names no addresses and no discovery settings: its members are whatever announces the tag
+    # and proves it holds the fleet's token.
     cwd = tmp_path / "work"
     cwd.mkdir()
-    (cwd / "edgeprof.toml").write_text(f'[fleets.lab]\ntags = ["{LAB}"]\n')
+    (cwd / "edgeprof.toml").write_text(f'[fleets.lab]\ntags = ["{LAB}"]\ntoken_file = "{agents[0].token_file}"\n')
     expected = {a.address: a.profile for a in agents}
     assert len(expected) == 4 and len(set(expected.values())) == 4
 
@@ -168,7 +188,7 @@ def test_discover_finds_every_loopback_agent_with_its_txt(agents: list[AgentProc
         assert seen.profile == agent.profile
         assert seen.tags == agent.tags
         assert seen.version == "0.1.0"
-        assert seen.auth_required is False
+        assert seen.auth_required is True
         assert seen.name.endswith(f"-{agent.port}")
 
 

@@ -19,7 +19,7 @@ from host.fleet import fleet_members, fleet_targets
 from host.modelfile import inspect
 from host.profiling import DeviceProgress, ProfileSettings, run_profile
 from tests.conftest import console_script
-from tests.test_discovery import AgentProc, spawn_agents
+from tests.test_discovery import AgentProc, fleet_token, spawn_agents
 
 #: Unique per test session, so agents other test runs on this machine advertise never join our fleets.
 LAB = f"lab-{uuid.uuid4().hex[:8]}"
@@ -47,9 +47,11 @@ def write_config(directory: Path, text: str) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[AgentProc]]:
+    root = tmp_path_factory.mktemp("lab-agents")
     started = spawn_agents(
         [("generic-linux", LAB), ("rpi5", f"{LAB},arm"), ("generic-linux", f"{LAB},x86")],
-        tmp_path_factory.mktemp("lab-agents"),
+        root,
+        token_file=fleet_token(root),
     )
     yield started
     for agent in started:
@@ -61,7 +63,9 @@ def test_fleet_with_a_member_down_profiles_the_others_and_exits_1(
 ) -> None:
     down = dead_address()
     cwd = write_config(
-        tmp_path / "work", f'[fleets.lab]\nagents = ["{down}"]\ntags = ["{LAB}"]\ndiscover_timeout_s = 2.0\n'
+        tmp_path / "work",
+        f'[fleets.lab]\nagents = ["{down}"]\ntags = ["{LAB}"]\ndiscover_timeout_s = 2.0\n'
+        f'token_file = "{lab[0].token_file}"\n',
     )
 
     proc = host("profile", str(squeezenet), "--fleet", "lab", *FAST, "--json", "r.json", cwd=cwd)
@@ -78,7 +82,9 @@ def test_fleet_ls_shows_health_profile_versions_and_one_line_error_for_a_down_me
 ) -> None:
     down = dead_address()
     cwd = write_config(
-        tmp_path / "work", f'[fleets.lab]\nagents = ["{down}"]\ntags = ["{LAB}"]\ndiscover_timeout_s = 2.0\n'
+        tmp_path / "work",
+        f'[fleets.lab]\nagents = ["{down}"]\ntags = ["{LAB}"]\ndiscover_timeout_s = 2.0\n'
+        f'token_file = "{lab[0].token_file}"\n',
     )
 
     as_json = host("fleet", "ls", "--json", cwd=cwd)
@@ -100,9 +106,10 @@ def test_fleet_ls_shows_health_profile_versions_and_one_line_error_for_a_down_me
 
 def test_agent_killed_mid_run_fails_alone_with_its_error_in_the_document(squeezenet: Path, tmp_path: Path) -> None:
     tag = f"kill-{uuid.uuid4().hex[:8]}"
-    agents = spawn_agents([("generic-linux", tag), ("generic-linux", tag)], tmp_path / "agents")
+    token_file = fleet_token(tmp_path / "agents")
+    agents = spawn_agents([("generic-linux", tag), ("generic-linux", tag)], tmp_path / "agents", token_file=token_file)
     try:
-        targets = fleet_targets(Fleet(name="kill", tags=[tag], discover_timeout_s=2.0), None)
+        targets = fleet_targets(Fleet(name="kill", tags=[tag], discover_timeout_s=2.0, token_file=token_file), None)
         assert sorted(t.address for t in targets) == sorted(a.address for a in agents)
         victim = next(a for a in agents if a.address == targets[0].address)
         killed = threading.Event()

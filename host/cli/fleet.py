@@ -17,7 +17,7 @@ from host.cli.common import fail
 from host.client import AgentClient, Credentials
 from host.config import ConfigError, Fleet, credentials_for, load_config
 from host.discovery import DiscoveredAgent, DiscoveryError, discover
-from host.fleet import Member, fleet_members
+from host.fleet import Member, admit_members, fleet_members
 from host.rpc_errors import describe_rpc_error
 
 fleet_app = typer.Typer(help="fleets of agents: configured members and zeroconf discovery", no_args_is_help=True)
@@ -43,12 +43,7 @@ class MemberStatus:
 
 def probe(member: Member, credentials: Credentials) -> MemberStatus:
     """Health (grpc.health, needs no token) then Describe; a failure becomes the member's one-line error."""
-    status = MemberStatus(name=member.name, address=member.address, source=member.source)
-    if member.discovered is not None:
-        status.profile = member.discovered.profile
-        status.tags = list(member.discovered.tags)
-        status.agent_version = member.discovered.version
-        status.auth_required = member.discovered.auth_required
+    status = status_from_announcement(member)
     try:
         with AgentClient(member.address, credentials, timeout_s=PROBE_TIMEOUT_S) as client:
             status.health = client.health(timeout_s=PROBE_TIMEOUT_S)
@@ -84,20 +79,45 @@ def _shared_discovery(fleets: list[Fleet]) -> Callable[..., list[DiscoveredAgent
     return discover_once
 
 
+def left_out(member: Member, reason: str) -> MemberStatus:
+    """A discovered agent that did not prove it belongs to the fleet: shown, but never sent the token."""
+    status = status_from_announcement(member)
+    status.error = f"left out, it gets no token: {reason}"
+    return status
+
+
+def status_from_announcement(member: Member) -> MemberStatus:
+    status = MemberStatus(name=member.name, address=member.address, source=member.source)
+    if member.discovered is not None:
+        status.profile = member.discovered.profile
+        status.tags = list(member.discovered.tags)
+        status.agent_version = member.discovered.version
+        status.auth_required = member.discovered.auth_required
+    return status
+
+
 def _fleet_status(fleets: list[Fleet], token_file: Path | None) -> list[dict[str, Any]]:
-    jobs: list[tuple[Fleet, list[Member], Credentials]] = []
+    jobs: list[tuple[Fleet, list[Member], Credentials, dict[str, str]]] = []
     discover_fn = _shared_discovery(fleets)
     try:
         for fleet in fleets:
-            jobs.append((fleet, fleet_members(fleet, discover_fn), credentials_for(fleet, token_file)))
+            members, creds = fleet_members(fleet, discover_fn), credentials_for(fleet, token_file)
+            # Describe carries the token: only to members that proved they belong (host/membership.py).
+            jobs.append((fleet, members, creds, admit_members(fleet, members, creds).reasons))
     except ConfigError as err:
         fail(str(err))
-    n_members = sum(len(members) for _, members, _ in jobs)
+    n_members = sum(len(members) for _, members, _, _ in jobs)
     with ThreadPoolExecutor(max_workers=max(1, min(32, n_members))) as pool:
-        futures = [[pool.submit(probe, m, creds) for m in members] for _, members, creds in jobs]
+        futures = [
+            [
+                pool.submit(left_out, m, reasons[m.address]) if m.address in reasons else pool.submit(probe, m, creds)
+                for m in members
+            ]
+            for _, members, creds, reasons in jobs
+        ]
         return [
             {"fleet": fleet.name, "tags": fleet.tags, "members": [asdict(f.result()) for f in member_futures]}
-            for (fleet, _, _), member_futures in zip(jobs, futures, strict=True)
+            for (fleet, _, _, _), member_futures in zip(jobs, futures, strict=True)
         ]
 
 

@@ -1,0 +1,268 @@
+"""A rogue announcing the fleet's tag gets neither token nor model; the fleet's real members are profiled (issue 13.1).
+
+Real zeroconf on loopback, a real `agent serve` member, rogue gRPC servers that record every call, and
+`host profile --fleet` as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agent.discovery import Advertiser
+from agent.membership import MembershipProver, ProveRefused, prove_mac
+from agent.serve import AgentProcess, ServeOptions
+from host.client import Credentials
+from host.config import Fleet
+from host.fleet import Member, admit_members
+from host.membership import prove
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc
+from tests.conftest import console_script
+from tests.faultlib import generate_certs, wait_for
+from tests.test_discovery import AgentProc, fleet_token, spawn_agents
+
+FAST = ["--runs", "20", "--min-duration", "0.2", "--idle", "0", "--warmup", "2", "--threads", "1", "--quiet"]
+
+
+@dataclass
+class Call:
+    method: str
+    metadata: dict[str, Any]
+    request: Any = None
+
+
+@dataclass
+class RogueAgent(agent_pb2_grpc.AgentServicer):
+    """Pretends to be a fleet member and records everything a host sends it.
+
+    With `relay_to`, it passes the host's challenge on to a real agent, rewriting the dialed address to
+    the real agent's (the strongest relay: a real agent refuses to answer for an address it does not have).
+    """
+
+    relay_to: str | None = None
+    calls: list[Call] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _record(self, method: str, context: grpc.ServicerContext, request: Any = None) -> None:
+        with self.lock:
+            self.calls.append(Call(method, dict(context.invocation_metadata()), request))
+
+    def Describe(self, request: Any, context: grpc.ServicerContext) -> pb.DeviceInfo:
+        self._record("Describe", context)
+        return pb.DeviceInfo(hostname="rogue", profile="generic-linux", agent_version="0.1.0")
+
+    def HasModel(self, request: Any, context: grpc.ServicerContext) -> pb.HasModelReply:
+        self._record("HasModel", context, request)
+        return pb.HasModelReply(present=False)  # so that a trusting host would upload the model
+
+    def UploadModel(self, request_iterator: Any, context: grpc.ServicerContext) -> pb.UploadReply:
+        received = sum(len(chunk.data) for chunk in request_iterator)
+        self._record("UploadModel", context, received)
+        return pb.UploadReply(received_bytes=received)
+
+    def Profile(self, request: Any, context: grpc.ServicerContext) -> Iterator[pb.MeasurementBatch]:
+        self._record("Profile", context, request)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "rogue")
+        yield pb.MeasurementBatch()
+
+    def Prove(self, request: pb.ProveRequest, context: grpc.ServicerContext) -> pb.ProveReply:
+        self._record("Prove", context, request)
+        if self.relay_to is None:
+            return pb.ProveReply(mac="0" * 64)
+        with grpc.insecure_channel(self.relay_to) as channel:
+            relayed = pb.ProveRequest(nonce=request.nonce, dialed_address=self.relay_to)
+            return agent_pb2_grpc.AgentStub(channel).Prove(relayed, timeout=5)
+
+
+@dataclass
+class Announced:
+    rogue: RogueAgent
+    server: grpc.Server
+    advertiser: Advertiser
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.advertiser.close()
+        self.server.stop(0).wait()
+
+
+def announce_rogue(rogue: RogueAgent, tag: str, credentials: grpc.ServerCredentials | None = None) -> Announced:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    agent_pb2_grpc.add_AgentServicer_to_server(rogue, server)
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    advertiser = Advertiser.start(
+        listen_host="127.0.0.1", port=port, profile="generic-linux", tags=[tag], auth_required=True
+    )
+    return Announced(rogue, server, advertiser, port)
+
+
+@pytest.fixture
+def fleet_with_rogues(tmp_path: Path) -> Iterator[tuple[str, Path, AgentProc, list[Announced]]]:
+    tag = f"lab-{uuid.uuid4().hex[:8]}"
+    token_file = fleet_token(tmp_path / "agents")
+    (member,) = spawn_agents([("generic-linux", tag)], tmp_path / "agents", token_file=token_file)
+    rogues: list[Announced] = []
+    try:
+        rogues.append(announce_rogue(RogueAgent(), tag))
+        rogues.append(announce_rogue(RogueAgent(relay_to=member.address), tag))
+        wait_for(member.announced, 30, "the real agent to announce itself")
+        assert all(r.advertiser.wait_registered(timeout_s=10) for r in rogues)
+        yield tag, token_file, member, rogues
+    finally:
+        for rogue in rogues:
+            rogue.close()
+        member.stop()
+
+
+def test_rogue_announcers_get_no_token_and_no_model_while_the_real_member_is_profiled(
+    fleet_with_rogues: tuple[str, Path, AgentProc, list[Announced]], tmp_path: Path
+) -> None:
+    tag, token_file, member, rogues = fleet_with_rogues
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "edgeprof.toml").write_text(
+        f'[fleets.lab]\ntags = ["{tag}"]\ntoken_file = "{token_file}"\ndiscover_timeout_s = 2.5\n'
+    )
+
+    proc = subprocess.run(
+        [console_script("host"), "profile", "example:squeezenet", "--fleet", "lab", *FAST, "--json", "r.json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env=os.environ.copy(),
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    devices = json.loads((cwd / "r.json").read_text())["devices"]
+    assert [(d["address"], d["status"]) for d in devices] == [(member.address, "ok")]
+    for announced in rogues:
+        calls = announced.rogue.calls
+        assert [c.method for c in calls] == ["Prove"], "a stranger is only ever challenged"
+        assert all("authorization" not in c.metadata for c in calls), "the token went to a rogue"
+        assert token_file.read_text().strip() not in repr([c.request for c in calls])
+        warnings = [ln for ln in proc.stderr.splitlines() if announced.address in ln]
+        assert len(warnings) == 1 and "leaving out" in warnings[0], proc.stderr
+
+
+def test_real_agent_refuses_to_answer_a_challenge_for_another_address(tmp_path: Path) -> None:
+    token = uuid.uuid4().hex * 2
+    (tmp_path / "token").write_text(token)
+    agent = AgentProcess(
+        ServeOptions(
+            listen="127.0.0.1:0",
+            profile="generic-linux",
+            advertise=False,
+            data_dir=tmp_path / "agent",
+            token_file=tmp_path / "token",
+        )
+    )
+    agent.start()
+    own = f"127.0.0.1:{agent.port}"
+    relayed = f"127.0.0.1:{agent.port + 1}"
+    nonce = uuid.uuid4().hex
+    try:
+        with grpc.insecure_channel(own) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            answer = stub.Prove(pb.ProveRequest(nonce=nonce, dialed_address=own), timeout=5)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Prove(pb.ProveRequest(nonce=nonce, dialed_address=relayed), timeout=5)
+        proven = prove(own, Credentials(token=token))
+        wrong_token = prove(own, Credentials(token="not-the-fleet-token-0123456789"))
+    finally:
+        agent.stop(grace_s=0)
+
+    assert answer.mac == prove_mac(token, nonce, own)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "does not listen on" in refused.value.details()
+    assert proven is None
+    assert wrong_token is not None and "does not hold the fleet's token" in wrong_token
+
+
+@pytest.mark.parametrize(
+    ("bound", "dialed", "ok"),
+    [
+        ("0.0.0.0", "192.0.2.7:5000", True),  # one of its interfaces
+        ("0.0.0.0", "192.0.2.8:5000", False),  # another machine's address: a relay
+        ("0.0.0.0", "192.0.2.7:5001", False),  # its address, another port: a relay on the same machine
+        ("192.0.2.7", "[::1]:5000", False),
+        ("127.0.0.1", "127.0.0.1:5000", True),
+        ("127.0.0.1", "rogue.local:5000", False),  # discovered agents are dialed by IP, never by name
+    ],
+)
+def test_agent_answers_only_for_an_address_it_listens_on(bound: str, dialed: str, ok: bool) -> None:
+    prover = MembershipProver("t" * 32, bound, lambda: 5000, own_ips=lambda: ["192.0.2.7", "127.0.0.1"])
+    nonce = "ab" * 16
+
+    if ok:
+        assert prover.answer(nonce, dialed) == prove_mac("t" * 32, nonce, dialed)
+    else:
+        with pytest.raises(ProveRefused):
+            prover.answer(nonce, dialed)
+
+
+def test_tls_fleet_admits_the_agent_with_the_fleets_certificate_and_never_calls_the_other(tmp_path: Path) -> None:
+    certs = generate_certs(tmp_path / "certs")
+    agent = AgentProcess(
+        ServeOptions(
+            listen="127.0.0.1:0",
+            profile="generic-linux",
+            advertise=False,
+            data_dir=tmp_path / "agent",
+            tls_cert=certs["server"],
+            tls_key=certs["server_key"],
+        )
+    )
+    agent.start()
+    rogue_creds = grpc.ssl_server_credentials([(certs["rogue_key"].read_bytes(), certs["rogue"].read_bytes())])
+    rogue = announce_rogue(RogueAgent(), f"tls-{uuid.uuid4().hex[:8]}", rogue_creds)
+    credentials = Credentials(token="fleet-token-0123456789", root_ca_pem=certs["ca"].read_bytes())
+    try:
+        real_reason = prove(f"127.0.0.1:{agent.port}", credentials, timeout_s=10)
+        rogue_reason = prove(rogue.address, credentials, timeout_s=3)
+    finally:
+        rogue.close()
+        agent.stop(grace_s=0)
+
+    assert real_reason is None
+    assert rogue_reason is not None and "fleet's CA" in rogue_reason
+    assert rogue.rogue.calls == [], "nothing, not even a challenge, reaches a TLS impostor"
+
+
+def test_fleet_without_token_or_ca_ignores_discovered_agents_in_one_line() -> None:
+    fleet = Fleet(name="lab", agents=["10.0.0.5:50051"], tags=["lab"])
+    members = [
+        Member(name="10.0.0.5:50051", address="10.0.0.5:50051", source="static"),
+        Member(name="box-1", address="127.0.0.1:1", source="discovered"),
+        Member(name="box-2", address="127.0.0.1:2", source="discovered"),
+    ]
+
+    def no_proof(addresses: list[str], credentials: Credentials) -> dict[str, str]:
+        raise AssertionError("nothing to prove against: no agent may be contacted")
+
+    admission = admit_members(fleet, members, Credentials(), no_proof)
+
+    assert [m.address for m in admission.members] == ["10.0.0.5:50051"]
+    (warning,) = admission.warnings
+    assert "box-1 (127.0.0.1:1)" in warning and "box-2 (127.0.0.1:2)" in warning
+    assert "neither a token nor a TLS CA" in warning
