@@ -251,39 +251,6 @@ class Store:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
         return run_id, pending
 
-    def documents(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The result documents of these runs, by run id (runs not stored are left out)."""
-        if not run_ids:
-            return {}
-        marks = ", ".join("?" * len(run_ids))
-        rows = self._db.execute(f"SELECT run_id, document FROM runs WHERE run_id IN ({marks})", tuple(run_ids))
-        return {run_id: json.loads(doc) for run_id, doc in rows}
-
-    def resolve_run_id(self, run_id: str) -> str:
-        """The one run ``run_id`` names (a unique prefix is enough), stored or only pending; StoreError otherwise."""
-        matches = [
-            r[0]
-            for r in self._db.execute(
-                "SELECT run_id FROM runs WHERE run_id LIKE ?1 UNION SELECT run_id FROM pending_jobs WHERE run_id LIKE ?1",
-                (run_id + "%",),
-            )
-        ]
-        if run_id in matches:
-            return run_id
-        if len(matches) != 1:
-            hint = "ambiguous prefix" if matches else "see `host runs ls`"
-            raise StoreError(f"no run '{run_id}' in {self.path} ({hint})")
-        return matches[0]
-
-    def delete_run(self, run_id: str) -> tuple[str, int]:
-        """Remove a run (prefix allowed): its document, raw samples and pending jobs. Returns (run id, pending)."""
-        run_id = self.resolve_run_id(run_id)
-        with self._tx() as db:
-            pending = db.execute("DELETE FROM pending_jobs WHERE run_id = ?", (run_id,)).rowcount
-            db.execute("DELETE FROM arrays WHERE run_id = ?", (run_id,))
-            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        return run_id, pending
-
     def last_run_id(self) -> str:
         rows = self.runs(limit=1)
         if not rows:

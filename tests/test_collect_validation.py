@@ -1,0 +1,128 @@
+"""JobCollector refuses batches whose numbers cannot be true, keeps nothing of them, and bounds a job's samples."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from fake_agent import job_batches
+
+from host.collect import InvalidBatch, JobCollector, SequenceError
+from host.rundata import DeviceRaw
+from host.strict_json import dumps, finite_or_null
+from host.summary import device_entry
+from protos import agent_pb2 as pb
+
+JOB = "f" * 32
+
+
+def _series(batch: pb.MeasurementBatch, kind: int, values: list[float], t_ns: list[int] | None = None) -> None:
+    t0 = batch.latency[0].start_ns[0]
+    times = t_ns if t_ns is not None else [t0 + i * 1_000 for i in range(len(values))]
+    batch.series.add(name="chan", kind=kind, t_ns=times, value=values)
+
+
+CASES: list[tuple[str, Callable[[pb.MeasurementBatch], None], str]] = [
+    ("nan power", lambda b: _series(b, pb.POWER_MW, [1.0, math.nan]), "non-finite value (nan)"),
+    ("inf power", lambda b: _series(b, pb.POWER_MW, [math.inf]), "non-finite value (inf)"),
+    ("-inf energy", lambda b: _series(b, pb.ENERGY_UJ, [-math.inf]), "non-finite value (-inf)"),
+    ("11 kW", lambda b: _series(b, pb.POWER_MW, [1.1e7]), "outside -1e+07..1e+07 mW"),
+    ("hot", lambda b: _series(b, pb.TEMP_C, [250.0]), "outside -60..200 °C"),
+    ("frozen", lambda b: _series(b, pb.TEMP_C, [-80.0]), "outside -60..200 °C"),
+    ("2 TiB RSS", lambda b: _series(b, pb.RSS_BYTES, [2.0 * 2**40]), "outside 0..1.09951e+12 bytes"),
+    ("negative energy", lambda b: _series(b, pb.ENERGY_UJ, [-1.0]), "outside 0..1e+18 µJ"),
+    ("series lengths", lambda b: _series(b, pb.TEMP_C, [40.0, 41.0], [5]), "1 timestamps but 2 values"),
+    ("negative time", lambda b: _series(b, pb.TEMP_C, [40.0], [-5]), "negative timestamp"),
+    ("time backwards", lambda b: _series(b, pb.TEMP_C, [40.0, 41.0], [10, 5]), "timestamps go backwards"),
+    ("latency lengths", lambda b: b.latency[0].end_ns.pop(), "10 start times but 9 end times"),
+    ("end before start", lambda b: b.latency.add(phase=pb.MEASURE, start_ns=[10], end_ns=[5]), "ends before it starts"),
+    ("negative start", lambda b: b.latency.add(phase=pb.MEASURE, start_ns=[-1], end_ns=[5]), "negative start time"),
+    (
+        "starts backwards",
+        lambda b: b.latency.add(phase=pb.MEASURE, start_ns=[10, 5], end_ns=[11, 6]),
+        "start times go backwards",
+    ),
+    ("phase backwards", lambda b: b.phases.add(phase=pb.IDLE, start_ns=10, end_ns=5), "idle phase ends before"),
+    ("negative count", lambda b: b.phases.add(phase=pb.WARMUP, start_ns=1, count=-3), "inference count is negative"),
+    ("peak rss", lambda b: b.end.MergeFrom(pb.JobEnd(peak_rss_bytes=2**62)), "peak RSS"),
+    ("negative measured", lambda b: b.end.MergeFrom(pb.JobEnd(measured=-1)), "measured inferences is negative"),
+    (
+        "nan op time",
+        lambda b: b.end.MergeFrom(pb.JobEnd(op_by_type=[pb.OpStat(op_type="Conv", total_us=math.nan)])),
+        "operator time is not a finite number",
+    ),
+    ("nan sample rate", lambda b: b.info.MergeFrom(pb.JobInfo(sample_rate_hz=math.inf)), "sample rate"),
+    ("negative load time", lambda b: b.info.MergeFrom(pb.JobInfo(load_time_ns=-1)), "load time is negative"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_batch_with_an_impossible_number_is_refused_whole(
+    mutate: Callable[[pb.MeasurementBatch], None], expected: str
+) -> None:
+    first, second, _third = job_batches(JOB, [1, 2, 3], end=True)
+    collector = JobCollector("board")
+    collector.add(first)
+    mutate(second)
+
+    with pytest.raises(InvalidBatch, match="refused job ffffffff, batch 2 from the agent") as err:
+        collector.add(second)
+
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, SequenceError)  # so profile and runs fetch fail that device, not the command
+    assert collector.last_seq == 1 and collector.measured == 10  # nothing of the refused batch was kept
+    assert [s.name for s in collector.raw().series] == ["worker"]
+    assert collector.raw().series[0].t_ns.size == 10
+
+
+def test_healthy_batches_pass_unchanged() -> None:
+    collector = JobCollector("board")
+    for batch in job_batches(JOB, [1, 2, 3], end=True):
+        batch.series.add(name="VDD_IN", kind=pb.POWER_MW, t_ns=[batch.latency[0].start_ns[0]], value=[-120.0])
+        collector.add(batch)
+
+    raw = collector.raw()
+    assert raw.start_ns.size == 30 and collector.finished
+    assert {s.name: s.value.size for s in raw.series} == {"worker": 30, "VDD_IN": 3}  # small negative power is real
+
+
+def test_the_sample_cap_stops_a_job_before_it_holds_more() -> None:
+    collector = JobCollector("board", max_samples=45)
+    batches = job_batches(JOB, [1, 2, 3], end=True)  # 10 inferences + 10 memory samples each
+    collector.add(batches[0])
+    collector.add(batches[1])
+
+    with pytest.raises(InvalidBatch, match="more than 45 samples") as err:
+        collector.add(batches[2])
+
+    assert "EDGEPROF_MAX_SAMPLES_PER_JOB" in str(err.value)
+    assert collector.samples == 40 and collector.raw().start_ns.size == 20
+
+
+def test_the_sample_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPROF_MAX_SAMPLES_PER_JOB", "1234")
+    assert JobCollector("board").max_samples == 1234
+    monkeypatch.setenv("EDGEPROF_MAX_SAMPLES_PER_JOB", "lots")
+    with pytest.raises(ValueError, match="EDGEPROF_MAX_SAMPLES_PER_JOB must be a positive integer, not 'lots'"):
+        JobCollector("board")
+
+
+def test_device_entry_holds_null_never_nan() -> None:
+    # A JobInfo that reaches device_entry without the collector (a stored or imported job) may hold anything.
+    info = pb.JobInfo(runtime="onnxruntime", sample_rate_hz=math.nan, load_time_ns=1_000_000)
+    end = pb.JobEnd(status=pb.JobEnd.OK, measured=1)
+    raw = DeviceRaw("board", start_ns=np.array([0, 10]), end_ns=np.array([5, 15]))
+
+    entry = device_entry("board", raw, info, end, upload_bytes=0)
+
+    assert entry["sample_rate_hz"] is None and entry["load_time_ms"] == 1.0
+    dumps(entry)  # strict JSON: raises on NaN
+
+
+def test_strict_json_replaces_non_finite_and_refuses_what_is_left() -> None:
+    cleaned = finite_or_null({"a": [1.0, math.nan, (math.inf, 2)], "b": np.float32("nan"), "c": np.float64(-math.inf)})
+    assert cleaned == {"a": [1.0, None, (None, 2)], "b": None, "c": None}
+    with pytest.raises(ValueError):
+        dumps({"x": math.nan})
