@@ -28,12 +28,12 @@ from typing import Any
 
 from agent import frames
 from agent.batches import BatchEmitter, job_end
-from agent.errors import Busy, InvalidInput
+from agent.errors import AgentError, Busy, InvalidInput
 from agent.inputs import parse_shape
-from agent.journal import Journal
+from agent.journal import Journal, JournalWriteError
 from agent.model_cache import ModelCache, check_sha256
 from agent.parts import Part, combine_ends, job_parts, part_models, validate_parts
-from agent.sampler import DEFAULT_RATE_HZ, Sampler
+from agent.sampler import DEFAULT_RATE_HZ, MIN_COUNTER_UPDATES, Sampler
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
 from protos import agent_pb2 as pb
 
@@ -47,6 +47,18 @@ FLUSH_INTERVAL_S = 0.1
 #: Idle time before the warm worker is started: not while the host still reads the last job's stream
 #: or sends the next job at once (a job that arrives meanwhile starts its own worker).
 WARM_WORKER_DELAY_S = 1.0
+#: Pause between attempts to write a job's end to a journal that refused a write (e.g. disk full).
+JOURNAL_RETRY_INTERVAL_S = 0.2
+#: What a worker's error says when an allocation failed (Python, ONNX Runtime, TFLite, the C++ runtime).
+_ALLOCATION_FAILED = re.compile(
+    r"out of memory|MemoryError|Failed to allocate|bad_alloc|Cannot allocate memory|ENOMEM", re.IGNORECASE
+)
+
+
+class RunnerStopped(AgentError):
+    """The job runner's thread has died: no job can run until the agent is restarted."""
+
+    kind = "internal"
 
 
 @dataclass
@@ -56,6 +68,8 @@ class JobSettings:
     profile: str = "generic-linux"
     providers: Sequence[str] = ()
     settle_temp_c: float | None = None
+    #: The settle wait when a request leaves it at 0 (the profile's settle_timeout_s).
+    settle_timeout_s: float = 60.0
     default_timeout_s: float = 3600.0
     max_queued: int = 8
     sample_rate_hz: float = DEFAULT_RATE_HZ
@@ -67,6 +81,9 @@ class JobSettings:
     describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
     #: Keep one worker started, runtimes imported, for the next job (costs its memory while idle).
     warm_worker: bool = False
+    #: How long a job's end is retried against a journal that refuses writes (a brief disk-full) before
+    #: the job is reported as lost; its batches stay in memory and are written before each later job.
+    journal_retry_s: float = 10.0
 
 
 @dataclass
@@ -75,6 +92,8 @@ class _Job:
     submitted_ns: int
     cancelled: threading.Event = field(default_factory=threading.Event)
     worker: subprocess.Popen[bytes] | None = None
+    #: Taken off the queue by the runner (under JobRunner._lock): a cancel no longer ends it at once.
+    started: bool = False
 
 
 def validate(request: pb.ProfileRequest) -> None:
@@ -122,6 +141,11 @@ class JobRunner:
         self._running: _Job | None = None
         self._spare: subprocess.Popen[bytes] | None = None
         self._spare_lock = threading.Lock()
+        #: Ended jobs whose last batches the journal refused: (emitter holding them, final state).
+        self._unjournaled: dict[str, tuple[BatchEmitter, str]] = {}
+        self._stopping = False
+        self._died = False
+        self._death_listeners: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
         for job_id in journal.unfinished():
             # Left behind by an agent that died mid-job: end their streams with a clear error.
@@ -133,41 +157,118 @@ class JobRunner:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
-
-    def submit(self, request: pb.ProfileRequest, owner: str | None = None) -> bool:
-        """Queue a job owned by `owner` (agent/ownership.py). False when the id exists (the caller re-attaches)."""
-        validate(request)
-        if self.journal.exists(request.job_id):
-            return False
-        for sha256 in part_models(request):
-            self.cache.use(sha256)  # raises ModelNotFound
+        """Jobs waiting for the board (cancelled ones are not waiting)."""
         with self._lock:
-            if self._queue.qsize() >= self.settings.max_queued:
+            return self._waiting()
+
+    @property
+    def alive(self) -> bool:
+        """False once the runner's thread has died (not after a shutdown): health reports NOT_SERVING."""
+        return not self._died
+
+    def on_death(self, listener: Callable[[], None]) -> None:
+        """Call `listener` if the runner's thread dies (at once if it already has)."""
+        self._death_listeners.append(listener)
+        if self._died:
+            listener()
+
+    def _waiting(self) -> int:
+        return sum(1 for job in self._jobs.values() if not job.started and not job.cancelled.is_set())
+
+    def submit(self, request: pb.ProfileRequest) -> bool:
+        """Queue a job. Returns False when a job with this id exists already (the caller re-attaches)."""
+        validate(request)
+        # One lock from the existence check to the queue: two Profiles with one id (a host's retry racing
+        # its first try) must not both create it; the second re-attaches to the first.
+        with self._lock:
+            if self._died:
+                raise RunnerStopped("the agent's job runner has stopped after an internal error: restart the agent")
+            if request.job_id in self._jobs or self.journal.exists(request.job_id):
+                return False
+            for sha256 in part_models(request):
+                self.cache.use(sha256)  # raises ModelNotFound
+            waiting = self._waiting()
+            if waiting >= self.settings.max_queued:
                 raise Busy(f"the agent's queue is full ({self.settings.max_queued} jobs waiting): try again later")
+            self.journal.create_job(request.job_id, request.model_sha256)  # before the pins: it can fail
             job = _Job(request, time.monotonic_ns())
             self._jobs[request.job_id] = job
             for sha256 in part_models(request):
                 self.cache.pin(sha256)
-            self.journal.create_job(request.job_id, request.model_sha256, owner)
-            position = self._queue.qsize() + (1 if self._running else 0)
+            position = waiting + (1 if self._running else 0)
             emitter = BatchEmitter(self.journal, request.job_id)
             emitter.phase("queued", job.submitted_ns, detail=f"position {position} in queue" if position else "")
-            emitter.flush()
+            try:
+                emitter.flush()
+            except JournalWriteError as err:  # not a measurement: the job's run emits QUEUED again
+                log.warning("job %s: queued phase not journaled: %s", request.job_id, err)
             self._queue.put(job)
         return True
 
     def cancel(self, job_id: str) -> str:
         with self._lock:
             job = self._jobs.get(job_id)
+            waiting = job is not None and not job.started
+            if job is not None:
+                job.cancelled.set()
+            if waiting:
+                self._jobs.pop(job_id)  # the runner skips it: it no longer holds a place in the queue
         if job is None:
             return self.journal.job(job_id).state  # raises UnknownJob
-        job.cancelled.set()
+        if waiting:
+            end = job_end(pb.JobEnd.CANCELLED, error="cancelled before it started", phase="queued")
+            self._journal_end(job_id, BatchEmitter(self.journal, job_id), end, "cancelled")
+            self._unpin(job)
+            return "cancelling"
         if job.worker is not None and job.worker.poll() is None:
             job.worker.terminate()
         return "cancelling"
 
+    def _unpin(self, job: _Job) -> None:
+        for sha256 in part_models(job.request):
+            self.cache.unpin(sha256)
+
+    def _journal_end(self, job_id: str, emitter: BatchEmitter, end: pb.JobEnd, state: str) -> None:
+        """Journal a job's last batch (with `end`) and its final state, retrying a journal that refuses writes.
+
+        If it still cannot be written, the batches stay in memory (written before each later job) and the
+        job is marked abandoned, so its streams end with an error instead of waiting or ending silently.
+        """
+        emitter.end(end)
+        give_up = time.monotonic() + self.settings.journal_retry_s
+        while True:
+            try:
+                emitter.flush()
+                self.journal.set_state(job_id, state)
+                return
+            except JournalWriteError as err:
+                if time.monotonic() >= give_up:
+                    log.error("job %s ended (%s) but its end could not be journaled: %s", job_id, state, err)
+                    with self._lock:
+                        self._unjournaled[job_id] = (emitter, state)
+                    self.journal.abandon(
+                        job_id,
+                        f"the agent could not write job {job_id}'s last measurements to its journal ({err});"
+                        " they are kept in memory and written when the journal accepts them again",
+                    )
+                    return
+                time.sleep(JOURNAL_RETRY_INTERVAL_S)
+
+    def _write_unjournaled(self) -> None:
+        """Retry the journal for ended jobs whose last batches it refused."""
+        with self._lock:
+            pending = list(self._unjournaled.items())
+        for job_id, (emitter, state) in pending:
+            try:
+                emitter.flush()
+                self.journal.set_state(job_id, state)
+            except JournalWriteError:
+                return
+            with self._lock:
+                self._unjournaled.pop(job_id, None)
+
     def shutdown(self) -> None:
+        self._stopping = True
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:
@@ -225,22 +326,52 @@ class JobRunner:
         self._spare_log_path.unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        while True:
-            job = self._next_job()
-            if job is None:
-                return
-            self._running = job
-            try:
-                _JobExecution(self, job).run()
-            except Exception:  # never let one job take the runner down
-                log.exception("job %s failed unexpectedly", job.request.job_id)
-                self.journal.set_state(job.request.job_id, "error")
-            finally:
-                self._running = None
-                for sha256 in part_models(job.request):
-                    self.cache.unpin(sha256)
+        try:
+            while True:
+                job = self._next_job()
+                if job is None:
+                    return
                 with self._lock:
-                    self._jobs.pop(job.request.job_id, None)
+                    if job.cancelled.is_set() and not job.started:
+                        continue  # cancelled while queued: cancel() has ended it
+                    job.started = True
+                    self._running = job
+                self._run_one(job)
+        finally:
+            if not self._stopping:
+                with self._lock:
+                    self._died = True
+                    stranded = list(self._jobs)
+                log.critical("the job runner stopped unexpectedly; jobs cannot run until the agent restarts")
+                for job_id in stranded:  # their streams end with the reason instead of waiting forever
+                    self.journal.abandon(job_id, "the agent's job runner stopped: restart the agent")
+                for listener in self._death_listeners:
+                    listener()
+
+    def _run_one(self, job: _Job) -> None:
+        """Run one job; whatever it raises ends that job as an error and never the runner."""
+        job_id = job.request.job_id
+        execution: _JobExecution | None = None
+        try:
+            self._write_unjournaled()
+            execution = _JobExecution(self, job)
+            execution.run()
+        except Exception as err:
+            log.exception("job %s failed unexpectedly", job_id)
+            emitter = execution.emitter if execution is not None else BatchEmitter(self.journal, job_id)
+            end = job_end(
+                pb.JobEnd.ERROR,
+                error=f"the agent failed while running this job: {type(err).__name__}: {err}"[:2000],
+                kind="journal" if isinstance(err, JournalWriteError) else "internal",
+                phase=execution.phase if execution is not None else "prepare",
+            )
+            with contextlib.suppress(Exception):  # _journal_end handles journal errors; nothing may escape
+                self._journal_end(job_id, emitter, end, "error")
+        finally:
+            with self._lock:
+                self._running = None
+                self._jobs.pop(job_id, None)
+            self._unpin(job)
 
 
 class _JobExecution:
@@ -257,6 +388,7 @@ class _JobExecution:
         self.error_event: dict[str, Any] | None = None
         self.phase = "prepare"
         self.measured = 0
+        self.extended = ""
         self.part = Part(0, self.req.model_sha256, self.req.model_format)
 
     def run(self) -> None:
@@ -267,7 +399,10 @@ class _JobExecution:
         if job.cancelled.is_set():
             self._finish(job_end(pb.JobEnd.CANCELLED, error="cancelled before it started", phase="queued"))
             return
-        journal.set_state(req.job_id, "running")
+        try:
+            journal.set_state(req.job_id, "running")
+        except JournalWriteError as err:  # the final state is retried in _finish; the job can still run
+            log.warning("job %s: 'running' state not journaled: %s", req.job_id, err)
         timeout_s = req.timeout_s or self.settings.default_timeout_s
         deadline = time.monotonic() + timeout_s
         parts = job_parts(req)
@@ -287,13 +422,14 @@ class _JobExecution:
         self.error_event = None
         self.phase = "prepare"
         self.measured = 0
+        self.extended = ""
 
     def _run_part(self, deadline: float) -> pb.JobEnd:
         """One worker from PREPARE to its exit; returns how it ended."""
         req = self.req
         now = time.monotonic_ns()
         self.emitter.phase("prepare", now)
-        self.emitter.flush()
+        self._flush()
         worker, warm = self._start_worker()
         sensors = list(self.settings.sensors)
         if self.settings.memory_sensor is not None:
@@ -314,7 +450,7 @@ class _JobExecution:
                 if not self._settle(deadline) or not self._idle(req.idle_s, deadline):
                     outcome = self._interrupted()
                 else:
-                    self._send(worker, "go\n")
+                    self._send(worker, self._go_command(sampler))
                     if not self._wait_exit(worker, deadline):
                         outcome = self._interrupted()
         finally:
@@ -414,12 +550,40 @@ class _JobExecution:
     def _flush_loop(self, sampler: Sampler, stop: threading.Event) -> None:
         while not stop.wait(FLUSH_INTERVAL_S):
             self.emitter.series(sampler.drain())
+            self._flush()
+
+    def _flush(self) -> None:
+        """Journal what is pending; a refused write keeps it pending for the next flush (the job goes on)."""
+        try:
             self.emitter.flush()
+        except JournalWriteError as err:
+            log.warning("job %s: journal write failed, batch kept for the next flush: %s", self.req.job_id, err)
+
+    def _go_command(self, sampler: Sampler) -> str:
+        """The worker's start line: "go SECONDS" when an energy counter updates too rarely for the requested
+        measure time (the window is extended to MIN_COUNTER_UPDATES of its updates: NVML, 0.1 s steps, 5 s)."""
+        self.extended = ""
+        need = sampler.counter_window_s(MIN_COUNTER_UPDATES)
+        if need is None or need[0] <= self.req.min_duration_s:
+            return "go\n"
+        self.extended = (
+            f"min duration {self.req.min_duration_s:g} s raised to {need[0]:.2f} s, {MIN_COUNTER_UPDATES} updates:"
+            f" {need[1]}"
+        )
+        return f"go {need[0]:.3f}\n"
+
+    def _measurement_notes(self) -> dict[str, str]:
+        """What the host needs to judge the measurement: window extension, the lowest trip temperature."""
+        notes = {"measure_extended": self.extended} if self.extended else {}
+        trips = [t for s in self.settings.sensors if (t := getattr(s, "trip_temp_c", None)) is not None]
+        if trips:
+            notes["trip_temp_c"] = f"{min(trips):.1f}"
+        return notes
 
     def _settle(self, deadline: float) -> bool:
         """Wait for the board to cool below the profile's temperature, or the request's timeout."""
         limit_c = self.settings.settle_temp_c
-        timeout_s = self.req.settle_timeout_s
+        timeout_s = self.req.settle_timeout_s or self.settings.settle_timeout_s
         if limit_c is None or timeout_s <= 0:
             return True
         thermal = [s for s in self.settings.sensors if any(ch.kind == TEMP_C for ch in s.channels())]
@@ -487,6 +651,7 @@ class _JobExecution:
             # Checked first: the worker may have exited from the cancel's SIGTERM before the job noticed.
             outcome = "cancelled"
         notes = {"sampler_problems": "; ".join(sampler.problems())} if sampler.problems() else {}
+        notes.update(self._measurement_notes())
         if outcome == "cancelled":
             return job_end(
                 pb.JobEnd.CANCELLED, error=f"cancelled {where}", phase=self.phase, measured=self.measured, notes=notes
@@ -503,10 +668,11 @@ class _JobExecution:
             )
         if self.error_event is not None:
             ev = self.error_event
+            kind, message = _error_kind(ev["kind"], ev["message"])
             return job_end(
                 pb.JobEnd.ERROR,
-                error=ev["message"],
-                kind=ev["kind"],
+                error=message,
+                kind=kind,
                 phase=ev["phase"],
                 measured=self.measured,
                 notes=notes,
@@ -536,10 +702,8 @@ class _JobExecution:
     def _finish(self, end: pb.JobEnd) -> None:
         finish_ns = time.monotonic_ns()
         self.emitter.phase("finish", finish_ns, finish_ns)
-        self.emitter.end(end)
-        self.emitter.flush()
         state = {pb.JobEnd.OK: "ok", pb.JobEnd.CANCELLED: "cancelled"}.get(end.status, "error")
-        self.runner.journal.set_state(self.req.job_id, state)
+        self.runner._journal_end(self.req.job_id, self.emitter, end, state)
         for suffix in (".npz", ".log"):
             path = self.runner.work_dir / f"{self.req.job_id}{suffix}"
             if suffix == ".log" and state == "error":
@@ -566,6 +730,19 @@ def _spawn_worker(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
             stderr=stderr,
             start_new_session=True,  # a signal meant for the agent's terminal does not hit the worker
         )
+
+
+def _error_kind(kind: str, message: str) -> tuple[str, str]:
+    """A worker's error as (kind, message): a failed allocation is out of memory, whatever raised it.
+
+    ONNX Runtime reports "Failed to allocate memory" from inside a run, which the backend wraps as the model
+    rejecting its inputs (invalid_input), and Python's MemoryError reached the agent as a crash.
+    """
+    if kind == "out_of_memory" or _ALLOCATION_FAILED.search(message):
+        if not message.lower().startswith("out of memory"):
+            message = f"out of memory: {message}"
+        return "out_of_memory", message
+    return kind, message
 
 
 def _max_temp_c(sensors: Sequence[Sensor]) -> float | None:

@@ -6,6 +6,7 @@ that crashed collects finished jobs later. Batches are pruned once acknowledged,
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -58,6 +59,14 @@ class UnknownJob(KeyError):
     pass
 
 
+class JournalWriteError(Exception):
+    """The journal could not be written (e.g. the disk is full); nothing of the failed write was kept."""
+
+
+class JobAbandoned(Exception):
+    """A job ended without its end being journaled (the journal could not be written): its stream cannot finish."""
+
+
 class Journal:
     """Thread-safe: one connection behind a lock, and a condition that wakes stream readers."""
 
@@ -72,6 +81,10 @@ class Journal:
             self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        #: Writes that failed (SQLite errors such as SQLITE_FULL): a health signal for tests and logs.
+        self.write_failures = 0
+        #: Jobs whose end could not be journaled, with why: their streams end with that error, not silently.
+        self._abandoned: dict[str, str] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -91,8 +104,36 @@ class Journal:
     def set_state(self, job_id: str, state: str) -> None:
         with self._changed:
             finished = time.time() if state in TERMINAL else None
-            self._db.execute("UPDATE jobs SET state = ?, finished = ? WHERE job_id = ?", (state, finished, job_id))
+            self._write(
+                lambda: self._db.execute(
+                    "UPDATE jobs SET state = ?, finished = ? WHERE job_id = ?", (state, finished, job_id)
+                )
+            )
+            self._abandoned.pop(job_id, None)
             self._changed.notify_all()
+
+    def abandon(self, job_id: str, reason: str) -> None:
+        """Mark a job ended although its end could not be written: readers get `reason` instead of waiting."""
+        with self._changed:
+            self._abandoned[job_id] = reason
+            self._changed.notify_all()
+
+    def _write(self, statements: Callable[[], object]) -> None:
+        """Run write statements as one transaction; on a SQLite error roll back and raise JournalWriteError.
+
+        Called with the lock held. Without the rollback a failed INSERT (SQLITE_FULL) can leave the
+        transaction open, and every later BEGIN fails with "cannot start a transaction within a transaction".
+        """
+        try:
+            self._db.execute("BEGIN")
+            statements()
+            self._db.execute("COMMIT")
+        except sqlite3.Error as err:
+            self.write_failures += 1
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise JournalWriteError(f"cannot write the agent's journal: {err}") from err
 
     def append(self, job_id: str, build: Callable[[int], bytes]) -> int:
         """Give the next sequence number to `build`, store its bytes, wake readers. Returns the seq."""
@@ -102,10 +143,12 @@ class Journal:
                 raise UnknownJob(job_id)
             seq = int(row[0]) + 1
             payload = build(seq)
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT INTO batches (job_id, seq, payload) VALUES (?, ?, ?)", (job_id, seq, payload))
-            self._db.execute("UPDATE jobs SET last_seq = ? WHERE job_id = ?", (seq, job_id))
-            self._db.execute("COMMIT")
+
+            def insert() -> None:
+                self._db.execute("INSERT INTO batches (job_id, seq, payload) VALUES (?, ?, ?)", (job_id, seq, payload))
+                self._db.execute("UPDATE jobs SET last_seq = ? WHERE job_id = ?", (seq, job_id))
+
+            self._write(insert)  # all or nothing: a failed batch leaves last_seq where it was
             self._changed.notify_all()
             return seq
 
@@ -161,6 +204,8 @@ class Journal:
                     continue
                 if state in TERMINAL:
                     return
+                if job_id in self._abandoned:
+                    raise JobAbandoned(self._abandoned[job_id])
                 self._changed.wait(poll_s)
 
     def acknowledge(self, job_id: str, seq: int) -> int:

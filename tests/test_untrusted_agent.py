@@ -165,12 +165,13 @@ def test_runs_fetch_all_reports_mismatched_arrays_for_that_job_and_collects_the_
     def mismatch(batches: list[pb.MeasurementBatch]) -> None:
         del batches[1].latency[0].end_ns[-3:]
 
-    broken, healthy = agents(mismatch), agents(None)
+    broken, healthy, hostile = agents(mismatch), agents(None), agents(_failing_with_hostile_error)
     store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     model = {"model": {"path": str(SQUEEZENET), "format": "onnx", "sha256": "0" * 64, "size_bytes": 1}}
     # The broken run sorts first, so a crash there would also have stopped the healthy one.
     store.add_pending(PendingJob("20250101-000000-aaaaaa", "board-a", broken.address, "a" * 32, model, {}))
     store.add_pending(PendingJob("20250101-000001-bbbbbb", "board-b", healthy.address, "b" * 32, model, {}))
+    store.add_pending(PendingJob("20250101-000002-cccccc", "board-c", hostile.address, "c" * 32, model, {}))
     store.close()
 
     result = _run(tmp_path, "runs", "fetch", "--all", "--reconnect", "5")
@@ -181,6 +182,8 @@ def test_runs_fetch_all_reports_mismatched_arrays_for_that_job_and_collects_the_
     bad = [line for line in lines if "board-a" in line]
     assert len(bad) == 1 and "error" in bad[0] and "7 end times" in bad[0], result.stdout
     assert any("board-b" in line and "ok" in line and "30 inferences" in line for line in lines), result.stdout
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout  # the agent's error text is printed inert
+    assert any("board-c" in line and RICH_MARKUP in line and "error heading" in line for line in lines)
     store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         good_run = store.load_run("20250101-000001-bbbbbb")

@@ -13,6 +13,7 @@ from host.cli.runs import runs_app
 from host.client import Credentials
 from host.config import Config, ConfigError, credentials_for, load_config
 from host.fetch import FetchOutcome, fetch_runs
+from host.report.escape import terminal_text
 from host.store import PendingJob, StoreError
 
 
@@ -50,7 +51,7 @@ def runs_fetch(
     def report(o: FetchOutcome) -> None:
         if not as_json:
             detail = f"{o.n_inferences} inferences" if o.status == "ok" else o.message
-            print(f"{o.run_id}  {o.device}  {o.status}  {detail}")
+            print(terminal_text(f"{o.run_id}  {o.device}  {o.status}  {detail}"))  # the agent's error text is inert
 
     store = open_store()
     try:
