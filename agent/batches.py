@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from agent.journal import Journal
+from agent.journal import Journal, JournalWriteError
 from protos import agent_pb2 as pb
 
 if TYPE_CHECKING:
@@ -93,7 +93,15 @@ class BatchEmitter:
                 return batch.SerializeToString()
 
             # Under the lock: batches reach the journal in the order they were assembled.
-            return self.journal.append(self.job_id, build)
+            try:
+                return self.journal.append(self.job_id, build)
+            except JournalWriteError:
+                # Nothing was written (the journal rolled back): keep the batch for the next flush, so a
+                # brief disk-full delays measurements instead of losing them under contiguous seqs.
+                batch.seq = 0
+                self._pending = batch
+                self._empty = False
+                raise
 
 
 def job_end(status: int, *, error: str = "", kind: str = "", phase: str = "", **fields: Any) -> pb.JobEnd:

@@ -175,8 +175,8 @@ class JobRunner:
     def _waiting(self) -> int:
         return sum(1 for job in self._jobs.values() if not job.started and not job.cancelled.is_set())
 
-    def submit(self, request: pb.ProfileRequest) -> bool:
-        """Queue a job. Returns False when a job with this id exists already (the caller re-attaches)."""
+    def submit(self, request: pb.ProfileRequest, owner: str | None = None) -> bool:
+        """Queue a job owned by `owner` (agent/ownership.py). False when the id exists (the caller re-attaches)."""
         validate(request)
         # One lock from the existence check to the queue: two Profiles with one id (a host's retry racing
         # its first try) must not both create it; the second re-attaches to the first.
@@ -190,7 +190,7 @@ class JobRunner:
             waiting = self._waiting()
             if waiting >= self.settings.max_queued:
                 raise Busy(f"the agent's queue is full ({self.settings.max_queued} jobs waiting): try again later")
-            self.journal.create_job(request.job_id, request.model_sha256)  # before the pins: it can fail
+            self.journal.create_job(request.job_id, request.model_sha256, owner)  # before the pins: it can fail
             job = _Job(request, time.monotonic_ns())
             self._jobs[request.job_id] = job
             for sha256 in part_models(request):

@@ -12,6 +12,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from agent.stream_limits import (
+    CONTROL_RESERVE_THREADS,
+    DEFAULT_STREAMS_PER_CLIENT,
+    StreamLimitInterceptor,
+    StreamLimits,
+)
 from protos import agent_pb2_grpc
 
 #: Large enough for a 4 MiB upload chunk or a 64 MiB inputs .npz in a ProfileRequest.
@@ -89,9 +95,20 @@ def create_server(
     token: str | None = None,
     tls: TlsFiles | None = None,
     max_workers: int = 16,
+    max_streams: int | None = None,
+    max_streams_per_client: int = DEFAULT_STREAMS_PER_CLIENT,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Build and start a server on `address` ("127.0.0.1:0" picks a free port). Returns it and the port."""
-    interceptors = [TokenAuthInterceptor(token)] if token else []
+    """Build and start a server on `address` ("127.0.0.1:0" picks a free port). Returns it and the port.
+
+    Streams are bounded (agent/stream_limits.py): by default all but CONTROL_RESERVE_THREADS threads.
+    """
+    limits = StreamLimits(
+        max_streams if max_streams is not None else max(1, max_workers - CONTROL_RESERVE_THREADS),
+        max_streams_per_client,
+    )
+    # Auth first: a call without the token is refused before it can take a stream slot.
+    interceptors: list[grpc.ServerInterceptor] = [TokenAuthInterceptor(token)] if token else []
+    interceptors.append(StreamLimitInterceptor(limits))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,
@@ -125,4 +142,12 @@ def create_server(
     server.start()
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    runner = getattr(servicer, "runner", None)  # the agent's JobRunner; absent in a servicer without jobs
+    if runner is not None:
+
+        def runner_died() -> None:  # jobs can no longer run: say so to health checks and load balancers
+            for service in (SERVICE_NAME, ""):
+                health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        runner.on_death(runner_died)
     return server, port, health_servicer

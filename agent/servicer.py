@@ -9,8 +9,8 @@ from typing import Any, NoReturn
 import grpc
 
 from agent.errors import AgentError, Busy, InvalidInput, ModelNotFound, ModelTooLarge, RuntimeMissing, UploadCorrupt
-from agent.jobs import JobRunner
-from agent.journal import TERMINAL, JobRow, Journal, UnknownJob
+from agent.jobs import JobRunner, RunnerStopped
+from agent.journal import TERMINAL, JobAbandoned, JobRow, Journal, UnknownJob
 from agent.membership import MembershipProver, ProveRefused
 from agent.model_cache import ModelCache
 from agent.ownership import caller_owner, may_access
@@ -29,6 +29,7 @@ _CODES: list[tuple[type[AgentError], grpc.StatusCode]] = [
     (ModelTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RuntimeMissing, grpc.StatusCode.FAILED_PRECONDITION),
+    (RunnerStopped, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 
@@ -126,6 +127,8 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
                 yield pb.MeasurementBatch.FromString(payload)
         except UnknownJob as err:
             _abort(context, err)
+        except JobAbandoned as err:  # INTERNAL: the host re-attaches, and gets the batches once journaled
+            context.abort(grpc.StatusCode.INTERNAL, str(err))
         except ValueError as err:
             context.abort(grpc.StatusCode.OUT_OF_RANGE, str(err))
 
