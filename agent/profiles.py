@@ -58,6 +58,12 @@ class DeviceProfile:
     power_sensors: tuple[str, ...] = ()
     #: Rail (channel) label -> role ("total", "cpu", "gpu", "soc", "dram", ...).
     rails: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Rail label -> the measured rail it is a part of (RAPL core -> package-0 -> psys); "" = top level.
+    #: The host sums the "total" rail, else every rail that is a part of nothing measured.
+    rail_parents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Hottest a thermal zone may run before the board counts as throttling, where its zones declare no
+    #: throttling trip point of their own (None: only the zones' trip points are used).
+    max_temp_c: float | None = None
     #: Recipe hints for the host compiler, e.g. {"format": "onnx", "optimize": "ort-offline"}.
     compile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: Per-backend extras keyed by backend name (android sign/units, pmic calibration, ...).
@@ -117,6 +123,10 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
     rails = _table(data, "rails", path)
     if not all(isinstance(v, str) for v in rails.values()):
         raise ValueError(f"{path}: every [rails] value must be a role name (a string)")
+    rail_parents = _table(data, "rail_parents", path)
+    if not all(isinstance(v, str) for v in rail_parents.values()):
+        raise ValueError(f"{path}: every [rail_parents] value must be a rail name (a string)")
+    max_temp = data.get("max_temp_c")
     settle = data.get("settle_temp_c")
     runtime = str(data.get("runtime", "onnxruntime"))
     if runtime not in ("onnxruntime", "tflite"):
@@ -132,6 +142,8 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
         thermal_zones=_str_tuple(data, "thermal_zones", path),
         power_sensors=_str_tuple(data, "power_sensors", path),
         rails=rails,
+        rail_parents=rail_parents,
+        max_temp_c=None if max_temp is None else float(max_temp),
         compile=_table(data, "compile", path),
         sensor_options=_table(data, "sensor_options", path),
         detect=_table(data, "detect", path),

@@ -131,6 +131,7 @@ class AgentProcess:
             profile=self.profile.name,
             providers=self.profile.providers,
             settle_temp_c=self.profile.settle_temp_c,
+            settle_timeout_s=self.profile.settle_timeout_s,
             default_timeout_s=opts.job_timeout_s,
             max_queued=opts.max_queued,
             sample_rate_hz=opts.sample_rate_hz,

@@ -104,9 +104,11 @@ class Worker:
             inputs_source=source,
         )
         # Wait while the agent settles the board and records idle power: nothing may run meanwhile.
-        line = self.control.readline()
-        if line.strip() != "go":
+        command, _, min_duration_s = self.control.readline().strip().partition(" ")
+        if command != "go":
             return  # agent cancelled the job
+        if min_duration_s:  # the agent extends the window to enough updates of a slow energy counter
+            spec["min_duration_s"] = max(float(spec.get("min_duration_s", 0.0)), float(min_duration_s))
         warmup_count, stable = self.warmup(session)
         measured = self.measure(session)
         op_by_type: list[dict[str, Any]] = []

@@ -1,37 +1,41 @@
 """Energy, power, thermal and memory figures of one job, computed from the raw sensor series.
 
-Channel choice: the series with role "total" are summed (two RAPL packages, say); when those are RAPL
-packages, "dram"-role series are added too, because RAPL's package domain does not include DRAM while a
-board's input rail (INA3221 VDD_IN, a USB meter) already does. With no "total" series at all, every
-power/energy series is summed and the ``sensor`` text says so. A chosen set with energy counters
-(kind "energy_uj", cumulative and already unwrapped by the agent) uses only the counters, because the
-power series beside them are the same rails' instantaneous readings; otherwise power (kind "power_mw")
-is integrated with the trapezoid rule. Either way each channel becomes a cumulative-energy function of
-time, so window edges are interpolated and block energies add up exactly to the window's energy.
+Which rails are summed is host/rails.py's job (the profile's rail hierarchy: the whole-board rail, else
+the top-level parts, never a parent with its part). Each rail becomes a cumulative-energy function of
+time (a counter interpolated, power integrated with the trapezoid rule), so window edges are
+interpolated and block energies add up exactly to the window's energy. Energy is given only when every
+summed rail covers the window (samples near both edges, no gap): otherwise the figures are null and
+``problem`` says which rail failed, never an extrapolation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from host import rails as rail_plan
+from host.rails import ENERGY_KINDS, ENERGY_UJ, POWER_MW, Channel, Rail
 from host.rundata import PhaseSpan, Series
-from host.stats import batch_means_ci95
+from host.stats import t_critical_95
 
-POWER_MW = "power_mw"
-ENERGY_UJ = "energy_uj"
-ENERGY_KINDS = (POWER_MW, ENERGY_UJ)
+__all__ = ["ENERGY_KINDS", "ENERGY_UJ", "POWER_MW"]
 
 #: Blocks of inferences for the batch-means interval, and the fewest that still give one.
 CI_BLOCKS = 10
 CI_MIN_BLOCKS = 5
 #: Each block must span at least this many sensor samples, or its energy is mostly interpolation.
 CI_MIN_SAMPLES_PER_BLOCK = 4
+#: Time blocks of the idle span for the idle power's standard error, and the fewest that give one.
+IDLE_BLOCKS = 10
+IDLE_MIN_BLOCKS = 3
+#: A counter should advance at least this many times over the window (NVML: ~100 ms steps).
+MIN_COUNTER_UPDATES = 50
 
-#: cpu_freq_khz below this fraction of its warmup (else idle) median during measure counts as throttling.
+#: cpu_freq_khz below this fraction of its reference (idle/settle, early warmup) counts as throttling.
 FREQ_DROP_FRACTION = 0.85
 #: ... when it stays there for this many consecutive samples (one low reading is a governor blip).
 FREQ_DROP_MIN_SAMPLES = 3
@@ -39,23 +43,13 @@ FREQ_DROP_MIN_SAMPLES = 3
 CO2E_LABEL = "estimate: energy x grid carbon intensity"
 
 
-@dataclass(frozen=True)
-class _Channel:
-    """A power/energy series cleaned for integration: finite values, strictly increasing time."""
-
-    label: str
-    kind: str
-    t_ns: np.ndarray
-    value: np.ndarray
-
-
 @dataclass
 class EnergyStats:
     """Energy over the measured inferences; every number is None where no power sensor exists."""
 
-    #: "counter" | "power-integration" | None.
+    #: "counter" | "power-integration" | "counter + power-integration" | None.
     method: str | None
-    #: The channels summed, e.g. "rapl:package-0 + rapl:package-1 + rapl:dram".
+    #: What the total is made of, e.g. "whole board: rapl:psys".
     sensor: str | None
     idle_power_w: float | None
     avg_power_w: float | None
@@ -63,24 +57,42 @@ class EnergyStats:
     #: Above idle: (E - P_idle·T)/n. Noise can make it slightly negative; it is reported as computed.
     dynamic_energy_mj_per_inference: float | None
     energy_mj_per_inference_ci95: tuple[float, float] | None
+    #: Carries the idle baseline's own uncertainty (delta method, see ``dynamic_interval``).
     dynamic_energy_mj_per_inference_ci95: tuple[float, float] | None
-    #: Samples of the sparsest chosen channel inside the measured window, and that per second.
+    #: Samples of the sparsest summed rail inside the measured window, and that per second.
     sample_count: int | None
     sample_rate_hz: float | None
     energy_j_total: float | None
     duration_s: float | None
+    #: Standard errors and degrees of freedom behind the intervals (for comparisons across runs).
+    energy_mj_per_inference_se: float | None = None
+    dynamic_energy_mj_per_inference_se: float | None = None
+    dynamic_energy_mj_per_inference_df: float | None = None
+    idle_power_w_se: float | None = None
+    idle_power_w_df: int | None = None
+    #: Every rail that produced samples: name, role, part_of, sensor, method, summed, avg_power_w, energy_mj.
+    rails: list[dict[str, Any]] = field(default_factory=list)
+    #: Why the energy figures are null although there is a power sensor (a rail broken, stopped, gapped).
+    problem: str | None = None
+    #: Doubts that do not null the figures: too few counter updates, no idle baseline.
+    warnings: list[str] = field(default_factory=list)
+    #: Why a summed rail sampled at a fixed period may alias with the inference period (or None).
+    alias_risk: str | None = None
 
     @classmethod
-    def empty(cls, method: str | None = None, sensor: str | None = None) -> EnergyStats:
+    def empty(cls, method: str | None = None, sensor: str | None = None, **known: Any) -> EnergyStats:
         """No energy figures (no power sensor, or no usable window): every number None."""
         values: dict[str, Any] = {f.name: None for f in fields(cls)}
-        return cls(**{**values, "method": method, "sensor": sensor})
+        values.update(rails=[], warnings=[])
+        return cls(**{**values, "method": method, "sensor": sensor, **known})
 
     def to_dict(self) -> dict[str, Any]:
         """The result document's ``energy`` object (DESIGN.md §4) plus the extra figures above."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("energy_mj_per_inference_ci95", "dynamic_energy_mj_per_inference_ci95"):
             out[key] = list(out[key]) if out[key] is not None else None
+        out["rails"] = [dict(r) for r in self.rails]
+        out["warnings"] = list(self.warnings)
         return out
 
 
@@ -89,49 +101,12 @@ def empty() -> dict[str, Any]:
     return EnergyStats.empty().to_dict()
 
 
-def _clean(series: Series) -> _Channel | None:
-    """Sort by time, drop non-finite values and repeated timestamps; None if < 2 samples remain."""
-    t = np.asarray(series.t_ns, dtype=np.int64)
-    v = np.asarray(series.value, dtype=np.float64)
-    keep = np.isfinite(v)
-    t, v = t[keep], v[keep]
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
-    first = np.concatenate(([True], np.diff(t) > 0))
-    t, v = t[first], v[first]
-    if t.size < 2:
-        return None
-    label = f"{series.sensor}:{series.name}" if series.sensor else series.name
-    return _Channel(label, series.kind, t, v)
-
-
-def choose_channels(series: Sequence[Series]) -> tuple[list[_Channel], str | None, str | None]:
-    """The channels whose sum is the device's power, with (method, sensor text) naming them."""
-    usable = [s for s in series if s.kind in ENERGY_KINDS]
-    totals = [s for s in usable if s.role == "total"]
-    fallback = not totals
-    if fallback:
-        chosen = usable
-    else:
-        rapl_packages = any(s.sensor == "rapl" for s in totals)
-        chosen = totals + ([s for s in usable if s.role == "dram"] if rapl_packages else [])
-    counters = [s for s in chosen if s.kind == ENERGY_UJ]
-    picked = counters or [s for s in chosen if s.kind == POWER_MW]
-    channels = [ch for ch in (_clean(s) for s in picked) if ch is not None]
-    if not channels:
-        return [], None, None
-    method = "counter" if counters else "power-integration"
-    sensor = " + ".join(ch.label for ch in channels)
-    if fallback:
-        sensor = f"sum of all rails (no 'total' rail): {sensor}"
-    return channels, method, sensor
-
-
-def _cumulative_j(ch: _Channel, t_ns: np.ndarray) -> np.ndarray:
+def _cumulative_j(ch: Channel, t_ns: np.ndarray) -> np.ndarray:
     """Energy in J from the channel's first sample to each time in ``t_ns``.
 
     Power is taken as linear between samples (so the integral is the trapezoid rule, exact at window
-    edges too); a counter is interpolated linearly. Outside the samples the edge power is held.
+    edges too); a counter is interpolated linearly. Outside the samples the edge power is held (only
+    within the coverage tolerance of host/rails.py: a window the samples do not cover is refused).
     """
     t_s = (ch.t_ns - ch.t_ns[0]).astype(np.float64) / 1e9
     q_s = (np.asarray(t_ns, dtype=np.int64) - ch.t_ns[0]).astype(np.float64) / 1e9
@@ -154,13 +129,8 @@ def _cumulative_j(ch: _Channel, t_ns: np.ndarray) -> np.ndarray:
     return np.asarray(at + below * edge_before + above * edge_after)
 
 
-def _total_j(channels: list[_Channel], t_ns: np.ndarray) -> np.ndarray:
+def _total_j(channels: Sequence[Channel], t_ns: np.ndarray) -> np.ndarray:
     return np.sum([_cumulative_j(ch, t_ns) for ch in channels], axis=0)
-
-
-def _covers(channels: list[_Channel], start_ns: int, end_ns: int) -> bool:
-    """True when every channel has samples overlapping the window (edges may still be extrapolated)."""
-    return end_ns > start_ns and all(ch.t_ns[0] < end_ns and ch.t_ns[-1] > start_ns for ch in channels)
 
 
 def _block_edges(
@@ -170,6 +140,61 @@ def _block_edges(
     idx = np.round(np.linspace(0, starts_ns.size, k + 1)).astype(np.int64)
     edges = np.concatenate(([window_start_ns], starts_ns[idx[1:-1]], [window_end_ns])).astype(np.int64)
     return edges, np.diff(idx)
+
+
+def _samples_in(ch: Channel, start_ns: int, end_ns: int) -> int:
+    return int(np.count_nonzero((ch.t_ns >= start_ns) & (ch.t_ns <= end_ns)))
+
+
+def _rail_entry(rail: Rail, window: tuple[int, int], problem: str | None) -> dict[str, Any]:
+    """One ``energy.rails[]`` item: the rail's own power and energy over the window (null when unusable)."""
+    entry: dict[str, Any] = {
+        "name": rail.name,
+        "role": rail.role,
+        "part_of": rail.parent or None,
+        "sensor": rail.sensor,
+        "method": rail.method,
+        "summed": rail.summed,
+        "avg_power_w": None,
+        "energy_mj": None,
+        "problem": problem,
+    }
+    if rail.channel is not None and problem is None:
+        energy_j = float(np.diff(_cumulative_j(rail.channel, np.array(window, dtype=np.int64)))[0])
+        entry["energy_mj"] = energy_j * 1e3
+        entry["avg_power_w"] = energy_j / ((window[1] - window[0]) / 1e9)
+    return entry
+
+
+def _idle_power(channels: Sequence[Channel], idle: PhaseSpan) -> tuple[float, float | None, int | None]:
+    """Idle power in W over the span, with its standard error and df from equal time blocks (or None)."""
+    span = (int(idle.start_ns), int(idle.end_ns))
+    duration_s = (span[1] - span[0]) / 1e9
+    power_w = float(np.diff(_total_j(channels, np.array(span, dtype=np.int64)))[0]) / duration_s
+    sparsest = min(_samples_in(ch, *span) for ch in channels)
+    k = min(IDLE_BLOCKS, sparsest // CI_MIN_SAMPLES_PER_BLOCK)
+    if k < IDLE_MIN_BLOCKS:
+        return power_w, None, None
+    edges = np.round(np.linspace(span[0], span[1], k + 1)).astype(np.int64)
+    block_w = np.diff(_total_j(channels, edges)) / (np.diff(edges).astype(np.float64) / 1e9)
+    return power_w, float(block_w.std(ddof=1)) / math.sqrt(k), k - 1
+
+
+def dynamic_interval(
+    center: float, se_measure: float, df_measure: int, se_idle_term: float, df_idle: int
+) -> tuple[tuple[float, float], float, float]:
+    """95% interval of dynamic energy from two independent error sources (delta method).
+
+    Dynamic energy per inference is E/n - P_idle·T/n: its variance is the measured blocks' variance plus
+    (T/n)² · Var(P_idle). ``se_idle_term`` is that second standard error already scaled by T/n. The
+    degrees of freedom come from Welch-Satterthwaite, floored (conservative). Returns (interval, se, df).
+    """
+    se = math.hypot(se_measure, se_idle_term)
+    if se == 0.0:
+        return (center, center), 0.0, math.inf
+    df = se**4 / (se_measure**4 / df_measure + se_idle_term**4 / df_idle)
+    half = t_critical_95(max(1, math.floor(df))) * se
+    return (center - half, center + half), se, df
 
 
 def energy_stats(
@@ -186,11 +211,12 @@ def energy_stats(
     is used only when there are no inference windows (then per-inference figures are None). The
     interval splits the inferences into CI_BLOCKS blocks by count (fewer when the sensor is too sparse,
     none below CI_MIN_BLOCKS), takes energy per inference in each, and centres a Student-t interval on
-    the overall estimate. The dynamic interval treats idle power as known (its own noise is not added).
-    idle_power_w and the dynamic figures are None without an idle span that the samples cover.
+    the overall estimate. The dynamic interval adds the idle power's own standard error (equal time
+    blocks of the idle span). idle_power_w and the dynamic figures are None without an idle span that
+    the samples cover.
     """
-    channels, method, sensor = choose_channels(series)
-    if not channels:
+    plan = rail_plan.plan(series)
+    if not plan.rails:
         return EnergyStats.empty()
     starts = np.asarray(start_ns, dtype=np.int64)
     ends = np.asarray(end_ns, dtype=np.int64)
@@ -198,66 +224,114 @@ def energy_stats(
         raise ValueError(f"start_ns and end_ns differ in length: {starts.shape} and {ends.shape}")
     n = int(starts.size)
     if n:
-        order = np.argsort(starts, kind="stable")
-        starts = starts[order]
+        starts = starts[np.argsort(starts, kind="stable")]
         window = (int(starts[0]), int(ends.max()))
     else:
         window = (int(measure.start_ns), int(measure.end_ns))
-    if not _covers(channels, *window):
-        return EnergyStats.empty(method, sensor)
+    if window[1] <= window[0]:
+        return EnergyStats.empty(plan.method, plan.sensor, problem="the measured window is empty")
+    problems = {r.name: rail_plan.coverage_problem(r, *window) for r in plan.rails}
+    rails_out = [_rail_entry(r, window, problems[r.name]) for r in plan.rails]
+    failed = [problems[r.name] for r in plan.summed if problems[r.name]]
+    if plan.problem or failed:
+        why = "; ".join(dict.fromkeys([p for p in [plan.problem, *failed] if p]))
+        return EnergyStats.empty(plan.method, plan.sensor, rails=rails_out, problem=why)
+    channels = [r.channel for r in plan.summed if r.channel is not None]
+    warnings, aliases = _warnings(plan.summed, window, starts)
 
     duration_s = (window[1] - window[0]) / 1e9
     energy_j = float(np.diff(_total_j(channels, np.array(window, dtype=np.int64)))[0])
-    sample_count = min(int(np.count_nonzero((ch.t_ns >= window[0]) & (ch.t_ns <= window[1]))) for ch in channels)
+    sample_count = min(_samples_in(ch, *window) for ch in channels)
 
-    idle_power_w = None
-    if idle is not None and _covers(channels, int(idle.start_ns), int(idle.end_ns)):
-        idle_edges = np.array([idle.start_ns, idle.end_ns], dtype=np.int64)
-        idle_power_w = float(np.diff(_total_j(channels, idle_edges))[0]) / ((idle.end_ns - idle.start_ns) / 1e9)
+    idle_power_w = idle_se = idle_df = None
+    if idle is not None and idle.end_ns > idle.start_ns:
+        span = (int(idle.start_ns), int(idle.end_ns))
+        idle_rails = [rail_plan.coverage_problem(r, *span) for r in plan.summed]
+        if not any(idle_rails):
+            idle_power_w, idle_se, idle_df = _idle_power(channels, idle)
+        else:
+            warnings.append("no idle baseline: " + "; ".join(p for p in idle_rails if p))
 
-    gross_mj = dynamic_mj = gross_ci = dynamic_ci = None
-    if n:
-        gross_mj = energy_j / n * 1e3
-        if idle_power_w is not None:
-            dynamic_mj = (energy_j - idle_power_w * duration_s) / n * 1e3
-        k = min(CI_BLOCKS, n, sample_count // CI_MIN_SAMPLES_PER_BLOCK)
-        if k >= CI_MIN_BLOCKS:
-            edges, counts = _block_edges(starts, window[0], window[1], k)
-            block_j = np.diff(_total_j(channels, edges))
-            gross_ci = batch_means_ci95(block_j / counts * 1e3, center=gross_mj)
-            if idle_power_w is not None and dynamic_mj is not None:
-                block_s = np.diff(edges).astype(np.float64) / 1e9
-                dynamic_blocks = (block_j - idle_power_w * block_s) / counts * 1e3
-                dynamic_ci = batch_means_ci95(dynamic_blocks, center=dynamic_mj)
-
-    return EnergyStats(
-        method=method,
-        sensor=sensor,
+    stats = EnergyStats.empty(
+        plan.method,
+        plan.sensor,
         idle_power_w=idle_power_w,
+        idle_power_w_se=idle_se,
+        idle_power_w_df=idle_df,
         avg_power_w=energy_j / duration_s,
-        energy_mj_per_inference=gross_mj,
-        dynamic_energy_mj_per_inference=dynamic_mj,
-        energy_mj_per_inference_ci95=gross_ci,
-        dynamic_energy_mj_per_inference_ci95=dynamic_ci,
         sample_count=sample_count,
         sample_rate_hz=sample_count / duration_s,
         energy_j_total=energy_j,
         duration_s=duration_s,
+        rails=rails_out,
+        warnings=warnings,
+        alias_risk="; ".join(aliases) or None,
     )
+    if not n:
+        return stats
+    stats.energy_mj_per_inference = energy_j / n * 1e3
+    if idle_power_w is not None:
+        stats.dynamic_energy_mj_per_inference = (energy_j - idle_power_w * duration_s) / n * 1e3
+    k = min(CI_BLOCKS, n, sample_count // CI_MIN_SAMPLES_PER_BLOCK)
+    if k < CI_MIN_BLOCKS:
+        return stats
+    edges, counts = _block_edges(starts, window[0], window[1], k)
+    block_j = np.diff(_total_j(channels, edges))
+    gross_blocks = block_j / counts * 1e3
+    se = float(gross_blocks.std(ddof=1)) / math.sqrt(k)
+    half = t_critical_95(k - 1) * se
+    stats.energy_mj_per_inference_se = se
+    stats.energy_mj_per_inference_ci95 = (stats.energy_mj_per_inference - half, stats.energy_mj_per_inference + half)
+    if idle_power_w is not None and idle_se is not None and idle_df is not None:
+        dynamic_mj = stats.dynamic_energy_mj_per_inference
+        assert dynamic_mj is not None
+        block_s = np.diff(edges).astype(np.float64) / 1e9
+        dynamic_blocks = (block_j - idle_power_w * block_s) / counts * 1e3
+        se_measure = float(dynamic_blocks.std(ddof=1)) / math.sqrt(k)
+        se_idle_term = duration_s / n * 1e3 * idle_se
+        interval, dyn_se, dyn_df = dynamic_interval(dynamic_mj, se_measure, k - 1, se_idle_term, idle_df)
+        stats.dynamic_energy_mj_per_inference_ci95 = interval
+        stats.dynamic_energy_mj_per_inference_se = dyn_se
+        stats.dynamic_energy_mj_per_inference_df = dyn_df if math.isfinite(dyn_df) else None
+    return stats
+
+
+def _warnings(summed: Sequence[Rail], window: tuple[int, int], starts: np.ndarray) -> tuple[list[str], list[str]]:
+    """Counters that advanced too few times; aliasing risks of regularly sampled power rails."""
+    out: list[str] = []
+    aliases: list[str] = []
+    for rail in summed:
+        ch = rail.channel
+        assert ch is not None
+        if rail.method == "counter":
+            update_ns = rail_plan.counter_update_period_ns(ch)
+            if update_ns:
+                updates = (window[1] - window[0]) / update_ns
+                if updates < MIN_COUNTER_UPDATES:
+                    out.append(
+                        f"rail {rail.label}: its counter advanced about {updates:.0f} times in the window"
+                        f" (every {update_ns / 1e6:.0f} ms), fewer than {MIN_COUNTER_UPDATES}"
+                    )
+        elif starts.size >= 3:
+            alias = rail_plan.alias_risk(ch, window, float(np.median(np.diff(starts))))
+            if alias:
+                aliases.append(alias)
+    return out, aliases
 
 
 def power_over_time_w(series: Sequence[Series], min_interval_ns: int = 10_000_000) -> tuple[np.ndarray, np.ndarray]:
-    """The chosen total power over time (for plots): (t_ns, watts); empty arrays without a sensor.
+    """The summed rails' power over time (for plots): (t_ns, watts); empty arrays without a sensor.
 
     Power channels are summed on the first channel's timestamps. Counters are differentiated between
     samples at least ``min_interval_ns`` apart (a raw 1 kHz RAPL difference is mostly update jitter),
     each value placed at the middle of its interval.
     """
-    channels, method, _ = choose_channels(series)
+    plan = rail_plan.plan(series)
+    channels = [r.channel for r in plan.summed if r.channel is not None]
     if not channels:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     base = channels[0].t_ns
-    if method == "power-integration":
+    if all(ch.kind == POWER_MW for ch in channels):
         watts = np.sum([np.interp(base, ch.t_ns, ch.value) for ch in channels], axis=0) * 1e-3
         return base.copy(), np.asarray(watts, dtype=np.float64)
     picks = [0]
@@ -296,23 +370,37 @@ def _longest_run(mask: np.ndarray) -> int:
     return int((changes[1::2] - changes[::2]).max())
 
 
-def _frequency_drop(s: Series, measure: PhaseSpan, baselines: Sequence[PhaseSpan]) -> str | None:
+def _frequency_reference(s: Series, baselines: Sequence[PhaseSpan], warmup: PhaseSpan | None) -> float | None:
+    """The clock the CPU ran at before it was loaded long: the highest of the idle/settle medians and
+    the first quarter of warmup. Not the whole warmup: throttling that starts there would hide itself.
+    """
+    medians = []
+    for span in baselines:
+        values = _in_span(s, span.start_ns, span.end_ns)
+        if values.size:
+            medians.append(float(np.median(values)))
+    if warmup is not None:
+        values = _in_span(s, warmup.start_ns, warmup.end_ns)
+        if values.size:
+            medians.append(float(np.median(values[: max(1, values.size // 4)])))
+    return max(medians) if medians else None
+
+
+def _frequency_drop(
+    s: Series, measure: PhaseSpan, baselines: Sequence[PhaseSpan], warmup: PhaseSpan | None
+) -> str | None:
     """Why ``s`` (cpu_freq_khz) counts as throttled during measure, or None."""
     during = _in_span(s, measure.start_ns, measure.end_ns)
-    for span in baselines:  # warmup first: a busy CPU's clock; idle may sit at a low governor clock
-        before = _in_span(s, span.start_ns, span.end_ns)
-        if before.size:
-            reference = float(np.median(before))
-            break
-    else:
+    reference = _frequency_reference(s, baselines, warmup)
+    if reference is None or reference <= 0 or not during.size:
         return None
     low = during < FREQ_DROP_FRACTION * reference
-    if reference <= 0 or _longest_run(low) < min(FREQ_DROP_MIN_SAMPLES, during.size) or not low.any():
+    if _longest_run(low) < min(FREQ_DROP_MIN_SAMPLES, during.size) or not low.any():
         return None
     lowest = float(during.min())
     return (
         f"{s.name} frequency fell to {lowest / 1e6:.2f} GHz, {100 * (1 - lowest / reference):.0f}% below"
-        f" its {span.name} median {reference / 1e6:.2f} GHz"
+        f" its {reference / 1e6:.2f} GHz before the load (idle, settle, early warmup)"
     )
 
 
@@ -322,13 +410,15 @@ def thermal_stats(
     warmup: PhaseSpan | None = None,
     idle: PhaseSpan | None = None,
     trip_temp_c: float | None = None,
+    settle: PhaseSpan | None = None,
 ) -> dict[str, Any]:
     """``thermal`` object: max_temp_c, throttled, throttle_reason.
 
     max_temp_c is the hottest temp_c sample over warmup + measure (measure alone without a warmup span).
     Throttled when, during measure, (a) any "throttle" sample is 1, (b) a cpu_freq_khz series stays
-    below FREQ_DROP_FRACTION of its warmup median (idle median when no warmup samples) for
-    FREQ_DROP_MIN_SAMPLES consecutive samples, or (c) temperature reaches ``trip_temp_c`` when given.
+    below FREQ_DROP_FRACTION of its clock before the load (idle/settle median or the first quarter of
+    warmup, the highest) for FREQ_DROP_MIN_SAMPLES consecutive samples, or (c) temperature reaches
+    ``trip_temp_c`` when given.
     throttled is None (unknown) when there is neither a throttle flag, a frequency series nor a trip
     point to judge by.
     """
@@ -343,9 +433,9 @@ def thermal_stats(
     for s in flags:
         if np.any(_in_span(s, measure.start_ns, measure.end_ns) >= 0.5):
             reasons.append(f"throttle flag {s.name} set during measure")
-    baselines = [span for span in (warmup, idle) if span is not None]
+    baselines = [span for span in (idle, settle) if span is not None]
     for s in freqs:
-        reason = _frequency_drop(s, measure, baselines)
+        reason = _frequency_drop(s, measure, baselines, warmup)
         if reason:
             reasons.append(reason)
     measure_temps = [_in_span(s, measure.start_ns, measure.end_ns) for s in series if s.kind == "temp_c"]
@@ -358,6 +448,9 @@ def thermal_stats(
         "max_temp_c": max_temp_c,
         "throttled": bool(reasons) if judged else None,
         "throttle_reason": "; ".join(reasons) if reasons else None,
+        "trip_temp_c": trip_temp_c,
+        # Neither a clock nor a throttle state: throttling can only be guessed from temperature.
+        "throttle_monitored": bool(flags or freqs),
     }
 
 

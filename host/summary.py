@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from host import energy, stats
+from host.drift import latency_drift
 from host.rundata import DeviceRaw
 from host.strict_json import finite_or_null
 from protos import agent_pb2 as pb
@@ -91,13 +93,30 @@ def device_entry(
         entry["energy"] = energy.energy_stats(
             raw.series, measure, raw.phase("idle"), raw.start_ns, raw.end_ns
         ).to_dict()
-        entry["thermal"] = energy.thermal_stats(raw.series, measure, raw.phase("warmup"), raw.phase("idle"))
+        entry["thermal"] = energy.thermal_stats(
+            raw.series,
+            measure,
+            raw.phase("warmup"),
+            raw.phase("idle"),
+            trip_temp_c=_float_note(end.notes, "trip_temp_c"),
+            settle=raw.phase("settle"),
+        )
+        entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
     if end.op_by_type:
         entry["op_profile"] = {
             "by_type": [_op(o) for o in end.op_by_type],
             "top_nodes": [_op(o) for o in end.op_top_nodes],
         }
     return finite_or_null(entry)  # strict JSON (DESIGN.md §4): null, never NaN or Infinity
+
+
+def _float_note(notes: Any, key: str) -> float | None:
+    """A number the agent put in JobEnd.notes (e.g. the lowest thermal trip point), None when absent or bad."""
+    try:
+        value = float(notes[key])
+    except (KeyError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _op(op: pb.OpStat) -> dict[str, Any]:

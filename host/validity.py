@@ -34,6 +34,8 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
             "the board throttled during measurement"
             + (f": {thermal['throttle_reason']}" if thermal.get("throttle_reason") else "")
         )
+    reasons += _measurement_rules(entry, notes)
+    warnings += _measurement_warnings(entry, notes)
     if notes.get("sampler_problems"):
         warnings.append(f"sensor read errors: {notes['sampler_problems']}")
     latency = entry.get("latency_ms") or {}
@@ -43,3 +45,48 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
             " kept in the statistics"
         )
     return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+
+
+def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str]:
+    """Rules on what was measured: warmup done, no drift, intervals possible, energy honestly formed."""
+    reasons: list[str] = []
+    if "n_warmup" in entry and int(entry.get("n_warmup") or 0) == 0:
+        reasons.append("no warmup inferences: the first (cold caches, lazy initialisation) were measured")
+    drift = entry.get("latency_drift") or {}
+    if drift.get("drifting"):
+        reasons.append(
+            f"latency drifted {100 * drift['drift']:+.1f}% during measurement (first quarter p50"
+            f" {drift['first_quarter_p50_ms']:.3f} ms, last {drift['last_quarter_p50_ms']:.3f} ms,"
+            f" trend p={drift['trend_p']:.3g}): not stationary"
+        )
+    latency = entry.get("latency_ms") or {}
+    if latency and latency.get("p50_ci95") is None:
+        reasons.append(
+            f"too short for its own intervals: {entry.get('n_inferences', 0)} inferences give no 95% interval for p50"
+        )
+    energy = entry.get("energy") or {}
+    if energy.get("problem"):
+        reasons.append(f"energy not measured: {energy['problem']}")
+    elif energy.get("energy_mj_per_inference") is not None and energy.get("energy_mj_per_inference_ci95") is None:
+        reasons.append(
+            f"too short for its own intervals: {energy.get('sample_count')} power samples give no energy interval"
+        )
+    if energy.get("alias_risk"):
+        reasons.append(f"energy may be aliased: {energy['alias_risk']}")
+    return reasons
+
+
+def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[str]:
+    """Doubts worth showing that do not make the result untrustworthy on their own."""
+    warnings = list((entry.get("energy") or {}).get("warnings") or [])
+    thermal = entry.get("thermal") or {}
+    if thermal.get("throttle_monitored") is False:
+        judged = (
+            f"only temperature against {thermal['trip_temp_c']:.1f} °C" if thermal.get("trip_temp_c") else "nothing"
+        )
+        warnings.append(
+            f"throttling not monitored: the board reports no CPU frequency or throttle state (judged by {judged})"
+        )
+    if notes.get("measure_extended"):
+        warnings.append(f"measure window extended: {notes['measure_extended']}")
+    return warnings

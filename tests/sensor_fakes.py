@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.sensors.base import POWER_MW, Channel, Sensor
+
 
 def write(root: Path, path: str, content: str | int | float | bytes) -> Path:
     """Write one sysfs attribute under ``root`` (parents created), like the kernel presents it."""
@@ -370,3 +372,85 @@ class ScriptedNvml:
 
     def memory_used_bytes(self, handle: Any) -> int:
         return self._gpu(handle).memory_used_bytes
+
+
+# --- simulated time: the real sampler thread driven by a clock that jumps -----------------------
+
+
+class SimulatedClock:
+    """CLOCK_MONOTONIC for a Sampler (``clock``/``wait``): a wait jumps ahead instead of sleeping.
+
+    The sampler thread then runs its real loop (dither, skipped ticks, read midpoints) as fast as the
+    CPU allows, and the samples it takes are the ones it would take in real time. ``wait`` reports
+    the sampler stopped once ``end_ns`` is passed.
+    """
+
+    def __init__(self, start_ns: int, end_ns: int) -> None:
+        self.now_ns = start_ns
+        self.end_ns = end_ns
+        #: Set when the simulated time has run out (the sampler thread then ends by itself).
+        self.finished = threading.Event()
+
+    def clock(self) -> int:
+        return self.now_ns
+
+    def wait(self, seconds: float) -> bool:
+        self.now_ns += max(0, int(seconds * 1e9))
+        if self.now_ns >= self.end_ns:
+            self.finished.set()
+            return True
+        return False
+
+    def run(self, sampler: Any, timeout_s: float = 60.0) -> list[Any]:
+        """Start ``sampler``, let it sample until the end of simulated time, return its chunks."""
+        sampler.start()
+        if not self.finished.wait(timeout_s):
+            raise TimeoutError(f"the sampler did not reach the end of simulated time in {timeout_s} s")
+        return list(sampler.stop())
+
+
+class PeriodicLoadSensor(Sensor):
+    """A power rail under a periodic load: ``high_w`` for ``duty`` of every ``period_ns``, else ``low_w``.
+
+    Reading takes ``read_ns`` of simulated time and returns the power at its midpoint, as an INA3221
+    conversion would. ``dither`` False stands for a sensor that cannot be dithered (a streaming meter).
+    """
+
+    backend = "sim"
+    max_rate_hz = 1000.0
+
+    def __init__(
+        self,
+        clock: SimulatedClock,
+        period_ns: int,
+        duty: float,
+        high_w: float,
+        low_w: float,
+        phase_ns: int = 0,
+        read_ns: int = 20_000,
+        dither: bool = True,
+    ) -> None:
+        self.sim = clock
+        self.period_ns, self.duty, self.high_w, self.low_w = period_ns, duty, high_w, low_w
+        self.phase_ns, self.read_ns, self.dither = phase_ns, read_ns, dither
+
+    def power_w(self, t_ns: int) -> float:
+        into = (t_ns - self.phase_ns) % self.period_ns
+        return self.high_w if into < self.duty * self.period_ns else self.low_w
+
+    def channels(self) -> Sequence[Channel]:
+        return [Channel("VDD_IN", POWER_MW, "total")]
+
+    def read(self) -> Sequence[float]:
+        mid = self.sim.now_ns + self.read_ns // 2
+        self.sim.now_ns += self.read_ns
+        return [self.power_w(mid) * 1e3]
+
+
+def periodic_inferences(start_ns: int, end_ns: int, period_ns: int, duty: float, phase_ns: int = 0) -> tuple[Any, Any]:
+    """Inference windows of a load that starts one every ``period_ns`` (at phase_ns) and runs ``duty`` of it."""
+    import numpy as np
+
+    first = phase_ns + -(-(start_ns - phase_ns) // period_ns) * period_ns
+    starts = np.arange(first, end_ns - int(duty * period_ns), period_ns, dtype=np.int64)
+    return starts, starts + int(duty * period_ns)

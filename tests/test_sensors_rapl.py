@@ -72,23 +72,28 @@ def test_counter_unwraps_each_step(root: Path) -> None:
     assert totals == [50_000, 150_000, 700_000, 1_200_000]
 
 
-def test_package_and_dram_zones_without_double_counting_core_uncore(root: Path) -> None:
+def test_every_zone_is_read_with_the_zone_it_is_a_part_of(root: Path) -> None:
     build_rapl_zone(root, "intel-rapl:0", "package-0")
     build_rapl_zone(root, "intel-rapl:0:0", "core")
     build_rapl_zone(root, "intel-rapl:0:1", "uncore")
     build_rapl_zone(root, "intel-rapl:0:2", "dram")
     build_rapl_zone(root, "intel-rapl:1", "package-1")
+    build_rapl_zone(root, "intel-rapl:2", "psys")
 
     sensor = RaplSensor.from_profile(load_profile("x86-rapl"))
     try:
-        channels = {(ch.name, ch.role, ch.kind) for ch in sensor.channels()}
+        channels = {(ch.name, ch.role, ch.part_of, ch.kind) for ch in sensor.channels()}
     finally:
         sensor.close()
 
+    # psys is the whole platform; the packages and DRAM are parts of it; core and uncore of their package.
     assert channels == {
-        ("package-0", "total", ENERGY_UJ),
-        ("dram-0", "dram", ENERGY_UJ),
-        ("package-1", "total", ENERGY_UJ),
+        ("package-0", "cpu", "psys", ENERGY_UJ),
+        ("core-0", "cpu", "package-0", ENERGY_UJ),
+        ("uncore-0", "cpu", "package-0", ENERGY_UJ),
+        ("dram-0", "dram", "psys", ENERGY_UJ),
+        ("package-1", "cpu", "psys", ENERGY_UJ),
+        ("psys", "total", "", ENERGY_UJ),
     }
 
 

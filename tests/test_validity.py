@@ -9,11 +9,12 @@ def _ok_entry(**over: object) -> dict[str, object]:
     entry: dict[str, object] = {
         "status": "ok",
         "n_inferences": 200,
+        "n_warmup": 10,
         "duration_s": 5.0,
         "notes": {"warmup_stable": "true"},
         "phases": [],
         "thermal": {"throttled": False},
-        "latency_ms": {"outlier_fraction": 0.0},
+        "latency_ms": {"outlier_fraction": 0.0, "p50_ci95": [1.9, 2.1]},
     }
     entry.update(over)
     return entry
@@ -41,7 +42,7 @@ def test_unstable_warmup_unsettled_board_and_throttling_are_reasons() -> None:
 
 
 def test_outliers_warn_but_do_not_invalidate() -> None:
-    verdict = assess(_ok_entry(latency_ms={"outlier_fraction": 0.05, "outliers": 10}), runs=100, min_duration_s=2.0)
+    verdict = assess(_ok_entry(latency_ms={"outlier_fraction": 0.05, "outliers": 10, "p50_ci95": [1.9, 2.1]}), runs=100, min_duration_s=2.0)
     assert verdict["valid"] is True and "outliers" in verdict["warnings"][0]
 
 

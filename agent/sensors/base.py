@@ -27,12 +27,24 @@ class Channel:
     """One value a sensor delivers at each read.
 
     ``kind`` is one of the constants above and fixes the unit. ``role`` says what the rail powers
-    ("total", "cpu", "gpu", "soc", "dram") when the device profile knows it, else "".
+    ("total", "cpu", "gpu", "soc", "dram") when the device profile knows it, else "". The host sums
+    the "total" rail, else the rails that are a part of nothing measured (see host/rails.py).
     """
 
     name: str
     kind: str
     role: str = ""
+    #: The rail this one is a part of (RAPL core in package-0 in psys), "" for a top-level rail.
+    part_of: str = ""
+
+
+#: How a channel's parent travels in the series' role string; host/rails.py reads it back.
+PART_OF = ";part_of="
+
+
+def wire_role(channel: Channel) -> str:
+    """The role as streamed: "cpu", or "cpu;part_of=psys" for a rail that is a part of another."""
+    return f"{channel.role}{PART_OF}{channel.part_of}" if channel.part_of else channel.role
 
 
 class Sensor(abc.ABC):
@@ -48,6 +60,9 @@ class Sensor(abc.ABC):
     max_rate_hz: float = 1000.0
     #: The slowest safe polling rate (RAPL: often enough never to miss a counter wrap).
     min_rate_hz: float = 0.0
+    #: False when the value comes at the sensor's own fixed rate (a streaming meter): reading it at
+    #: dithered times would not spread the samples over a periodic load's phases.
+    dither: bool = True
 
     @abc.abstractmethod
     def channels(self) -> Sequence[Channel]:

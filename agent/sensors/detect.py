@@ -76,17 +76,30 @@ DEFAULT_BACKENDS: Mapping[str, Backend] = {
 AUXILIARY = ("thermal", "cpufreq")
 
 
-class DemotedTotal(Sensor):
-    """Another backend's view of a board whose total is already measured: its "total" channels lose
-    that role, because the host sums every "total" channel and would count the board twice.
+class Relabelled(Sensor):
+    """A sensor whose channels' roles and parents are changed, readings untouched.
+
+    Two uses: another backend's view of a board whose total is already measured loses the role "total"
+    (the host would otherwise take it as the whole board too), and the profile's ``[rail_parents]``
+    table says which measured rail each channel is a part of (the host never sums a part with it).
     """
 
-    def __init__(self, inner: Sensor) -> None:
+    def __init__(self, inner: Sensor, demote_total: bool = False, part_of: Mapping[str, str] | None = None) -> None:
         self.inner = inner
         self.backend = inner.backend
         self.max_rate_hz = inner.max_rate_hz
         self.min_rate_hz = inner.min_rate_hz
-        self._channels = [Channel(ch.name, ch.kind, "" if ch.role == "total" else ch.role) for ch in inner.channels()]
+        self.dither = inner.dither
+        parents = part_of or {}
+        self._channels = [
+            Channel(
+                ch.name,
+                ch.kind,
+                "" if demote_total and ch.role == "total" else ch.role,
+                parents.get(ch.name, ch.part_of),
+            )
+            for ch in inner.channels()
+        ]
 
     def channels(self) -> Sequence[Channel]:
         return self._channels
@@ -142,9 +155,11 @@ def detect_sensors(
         except (SensorError, ValueError) as err:
             detection.problems.append(f"{name}: {err}")
             continue
-        if _has_total(sensor) and any(_has_total(s) for s in detection.sensors):
+        demote = _has_total(sensor) and any(_has_total(s) for s in detection.sensors)
+        if demote:
             log.info("sensor backend %s: the board total is already measured; its total is informational", name)
-            sensor = DemotedTotal(sensor)
+        if demote or any(ch.name in profile.rail_parents for ch in sensor.channels()):
+            sensor = Relabelled(sensor, demote, profile.rail_parents)
         detection.sensors.append(sensor)
     return detection
 

@@ -29,44 +29,56 @@ GRANT_ACCESS_HINT = (
 
 @dataclass(frozen=True)
 class Zone:
-    """One powercap zone: its channel name, role, counter file and wrap range."""
+    """One powercap zone: its channel name, role, the zone it is a part of, counter file and wrap range."""
 
     name: str
     role: str
     energy_path: Path
     max_range_uj: int
+    part_of: str = ""
 
 
 def _zone_role(zone_name: str) -> str:
-    if zone_name.startswith("package"):
-        return "total"
+    if zone_name == "psys":
+        return "total"  # the platform: package, DRAM and the rest of the SoC's supply
+    if zone_name.startswith("package") or zone_name in ("core", "uncore"):
+        return "cpu"
     if zone_name == "dram":
         return "dram"
-    if zone_name == "psys":
-        return "platform"
     return ""
 
 
 def find_zones(roles: Mapping[str, str] | None = None) -> list[Zone]:
-    """Package, DRAM and platform zones. Core/uncore subzones are left out: the package already holds them.
+    """Every zone with a counter, each with the zone it is a part of: psys ⊃ package-N ⊃ core/uncore,
+    and DRAM (outside the package domain) within psys. The host sums psys where there is one, else the
+    packages and DRAM, and reports the parts beside them without counting them twice.
 
     Raises SensorError when a counter exists but cannot be read (root-only), with how to grant access.
     """
     roles = roles or {}
     base = under_root(POWERCAP_DIR)
-    zones: list[Zone] = []
+    found: list[tuple[str, str, str, Path]] = []  # (channel, zone name, parent package channel, directory)
+    packages: dict[str, str] = {}
     for directory in sorted(base.glob("intel-rapl:*")):
         match = _ZONE.fullmatch(directory.name)
         if not match or not (directory / "energy_uj").exists():
             continue
         zone_name = read_sysfs_text(directory / "name")
         package = match.group(1)
-        if match.group(2) is not None:
-            if zone_name != "dram":
-                continue  # core / uncore: part of the package, counting them would double-count
-            channel = f"dram-{package}"
+        if match.group(2) is None:
+            packages[package] = zone_name
+            found.append((zone_name, zone_name, "", directory))
         else:
-            channel = zone_name
+            found.append((f"{zone_name}-{package}", zone_name, package, directory))
+    platform = "psys" if "psys" in packages.values() else ""
+    zones: list[Zone] = []
+    for channel, zone_name, package, directory in found:
+        if zone_name == "psys":
+            parent = ""
+        elif zone_name == "dram" or not package:
+            parent = platform  # DRAM is outside the package domain, a sibling of it within psys
+        else:
+            parent = packages.get(package, "")
         energy_path = directory / "energy_uj"
         try:
             with open(energy_path, "rb") as handle:
@@ -76,7 +88,8 @@ def find_zones(roles: Mapping[str, str] | None = None) -> list[Zone]:
         except OSError as err:
             raise SensorError(f"cannot read {energy_path}: {err.strerror or err}") from err
         max_range_uj = read_sysfs_int(directory / "max_energy_range_uj")
-        zones.append(Zone(channel, roles.get(channel, _zone_role(zone_name)), energy_path, max_range_uj))
+        role = roles.get(channel, _zone_role(zone_name))
+        zones.append(Zone(channel, role, energy_path, max_range_uj, parent))
     return zones
 
 
@@ -98,7 +111,7 @@ class RaplSensor(Sensor):
         if max_power_w <= 0:
             raise ValueError("max_power_w must be positive")
         self._zones = list(zones)
-        self._channels = [Channel(z.name, ENERGY_UJ, z.role) for z in self._zones]
+        self._channels = [Channel(z.name, ENERGY_UJ, z.role, z.part_of) for z in self._zones]
         # Read at least twice per wrap at max_power: range_uj / (max_power_w * 1e6) seconds per wrap.
         shortest_wrap_s = min(z.max_range_uj for z in self._zones) / (max_power_w * 1e6)
         self.min_rate_hz = 2.0 / shortest_wrap_s

@@ -82,10 +82,14 @@ class ThermalSensor(Sensor):
     # Most thermal drivers refresh every 100-1000 ms.
     max_rate_hz = 10.0
 
-    def __init__(self, zones: Sequence[ThermalZone]) -> None:
+    def __init__(self, zones: Sequence[ThermalZone], max_temp_c: float | None = None) -> None:
         if not zones:
             raise SensorError("no readable thermal zone")
         self._zones = list(zones)
+        trips = [z.throttle_at_c for z in self._zones if z.throttle_at_c is not None]
+        #: The temperature at which the board throttles: its zones' lowest throttling trip point, else
+        #: the profile's max_temp_c (a board whose zones declare none). The host judges throttling by it.
+        self.trip_temp_c: float | None = min(trips) if trips else max_temp_c
         self._channels = [Channel(z.type, TEMP_C) for z in self._zones]
         self._has_trips = any(z.throttle_at_c is not None for z in self._zones)
         if self._has_trips:
@@ -101,7 +105,7 @@ class ThermalSensor(Sensor):
         if not zones and profile.thermal_zones:
             # The profile's names did not match this board's kernel: better all zones than none.
             zones = find_zones()
-        return cls(zones)
+        return cls(zones, profile.max_temp_c)
 
     def channels(self) -> Sequence[Channel]:
         return self._channels

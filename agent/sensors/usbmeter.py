@@ -176,6 +176,8 @@ class CsvMeter(Sensor):
 
     backend = "usbmeter"
     max_rate_hz = 200.0
+    # The sketch prints at its own fixed rate: reading its latest line at random times cannot dither it.
+    dither = False
 
     def __init__(
         self,
