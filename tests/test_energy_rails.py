@@ -4,13 +4,20 @@ and a total that cannot be formed honestly (a broken, stopped or gapped rail) is
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from agent.profiles import load_profile
+from agent.sensors.base import wire_role
+from agent.sensors.detect import DEFAULT_BACKENDS, Backend, detect_sensors
+from agent.sensors.nvml import NvmlSensor
 from host.energy import energy_stats
 from host.rundata import PhaseSpan, Series
 from host.validity import assess
+from tests.sensor_fakes import FakeGpu, ScriptedNvml, build_rapl_zone, write
 
 S = 1_000_000_000
 T0 = 100 * S
@@ -164,3 +171,46 @@ def test_dynamic_energy_interval_carries_the_idle_baselines_uncertainty() -> Non
     assert hi - lo > 2 * 2.0 * per_inference_s * 1e3 * stats.idle_power_w_se
     assert lo < stats.dynamic_energy_mj_per_inference < hi
     assert math.isfinite(hi)
+
+
+def _streamed(sensors: list[Any], watts: dict[str, float]) -> list[Series]:
+    """What the agent would stream for these sensors' power channels, at constant per-rail power."""
+    t_ns = T0 + np.arange(0, 1001) * 10_000_000
+    out = []
+    for sensor in sensors:
+        for ch in sensor.channels():
+            if ch.kind == "energy_uj":
+                value = 1e9 + watts[ch.name] * (t_ns - T0) / S * 1e6
+            elif ch.kind == "power_mw":
+                value = np.full(t_ns.size, watts[ch.name.removesuffix("_power")] * 1e3)
+            else:
+                continue
+            out.append(Series(ch.name, ch.kind, wire_role(ch), sensor.backend, t_ns, value))
+    return out
+
+
+def test_shipped_nvidia_dgpu_profile_sums_each_gpu_and_the_cpu_side_once(tmp_path: Path, monkeypatch: Any) -> None:
+    # A desktop with psys (which does not cover the PCIe GPUs), a package with its core, and two GPUs.
+    root = tmp_path / "sys"
+    for zone, name in (("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "core"), ("intel-rapl:1", "psys")):
+        build_rapl_zone(root, zone, name)
+    write(root, "/proc/driver/nvidia/version", "NVRM version: 550.54\n")
+    monkeypatch.setenv("EDGEPROF_SYSFS_ROOT", str(root))
+    nvml = ScriptedNvml([FakeGpu(), FakeGpu(name="Tesla P4", energy_mj=None, power_instant_mw=27_000.0)])
+    backends = {
+        **DEFAULT_BACKENDS,
+        "nvml": Backend("nvml", lambda p: True, lambda p: NvmlSensor.from_profile(p, library=nvml)),
+    }
+    detection = detect_sensors(load_profile("nvidia-dgpu"), backends=backends)
+    watts = {"gpu0": 150.0, "gpu1": 27.0, "psys": 45.0, "package-0": 30.0, "core-0": 20.0}
+    try:
+        series = _streamed(detection.sensors, watts)
+    finally:
+        detection.close()
+    measure, starts, ends = _measure()
+
+    stats = energy_stats(series, measure, None, starts, ends)
+
+    assert stats.avg_power_w == pytest.approx(150.0 + 27.0 + 45.0, rel=1e-6)
+    assert {r["name"] for r in stats.rails if r["summed"]} == {"gpu0", "gpu1", "psys"}
+    assert {r["name"] for r in stats.rails} == {"gpu0", "gpu1", "psys", "package-0", "core-0"}
