@@ -49,6 +49,11 @@ def test_repeat_measures_each_repetition_in_a_fresh_worker(tmp_path: Path) -> No
     stored = Store().load_run(json.loads(out.read_text())["run_id"])
     assert stored.document["settings"]["repeat"] == 3
     assert stored.raw["local"].start_ns.size == entry["n_inferences"]
+    report = tmp_path / "report.md"
+    assert _host("report", stored.run_id, "--format", "md", "-o", str(report), cwd=tmp_path).returncode == 0
+    text = report.read_text()
+    assert "3 repetitions, each in a fresh worker" in text
+    assert all(f"| {r['n']} |" in text and str(r["worker_pid"]) in text for r in reps)
 
 
 def test_ab_interleaves_stores_two_runs_and_gates(tmp_path: Path, squeezenet: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from host.report import fields as f
 from host.report import plots
+from host.report.repetitions import repetitions_html
 from host.report.svg import colour
 from host.rundata import DeviceRaw, RunData
 
@@ -210,7 +211,7 @@ def _device_section(index: int, d: dict[str, Any], raw: DeviceRaw | None) -> str
         f'<section class="device">{head}<div class="grid2"><div>{_metadata(d)}</div>'
         f"<div>{plots.latency_histogram(raw, index)}</div>"
         f"<div>{plots.power_over_time(raw, index, f.get(d, 'energy', 'method') is not None)}</div>"
-        f"<div>{plots.memory_over_time(raw, index)}</div></div>{_op_profile(d)}</section>"
+        f"<div>{plots.memory_over_time(raw, index)}</div></div>{repetitions_html(d)}{_op_profile(d)}</section>"
     )
 
 
@@ -224,6 +225,10 @@ dynamic (above-idle) energy. Skipped on boards without a power sensor.</li>
 <li><b>Measure</b>: at least the requested number of inferences <i>and</i> the minimum duration (MLPerf-style).
 Every inference is timestamped with CLOCK_MONOTONIC on the board, the clock the power, memory and
 temperature samplers share, so samples and inference windows line up without clock translation.</li>
+<li><b>Repetitions</b> (<code>--repeat K</code>, <code>host ab</code>): the whole protocol runs K times in one job,
+each time in a fresh worker that loads the model again, so what varies from process to process (start, memory
+layout, load) is sampled; the figures are pooled over the repetitions and their intervals come from the spread
+between repetitions, the unit of evidence for comparisons.</li>
 <li><b>Statistics</b> on the host from the raw samples: percentiles, a distribution-free 95% interval for p50,
 throughput over the measured span; energy from a hardware energy counter where the board has one, else the
 trapezoid integral of power samples, with a batch-means 95% interval over blocks of inferences.</li>
