@@ -65,6 +65,9 @@ def _read_token(path: Path) -> str:
         raise ServeError(f"cannot read the token file {path}: {err.strerror}") from err
     if len(token) < 16:
         raise ServeError(f"the token in {path} is too short ({len(token)} chars): use at least 16 random characters")
+    mode = path.expanduser().stat().st_mode & 0o777
+    if mode & 0o077:  # other users of the board could read it and control every agent sharing the token
+        log.warning("the token file %s is accessible by other users (mode %03o): chmod 600 %s", path, mode, path)
     return token
 
 
@@ -98,10 +101,15 @@ class AgentProcess:
             raise ServeError(str(err)) from err
         self.token = _read_token(opts.token_file) if opts.token_file else None
         self.tls = _read_tls(opts)
-        if not is_loopback(host) and self.token is None and self.tls is None and not opts.insecure:
+        #: Whether callers must prove who they are: a token or mutual TLS. Server-only TLS encrypts the
+        #: connection but lets any client in, so it is not authentication.
+        self.authenticated = self.token is not None or (self.tls is not None and self.tls.client_ca_pem is not None)
+        if not is_loopback(host) and not self.authenticated and not opts.insecure:
+            encryption_only = " (server-only TLS encrypts but lets any client in)" if self.tls is not None else ""
             raise ServeError(
-                f"refusing to listen on {opts.listen} without authentication: anyone who reaches it could run code "
-                "on this board. Give --token-file (and/or --tls-cert/--tls-key), or --insecure on a trusted network"
+                f"refusing to listen on {opts.listen} without authentication{encryption_only}: anyone who reaches it "
+                "could run code on this board. Give --token-file or --tls-client-ca (mutual TLS), or --insecure on a "
+                "trusted network"
             )
         try:
             self.profile = load_profile(opts.profile or detect_profile_name())
@@ -164,7 +172,7 @@ class AgentProcess:
             agent_version=b["agent_version"],
             board=b["board"],
             tags=self.opts.tags,
-            auth_required=self.token is not None or self.tls is not None,
+            auth_required=self.authenticated,
             capabilities=[parts.CAPABILITY],
         )
         info.metadata.update(board.reproducibility_metadata())
@@ -217,8 +225,24 @@ def _start_advertiser(agent: AgentProcess) -> Any:
         port=agent.port,
         profile=agent.profile.name,
         tags=agent.opts.tags,
-        auth_required=agent.token is not None or agent.tls is not None,
+        auth_required=agent.authenticated,
     )
+
+
+def startup_line(agent: AgentProcess, host: str, port: int) -> str:
+    """The first line `agent serve` prints; the host's embedded default reads the port from it: keep its shape."""
+    if agent.token:
+        auth = "token"
+    elif agent.authenticated:
+        auth = "mtls"
+    else:
+        auth = "tls, no client authentication" if agent.tls else "none"
+    line = f"edgeprof agent listening on {host}:{port} (profile {agent.profile.name}, auth {auth})"
+    if not agent.authenticated and is_loopback(host):
+        line += ": any local user can run jobs here; give --token-file to allow only token holders"
+    elif not agent.authenticated:
+        line += ": anyone who reaches this port can run jobs here (--insecure)"
+    return line
 
 
 def serve(opts: ServeOptions, announce: Callable[[str], None] = print) -> int:
@@ -233,9 +257,7 @@ def serve(opts: ServeOptions, announce: Callable[[str], None] = print) -> int:
         print(f"agent: cannot start: {err}", file=sys.stderr)
         return 2
     host, _ = split_address(opts.listen)
-    auth = "token" if agent.token else ("tls" if agent.tls else "none")
-    # The host's embedded default reads this line to learn the port: keep its shape.
-    announce(f"edgeprof agent listening on {host}:{port} (profile {agent.profile.name}, auth {auth})")
+    announce(startup_line(agent, host, port))
     sys.stdout.flush()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -24,6 +24,7 @@ def token_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agen
     tmp = tmp_path_factory.mktemp("auth")
     token = secrets.token_urlsafe(32)
     (tmp / "token").write_text(token)
+    (tmp / "token").chmod(0o600)
     proc = AgentProc(tmp, "--token-file", str(tmp / "token")).start()
     try:
         yield proc, token
@@ -248,3 +249,119 @@ def test_host_profile_with_an_unreadable_tls_ca_fails_in_one_line(tmp_path: Path
     assert "Traceback" not in result.stdout + result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("host: ") and str(ca) in lines[0], result.stderr
+
+
+def _serve(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`agent serve` expected to refuse its configuration (exit 2) before it listens."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "serve", "--no-advertise", "--data-dir", str(tmp / "agent"), *args],
+        cwd=tmp,
+        env=isolated_env(tmp),
+        text=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def test_server_only_tls_beyond_loopback_is_refused_as_no_authentication(
+    tmp_path: Path, certs: dict[str, Path]
+) -> None:
+    result = _serve(
+        tmp_path, "--listen", "0.0.0.0:0", "--tls-cert", str(certs["server"]), "--tls-key", str(certs["server_key"])
+    )
+
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "server-only TLS" in lines[0] and "--tls-client-ca" in lines[0] and "--insecure" in lines[0]
+
+
+def test_only_a_token_or_mutual_tls_is_advertised_as_authentication(tmp_path: Path, certs: dict[str, Path]) -> None:
+    (tmp_path / "token").write_text(secrets.token_urlsafe(32))
+    (tmp_path / "token").chmod(0o600)
+    tls = {"tls_cert": certs["server"], "tls_key": certs["server_key"]}
+    setups = {
+        "server-only tls": ServeOptions(**tls),
+        "mutual tls": ServeOptions(**tls, tls_client_ca=certs["ca"]),
+        "token": ServeOptions(token_file=tmp_path / "token"),
+        "nothing": ServeOptions(),
+    }
+    advertised = {}
+    for name, opts in setups.items():
+        opts.listen, opts.advertise, opts.profile, opts.data_dir = (
+            "127.0.0.1:0",
+            False,
+            "generic-linux",
+            tmp_path / "data" / name,
+        )
+        agent = AgentProcess(opts)
+        advertised[name] = agent.describe().auth_required
+        agent.stop()
+
+    assert advertised == {"server-only tls": False, "mutual tls": True, "token": True, "nothing": False}
+
+
+def test_mutual_tls_alone_may_listen_beyond_loopback(tmp_path: Path, certs: dict[str, Path]) -> None:
+    opts = ServeOptions(
+        listen="0.0.0.0:0",
+        advertise=False,
+        profile="generic-linux",
+        data_dir=tmp_path / "agent",
+        tls_cert=certs["server"],
+        tls_key=certs["server_key"],
+        tls_client_ca=certs["ca"],
+    )
+    agent = AgentProcess(opts)
+    agent.stop()
+
+    assert agent.authenticated
+
+
+def test_group_readable_token_file_is_warned_about_in_one_line(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(secrets.token_urlsafe(32))
+    token.chmod(0o640)
+    agent = AgentProc(tmp_path, "--token-file", str(token)).start()
+    try:
+        with AgentClient(agent.address, Credentials(token=token.read_text())) as client:
+            assert client.describe().auth_required
+    finally:
+        agent.stop()
+
+    warnings = [ln for ln in agent.log_path.read_text().splitlines() if "accessible by other users" in ln]
+    assert len(warnings) == 1 and "chmod 600" in warnings[0] and "640" in warnings[0]
+
+
+def test_private_token_file_gets_no_warning(token_agent: tuple[AgentProc, str]) -> None:
+    agent, _token = token_agent
+
+    assert "accessible by other users" not in agent.log_path.read_text()
+
+
+def test_plain_loopback_agent_says_any_local_user_can_run_jobs(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-advertise",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=isolated_env(tmp_path),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+
+    assert "listening on 127.0.0.1:" in line and "auth none" in line
+    assert "any local user can run jobs" in line and "--token-file" in line

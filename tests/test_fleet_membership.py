@@ -47,11 +47,13 @@ class Call:
 class RogueAgent(agent_pb2_grpc.AgentServicer):
     """Pretends to be a fleet member and records everything a host sends it.
 
-    With `relay_to`, it passes the host's challenge on to a real agent, rewriting the dialed address to
-    the real agent's (the strongest relay: a real agent refuses to answer for an address it does not have).
+    With `relay_to`, it passes the host's challenge on to a real agent: as it is (the real agent must
+    refuse an address it does not listen on), or with `rewrite` the dialed address made the real agent's
+    (then the answer is for the wrong address, and the host's check fails).
     """
 
     relay_to: str | None = None
+    rewrite: bool = False
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,7 +84,9 @@ class RogueAgent(agent_pb2_grpc.AgentServicer):
         if self.relay_to is None:
             return pb.ProveReply(mac="0" * 64)
         with grpc.insecure_channel(self.relay_to) as channel:
-            relayed = pb.ProveRequest(nonce=request.nonce, dialed_address=self.relay_to)
+            relayed = pb.ProveRequest(
+                nonce=request.nonce, dialed_address=self.relay_to if self.rewrite else request.dialed_address
+            )
             return agent_pb2_grpc.AgentStub(channel).Prove(relayed, timeout=5)
 
 
@@ -125,6 +129,7 @@ def fleet_with_rogues(tmp_path: Path) -> Iterator[tuple[str, Path, AgentProc, li
     try:
         rogues.append(announce_rogue(RogueAgent(), tag))
         rogues.append(announce_rogue(RogueAgent(relay_to=member.address), tag))
+        rogues.append(announce_rogue(RogueAgent(relay_to=member.address, rewrite=True), tag))
         wait_for(member.announced, 30, "the real agent to announce itself")
         assert all(r.advertiser.wait_registered(timeout_s=10) for r in rogues)
         yield tag, token_file, member, rogues
