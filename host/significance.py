@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
+
+from host.stats import t_critical_95
 
 
 def _as_samples(values: np.ndarray, name: str) -> np.ndarray:
@@ -186,3 +189,136 @@ def compare_estimates(
         base=base,
         candidate=candidate,
     )
+
+
+# --- Run-level verdicts (`host compare`): the repetition, not the inference, is the unit of evidence. ---
+
+#: Evidence behind a run-level interval.
+EVIDENCE_REPETITIONS = "repetitions"
+EVIDENCE_HISTORY = "history"
+EVIDENCE_WITHIN_RUN = "within-run"
+
+
+@dataclass(frozen=True)
+class RunLevelChange:
+    """Candidate against base for one metric, from run-level figures: a change and its 95% interval, in %."""
+
+    change_pct: float
+    #: 95% interval of the change in percent; None when there is nothing to build one from.
+    ci_pct: tuple[float, float] | None
+    #: EVIDENCE_REPETITIONS, EVIDENCE_HISTORY or EVIDENCE_WITHIN_RUN.
+    evidence: str
+    detail: str = ""
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes no change."""
+        return self.ci_pct is not None and (self.ci_pct[0] > 0.0 or self.ci_pct[1] < 0.0)
+
+
+def _pct(log_ratio: float | np.ndarray) -> Any:
+    return np.expm1(log_ratio) * 100.0
+
+
+def _positive_logs(values: np.ndarray, name: str) -> np.ndarray:
+    x = _as_samples(values, name)
+    if np.any(x <= 0):
+        raise ValueError(f"{name} must be positive for a ratio")
+    return np.log(x)
+
+
+def bootstrap_repetitions_change(
+    base_values: np.ndarray, cand_values: np.ndarray, n_boot: int = 4000, seed: int = 0
+) -> RunLevelChange:
+    """Change between two sets of repetition figures (e.g. each repetition's p50) with a bootstrap 95% CI.
+
+    The change is the ratio of the geometric means (the mean log figure of each side), the interval a
+    percentile bootstrap that resamples each side's repetitions with replacement. With five repetitions a
+    plain percentile bootstrap is too narrow (it sees sqrt((k-1)/k) of the spread and normal tails), so
+    its tails are expanded to Phi(-sqrt(k/(k-1)) t_(ka+kb-2)) (Hesterberg), k the smaller side: about the
+    pooled two-sample t interval for equal sides, the bootstrap's shape otherwise. Seeded: reproducible.
+    """
+    base_logs = _positive_logs(base_values, "base_values")
+    cand_logs = _positive_logs(cand_values, "cand_values")
+    k_min = min(base_logs.size, cand_logs.size)
+    if k_min < 2:
+        raise ValueError("a bootstrap over repetitions needs at least 2 repetitions a side")
+    estimate = float(cand_logs.mean() - base_logs.mean())
+    rng = np.random.default_rng(seed)
+    b_boot = base_logs[rng.integers(0, base_logs.size, size=(n_boot, base_logs.size))].mean(axis=1)
+    c_boot = cand_logs[rng.integers(0, cand_logs.size, size=(n_boot, cand_logs.size))].mean(axis=1)
+    t = t_critical_95(base_logs.size + cand_logs.size - 2)
+    tail = NormalDist().cdf(-math.sqrt(k_min / (k_min - 1)) * t)
+    low, high = np.quantile(c_boot - b_boot, [tail, 1.0 - tail])
+    detail = f"bootstrap over {base_logs.size} + {cand_logs.size} repetitions"
+    return RunLevelChange(float(_pct(estimate)), (float(_pct(low)), float(_pct(high))), EVIDENCE_REPETITIONS, detail)
+
+
+def log_spread(groups: list[np.ndarray]) -> tuple[float, int] | None:
+    """Run-to-run spread: the pooled standard deviation of log figures within groups, and its degrees of freedom.
+
+    Each group holds figures that should agree (the repetitions of one run; or single-repetition runs of
+    the same model, device and settings, A/A pairs among them). None when the groups give fewer than 2
+    degrees of freedom.
+    """
+    ss, df = 0.0, 0
+    for group in groups:
+        logs = np.log(np.asarray(group, dtype=np.float64))
+        logs = logs[np.isfinite(logs)]
+        if logs.size >= 2:
+            ss += float(np.sum((logs - logs.mean()) ** 2))
+            df += int(logs.size - 1)
+    if df < 2:
+        return None
+    return math.sqrt(ss / df), df
+
+
+def history_change(
+    base_values: np.ndarray, cand_values: np.ndarray, spread_log_sd: float, spread_df: int
+) -> RunLevelChange:
+    """Change of the geometric means with a Student-t 95% interval whose spread comes from earlier runs.
+
+    For sides with too few repetitions of their own: the run-to-run standard deviation the store has seen
+    (log_spread) scales as sqrt(1/k_base + 1/k_cand), with t on the history's degrees of freedom.
+    """
+    base_logs = _positive_logs(base_values, "base_values")
+    cand_logs = _positive_logs(cand_values, "cand_values")
+    d = float(cand_logs.mean() - base_logs.mean())
+    half = t_critical_95(spread_df) * spread_log_sd * math.sqrt(1 / base_logs.size + 1 / cand_logs.size)
+    detail = f"run-to-run spread {spread_log_sd * 100:.2g}% from history (df {spread_df})"
+    return RunLevelChange(float(_pct(d)), (float(_pct(d - half)), float(_pct(d + half))), EVIDENCE_HISTORY, detail)
+
+
+def within_run_change(
+    base: float, base_ci: tuple[float, float] | None, cand: float, cand_ci: tuple[float, float] | None
+) -> RunLevelChange:
+    """Change from one run each, with only the runs' own 95% intervals: they know nothing of run-to-run spread.
+
+    The interval combines the two intervals' half-widths on the log scale (normal approximation); None
+    when either run has no interval or a figure is not positive.
+    """
+    if base <= 0 or cand <= 0:
+        return RunLevelChange(_relative_change_pct(base, cand), None, EVIDENCE_WITHIN_RUN, "no ratio")
+    d = math.log(cand / base)
+    if base_ci is None or cand_ci is None or min(base_ci[0], cand_ci[0]) <= 0:
+        return RunLevelChange(float(_pct(d)), None, EVIDENCE_WITHIN_RUN, "no interval")
+    z = NormalDist().inv_cdf(0.975)
+    se = math.hypot(*(math.log(hi / lo) / (2 * z) for lo, hi in (base_ci, cand_ci)))
+    return RunLevelChange(float(_pct(d)), (float(_pct(d - z * se)), float(_pct(d + z * se))), EVIDENCE_WITHIN_RUN)
+
+
+def is_run_level_regression(
+    change: RunLevelChange, higher_is_worse: bool, gate_pct: float, noise_floor_pct: float
+) -> bool:
+    """A regression only when the whole interval lies beyond ``gate_pct`` in the worse direction.
+
+    With within-run evidence only, the change must also reach ``noise_floor_pct``: a run's own interval
+    says nothing about how much the next process start moves the figure.
+    """
+    if change.ci_pct is None:
+        return False
+    worse_bound = change.ci_pct[0] if higher_is_worse else -change.ci_pct[1]
+    worse_change = change.change_pct if higher_is_worse else -change.change_pct
+    if worse_bound <= gate_pct:
+        return False
+    return change.evidence != EVIDENCE_WITHIN_RUN or worse_change >= noise_floor_pct

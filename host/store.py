@@ -251,6 +251,17 @@ class Store:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
         return run_id, pending
 
+    def documents_for_models(self, sha256s: list[str], exclude_run_ids: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Result documents of every stored run of these models, oldest first (the history `host compare` reads)."""
+        if not sha256s:
+            return []
+        marks = ", ".join("?" * len(sha256s))
+        rows = self._db.execute(
+            f"SELECT run_id, document FROM runs WHERE model_sha256 IN ({marks}) ORDER BY created_at",
+            tuple(sha256s),
+        ).fetchall()
+        return [json.loads(doc) for run_id, doc in rows if run_id not in exclude_run_ids]
+
     def last_run_id(self) -> str:
         rows = self.runs(limit=1)
         if not rows:

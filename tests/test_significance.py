@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
 
 from host.significance import (
+    EVIDENCE_HISTORY,
+    EVIDENCE_REPETITIONS,
+    EVIDENCE_WITHIN_RUN,
+    RunLevelChange,
+    bootstrap_repetitions_change,
     compare_estimates,
     compare_metric,
+    history_change,
     hodges_lehmann_shift,
     intervals_overlap,
+    is_run_level_regression,
+    log_spread,
     mann_whitney_u,
+    within_run_change,
 )
 
 
@@ -95,15 +103,14 @@ def test_a_a_pairs_are_rarely_significant_and_p_values_look_uniform() -> None:
     assert np.histogram(p_values, bins=4, range=(0, 1))[0].min() > 70  # each quarter near 100
 
 
-def test_mann_whitney_on_100k_samples_a_side_is_fast() -> None:
-    rng = np.random.default_rng(5)
-    a = rng.integers(1_000_000, 2_000_000, size=100_000)
-    b = rng.integers(1_000_000, 2_000_000, size=100_000)
+def test_mann_whitney_on_100k_samples_a_side_counts_every_pair() -> None:
+    # a_i > b_j = a_j + 0.5 exactly when i > j: U = n(n-1)/2, no ties; p near 1 (the shift is tiny).
+    a = np.arange(100_000, dtype=np.float64)
 
-    began = time.perf_counter()
-    mann_whitney_u(a, b)
+    u, p = mann_whitney_u(a, a + 0.5)
 
-    assert time.perf_counter() - began < 0.5
+    assert u == 100_000 * 99_999 / 2
+    assert p > 0.99
 
 
 def test_hodges_lehmann_matches_brute_force_median_of_pairwise_differences() -> None:
@@ -150,3 +157,77 @@ def test_energy_regression_needs_disjoint_intervals() -> None:
 def test_empty_samples_are_rejected() -> None:
     with pytest.raises(ValueError, match="no samples"):
         compare_metric(np.array([]), np.array([1.0]))
+
+
+def test_bootstrap_over_repetitions_of_equal_sides_is_about_the_pooled_t_interval() -> None:
+    base = np.array([4.00, 4.08, 3.96, 4.04, 3.92])
+    cand = base * 1.10
+
+    change = bootstrap_repetitions_change(base, cand)
+
+    assert change.evidence == EVIDENCE_REPETITIONS
+    assert change.change_pct == pytest.approx(10.0)
+    # pooled t: sd of log(base) = 0.0158, se = sd * sqrt(2/5), t_8 = 2.306: half-width 2.30% of log ratio
+    half = 2.306 * float(np.std(np.log(base), ddof=1)) * math.sqrt(2 / 5)
+    lo, hi = change.ci_pct or (math.nan, math.nan)
+    assert lo == pytest.approx(np.expm1(math.log(1.1) - half) * 100, abs=0.5)
+    assert hi == pytest.approx(np.expm1(math.log(1.1) + half) * 100, abs=0.5)
+    assert bootstrap_repetitions_change(base, cand) == change  # seeded
+
+
+def test_history_interval_scales_the_run_to_run_spread_with_repetition_counts() -> None:
+    one_each = history_change(np.array([4.0]), np.array([4.4]), spread_log_sd=0.02, spread_df=8)
+    three_each = history_change(np.full(3, 4.0), np.full(3, 4.4), spread_log_sd=0.02, spread_df=8)
+
+    assert one_each.evidence == EVIDENCE_HISTORY
+    lo, hi = one_each.ci_pct or (math.nan, math.nan)
+    assert math.log1p(hi / 100) - math.log(1.1) == pytest.approx(2.306 * 0.02 * math.sqrt(2), rel=1e-6)
+    lo3, hi3 = three_each.ci_pct or (math.nan, math.nan)
+    assert (hi3 - lo3) == pytest.approx((hi - lo) / math.sqrt(3), rel=0.02)
+
+
+def test_log_spread_pools_groups_and_needs_two_degrees_of_freedom() -> None:
+    sd, df = log_spread([np.array([1.0, math.e**0.02]), np.array([2.0, 2.0 * math.e**0.02, 2.0 * math.e**0.04])]) or (
+        0,
+        0,
+    )
+
+    assert df == 3
+    # sums of squares: 0.0002 and 0.0008 over 3 df
+    assert sd == pytest.approx(math.sqrt(0.001 / 3))
+    assert log_spread([np.array([1.0, 1.1])]) is None
+
+
+def test_within_run_change_combines_both_intervals_and_needs_both() -> None:
+    change = within_run_change(4.0, (3.9, 4.1), 4.4, (4.29, 4.51))
+
+    assert change.evidence == EVIDENCE_WITHIN_RUN
+    assert change.change_pct == pytest.approx(10.0)
+    lo, hi = change.ci_pct or (math.nan, math.nan)
+    assert lo < 10.0 < hi
+    assert within_run_change(4.0, None, 4.4, (4.29, 4.51)).ci_pct is None
+
+
+@pytest.mark.parametrize(
+    ("ci", "evidence", "change", "gate", "regression"),
+    [
+        ((6.0, 14.0), EVIDENCE_REPETITIONS, 10.0, 5.0, True),
+        ((4.0, 14.0), EVIDENCE_REPETITIONS, 10.0, 5.0, False),  # part of the interval is inside the gate
+        ((6.0, 8.0), EVIDENCE_WITHIN_RUN, 7.0, 5.0, False),  # within-run only: under the 10% floor
+        ((11.0, 13.0), EVIDENCE_WITHIN_RUN, 12.0, 5.0, True),
+        ((-14.0, -6.0), EVIDENCE_REPETITIONS, -10.0, 5.0, False),  # faster is not a regression
+    ],
+)
+def test_run_level_regression_needs_the_whole_interval_beyond_the_gate(
+    ci: tuple[float, float], evidence: str, change: float, gate: float, regression: bool
+) -> None:
+    verdict = is_run_level_regression(RunLevelChange(change, ci, evidence), True, gate, noise_floor_pct=10.0)
+
+    assert verdict is regression
+
+
+def test_lower_is_worse_metrics_regress_downwards() -> None:
+    slower_throughput = RunLevelChange(-10.0, (-14.0, -6.0), EVIDENCE_REPETITIONS)
+
+    assert is_run_level_regression(slower_throughput, False, 5.0, 10.0)
+    assert not is_run_level_regression(slower_throughput, True, 5.0, 10.0)

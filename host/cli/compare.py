@@ -10,7 +10,17 @@ import typer
 from host.cli import app
 from host.cli.common import fail
 from host.cli.report import default_grid_g_per_kwh
-from host.compare import CompareError, compare_runs, load_side, render_json, render_markdown, render_text
+from host.compare import (
+    GATEABLE,
+    CompareError,
+    compare_runs,
+    history_for,
+    load_side,
+    parse_gate_metrics,
+    render_json,
+    render_markdown,
+    render_text,
+)
 from host.store import Store, StoreError
 
 _FORMATS = ("text", "md", "json")
@@ -23,7 +33,16 @@ def compare(
     fail_on_regression: Annotated[
         float | None,
         typer.Option(
-            min=0, metavar="PCT", help="exit 1 when a statistically significant regression is larger than PCT percent"
+            min=0,
+            metavar="PCT",
+            help="exit 1 when a gated metric's whole 95% interval lies more than PCT percent on the worse side",
+        ),
+    ] = None,
+    gate_metrics: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LIST",
+            help=f"comma-separated metrics that gate: {', '.join(GATEABLE)} (default: latency-p50,energy)",
         ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="text|md|json")] = "text",
@@ -33,8 +52,8 @@ def compare(
         typer.Option(min=0, help="grid carbon intensity g/kWh for the CO2e estimate (default: config grid_g_per_kwh)"),
     ] = None,
 ) -> None:
-    """Compare CAND against BASE per device and metric (Mann-Whitney on latency samples, interval overlap
-    for energy); with --fail-on-regression PCT, exit 1 when a significant regression exceeds PCT."""
+    """Compare CAND against BASE per device and metric, with 95% intervals over repetitions (or the run-to-run
+    spread of earlier runs); with --fail-on-regression PCT, exit 1 when a gated metric is worse by more than PCT."""
     if fmt not in _FORMATS:
         fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
     store = None
@@ -44,11 +63,15 @@ def compare(
         except StoreError as err:
             fail(str(err))
     try:
+        gates = parse_gate_metrics(gate_metrics)
+        base_run, cand_run = load_side(base, store), load_side(candidate, store)
         result = compare_runs(
-            load_side(base, store),
-            load_side(candidate, store),
+            base_run,
+            cand_run,
             fail_on_regression,
             grid_g_per_kwh if grid_g_per_kwh is not None else default_grid_g_per_kwh(),
+            gate_metrics=gates,
+            history=history_for(store, base_run, cand_run),
         )
     except CompareError as err:
         fail(str(err))
