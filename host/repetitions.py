@@ -11,8 +11,9 @@ The contract (DESIGN.md §4), read by compare and the reports: a device entry me
 The run's raw latency arrays are the repetitions' measured inferences concatenated in this order, so
 ``n`` gives the boundaries; the raw series cover every repetition's span. The entry's top-level figures
 are pooled over all repetitions (`pool`): percentiles over every inference, throughput and energy as
-totals over the measured time, and intervals from the spread BETWEEN repetitions (Student-t over the
-repetitions' values, centred on the pooled figure) once there are at least two.
+totals over the measured time, and intervals that include the spread BETWEEN repetitions once there are at
+least two: latency by a hierarchical bootstrap (repetitions, then blocks of consecutive inferences;
+host/stats.py pooled_quantile_ci), energy by a Student-t interval over the repetitions' own values.
 """
 
 from __future__ import annotations
@@ -116,9 +117,9 @@ def pool(entry: dict[str, Any], reps: list[dict[str, Any]], parts: list[DeviceRa
 
     Latency percentiles stay those of all inferences together (device_entry computed them); throughput is
     all inferences over the summed measured time (not over the gaps between repetitions); energy per
-    inference is total energy over total inferences. With two or more repetitions every interval is the
-    Student-t interval over the repetitions' own values: the between-run spread, which is what a
-    comparison must beat. thermal is the hottest repetition, throttled if any was.
+    inference is total energy over total inferences. With two or more repetitions every interval includes
+    the between-repetition spread (see the module docstring), which is what a comparison must beat. thermal
+    is the hottest repetition, throttled if any was.
     """
     entry["repetitions"] = reps
     if len(reps) < 2:
@@ -129,9 +130,14 @@ def pool(entry: dict[str, Any], reps: list[dict[str, Any]], parts: list[DeviceRa
     entry["throughput_ips"] = total_n / entry["duration_s"] if entry["duration_s"] else None
     latency = entry.get("latency_ms")
     if latency:
-        latency["p50_ci95"] = _between_ci95(reps, "p50_ms", latency["p50"], floor=0.0)
-        latency["p90_ci95"] = _between_ci95(reps, "p90_ms", latency["p90"], floor=0.0)
-        latency["ci_method"] = f"between {len(reps)} repetitions (Student-t)"
+        # Hierarchical bootstrap (host/stats.py): repetitions, then blocks of consecutive inferences in each.
+        groups = [p.latency_ns.astype(np.float64) / 1e6 for p in parts]
+        for key, q in (("p50", 0.5), ("p90", 0.9)):
+            pooled = stats.pooled_quantile_ci(groups, q)
+            latency[f"{key}_ci95"] = (
+                list(pooled) if pooled is not None else _between_ci95(reps, f"{key}_ms", latency[key], floor=0.0)
+            )
+        latency["ci_method"] = f"hierarchical bootstrap over {len(reps)} repetitions"
     if total_n:
         e = dict(entry.get("energy") or energy.empty())
         gross = _weighted(reps, "energy_mj_per_inference")
