@@ -1,0 +1,217 @@
+"""`host compare` verdicts: which evidence decides, what gates, what differs, devices on one side only."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from host.cli import _register, app
+from host.compare import compare_runs, history_for, render_markdown, render_text
+from host.rundata import RunData
+from host.store import Store
+
+
+def _entry(device: str, p50s: list[float], energies: list[float], **extra: Any) -> dict[str, Any]:
+    """A device entry as host/repetitions.py writes it: repetitions plus pooled top-level figures."""
+    reps = [
+        {
+            "index": i,
+            "n": 500,
+            "p50_ms": p,
+            "p90_ms": p * 1.2,
+            "energy_mj_per_inference": e,
+            "dynamic_energy_mj_per_inference": e / 2,
+        }
+        for i, (p, e) in enumerate(zip(p50s, energies, strict=True))
+    ]
+    entry: dict[str, Any] = {
+        "device": device,
+        "status": "ok",
+        "runtime": "onnxruntime 1.20",
+        "profile": "generic-linux",
+        "threads": 1,
+        "latency_ms": {"p50": float(np.median(p50s)), "p90": float(np.median(p50s)) * 1.2, "p50_ci95": None},
+        "energy": {
+            "energy_mj_per_inference": float(np.mean(energies)),
+            "dynamic_energy_mj_per_inference": float(np.mean(energies)) / 2,
+        },
+        "throughput_ips": 1000 / float(np.median(p50s)),
+        "peak_rss_mb": 80.0,
+        **extra,
+    }
+    if len(reps) >= 2:
+        entry["repetitions"] = reps
+    return entry
+
+
+def _run(run_id: str, devices: list[dict[str, Any]], threads: int = 1, sha: str = "aa" * 32) -> RunData:
+    return RunData(
+        document={
+            "run_id": run_id,
+            "created_at": f"2026-01-01T00:00:{int(run_id[-2:]):02d}+00:00",
+            "model": {"path": "m.onnx", "sha256": sha},
+            "settings": {"runs": 500, "threads": threads, "reconnect_s": 300.0},
+            "devices": devices,
+        }
+    )
+
+
+FIVE = [4.00, 4.04, 3.98, 4.02, 3.96]
+ENERGY = [20.0, 20.1, 19.9, 20.05, 19.95]
+
+
+def test_p90_alone_never_fails_the_gate() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = copy.deepcopy(base.document)
+    cand["run_id"] = "cand-02"
+    for rep in cand["devices"][0]["repetitions"]:
+        rep["p90_ms"] *= 1.5
+    cand["devices"][0]["latency_ms"]["p90"] *= 1.5
+
+    result = compare_runs(base, RunData(document=cand), fail_on_regression_pct=5)
+
+    p90 = next(c for c in result.changes if c.metric == "latency p90")
+    assert p90.significant and p90.change_pct == pytest.approx(50.0)
+    assert not p90.regression and not p90.gated
+    assert "does not gate" in p90.note
+    assert not result.failed
+
+
+def test_a_slower_candidate_with_five_repetitions_fails_and_names_the_evidence() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", [p * 1.12 for p in FIVE], ENERGY)])
+
+    result = compare_runs(base, cand, fail_on_regression_pct=5)
+    text = render_text(result)
+
+    p50 = next(c for c in result.changes if c.metric == "latency p50")
+    assert p50.test == "repetitions" and p50.regression and p50.gated
+    assert p50.ci_pct is not None and p50.ci_pct[0] > 5.0
+    assert result.failed and [c.metric for c in result.regressions] == ["latency p50"]
+    assert "bootstrap over 5 + 5 repetitions" in text and "FAIL: 1 regression(s)" in text
+
+
+def test_dynamic_energy_gates_only_when_asked() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand_doc = copy.deepcopy(base.document)
+    cand_doc["run_id"] = "cand-02"
+    for rep in cand_doc["devices"][0]["repetitions"]:
+        rep["dynamic_energy_mj_per_inference"] *= 1.3  # idle baseline moved, gross energy did not
+    cand = RunData(document=cand_doc)
+
+    default = compare_runs(base, cand, fail_on_regression_pct=5)
+    asked = compare_runs(base, cand, fail_on_regression_pct=5, gate_metrics=("latency-p50", "dynamic-energy"))
+
+    assert not default.failed
+    assert asked.failed and [c.metric for c in asked.regressions] == ["dynamic energy/inference"]
+
+
+def test_devices_in_only_one_run_are_shown_and_the_rest_compared() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY), _entry("jetson", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", FIVE, ENERGY), _entry("nuc", FIVE, ENERGY)])
+
+    result = compare_runs(base, cand, fail_on_regression_pct=5)
+    text = render_text(result)
+
+    assert {c.device for c in result.changes} == {"pi"}
+    assert result.skipped == ["jetson: only in the base run", "nuc: only in the candidate run"]
+    assert "skipped jetson: only in the base run" in text and "skipped nuc: only in the candidate run" in text
+    assert not result.failed
+
+
+def test_different_settings_are_printed_at_the_top_and_a_different_model_is_not() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)], threads=1, sha="aa" * 32)
+    cand = _run("cand-02", [_entry("pi", FIVE, ENERGY, runtime="onnxruntime 1.21")], threads=2, sha="bb" * 32)
+
+    result = compare_runs(base, cand)
+    md = render_markdown(result)
+    text_lines = render_text(result).splitlines()
+
+    assert result.differences == [
+        "threads: 1 (base) vs 2 (candidate)",
+        "pi: runtime onnxruntime 1.20 (base) vs onnxruntime 1.21 (candidate)",
+    ]
+    assert md.index("Differs from the base") < md.index("| device | metric |")
+    assert text_lines[1:3] == [f"DIFFERS: {d}" for d in result.differences]
+    assert compare_runs(base, _run("cand-03", [_entry("pi", FIVE, ENERGY)], sha="cc" * 32)).differences == []
+
+
+def _single(run_id: str, p50: float, width: float = 0.002) -> RunData:
+    """An old-style run: one repetition, no repetitions[], a tight within-run interval."""
+    entry = _entry("pi", [p50], [20.0])
+    entry["latency_ms"]["p50_ci95"] = [p50 * (1 - width), p50 * (1 + width)]
+    entry["energy"]["energy_mj_per_inference_ci95"] = [19.9, 20.1]
+    return _run(run_id, [entry])
+
+
+def test_single_runs_without_history_never_fail_under_the_noise_floor(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.sqlite")
+    base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)  # 7%: tight intervals, disjoint
+
+    result = compare_runs(base, cand, 5, history=history_for(store, base, cand))
+    store.close()
+
+    p50 = next(c for c in result.changes if c.metric == "latency p50")
+    assert p50.test == "within-run" and p50.significant and not p50.regression
+    assert not result.failed
+    assert result.within_run_only == ["pi energy/inference", "pi latency p50"]
+    assert "under the 10.0% noise floor" in render_text(result)
+
+
+def test_single_runs_use_the_run_to_run_spread_the_store_has_seen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.sqlite")
+    for i, p50 in enumerate([4.0, 4.01, 3.99, 4.005, 3.995], start=10):  # earlier A/A runs: 0.2% apart
+        store.save_run(_single(f"hist-{i:02d}", p50))
+    base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)
+
+    quiet = compare_runs(base, cand, 5, history=history_for(store, base, cand))
+    for i, p50 in enumerate([3.6, 4.4, 3.8, 4.3], start=20):  # a noisy board: 10% apart
+        store.save_run(_single(f"hist-{i:02d}", p50))
+    noisy = compare_runs(base, cand, 5, history=history_for(store, base, cand))
+    store.close()
+
+    quiet_p50 = next(c for c in quiet.changes if c.metric == "latency p50")
+    noisy_p50 = next(c for c in noisy.changes if c.metric == "latency p50")
+    assert quiet_p50.test == "history" and quiet_p50.regression and quiet.failed
+    assert "from history (df 4)" in quiet_p50.note
+    assert noisy_p50.test == "history" and not noisy_p50.regression and not noisy.failed
+
+
+def test_history_of_other_settings_is_not_used(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.sqlite")
+    for i, p50 in enumerate([4.0, 4.01, 3.99, 4.005], start=10):
+        run = _single(f"hist-{i:02d}", p50)
+        run.document["settings"]["threads"] = 4
+        store.save_run(run)
+    base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)
+
+    result = compare_runs(base, cand, 5, history=history_for(store, base, cand))
+    store.close()
+
+    assert next(c for c in result.changes if c.metric == "latency p50").test == "within-run"
+
+
+def test_cli_gate_metrics_and_stored_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
+    store = Store()
+    store.save_run(_single("base-01", 4.0))
+    store.save_run(_single("cand-02", 4.0 * 1.3))
+    store.close()
+    _register()
+    runner = CliRunner()
+
+    failed = runner.invoke(app, ["compare", "base-01", "cand-02", "--fail-on-regression", "5", "--format", "json"])
+    bad = runner.invoke(app, ["compare", "base-01", "cand-02", "--gate-metrics", "p99"])
+
+    verdict = json.loads(failed.stdout)
+    assert failed.exit_code == 1
+    assert [c["metric"] for c in verdict["regressions"]] == ["latency p50"]
+    assert verdict["regressions"][0]["test"] == "within-run"
+    assert bad.exit_code != 0
+    assert "unknown gate metric 'p99'" in bad.output and "Traceback" not in bad.output
