@@ -271,3 +271,33 @@ def test_fleet_without_token_or_ca_ignores_discovered_agents_in_one_line() -> No
     (warning,) = admission.warnings
     assert "box-1 (127.0.0.1:1)" in warning and "box-2 (127.0.0.1:2)" in warning
     assert "neither a token nor a TLS CA" in warning
+
+
+def test_fleet_ls_lists_rogues_as_left_out_without_sending_them_the_token(
+    fleet_with_rogues: tuple[str, Path, AgentProc, list[Announced]], tmp_path: Path
+) -> None:
+    tag, token_file, member, rogues = fleet_with_rogues
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "edgeprof.toml").write_text(
+        f'[fleets.lab]\ntags = ["{tag}"]\ntoken_file = "{token_file}"\ndiscover_timeout_s = 2.5\n'
+    )
+
+    proc = subprocess.run(
+        [console_script("host"), "fleet", "ls", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=os.environ.copy(),
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    (fleet,) = json.loads(proc.stdout)
+    members = {m["address"]: m for m in fleet["members"]}
+    assert set(members) == {member.address} | {r.address for r in rogues}
+    assert members[member.address]["error"] is None and members[member.address]["health"] == "SERVING"
+    for announced in rogues:
+        assert members[announced.address]["error"].startswith("left out, it gets no token")
+        assert [c.method for c in announced.rogue.calls] == ["Prove"]
+        assert all("authorization" not in c.metadata for c in announced.rogue.calls)
