@@ -199,12 +199,6 @@ def run_parts(
     for i, model in enumerate(models):
         doc_settings = settings_document(settings)
         doc_settings["repeat"] = sum(1 for m in order if m == i)
-        if roles:
-            doc_settings["ab"] = {
-                "role": roles[i],
-                "order": "".join("AB"[m] if len(models) == 2 else str(m) for m in order),
-                "runs": dict(zip(roles, run_ids, strict=True)),
-            }
         document: dict[str, Any] = {
             "run_id": run_ids[i],
             "created_at": created_at,
@@ -218,6 +212,12 @@ def run_parts(
             "settings": doc_settings,
             "devices": [results[i][0] for results in per_device],
         }
+        if roles:  # not under settings: the two sides were measured alike, and compare diffs settings
+            document["ab"] = {
+                "role": roles[i],
+                "order": "".join("AB"[m] if len(models) == 2 else str(m) for m in order),
+                "runs": dict(zip(roles, run_ids, strict=True)),
+            }
         raw = {results[i][0]["device"]: results[i][1] for results in per_device if results[i][1] is not None}
         runs.append(RunData(document=document, raw=raw))
     if store is not None:

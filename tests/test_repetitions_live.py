@@ -67,11 +67,12 @@ def test_ab_interleaves_stores_two_runs_and_gates(tmp_path: Path, squeezenet: Pa
 
     assert caught.returncode == 1, caught.stdout + caught.stderr
     assert calibration.returncode == 0, calibration.stdout + calibration.stderr
+    assert json.loads(calibration.stdout)["differences"] == []  # the two sides were measured alike
     runs = Store().runs()
     assert len(runs) == 4
     for run_row in runs:
         run = Store().load_run(run_row.run_id)
-        ab = run.document["settings"]["ab"]
+        ab = run.document["ab"]
         assert ab["order"] == "ABABAB" and run.run_id == ab["runs"][ab["role"]]
         parts = [r["part"] for r in run.document["devices"][0]["repetitions"]]
         assert parts == ([0, 2, 4] if ab["role"] == "base" else [1, 3, 5])
