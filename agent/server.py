@@ -116,6 +116,14 @@ def create_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # Hosts ping every 5 s (host/client.py) to notice half-open links, also while a stream waits in
+            # the queue with no data: allow that rather than answer GOAWAY "too_many_pings".
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
+            # And ping hosts too, so a stream to a host that vanished frees its thread within a minute.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.ping_timeout_ms", 10_000),  # grpc 1.85 waits 60 s for any ping's ACK otherwise
         ],
         maximum_concurrent_rpcs=max_workers * 4,
     )

@@ -17,6 +17,15 @@ from protos import agent_pb2_grpc
 
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 80 * 1024**2
+#: HTTP/2 keepalive: ping every KEEPALIVE_TIME_S and drop the connection when a ping is not answered within
+#: KEEPALIVE_TIMEOUT_S, so a half-open link (a frozen proxy, a board that lost power) fails the call within
+#: about 15 s instead of holding it open forever. The agent's server permits pings this frequent
+#: (agent/server.py). The timeout leaves a slow link room to return an ACK queued behind a large batch.
+KEEPALIVE_TIME_S = 5.0
+KEEPALIVE_TIMEOUT_S = 10.0
+#: An upload's deadline: a fixed allowance plus its size at the slowest link we still call working.
+UPLOAD_BASE_S = 120.0
+UPLOAD_MIN_BYTES_PER_S = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,14 @@ class AgentClient:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.enable_http_proxy", 0),
+            ("grpc.keepalive_time_ms", int(KEEPALIVE_TIME_S * 1000)),
+            ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # A server-streaming call sends no data after its request: without this the client stops
+            # pinging after two pings, and a stream waiting in the agent's queue is unguarded again.
+            ("grpc.http2.max_pings_without_data", 0),
+            # grpc 1.85 times every ping out by this (default 60 s), keepalive pings included.
+            ("grpc.http2.ping_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
         ]
         creds = self.credentials
         if creds.tls:
@@ -95,9 +112,11 @@ class AgentClient:
         reply = self._stub.HasModel(pb.HasModelRequest(sha256=sha256), timeout=self.timeout_s, metadata=self._metadata)
         return bool(reply.present)
 
-    def upload(self, path: Path, sha256: str, model_format: str, timeout_s: float = 600.0) -> int:
-        """Stream the model in chunks; returns the bytes sent."""
+    def upload(self, path: Path, sha256: str, model_format: str, timeout_s: float | None = None) -> int:
+        """Stream the model in chunks; returns the bytes sent. The deadline grows with the model's size."""
         size = path.stat().st_size
+        if timeout_s is None:
+            timeout_s = UPLOAD_BASE_S + size / UPLOAD_MIN_BYTES_PER_S
 
         def chunks() -> Iterator[pb.ModelChunk]:
             with open(path, "rb") as fh:
@@ -128,13 +147,20 @@ class AgentClient:
     def cancel(self, job_id: str) -> pb.CancelReply:
         return self._stub.Cancel(pb.CancelRequest(job_id=job_id), timeout=self.timeout_s, metadata=self._metadata)
 
-    def list_jobs(self, include_acknowledged: bool = False) -> list[pb.JobSummary]:
+    def list_jobs(self, include_acknowledged: bool = False, timeout_s: float | None = None) -> list[pb.JobSummary]:
         reply = self._stub.ListJobs(
             pb.ListJobsRequest(include_acknowledged=include_acknowledged),
-            timeout=self.timeout_s,
+            timeout=timeout_s or self.timeout_s,
             metadata=self._metadata,
         )
         return list(reply.jobs)
+
+    def job_state(self, job_id: str, timeout_s: float) -> str | None:
+        """The agent's state for one job ("queued", "running", …), or None when it does not list it."""
+        for job in self.list_jobs(timeout_s=timeout_s):
+            if job.job_id == job_id:
+                return str(job.state)
+        return None
 
     def acknowledge(self, job_id: str, seq: int) -> int:
         reply = self._stub.Acknowledge(

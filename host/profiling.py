@@ -19,6 +19,7 @@ from host.modelfile import ModelFile
 from host.rpc_errors import describe_rpc_error
 from host.rundata import DeviceRaw, RunData
 from host.store import PendingJob, Store
+from host.stream_watch import StallWatch
 from host.summary import device_entry, error_entry
 from host.validity import assess
 from protos import agent_pb2 as pb
@@ -32,6 +33,13 @@ RETRYABLE = {
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.ABORTED,
 }
+#: Longest silence of a running job's stream. The agent flushes a batch every 0.1 s while a job runs (its
+#: sampler reads the worker's memory at least), so a minute of nothing means the stream is stuck.
+STALL_S = 60.0
+#: Deadline of the call that asks an agent whether a silent job is still queued.
+PROBE_TIMEOUT_S = 5.0
+#: The least time a re-attach gets to deliver its first batch, even at the very end of the reconnect budget.
+MIN_ATTEMPT_S = 2.0
 
 
 @dataclass
@@ -112,38 +120,66 @@ def stream_job(
     on_batch: Callable[[JobCollector], None],
     reconnect_s: float,
     attach_only: bool = False,
+    stall_s: float = STALL_S,
 ) -> None:
-    """Follow a job to its end, re-attaching after lost streams from the last batch received."""
+    """Follow a job to its end, re-attaching after lost streams from the last batch received.
+
+    A lost stream is an error, a stream that ends before the job's JobEnd, or one that carries nothing for
+    `stall_s` (while the job runs; a queued job is asked after). From the first loss on, the host keeps
+    re-attaching for at most `reconnect_s` seconds without receiving a batch, then gives up (DeviceFailed),
+    so it never waits without a bound: a batch received restarts the budget.
+    """
     started = not attach_only and collector.last_seq == 0
     give_up_at: float | None = None
+    first_reason = ""
     backoff_s = 0.2
     while not collector.finished:
+        if not started:
+            stream = client.attach(request.job_id, collector.last_seq)
+        else:
+            stream = client.profile(request)
+            started = False  # later rounds re-attach; Profile with a known job_id is also safe
+        # While re-attaching, an attempt may take until the budget ends (at least MIN_ATTEMPT_S) to deliver.
+        first_by = None if give_up_at is None else max(give_up_at, time.monotonic() + MIN_ATTEMPT_S)
+        watch = StallWatch(stream, stall_s, lambda: _still_queued(client, request.job_id, collector), first_by)
+        lost: grpc.RpcError | None = None
         try:
-            if not started:
-                stream = client.attach(request.job_id, collector.last_seq)
-            else:
-                stream = client.profile(request)
-                started = False  # later rounds re-attach; Profile with a known job_id is also safe
-            for batch in stream:
-                collector.add(batch)
-                give_up_at = None
-                backoff_s = 0.2
-                on_batch(collector)
+            with watch:
+                for batch in stream:
+                    watch.fed()
+                    collector.add(batch)
+                    give_up_at = None
+                    backoff_s = 0.2
+                    on_batch(collector)
             if collector.finished:
                 return
+            reason = "its stream ended before the job did"
         except grpc.RpcError as err:
             if err.code() not in RETRYABLE:  # type: ignore[attr-defined]
                 raise
-            if give_up_at is None:
-                give_up_at = time.monotonic() + reconnect_s
-            if time.monotonic() >= give_up_at:
-                raise DeviceFailed(
-                    f"lost the agent at {client.address} during {collector.current_phase} and could not re-attach "
-                    f"for {reconnect_s:g} s ({describe_rpc_error(err, client.address)}); "
-                    f"collect it later with `host runs fetch`"
-                ) from err
-        time.sleep(backoff_s)
+            lost = err
+            reason = watch.reason or describe_rpc_error(err, client.address)
+        now = time.monotonic()
+        if give_up_at is None:
+            give_up_at = now + reconnect_s
+            first_reason = reason  # why the job was lost says more than how the last re-attach failed
+        if now >= give_up_at:
+            raise DeviceFailed(
+                f"lost the agent at {client.address} during {collector.current_phase} and could not re-attach "
+                f"for {reconnect_s:g} s ({first_reason}); collect it later with `host runs fetch`"
+            ) from lost
+        time.sleep(min(backoff_s, give_up_at - now))
         backoff_s = min(backoff_s * 2, 5.0)
+
+
+def _still_queued(client: AgentClient, job_id: str, collector: JobCollector) -> bool:
+    """Whether a silent stream is only waiting in the agent's queue (asked with a deadline of its own)."""
+    if collector.current_phase != "queued":
+        return False
+    try:
+        return client.job_state(job_id, timeout_s=PROBE_TIMEOUT_S) == "queued"
+    except grpc.RpcError:
+        return False
 
 
 def profile_device(

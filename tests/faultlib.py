@@ -184,7 +184,11 @@ def assert_still_serving(client: AgentClient, sha: str) -> None:
 
 
 class TcpProxy:
-    """Forwards a loopback port to an agent; `cut()` drops every connection, `blocked` refuses new ones."""
+    """Forwards a loopback port to an agent; `cut()` drops every connection, `blocked` refuses new ones.
+
+    `freeze()` stops forwarding while every socket stays open (new connections are accepted and held too):
+    a half-open link, as a hung NAT box or a board that lost power leaves it. `thaw()` resumes forwarding.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -192,8 +196,12 @@ class TcpProxy:
         self._listener.settimeout(0.1)
         self.port = self._listener.getsockname()[1]
         self.blocked = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.connections = 0
         self.cuts = 0
+        #: Bytes forwarded agent -> host so far: shows that a stream is carrying batches.
+        self.bytes_to_client = 0
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -227,12 +235,16 @@ class TcpProxy:
         peers = {a: b, b: a}
         try:
             while not self._stop.is_set():
+                if not self._flowing.wait(0.1):
+                    continue  # frozen: read nothing, forward nothing, close nothing
                 readable, _, _ = select.select([a, b], [], [], 0.1)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:
                         return
                     peers[sock].sendall(data)
+                    if sock is b:  # b is the agent's side
+                        self.bytes_to_client += len(data)
         except (OSError, ValueError):
             return
         finally:
@@ -253,6 +265,13 @@ class TcpProxy:
         self._close(*socks)
         self.cuts += 1
         return len(socks) // 2
+
+    def freeze(self) -> None:
+        """Stop forwarding bytes in both directions; every connection stays open."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def stop(self) -> None:
         self._stop.set()
