@@ -137,5 +137,5 @@ def test_a_failed_allocation_is_out_of_memory_not_invalid_input(agent_process: A
         assert client.health() == "SERVING"
     ends = _ends(batches)
     assert len(ends) == 1 and ends[0].status == pb.JobEnd.ERROR
-    assert ends[0].error_kind == "out_of_memory"
+    assert ends[0].error_kind == "out_of_memory", ends[0].error
     assert ends[0].error.startswith("out of memory: ") and "Failed to allocate memory" in ends[0].error
