@@ -68,4 +68,4 @@ def test_plain_progress_line_shows_p50_and_power() -> None:
     out = io.StringIO()
     PlainProgress(out)(DeviceProgress("jetson-1", phase="measure", measured=120, p50_ms=3.25, power_w=6.125))
 
-    assert out.getvalue().strip() == "jetson-1: measure  120 inferences  p50 3.250 ms  6.12 W"
+    assert out.getvalue().strip() == "jetson-1: measure  120 inferences  recent p50 3.250 ms  6.12 W"
