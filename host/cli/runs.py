@@ -10,6 +10,7 @@ import typer
 
 from host.cli import app
 from host.cli.common import fail, open_store
+from host.report.escape import terminal_text
 from host.store import StoreError
 
 runs_app = typer.Typer(help="stored runs", no_args_is_help=True)
@@ -21,7 +22,7 @@ _SETTING_LABELS = (("threads", "threads", 0), ("runs", "runs", 100), ("repeat", 
 
 def model_name(path: str) -> str:
     """`light_squeezenet.onnx`, not the site-packages path it came from."""
-    return PurePath(path).name or path
+    return terminal_text(PurePath(path).name or path)  # paths come from documents imported from elsewhere too
 
 
 def _p50_cell(document: dict[str, Any]) -> str:
@@ -30,7 +31,7 @@ def _p50_cell(document: dict[str, Any]) -> str:
     for device in document.get("devices", []):
         p50 = (device.get("latency_ms") or {}).get("p50")
         if device.get("status") == "ok" and isinstance(p50, int | float):
-            cells.append(f"{device.get('device', '?')} {p50:.3g}")
+            cells.append(f"{terminal_text(device.get('device', '?'))} {p50:.3g}")
     return ", ".join(cells) or "-"
 
 
