@@ -224,3 +224,34 @@ def test_a_rail_that_stops_mid_run_gives_null_energy_and_the_reason(tmp_path: Pa
     assert {r["name"] for r in energy["rails"]} == {"package-0", "dram-0"}
     assert any(r.startswith("energy not measured: rail rapl:") for r in dev["validity"]["reasons"])
     assert "energy_uj" in dev["notes"]["sampler_problems"]
+
+
+def test_a_slowly_updating_counter_extends_the_measure_window_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "sys"
+    counter = build_rapl_zone(root, "intel-rapl:0", "package-0", 0)
+    # The counter moves in 40 ms steps (as NVML's does in ~100 ms ones): 50 updates need 2 s.
+    writer = RaplCounterWriter(counter, PACKAGE_W, 262143328850, wraps_wanted=1_000_000, period_s=0.04)
+    writer.start()
+    agent = AgentProc(
+        tmp_path,
+        "--profile",
+        "test-rapl",
+        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(_user_profile(tmp_path / "profiles"))},
+    ).start()
+    out = tmp_path / "r.json"
+    try:
+        proc = subprocess.run(
+            _profile_cmd(agent.address, out, "--min-duration", "0.5"), capture_output=True, text=True, timeout=180
+        )
+    finally:
+        agent.stop()
+        _stop([writer])
+
+    assert proc.returncode == 0, proc.stderr
+    (dev,) = json.loads(out.read_text())["devices"]
+    note = dev["notes"]["measure_extended"]
+    assert note.startswith("min duration 0.5 s raised to") and "rapl energy counter updates every" in note
+    assert dev["duration_s"] >= 1.8
+    assert any(w.startswith("measure window extended: min duration 0.5 s") for w in dev["validity"]["warnings"])
+    assert dev["energy"]["avg_power_w"] == pytest.approx(PACKAGE_W, rel=0.03)
+    assert not [w for w in dev["energy"]["warnings"] if "counter advanced" in w]
