@@ -218,7 +218,7 @@ def run_parts(
                 "order": "".join("AB"[m] if len(models) == 2 else str(m) for m in order),
                 "runs": dict(zip(roles, run_ids, strict=True)),
             }
-        raw = {results[i][0]["device"]: results[i][1] for results in per_device if results[i][1] is not None}
+        raw = {entry["device"]: r for entry, r in (results[i] for results in per_device) if r is not None}
         runs.append(RunData(document=document, raw=raw))
     if store is not None:
         for run in runs:
