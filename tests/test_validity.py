@@ -10,8 +10,8 @@ import numpy as np
 from agent.profiles import load_profile
 from agent.sensors.thermal import ThermalSensor
 from host.drift import latency_drift
-from host.energy import thermal_stats
 from host.rundata import PhaseSpan, Series
+from host.thermal import thermal_stats
 from host.validity import assess
 from tests.sensor_fakes import build_thermal
 
