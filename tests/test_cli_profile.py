@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -266,6 +267,12 @@ def test_op_profile_reports_time_by_op_type_and_top_nodes(squeezenet: Path, tmp_
     assert all(row["total_us"] > 0 and row["calls"] > 0 for row in by_type)
     assert dev["op_profile"]["top_nodes"] and all(n["node"] for n in dev["op_profile"]["top_nodes"])
     assert "time by operator type" in report.read_text() and "| Conv |" in report.read_text()
+    html = tmp_path / "r.html"
+    assert host("report", "--last", "-o", str(html)).returncode == 0
+    by_type_table = html.read_text().split("Time by operator type", 1)[1].split("</table>", 1)[0]
+    first_row = re.findall(r"<td[^>]*>([^<]*)</td>", by_type_table.split("<tr>")[2])
+    assert re.findall(r"<th>([^<]*)</th>", by_type_table) == ["op type", "total ms", "share", "calls"]
+    assert first_row[0] == "Conv" and len(first_row) == 4  # the op type once, not in two columns
 
 
 def test_quantize_int8_profiles_the_quantized_model(squeezenet: Path, tmp_path: Path) -> None:

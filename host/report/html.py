@@ -173,21 +173,24 @@ def _op_profile(d: dict[str, Any]) -> str:
         return ""
     total_us = sum(row["total_us"] for row in ops["by_type"]) or 1.0
 
-    def rows(items: list[dict[str, Any]], first: str) -> str:
+    def rows(items: list[dict[str, Any]], name_key: str | None) -> str:
+        # By type, the type is the row's name; by node, the node's name comes first and its type beside it.
         return "".join(
-            f"<tr><td>{escape(str(r.get(first) or r['op_type']))}</td><td>{escape(r['op_type'])}</td>"
+            "<tr>"
+            + (f"<td>{escape(str(r.get(name_key) or '–'))}</td>" if name_key else "")
+            + f"<td>{escape(r['op_type'])}</td>"
             f"<td class=num>{r['total_us'] / 1e3:.2f}</td><td class=num>{100 * r['total_us'] / total_us:.1f}%</td>"
             f"<td class=num>{r['calls']}</td></tr>"
             for r in items[:12]
         )
 
-    head = "<tr><th>{}</th><th>op type</th><th>total ms</th><th>share</th><th>calls</th></tr>"
+    head = "<tr>{}<th>op type</th><th>total ms</th><th>share</th><th>calls</th></tr>"
     return (
         '<div class="ops"><h4>Time by operator type</h4><table>'
-        + head.format("op type")
-        + rows(ops["by_type"], "op_type")
+        + head.format("")
+        + rows(ops["by_type"], None)
         + "</table><h4>Slowest nodes</h4><table>"
-        + head.format("node")
+        + head.format("<th>node</th>")
         + rows(ops.get("top_nodes") or [], "node")
         + "</table></div>"
     )
