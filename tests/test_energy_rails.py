@@ -214,3 +214,28 @@ def test_shipped_nvidia_dgpu_profile_sums_each_gpu_and_the_cpu_side_once(tmp_pat
     assert stats.avg_power_w == pytest.approx(150.0 + 27.0 + 45.0, rel=1e-6)
     assert {r["name"] for r in stats.rails if r["summed"]} == {"gpu0", "gpu1", "psys"}
     assert {r["name"] for r in stats.rails} == {"gpu0", "gpu1", "psys", "package-0", "core-0"}
+
+
+def test_a_profile_declares_parents_that_reach_the_host_in_the_streamed_role(tmp_path: Path, monkeypatch: Any) -> None:
+    root = tmp_path / "sys"
+    for zone, name in (("intel-rapl:0", "package-0"), ("intel-rapl:0:2", "dram")):
+        build_rapl_zone(root, zone, name)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "server.toml").write_text(
+        'name = "server"\npower_sensors = ["rapl"]\n[rail_parents]\n"dram-0" = "package-0"\n'
+    )
+    monkeypatch.setenv("EDGEPROF_SYSFS_ROOT", str(root))
+    monkeypatch.setenv("EDGEPROF_PROFILES_DIR", str(profiles))
+    detection = detect_sensors(load_profile("server"))
+    try:
+        roles = {ch.name: wire_role(ch) for s in detection.sensors for ch in s.channels() if ch.kind == "energy_uj"}
+        series = _streamed(detection.sensors, {"package-0": 30.0, "dram-0": 4.0})
+    finally:
+        detection.close()
+    measure, starts, ends = _measure()
+
+    stats = energy_stats(series, measure, None, starts, ends)
+
+    assert roles == {"package-0": "cpu", "dram-0": "dram;part_of=package-0"}
+    assert stats.avg_power_w == pytest.approx(30.0)  # this profile says the package already holds DRAM
