@@ -107,5 +107,5 @@ class MembershipProver:
             raise ProveRefused("the nonce must be 32 to 128 lowercase hex characters")
         if not self._listens_on(dialed_address):
             # A relayed challenge: someone else was dialed and is asking us to answer for them.
-            raise ProveRefused(f"this agent does not listen on {dialed_address[:80]}: refusing to answer for it")
+            raise ProveRefused(f"this agent does not listen on {dialed_address[:80]!r}: refusing to answer for it")
         return prove_mac(self._token, nonce, dialed_address)

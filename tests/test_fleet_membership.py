@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.discovery import Advertiser
 from agent.membership import MembershipProver, ProveRefused, prove_mac
@@ -224,6 +226,22 @@ def test_agent_answers_only_for_an_address_it_listens_on(bound: str, dialed: str
     else:
         with pytest.raises(ProveRefused):
             prover.answer(nonce, dialed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    nonce=st.one_of(st.text(max_size=140), st.text("0123456789abcdef", min_size=32, max_size=128)),
+    dialed=st.one_of(st.text(max_size=80), st.from_regex(r"\A\[?[0-9a-f.:]{1,40}\]?:[0-9]{1,6}\Z")),
+)
+def test_any_challenge_gets_a_mac_or_a_refusal_never_a_crash(nonce: str, dialed: str) -> None:
+    prover = MembershipProver("t" * 32, "0.0.0.0", lambda: 5000, own_ips=lambda: ["192.0.2.7"])
+
+    try:
+        mac = prover.answer(nonce, dialed)
+    except ProveRefused as err:
+        assert str(err) and "\n" not in str(err)
+    else:
+        assert mac == prove_mac("t" * 32, nonce, dialed) and dialed.endswith(":5000")
 
 
 def test_tls_fleet_admits_the_agent_with_the_fleets_certificate_and_never_calls_the_other(tmp_path: Path) -> None:

@@ -139,14 +139,14 @@ def test_profile_fuzzed(client: AgentClient, data: st.DataObject, fields: set[st
             getattr(request, name).extend(value)
         else:
             setattr(request, name, value)
-    _assert_expected(_code(lambda: client._stub.Profile(request, timeout=10)), client)
+    _assert_expected(_code(lambda: client._stub.Profile(request, timeout=10, metadata=client._metadata)), client)
 
 
 @FUZZ
 @given(job_id=ids, after_seq=uint64, real=st.booleans())
 def test_attach_fuzzed(client: AgentClient, finished_job: str, job_id: str, after_seq: int, real: bool) -> None:
     request = pb.AttachRequest(job_id=finished_job if real else job_id, after_seq=after_seq)
-    _assert_expected(_code(lambda: client._stub.Attach(request, timeout=10)), client)
+    _assert_expected(_code(lambda: client._stub.Attach(request, timeout=10, metadata=client._metadata)), client)
 
 
 @FUZZ
@@ -156,12 +156,23 @@ def test_acknowledge_cancel_list_fuzzed(
 ) -> None:
     target = finished_job if real else job_id
     for call in (
-        lambda: client._stub.Acknowledge(pb.AcknowledgeRequest(job_id=target, seq=seq), timeout=10),
-        lambda: client._stub.Cancel(pb.CancelRequest(job_id=target), timeout=10),
-        lambda: client._stub.ListJobs(pb.ListJobsRequest(include_acknowledged=include), timeout=10),
+        lambda: client._stub.Acknowledge(
+            pb.AcknowledgeRequest(job_id=target, seq=seq), timeout=10, metadata=client._metadata
+        ),
+        lambda: client._stub.Cancel(pb.CancelRequest(job_id=target), timeout=10, metadata=client._metadata),
+        lambda: client._stub.ListJobs(
+            pb.ListJobsRequest(include_acknowledged=include), timeout=10, metadata=client._metadata
+        ),
         lambda: client._stub.Describe(pb.DescribeRequest(), timeout=10),
     ):
         _assert_expected(_code(call), client)
+
+
+@FUZZ
+@given(nonce=st.one_of(text, hexes), address=st.one_of(text, st.just("127.0.0.1:1")))
+def test_prove_fuzzed(client: AgentClient, nonce: str, address: str) -> None:
+    request = pb.ProveRequest(nonce=nonce, dialed_address=address)
+    _assert_expected(_code(lambda: client._stub.Prove(request, timeout=10)), client)
 
 
 def test_agent_still_profiles_after_fuzzing(client: AgentClient) -> None:
