@@ -153,10 +153,12 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         return pb.AcknowledgeReply(pruned_batches=pruned)
 
     def Prove(self, request: pb.ProveRequest, context: grpc.ServicerContext) -> pb.ProveReply:
-        if self.prover is None:
+        prover = self.prover
+        if prover is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this agent cannot prove fleet membership")
+            raise AssertionError("unreachable: context.abort raises")
         try:
-            return pb.ProveReply(mac=self.prover.answer(request.nonce, request.dialed_address))
+            return pb.ProveReply(mac=prover.answer(request.nonce, request.dialed_address))
         except ProveRefused as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         raise AssertionError("unreachable: context.abort raises")
