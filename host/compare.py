@@ -1,13 +1,13 @@
 """`host compare`: candidate run against base run, per device and metric, with run-level verdicts and a gate.
 
 The run (repetition), not the inference, is the unit of evidence (DESIGN.md §7). A metric's change is the
-Hodges-Lehmann ratio of the two sides' repetition figures with a bootstrap 95% interval over repetitions
-when each side has at least MIN_REPETITIONS; otherwise its interval uses the run-to-run spread the store has
-seen for that device, model and settings (host/run_history.py); with no such history only the runs' own
-intervals remain ("within-run evidence only") and no change below the noise floor fails the gate. A
-regression is a whole interval beyond the gate in the worse direction. p50 latency and gross energy gate by
-default, dynamic energy only when asked (``gate_metrics``); p90, throughput, power and memory are shown and
-never gate. Mann-Whitney on raw inferences is an informational column only.
+ratio of the geometric means of the two sides' repetition figures with a bootstrap 95% interval over
+repetitions when each side has enough (host/compare_metrics.py); otherwise its interval uses the
+run-to-run spread the store has seen for that device, model and settings (host/run_history.py); with no
+such history only the runs' own intervals remain ("within-run evidence only") and no change below the
+noise floor fails the gate. A regression is a whole interval beyond the gate in the worse direction. p50
+latency and gross energy gate by default, dynamic energy only when asked (``gate_metrics``); p90,
+throughput, power and memory are shown and never gate. Mann-Whitney on raw inferences is informational.
 """
 
 from __future__ import annotations
@@ -21,25 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from host.compare_metrics import PLAIN, SPECS, MetricChange, Side, metric_change, plain_change
 from host.energy import co2e_g
-from host.report.fields import NO_SENSOR, get, num
+from host.report.fields import get, num
 from host.run_history import RunHistory
 from host.rundata import RunData
-from host.significance import (
-    EVIDENCE_WITHIN_RUN,
-    RunLevelChange,
-    bootstrap_repetitions_change,
-    history_change,
-    is_run_level_regression,
-    log_spread,
-    mann_whitney_u,
-    within_run_change,
-)
-from host.stats import quantile_interval
+from host.significance import EVIDENCE_WITHIN_RUN
 from host.store import Store, StoreError
 
-#: A side needs this many repetitions for a bootstrap over its own repetitions.
-MIN_REPETITIONS = 3
 #: With within-run evidence only, no change smaller than this fails the gate: the 95% bound of the p50
 #: difference between two fresh processes of `example:squeezenet --threads 1` on the 2-core dev box
 #: (9.8%, docs/ci-recipe.md says how it was measured), rounded up.
@@ -51,28 +40,6 @@ DEFAULT_GATE_METRICS = ("latency-p50", "energy")
 
 class CompareError(Exception):
     """A run or result file that cannot be compared; the message is one line."""
-
-
-@dataclass
-class MetricChange:
-    device: str
-    metric: str
-    unit: str
-    base: float | None
-    candidate: float | None
-    change_pct: float | None
-    #: Evidence of the interval: "repetitions" | "history" | "within-run"; "none" (shown, no interval) | "missing".
-    test: str
-    #: Mann-Whitney p on raw inferences: informational only, never part of the verdict.
-    p_value: float | None
-    #: The 95% interval excludes no change.
-    significant: bool
-    regression: bool
-    note: str = ""
-    #: 95% interval of change_pct.
-    ci_pct: list[float] | None = None
-    #: Whether this metric can fail the gate.
-    gated: bool = False
 
 
 @dataclass
@@ -148,183 +115,6 @@ def parse_gate_metrics(text: str | None) -> tuple[str, ...]:
     return names
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """A metric judged from run-level figures."""
-
-    name: str
-    #: Its name for --gate-metrics; None: shown, never gates.
-    gate_name: str | None
-    unit: str
-    rep_key: str
-    top: tuple[str, ...]
-    ci: tuple[str, ...]
-    quantile: float | None = None
-
-
-SPECS = (
-    _Spec("latency p50", "latency-p50", "ms", "p50_ms", ("latency_ms", "p50"), ("latency_ms", "p50_ci95"), 0.5),
-    _Spec("latency p90", None, "ms", "p90_ms", ("latency_ms", "p90"), ("latency_ms", "p90_ci95"), 0.9),
-    _Spec(
-        "energy/inference",
-        "energy",
-        "mJ",
-        "energy_mj_per_inference",
-        ("energy", "energy_mj_per_inference"),
-        ("energy", "energy_mj_per_inference_ci95"),
-    ),
-    _Spec(
-        "dynamic energy/inference",
-        "dynamic-energy",
-        "mJ",
-        "dynamic_energy_mj_per_inference",
-        ("energy", "dynamic_energy_mj_per_inference"),
-        ("energy", "dynamic_energy_mj_per_inference_ci95"),
-    ),
-)
-
-#: Shown with their change, never tested: (name, unit, path, higher is worse).
-PLAIN: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
-    ("throughput", "inf/s", ("throughput_ips",), False),
-    ("avg power", "W", ("energy", "avg_power_w"), True),
-    ("peak memory", "MB", ("peak_rss_mb",), True),
-)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _figures(entry: dict[str, Any], spec: _Spec) -> list[float] | None:
-    """The metric per repetition when the entry has two or more, else the run's one figure; None if unmeasured."""
-    reps = entry.get("repetitions") or []
-    values = [_number(r.get(spec.rep_key)) for r in reps]
-    if len(reps) >= 2 and all(v is not None for v in values):
-        return [v for v in values if v is not None]
-    top = _number(get(entry, *spec.top))
-    return None if top is None else [top]
-
-
-def _interval(value: Any) -> tuple[float, float] | None:
-    if isinstance(value, list) and len(value) == 2 and None not in value:
-        return (float(value[0]), float(value[1]))
-    return None
-
-
-def _within_run_ci(entry: dict[str, Any], spec: _Spec, run: RunData, device: str) -> tuple[float, float] | None:
-    """The run's own 95% interval: for percentiles recomputed from raw inferences when the store has them
-    (older runs stored intervals that assumed independent inferences), else the document's."""
-    raw = run.raw.get(device)
-    if spec.quantile is not None and raw is not None and raw.start_ns.size:
-        order = np.argsort(raw.start_ns, kind="stable")
-        return quantile_interval(raw.latency_ns[order] / 1e6, spec.quantile).as_ci95()
-    return _interval(get(entry, *spec.ci))
-
-
-@dataclass
-class _Side:
-    run: RunData
-    entry: dict[str, Any]
-
-
-def _spread_groups(device: str, spec: _Spec, base: _Side, cand: _Side, history: RunHistory) -> list[np.ndarray]:
-    """Groups whose spread is run-to-run noise: the sides' own repetitions and the store's earlier runs."""
-
-    def figures_of(entry: dict[str, Any]) -> list[float] | None:
-        values = _figures(entry, spec)
-        return values if values and min(values) > 0 else None
-
-    groups = [np.asarray(v) for v in (figures_of(base.entry), figures_of(cand.entry)) if v and len(v) >= 2]
-    groups += history.groups(device, (base.run.document, base.entry), figures_of)
-    if (base.run.document.get("model") or {}).get("sha256") != (cand.run.document.get("model") or {}).get("sha256"):
-        groups += history.groups(device, (cand.run.document, cand.entry), figures_of)
-    return groups
-
-
-def _run_level_change(
-    device: str, spec: _Spec, base: _Side, cand: _Side, history: RunHistory, bv: list[float], cv: list[float]
-) -> RunLevelChange:
-    if len(bv) >= MIN_REPETITIONS and len(cv) >= MIN_REPETITIONS:
-        return bootstrap_repetitions_change(np.asarray(bv), np.asarray(cv))
-    spread = log_spread(_spread_groups(device, spec, base, cand, history))
-    if spread is not None:
-        return history_change(np.asarray(bv), np.asarray(cv), *spread)
-    b_top, c_top = _number(get(base.entry, *spec.top)), _number(get(cand.entry, *spec.top))
-    assert b_top is not None and c_top is not None  # _figures found them
-    change = within_run_change(
-        b_top,
-        _within_run_ci(base.entry, spec, base.run, device),
-        c_top,
-        _within_run_ci(cand.entry, spec, cand.run, device),
-    )
-    return change
-
-
-def _metric_change(
-    device: str,
-    spec: _Spec,
-    base: _Side,
-    cand: _Side,
-    history: RunHistory,
-    gate_pct: float,
-    gate_metrics: Sequence[str],
-    noise_floor_pct: float,
-) -> MetricChange:
-    b_top, c_top = _number(get(base.entry, *spec.top)), _number(get(cand.entry, *spec.top))
-    gated = spec.gate_name is not None and spec.gate_name in gate_metrics
-    bv, cv = _figures(base.entry, spec), _figures(cand.entry, spec)
-    if bv is None or cv is None:
-        why = NO_SENSOR if spec.unit == "mJ" else "not measured"
-        return MetricChange(device, spec.name, spec.unit, b_top, c_top, None, "missing", None, False, False, why)
-    if min(bv + cv) <= 0:
-        change_pct = (c_top - b_top) / abs(b_top) * 100 if b_top and c_top is not None else None
-        return MetricChange(
-            device, spec.name, spec.unit, b_top, c_top, change_pct, "none", None, False, False, "not positive: no ratio"
-        )
-    change = _run_level_change(device, spec, base, cand, history, bv, cv)
-    regression = is_run_level_regression(change, True, gate_pct, noise_floor_pct)
-    note = change.detail
-    if change.evidence == EVIDENCE_WITHIN_RUN:
-        note = "within-run evidence only" + (f": {change.detail}" if change.detail else "")
-    if regression and not gated:
-        regression = False
-        note = (note + "; " if note else "") + "shown, does not gate"
-    return MetricChange(
-        device,
-        spec.name,
-        spec.unit,
-        b_top,
-        c_top,
-        change.change_pct,
-        change.evidence,
-        _mann_whitney_p(device, spec, base.run, cand.run),
-        change.significant,
-        regression,
-        note,
-        list(change.ci_pct) if change.ci_pct is not None else None,
-        gated,
-    )
-
-
-def _mann_whitney_p(device: str, spec: _Spec, base: RunData, cand: RunData) -> float | None:
-    """Informational: Mann-Whitney on the raw inferences, which treats every inference as independent."""
-    if spec.quantile != 0.5:
-        return None
-    b_raw, c_raw = base.raw.get(device), cand.raw.get(device)
-    if b_raw is None or c_raw is None or not b_raw.start_ns.size or not c_raw.start_ns.size:
-        return None
-    return mann_whitney_u(b_raw.latency_ns / 1e6, c_raw.latency_ns / 1e6)[1]
-
-
-def _plain_change(device: str, metric: str, unit: str, b: Any, c: Any, higher_is_worse: bool) -> MetricChange:
-    b, c = _number(b), _number(c)
-    if b is None or c is None:
-        return MetricChange(device, metric, unit, b, c, None, "missing", None, False, False, "not measured")
-    change = (c - b) / abs(b) * 100 if b else None
-    direction = "higher is worse" if higher_is_worse else "lower is worse"
-    return MetricChange(device, metric, unit, b, c, change, "none", None, False, False, f"no test ({direction})")
-
-
 #: Run settings that do not change what is measured, left out of the differences.
 _IGNORED_SETTINGS = frozenset({"reconnect_s", "timeout_s"})
 #: Device-entry fields whose difference is printed: (label, path).
@@ -388,11 +178,11 @@ def compare_runs(
             skipped.append(f"{device}: failed in the {side} run ({error})")
             continue
         pairs.append((device, b, c))
-        sides = (_Side(base, b), _Side(cand, c))
+        sides = (Side(base, b), Side(cand, c))
         changes += [
-            _metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct) for spec in SPECS
+            metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct) for spec in SPECS
         ]
-        changes += [_plain_change(device, name, unit, get(b, *p), get(c, *p), hw) for name, unit, p, hw in PLAIN]
+        changes += [plain_change(device, name, unit, get(b, *p), get(c, *p), hw) for name, unit, p, hw in PLAIN]
     differences = settings_differences(base.document, cand.document, pairs)
     return CompareResult(
         base.run_id, cand.run_id, fail_on_regression_pct, changes, skipped, grid_g_per_kwh, differences, noise_floor_pct
