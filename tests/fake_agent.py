@@ -6,7 +6,7 @@ streams no healthy agent sends (one that ends without a JobEnd, a gap or a repea
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -16,7 +16,8 @@ from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
 #: Builds the batches of one job from its job_id: what Profile replays, and Attach after `after_seq`.
-Script = Callable[[str], Sequence[pb.MeasurementBatch]]
+#: A generator may block between batches to hold a stream open and silent.
+Script = Callable[[str], Iterable[pb.MeasurementBatch]]
 
 _T0_NS = 1_000_000_000_000
 

@@ -1,0 +1,89 @@
+"""The stall watchdog on a job's stream: silence while a job runs ends the wait; silence while queued does not.
+
+Keepalive cannot see these: the connection is healthy, only the stream carries nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_agent import FakeAgentServer, job_batches
+from faultlib import AgentProc, profile_request, upload, wait_for
+
+from host.client import AgentClient
+from host.collect import JobCollector
+from host.profiling import DeviceFailed, stream_job
+from protos import agent_pb2 as pb
+
+#: Far beyond every bound these tests set: reaching it means stream_job waited without one.
+_HANG_S = 90.0
+
+
+def _follow(client: AgentClient, request: pb.ProfileRequest, **kwargs: float) -> tuple[JobCollector, Exception | None]:
+    """stream_job in a thread, so that a host that hangs fails the test instead of hanging it."""
+    collector = JobCollector("board")
+    failure: list[Exception] = []
+
+    def follow() -> None:
+        try:
+            stream_job(client, request, collector, lambda _c: None, **kwargs)  # type: ignore[arg-type]
+        except Exception as err:
+            failure.append(err)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    thread.join(_HANG_S)
+    assert not thread.is_alive(), f"stream_job still waiting after {_HANG_S:g} s: it waits without a bound"
+    return collector, failure[0] if failure else None
+
+
+def test_stream_that_goes_silent_while_the_job_runs_is_given_up_within_the_budget() -> None:
+    release = threading.Event()
+
+    def silent_after_three(job_id: str) -> Iterator[pb.MeasurementBatch]:
+        yield from job_batches(job_id, [1, 2, 3], end=False)
+        release.wait(_HANG_S + 10)  # connected, answering pings, sending nothing
+
+    fake = FakeAgentServer(silent_after_three)
+    try:
+        with AgentClient(fake.address) as client:
+            request = profile_request("ab" * 32)
+            collector, failure = _follow(client, request, reconnect_s=1.0, stall_s=1.0)
+    finally:
+        release.set()
+        fake.stop()
+
+    assert isinstance(failure, DeviceFailed), failure
+    assert "no data from the agent for 1 s" in str(failure) and "host runs fetch" in str(failure)
+    assert collector.last_seq == 3 and not collector.finished
+    assert fake.servicer.attaches and set(fake.servicer.attaches) == {3}
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProc]:
+    proc = AgentProc(tmp_path).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_job_waiting_in_the_queue_longer_than_the_stall_bound_is_followed_to_its_end(agent: AgentProc) -> None:
+    with agent.client() as client:
+        sha = upload(client)
+        ahead = client.profile(profile_request(sha, runs=5, min_duration_s=4.0), timeout_s=120)
+        reader = threading.Thread(target=lambda: [b for b in ahead], daemon=True)
+        reader.start()
+        wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 60, "the first job to run")
+
+        # Silent for as long as the job ahead runs (seconds), with a stall bound of 1 s and no reconnect budget.
+        collector, failure = _follow(client, profile_request(sha, runs=3), reconnect_s=0.0, stall_s=1.0)
+        reader.join(60)
+
+    assert failure is None, failure
+    assert collector.finished and collector.end is not None and collector.end.status == pb.JobEnd.OK
+    queued = next(p for p in collector.raw().phases if p.name == "queued")
+    assert (queued.end_ns - queued.start_ns) / 1e9 > 1.0, "the job waited longer than the stall bound"
