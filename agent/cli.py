@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="model cache and journal (default ~/.local/share/edgeprof/agent)")
     serve.add_argument("--cache-limit-mb", type=float, default=2048, help="model cache size limit (LRU eviction)")
     serve.add_argument("--max-model-mb", type=float, default=1024, help="largest model accepted")
+    serve.add_argument(
+        "--disk-reserve-mb", type=float, default=256, help="disk space uploads must leave free (default 256)"
+    )
     serve.add_argument("--sample-rate-hz", type=float, default=100.0, help="default sensor sampling rate")
     serve.add_argument("--max-queued", type=int, default=8, help="jobs that may wait behind the running one")
     serve.add_argument("--job-timeout-s", type=float, default=3600.0, help="default per-job timeout")
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             data_dir=args.data_dir or default_data_dir(),
             cache_limit_mb=args.cache_limit_mb,
             max_model_mb=args.max_model_mb,
+            disk_reserve_mb=args.disk_reserve_mb,
             sample_rate_hz=args.sample_rate_hz,
             max_queued=args.max_queued,
             job_timeout_s=args.job_timeout_s,

@@ -1,12 +1,20 @@
-"""The agent's content-addressed model cache: files named by sha256, verified on upload, LRU-evicted."""
+"""The agent's content-addressed model cache: files named by sha256, verified on upload, LRU-evicted.
+
+Space is reserved when an upload starts, under one lock, against both the cache limit and the disk:
+concurrent uploads cannot together overshoot either, and a refusal comes before any byte is stored.
+A model just uploaded (or confirmed by HasModel) is leased for LEASE_S, so a concurrent upload's
+eviction cannot remove it before the host's Profile, which then pins it for the job.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +27,8 @@ DEFAULT_LIMIT_BYTES = 2 * 1024**3
 DEFAULT_MAX_MODEL_BYTES = 1024**3
 #: Disk left free after an upload, so a full cache never fills the board's disk.
 FREE_DISK_RESERVE_BYTES = 256 * 1024**2
+#: How long a model just uploaded or confirmed by HasModel is kept from eviction, waiting for its Profile.
+LEASE_S = 120.0
 
 
 def check_sha256(sha256: str) -> str:
@@ -34,6 +44,22 @@ class UploadResult:
     already_present: bool
 
 
+@dataclass(eq=False)  # compared by identity: two uploads of one size are still two reservations
+class _Reservation:
+    """Space held for one upload in flight: its announced size, and how much of it is on disk yet."""
+
+    size_bytes: int
+    written_bytes: int = 0
+
+    @property
+    def unwritten_bytes(self) -> int:
+        return self.size_bytes - self.written_bytes
+
+
+def _mb(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.1f} MB"
+
+
 class ModelCache:
     """Models stored as <dir>/<sha256>: never under a name or path the client chose."""
 
@@ -42,10 +68,14 @@ class ModelCache:
         directory: Path,
         limit_bytes: int = DEFAULT_LIMIT_BYTES,
         max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+        disk_reserve_bytes: int = FREE_DISK_RESERVE_BYTES,
+        lease_s: float = LEASE_S,
     ) -> None:
         self.directory = directory
         self.limit_bytes = limit_bytes
         self.max_model_bytes = max_model_bytes
+        self.disk_reserve_bytes = disk_reserve_bytes
+        self.lease_s = lease_s
         self._incoming = directory / ".incoming"
         self._incoming.mkdir(parents=True, exist_ok=True)
         for stale in self._incoming.iterdir():  # uploads cut off by a crash
@@ -53,16 +83,22 @@ class ModelCache:
         self._lock = threading.Lock()
         # Models in use by a queued or running job are never evicted.
         self._pinned: dict[str, int] = {}
+        # sha256 -> time.monotonic() until which the model is kept for the Profile that should follow.
+        self._leases: dict[str, float] = {}
+        self._reservations: list[_Reservation] = []
 
     def path(self, sha256: str) -> Path:
         return self.directory / check_sha256(sha256)
 
-    def has(self, sha256: str) -> int | None:
-        """Size of the cached model, or None when absent."""
+    def has(self, sha256: str, *, lease: bool = False) -> int | None:
+        """Size of the cached model, or None when absent; `lease` keeps it from eviction for lease_s."""
         try:
-            return self.path(sha256).stat().st_size
+            size = self.path(sha256).stat().st_size
         except FileNotFoundError:
             return None
+        if lease:
+            self._lease(sha256)
+        return size
 
     def use(self, sha256: str) -> Path:
         """The path of a cached model, marked as recently used."""
@@ -88,23 +124,42 @@ class ModelCache:
     def total_bytes(self) -> int:
         return sum(p.stat().st_size for p in self._models())
 
+    def reserved_bytes(self) -> int:
+        """Space held for uploads in flight."""
+        with self._lock:
+            return sum(r.size_bytes for r in self._reservations)
+
     def store(self, sha256: str, size_bytes: int, chunks: Iterable[bytes]) -> UploadResult:
-        """Write an upload to a temporary file, hashing as it comes; keep it only if it matches."""
+        """Write an upload to a temporary file, hashing as it comes; keep it only if it matches.
+
+        A model already cached ends the upload at once, without reading the stream.
+        """
         check_sha256(sha256)
         if size_bytes > self.max_model_bytes:
             raise ModelTooLarge(
-                f"model is {size_bytes / 1e6:.1f} MB, this agent accepts at most {self.max_model_bytes / 1e6:.1f} MB "
+                f"model is {_mb(size_bytes)}, this agent accepts at most {_mb(self.max_model_bytes)} "
                 "(agent serve --max-model-mb)"
             )
-        free = shutil.disk_usage(self.directory).free
-        if size_bytes + FREE_DISK_RESERVE_BYTES > free:
-            raise ModelTooLarge(
-                f"not enough free disk on the agent for a {size_bytes / 1e6:.1f} MB model ({free / 1e6:.0f} MB free)"
-            )
-        if self.has(sha256) is not None:
-            received = sum(len(c) for c in chunks)  # drain the stream; nothing to write
-            return UploadResult(sha256, received, already_present=True)
+        if self.has(sha256, lease=True) is not None:
+            return UploadResult(sha256, 0, already_present=True)
+        reservation = self._reserve(size_bytes)
         tmp = self._incoming / uuid.uuid4().hex
+        try:
+            received = self._receive(tmp, sha256, reservation, chunks)
+            with self._lock:
+                self._reservations.remove(reservation)
+                self._evict(size_bytes)
+                os.replace(tmp, self.directory / sha256)
+                self._leases[sha256] = time.monotonic() + self.lease_s
+        finally:
+            with self._lock:
+                if reservation in self._reservations:
+                    self._reservations.remove(reservation)
+            tmp.unlink(missing_ok=True)
+        return UploadResult(sha256, received, already_present=False)
+
+    def _receive(self, tmp: Path, sha256: str, reservation: _Reservation, chunks: Iterable[bytes]) -> int:
+        size_bytes = reservation.size_bytes
         digest = hashlib.sha256()
         received = 0
         try:
@@ -115,35 +170,105 @@ class ModelCache:
                         raise UploadCorrupt(f"upload sent more than the announced {size_bytes} bytes")
                     digest.update(chunk)
                     fh.write(chunk)
-            if received != size_bytes:
-                raise UploadCorrupt(f"upload ended after {received} of {size_bytes} bytes")
-            if digest.hexdigest() != sha256:
-                raise UploadCorrupt(
-                    f"uploaded bytes hash to {digest.hexdigest()[:12]}, not the announced {sha256[:12]}: discarded"
+                    reservation.written_bytes = received
+                    self._check_disk_while_receiving(received, size_bytes)
+                fh.flush()
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise ModelTooLarge(
+                    f"the agent's disk filled up after {_mb(received)} of a {_mb(size_bytes)} model "
+                    f"({os.strerror(err.errno)}): upload discarded"
+                ) from err
+            raise
+        if received != size_bytes:
+            raise UploadCorrupt(f"upload ended after {received} of {size_bytes} bytes")
+        if digest.hexdigest() != sha256:
+            raise UploadCorrupt(
+                f"uploaded bytes hash to {digest.hexdigest()[:12]}, not the announced {sha256[:12]}: discarded"
+            )
+        return received
+
+    def _reserve(self, size_bytes: int) -> _Reservation:
+        """Hold space for an upload against the cache limit and the free disk, or refuse it now."""
+        with self._lock:
+            in_flight = sum(r.size_bytes for r in self._reservations)
+            kept = self._kept_bytes()
+            if kept + in_flight + size_bytes > self.limit_bytes:
+                raise ModelTooLarge(
+                    f"no room in the agent's model cache for a {_mb(size_bytes)} model: limit "
+                    f"{_mb(self.limit_bytes)}, {_mb(kept)} held by models in use or just uploaded, "
+                    f"{_mb(in_flight)} by uploads in progress (agent serve --cache-limit-mb)"
                 )
-            with self._lock:
-                self._evict(size_bytes)
-                os.replace(tmp, self.directory / sha256)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return UploadResult(sha256, received, already_present=False)
+            unwritten = sum(r.unwritten_bytes for r in self._reservations)
+            free = shutil.disk_usage(self.directory).free
+            if free - unwritten - size_bytes < self.disk_reserve_bytes:
+                raise ModelTooLarge(
+                    f"not enough free disk on the agent for a {_mb(size_bytes)} model: {_mb(free)} free, "
+                    f"{_mb(unwritten)} promised to uploads in progress, {_mb(self.disk_reserve_bytes)} kept free"
+                )
+            reservation = _Reservation(size_bytes)
+            self._reservations.append(reservation)
+            return reservation
+
+    def _check_disk_while_receiving(self, received: int, size_bytes: int) -> None:
+        """Refuse the upload when something else has taken the disk space it was promised."""
+        with self._lock:
+            unwritten = sum(r.unwritten_bytes for r in self._reservations)
+        free = shutil.disk_usage(self.directory).free
+        if free - unwritten < self.disk_reserve_bytes:
+            raise ModelTooLarge(
+                f"the agent's disk filled up after {_mb(received)} of a {_mb(size_bytes)} model "
+                f"({_mb(free)} free, {_mb(self.disk_reserve_bytes)} kept free): upload discarded"
+            )
 
     def _models(self) -> list[Path]:
         return [p for p in self.directory.iterdir() if p.is_file() and _SHA256.match(p.name)]
 
+    def _held(self, sha256: str, now: float) -> bool:
+        """Pinned by a job, or leased for the Profile that should follow an upload or HasModel."""
+        if sha256 in self._pinned:
+            return True
+        until = self._leases.get(sha256)
+        if until is not None and until <= now:
+            del self._leases[sha256]
+            return False
+        return until is not None
+
+    def _lease(self, sha256: str) -> None:
+        with self._lock:
+            self._leases[sha256] = time.monotonic() + self.lease_s
+
+    def _kept_bytes(self) -> int:
+        """Bytes of cached models that eviction may not remove now (caller holds the lock)."""
+        now = time.monotonic()
+        kept = 0
+        for path in self._models():
+            if self._held(path.name, now):
+                kept += _size(path)
+        return kept
+
     def _evict(self, incoming_bytes: int) -> None:
-        """Remove least-recently-used models until the new one fits under the limit."""
+        """Remove least-recently-used models until the new one and the uploads in flight fit under the limit."""
+        now = time.monotonic()
         models = sorted(self._models(), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in models)
+        in_flight = sum(r.size_bytes for r in self._reservations)
+        total = sum(_size(p) for p in models) + in_flight
         for path in models:
             if total + incoming_bytes <= self.limit_bytes:
                 break
-            if path.name in self._pinned:
+            if self._held(path.name, now):
                 continue
-            total -= path.stat().st_size
+            total -= _size(path)
             path.unlink(missing_ok=True)
-        if total + incoming_bytes > self.limit_bytes and incoming_bytes > self.limit_bytes:
+        if total + incoming_bytes > self.limit_bytes:
             raise ModelTooLarge(
-                f"model of {incoming_bytes / 1e6:.1f} MB exceeds the agent's cache limit"
-                f" of {self.limit_bytes / 1e6:.1f} MB"
+                f"no room in the agent's model cache for a {_mb(incoming_bytes)} model: limit "
+                f"{_mb(self.limit_bytes)}, the rest held by models in use, just uploaded or in flight: upload discarded"
             )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

@@ -52,6 +52,8 @@ class ServeOptions:
     data_dir: Path = field(default_factory=default_data_dir)
     cache_limit_mb: float = 2048
     max_model_mb: float = 1024
+    #: Disk kept free by the model cache: uploads that would eat into it are refused.
+    disk_reserve_mb: float = 256
     sample_rate_hz: float = 100.0
     max_queued: int = 8
     job_timeout_s: float = 3600.0
@@ -132,6 +134,7 @@ class AgentProcess:
             opts.data_dir / "models",
             limit_bytes=int(opts.cache_limit_mb * 1024**2),
             max_model_bytes=int(opts.max_model_mb * 1024**2),
+            disk_reserve_bytes=int(opts.disk_reserve_mb * 1024**2),
         )
         self.journal = Journal(opts.data_dir / "journal.sqlite")
         self.journal.prune()

@@ -81,7 +81,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
     def HasModel(self, request: pb.HasModelRequest, context: grpc.ServicerContext) -> pb.HasModelReply:
         try:
-            size = self.cache.has(request.sha256)
+            size = self.cache.has(request.sha256, lease=True)  # kept until the Profile that should follow
         except AgentError as err:
             _abort(context, err)
         return pb.HasModelReply(present=size is not None, size_bytes=size or 0)
