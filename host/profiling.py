@@ -173,8 +173,13 @@ def stream_job(
 
 
 def _still_queued(client: AgentClient, job_id: str, collector: JobCollector) -> bool:
-    """Whether a silent stream is only waiting in the agent's queue (asked with a deadline of its own)."""
+    """Whether a silent stream is only waiting in the agent's queue (asked with deadlines of its own).
+
+    An agent that no longer serves (its job runner died) will never start the job: that is no reason to wait.
+    """
     if collector.current_phase != "queued":
+        return False
+    if client.health(timeout_s=PROBE_TIMEOUT_S) != "SERVING":
         return False
     try:
         return client.job_state(job_id, timeout_s=PROBE_TIMEOUT_S) == "queued"

@@ -60,6 +60,8 @@ class FakeAgent(agent_pb2_grpc.AgentServicer):
     """Replays `script` on Profile and Attach; records what the host asked for."""
 
     script: Script
+    #: What ListJobs answers.
+    jobs: list[pb.JobSummary] = field(default_factory=list)
     profiles: int = 0
     attaches: list[int] = field(default_factory=list)
     acknowledged: list[str] = field(default_factory=list)
@@ -84,7 +86,7 @@ class FakeAgent(agent_pb2_grpc.AgentServicer):
                 yield batch
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsReply:
-        return pb.ListJobsReply()
+        return pb.ListJobsReply(jobs=self.jobs)
 
     def Acknowledge(self, request: pb.AcknowledgeRequest, context: grpc.ServicerContext) -> pb.AcknowledgeReply:
         with self._lock:
@@ -93,11 +95,14 @@ class FakeAgent(agent_pb2_grpc.AgentServicer):
 
 
 class FakeAgentServer:
-    """A FakeAgent served on 127.0.0.1:<free port> by the agent's own server factory; `stop()` ends it."""
+    """A FakeAgent served on 127.0.0.1:<free port> by the agent's own server factory; `stop()` ends it.
+
+    `health` is its grpc.health servicer: a test sets NOT_SERVING on "" to play an agent whose runner died.
+    """
 
     def __init__(self, script: Script) -> None:
         self.servicer = FakeAgent(script)
-        self.server, self.port, _health = create_server("127.0.0.1:0", self.servicer)
+        self.server, self.port, self.health = create_server("127.0.0.1:0", self.servicer)
 
     @property
     def address(self) -> str:

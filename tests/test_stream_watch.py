@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fake_agent import FakeAgentServer, job_batches
 from faultlib import AgentProc, profile_request, upload, wait_for
+from grpc_health.v1 import health_pb2
 
 from host.client import AgentClient
 from host.collect import JobCollector
@@ -60,6 +61,32 @@ def test_stream_that_goes_silent_while_the_job_runs_is_given_up_within_the_budge
     assert "no data from the agent for 1 s" in str(failure) and "host runs fetch" in str(failure)
     assert collector.last_seq == 3 and not collector.finished
     assert fake.servicer.attaches and set(fake.servicer.attaches) == {3}
+
+
+def test_job_queued_on_an_agent_that_stopped_serving_is_given_up() -> None:
+    release = threading.Event()
+
+    def queued_then_silent(job_id: str) -> Iterator[pb.MeasurementBatch]:
+        batch = pb.MeasurementBatch(job_id=job_id, seq=1)
+        batch.phases.add(phase=pb.QUEUED, start_ns=1, detail="position 1 in queue")
+        yield batch
+        release.wait(_HANG_S + 10)
+
+    fake = FakeAgentServer(queued_then_silent)
+    request = profile_request("ab" * 32)
+    fake.servicer.jobs = [pb.JobSummary(job_id=request.job_id, state="queued", last_seq=1)]
+    # The agent still lists the job as queued, but says it no longer serves: its job runner is gone.
+    fake.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        with AgentClient(fake.address) as client:
+            collector, failure = _follow(client, request, reconnect_s=1.0, stall_s=1.0)
+    finally:
+        release.set()
+        fake.stop()
+
+    assert isinstance(failure, DeviceFailed), failure
+    assert "during queued" in str(failure) and "no data from the agent for 1 s" in str(failure)
+    assert collector.last_seq == 1
 
 
 @pytest.fixture
