@@ -28,7 +28,7 @@ from typing import Any
 
 from agent import frames
 from agent.batches import BatchEmitter, job_end
-from agent.errors import AgentError, Busy, InvalidInput
+from agent.errors import AgentError, Busy, InvalidInput, SensorError
 from agent.inputs import parse_shape
 from agent.journal import Journal, JournalWriteError
 from agent.model_cache import ModelCache, check_sha256
@@ -77,6 +77,8 @@ class JobSettings:
     sensors: Sequence[Sensor] = ()
     #: Builds the sensor that follows the worker's memory, given its pid.
     memory_sensor: Callable[[int], Sensor] | None = None
+    #: Builds the sensor of CPU used by other processes than the agent and that worker, given its pid.
+    contention_sensor: Callable[[int], Sensor] | None = None
     #: Snapshot of the board for JobInfo.device.
     describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
     #: Keep one worker started, runtimes imported, for the next job (costs its memory while idle).
@@ -434,6 +436,11 @@ class _JobExecution:
         sensors = list(self.settings.sensors)
         if self.settings.memory_sensor is not None:
             sensors.append(self.settings.memory_sensor(worker.pid))
+        if self.settings.contention_sensor is not None:
+            try:
+                sensors.append(self.settings.contention_sensor(worker.pid))
+            except SensorError as err:  # no psutil, or the worker already gone: measure without it
+                log.warning("cpu contention not sampled: %s", err)
         sampler = Sampler(sensors, req.sample_rate_hz or self.settings.sample_rate_hz)
         sampler.start()
         stop_flusher = threading.Event()

@@ -93,6 +93,7 @@ class AgentProcess:
 
     def __init__(self, opts: ServeOptions) -> None:
         from agent.profiles import detect_profile_name, load_profile
+        from agent.sensors.contention import CpuContentionSensor
         from agent.sensors.detect import detect_sensors
         from agent.sensors.memory import ProcessMemorySensor
 
@@ -148,6 +149,7 @@ class AgentProcess:
             sample_rate_hz=opts.sample_rate_hz,
             sensors=self.sensors,
             memory_sensor=ProcessMemorySensor,
+            contention_sensor=CpuContentionSensor.for_worker,
             describe=self.describe,
             warm_worker=opts.warm_worker,
         )

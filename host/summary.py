@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from host import energy, stats
+from host.contention import machine_load
 from host.drift import latency_drift
 from host.rundata import DeviceRaw
 from host.strict_json import finite_or_null
@@ -102,6 +103,7 @@ def device_entry(
             settle=raw.phase("settle"),
         )
         entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
+        entry["machine_load"] = machine_load(raw.series, measure)
     if end.op_by_type:
         entry["op_profile"] = {
             "by_type": [_op(o) for o in end.op_by_type],

@@ -40,6 +40,7 @@ SERIES_RANGES: dict[str, tuple[float, float, str]] = {
     "throttle": (0.0, 1.0, ""),
     "voltage_mv": (-1e6, 1e6, "mV"),
     "current_ma": (-1e6, 1e6, "mA"),
+    "cpu_other_pct": (0.0, 100.0, "%"),
 }
 #: Phases/rates/times an agent reports about itself.
 MAX_SAMPLE_RATE_HZ = 1e6

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from host import contention
+
 #: A result with more far-out latency outliers than this fraction gets a warning, not a failure.
 OUTLIER_WARNING_FRACTION = 0.01
 
@@ -36,6 +38,9 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
         )
     reasons += _measurement_rules(entry, notes)
     warnings += _measurement_warnings(entry, notes)
+    load_reasons, load_warnings = contention.findings(entry.get("machine_load"))
+    reasons += load_reasons
+    warnings += load_warnings
     if notes.get("sampler_problems"):
         warnings.append(f"sensor read errors: {notes['sampler_problems']}")
     latency = entry.get("latency_ms") or {}

@@ -90,6 +90,8 @@ class _SeriesKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SeriesKind
     """1 while the board reports throttling, else 0"""
     VOLTAGE_MV: _SeriesKind.ValueType  # 8
     CURRENT_MA: _SeriesKind.ValueType  # 9
+    CPU_OTHER_PCT: _SeriesKind.ValueType  # 10
+    """CPU time of processes other than the agent and its worker, % of all cores"""
 
 class SeriesKind(_SeriesKind, metaclass=_SeriesKindEnumTypeWrapper): ...
 
@@ -108,6 +110,8 @@ THROTTLE: SeriesKind.ValueType  # 7
 """1 while the board reports throttling, else 0"""
 VOLTAGE_MV: SeriesKind.ValueType  # 8
 CURRENT_MA: SeriesKind.ValueType  # 9
+CPU_OTHER_PCT: SeriesKind.ValueType  # 10
+"""CPU time of processes other than the agent and its worker, % of all cores"""
 Global___SeriesKind: _TypeAlias = SeriesKind  # noqa: Y015
 
 @_typing.final

@@ -20,6 +20,7 @@ CPU_FREQ_KHZ = "cpu_freq_khz"
 THROTTLE = "throttle"
 VOLTAGE_MV = "voltage_mv"
 CURRENT_MA = "current_ma"
+CPU_OTHER_PCT = "cpu_other_pct"
 
 
 @dataclass(frozen=True)
