@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -112,21 +114,41 @@ def random_inputs(
     return feeds
 
 
-def load_npz(data: bytes, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """User-supplied inputs from .npz bytes, checked against the model's inputs."""
+#: Decompressed bytes a job's .npz may expand to, over the arrays the model uses: a small zip can
+#: declare (or hide) gigabytes, and the worker would decompress them all before refusing.
+MAX_NPZ_DECOMPRESSED_BYTES = 256 * 1024**2
+_READ_BYTES = 1024**2
+
+
+def load_npz(
+    source: str | os.PathLike[str] | bytes,
+    specs: Sequence[TensorSpec],
+    max_bytes: int = MAX_NPZ_DECOMPRESSED_BYTES,
+) -> dict[str, np.ndarray]:
+    """User-supplied inputs from an .npz (path or bytes), checked against the model's inputs.
+
+    Only the arrays the model uses are read, each after its zip entry's declared size and its .npy
+    header's shape have been checked against `max_bytes`; decompression stops at the size the header
+    promises, so an entry that lies about either is refused without expanding it.
+    """
     import numpy as np
 
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            expected = [spec.name for spec in specs]
+            missing = [name for name in expected if name not in members]
+            if missing:
+                raise InvalidInput(
+                    f"the inputs file lacks {', '.join(missing)} (it has: {', '.join(sorted(members)) or 'nothing'})"
+                )
+            budget = max_bytes
+            arrays: dict[str, np.ndarray] = {}
+            for name in expected:
+                arrays[name] = _read_member(archive, members[name], name, budget, max_bytes)
+                budget -= arrays[name].nbytes
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
         raise InvalidInput(f"the inputs file is not a valid .npz archive: {err}") from err
-    expected = [spec.name for spec in specs]
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise InvalidInput(
-            f"the inputs file lacks {', '.join(missing)} (it has: {', '.join(sorted(arrays)) or 'nothing'})"
-        )
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
         array = arrays[spec.name]
@@ -142,6 +164,45 @@ def load_npz(data: bytes, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
                 )
         feeds[spec.name] = array.astype(np.dtype(spec.dtype), copy=False)
     return feeds
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, budget: int, cap: int) -> np.ndarray:
+    """One .npy entry, refused before decompression when its declared or header size exceeds the budget."""
+    import numpy as np
+    from numpy.lib import format as npy
+
+    def too_big(size_bytes: int) -> InvalidInput:
+        return InvalidInput(
+            f"input '{name}' in the .npz expands to {size_bytes / 1e6:.1f} MB: the inputs may decompress to at "
+            f"most {cap / 1e6:.0f} MB in all"
+        )
+
+    if info.file_size > budget + 4096:  # the .npy header is small; the data must fit the budget
+        raise too_big(info.file_size)
+    with archive.open(info) as member:
+        version = npy.read_magic(member)
+        if version == (1, 0):
+            shape, fortran_order, dtype = npy.read_array_header_1_0(member, max_header_size=10_000)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = npy.read_array_header_2_0(member, max_header_size=10_000)
+        else:
+            raise InvalidInput(f"input '{name}' in the .npz uses .npy format {version}, which the agent does not read")
+        if dtype.hasobject:
+            raise InvalidInput(f"input '{name}' in the .npz holds Python objects, which the agent does not load")
+        count = math.prod(shape)
+        size_bytes = count * dtype.itemsize
+        if size_bytes > budget:
+            raise too_big(size_bytes)
+        data = bytearray()
+        while len(data) < size_bytes:  # bounded reads: never decompress past what the header promised
+            piece = member.read(min(_READ_BYTES, size_bytes - len(data)))
+            if not piece:
+                raise InvalidInput(f"input '{name}' in the .npz is truncated")
+            data += piece
+        if member.read(1):
+            raise InvalidInput(f"input '{name}' in the .npz has more data than its shape {tuple(shape)} holds")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
 
 def _ints(shape: Sequence[int | str | None]) -> list[int]:

@@ -76,8 +76,7 @@ class Worker:
         load_time_ns = time.monotonic_ns() - t0
         load_rss_delta = _rss_bytes() - rss_before
         if spec.get("inputs_npz_path"):
-            with open(spec["inputs_npz_path"], "rb") as fh:
-                feeds = load_npz(fh.read(), session.inputs)
+            feeds = load_npz(spec["inputs_npz_path"], session.inputs)  # lazily: only the arrays it uses
             source = "npz"
         else:
             shapes = resolve_shapes(session.inputs, spec.get("input_shapes", {}))
