@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,11 @@ import pytest
 from fake_agent import FakeAgentServer, job_batches
 from faultlib import SQUEEZENET, AgentProc, TcpProxy, isolated_env, wait_for
 
-from host.store import Store
+from host.store import PendingJob, Store
 
 _HOST = [sys.executable, "-m", "host"]
+# `host runs fetch` registers itself on import (see tests/test_faults_host.py).
+_FETCH = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main()"]
 _FAST = ["--warmup", "1", "--idle", "0", "-q"]
 #: Slack on top of a bound for a loaded 2-core box (process start, imports, scheduling).
 _SLACK_S = 10.0
@@ -39,7 +42,7 @@ def _finish(host: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         host.kill()
         host.communicate()
-        raise AssertionError(f"host profile still running after {timeout_s:g} s: it waits without a bound") from None
+        raise AssertionError(f"the host command still runs after {timeout_s:g} s: it waits without a bound") from None
 
 
 def _error_lines(out: str) -> list[str]:
@@ -80,6 +83,38 @@ def test_stream_ending_without_job_end_gives_up_within_the_reconnect_budget(tmp_
         store.close()
     assert pending.address == fake.address and pending.job_id == entry["job_id"]
     assert entry["status"] == "error"
+
+
+def test_runs_fetch_of_a_stream_ending_without_job_end_leaves_the_job_pending_within_budget(tmp_path: Path) -> None:
+    fake = FakeAgentServer(lambda job_id: job_batches(job_id, [1, 2], end=False))
+    run_id = "20260101-120000-abcdef"
+    job_id = uuid.uuid4().hex
+    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    try:
+        store.add_pending(PendingJob(run_id, "board-a", fake.address, job_id, {"model": {"sha256": "ab"}}, {}))
+        fetch = subprocess.Popen(
+            [*_FETCH, "runs", "fetch", run_id, "--reconnect", "3"],
+            cwd=tmp_path,
+            env=isolated_env(tmp_path),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: fake.servicer.attaches, 60, "the first attach")
+        started_at = time.monotonic()
+        out, err = _finish(fetch, 3 + 30)
+        elapsed_s = time.monotonic() - started_at
+        [pending] = store.pending()
+    finally:
+        store.close()
+        fake.stop()
+
+    assert fetch.returncode == 1 and elapsed_s <= 3 + _SLACK_S, (elapsed_s, err)
+    assert f"{run_id}  board-a  left  lost the agent at {fake.address}" in out
+    assert "its stream ended before the job did" in out
+    assert "still pending" in err and "Traceback" not in err
+    assert pending.job_id == job_id
+    assert set(fake.servicer.attaches) == {0, 2}
 
 
 @pytest.fixture
