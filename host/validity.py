@@ -87,11 +87,11 @@ def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[
     thermal = entry.get("thermal") or {}
     if thermal.get("throttle_monitored") is False:
         judged = (
-            f"only temperature against {thermal['trip_temp_c']:.1f} °C" if thermal.get("trip_temp_c") else "nothing"
+            f"judged by temperature alone, against {thermal['trip_temp_c']:.1f} °C"
+            if thermal.get("trip_temp_c")
+            else "and no temperature limit is known: throttling is unknown"
         )
-        warnings.append(
-            f"throttling not monitored: the board reports no CPU frequency or throttle state (judged by {judged})"
-        )
+        warnings.append(f"throttling not monitored: the board reports no CPU frequency or throttle state ({judged})")
     if notes.get("measure_extended"):
         warnings.append(f"measure window extended: {notes['measure_extended']}")
     return warnings
