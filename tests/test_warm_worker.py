@@ -28,11 +28,31 @@ def _waiting_worker(agent: AgentProc) -> psutil.Process | None:
     return None
 
 
-def _run_job(agent: AgentProc, sha: str) -> tuple[pb.JobEnd, pb.PhaseEvent]:
+def _run_job(agent: AgentProc, sha: str, timeout_s: float = 180) -> tuple[pb.JobEnd, pb.PhaseEvent]:
+    """Run a short job; wait for the agent to report it ended (polled), not for a fixed stream deadline.
+
+    A cold start on a loaded 2-core machine can take tens of seconds: a 60 s deadline on the whole stream
+    used to fail the test while the job was still queued or preparing.
+    """
     client = agent.client()
+    request = profile_request(sha, runs=5, warmup=1)
+    stream = client.profile(request, timeout_s=timeout_s + 60)
     try:
-        batches = list(client.profile(profile_request(sha, runs=5, warmup=1), timeout_s=60))
+        batches = [next(stream)]  # the job is queued once its first batch (QUEUED) arrives
+        state = ""
+
+        def ended() -> bool:
+            nonlocal state
+            state = client.job_state(request.job_id, timeout_s=10) or ""
+            return state in ("ok", "error", "cancelled")
+
+        try:
+            wait_for(ended, timeout_s, f"job {request.job_id} to end", poll_s=0.2)
+        except AssertionError as err:
+            raise AssertionError(f"{err}; its last state was {state!r}") from None
+        batches += list(stream)  # the job has ended: the rest of its batches are in the journal
     finally:
+        stream.cancel()
         client.close()
     prepare = [p for b in batches for p in b.phases if p.phase == pb.PREPARE and p.end_ns]
     ends = [b.end for b in batches if b.HasField("end")]
