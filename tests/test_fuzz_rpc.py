@@ -1,7 +1,9 @@
 """Property-based fuzzing of every RPC's request fields against a real in-process agent.
 
 Whatever the fields hold, the agent answers with a status a host can act on, never INTERNAL or UNKNOWN,
-and it still answers afterwards.
+and it still answers afterwards. Profile is held to the request contract: a request it forbids gets
+INVALID_ARGUMENT, an allowed one for the uploaded model is accepted (and cancelled), one for a model the
+agent lacks gets NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from faultlib import SQUEEZENET, profile_request, sha256_bytes, upload
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.serve import AgentProcess, ServeOptions
@@ -125,13 +127,65 @@ _PROFILE_FIELDS = {
 }
 
 
+# The request contract, written out here rather than imported, so that a check dropped from
+# agent/jobs.py `validate` shows up as an accepted request that should have been refused.
+_BOUNDS = {
+    "runs": (0, 10_000_000),
+    "warmup": (0, 1_000_000),
+    "min_duration_s": (0, 86_400),
+    "idle_s": (0, 3_600),
+    "threads": (0, 1_024),
+    "sample_rate_hz": (0, 10_000),
+    "settle_timeout_s": (0, 3_600),
+    "timeout_s": (0, 7 * 86_400),
+    "max_warmup_s": (0, 3_600),
+}
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex(value: str, length: int) -> bool:
+    return len(value) == length and set(value) <= _LOWER_HEX
+
+
+def _shape_ok(shape: str) -> bool:
+    """Positive integers joined by 'x' (case and surrounding space ignored), at most 256 characters."""
+    if len(shape) > 256:
+        return False
+    dims = shape.strip().lower().split("x")
+    return all(d.isdecimal() for d in dims) and all(int(d) > 0 for d in dims)
+
+
+def _should_refuse(request: pb.ProfileRequest) -> str | None:
+    """Why the agent must refuse `request` with INVALID_ARGUMENT, or None when it must take it."""
+    if not _is_hex(request.job_id, 32):
+        return "job_id"
+    if not _is_hex(request.model_sha256, 64):
+        return "model_sha256"
+    if request.model_format not in ("onnx", "ort", "tflite"):
+        return "model_format"
+    for name, (low, high) in _BOUNDS.items():
+        if not low <= getattr(request, name) <= high:  # NaN is never in range
+            return name
+    for name, shape in request.input_shapes.items():
+        if not name or len(name) > 1024 or not _shape_ok(shape):
+            return "input_shapes"
+    return None
+
+
+@pytest.fixture(scope="module")
+def model_sha(client: AgentClient) -> str:
+    """The model every fuzzed Profile names unless it fuzzes the sha: a request that passes must run."""
+    return upload(client)
+
+
 @FUZZ
 @given(data=st.data(), fields=st.sets(st.sampled_from(sorted(_PROFILE_FIELDS)), min_size=1, max_size=4))
-def test_profile_fuzzed(client: AgentClient, data: st.DataObject, fields: set[str]) -> None:
-    # A valid request with a few fields replaced, so each field is reached past the others' checks. The
-    # model is never in the cache: a request that passes validation ends at NOT_FOUND, not in a long job.
+def test_profile_fuzzed(client: AgentClient, model_sha: str, data: st.DataObject, fields: set[str]) -> None:
+    # A valid request for the uploaded model with a few fields replaced, so each field is reached past the
+    # others' checks. A request the contract refuses must get INVALID_ARGUMENT; one it allows must be
+    # accepted (its stream starts), and is then cancelled so that a long valid job costs nothing.
     values = {name: data.draw(_PROFILE_FIELDS[name], label=name) for name in sorted(fields)}
-    request = profile_request(sha256_bytes(b"absent"))
+    request = profile_request(model_sha)
     for name, value in values.items():
         if isinstance(value, dict):
             getattr(request, name).update(value)
@@ -139,7 +193,29 @@ def test_profile_fuzzed(client: AgentClient, data: st.DataObject, fields: set[st
             getattr(request, name).extend(value)
         else:
             setattr(request, name, value)
-    _assert_expected(_code(lambda: client._stub.Profile(request, timeout=10, metadata=client._metadata)), client)
+    refused_field = _should_refuse(request)
+    if refused_field is None and request.model_sha256 != model_sha:
+        expected = grpc.StatusCode.NOT_FOUND  # well-formed, but no such model in the agent's cache
+    elif refused_field is None:
+        expected = grpc.StatusCode.OK
+    else:
+        expected = grpc.StatusCode.INVALID_ARGUMENT
+    event(f"expected {expected.name}")
+    stream = client._stub.Profile(request, timeout=60, metadata=client._metadata)
+    try:
+        first = next(stream)
+    except grpc.RpcError as err:
+        assert err.code() == expected, (refused_field, err.code(), err.details())
+        assert client.health() == "SERVING"
+        return
+    try:
+        client.cancel(request.job_id)
+        batches = [first, *stream]
+    finally:
+        stream.cancel()  # a failing example must not keep its stream open into the next ones
+    assert expected == grpc.StatusCode.OK, f"accepted a request whose {refused_field} must be refused: {request}"
+    assert batches[-1].HasField("end"), "the accepted job's stream ended without its JobEnd"
+    assert client.health() == "SERVING"
 
 
 @FUZZ
