@@ -94,4 +94,10 @@ def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[
         warnings.append(f"throttling not monitored: the board reports no CPU frequency or throttle state ({judged})")
     if notes.get("measure_extended"):
         warnings.append(f"measure window extended: {notes['measure_extended']}")
+    latency = entry.get("latency_ms") or {}
+    if latency.get("p99_reliable") is False:
+        warnings.append(
+            f"p99 from {latency.get('n')} inferences is unreliable: a tail percentile needs at least "
+            f"{latency.get('p99_min_n')} (LoadGen-style minimum count); raise --runs"
+        )
     return warnings

@@ -255,3 +255,25 @@ def test_pooled_interval_over_repetitions_includes_the_between_run_spread() -> N
     assert pooled[1] - pooled[0] > 3 * (one_run.high - one_run.low)
     assert pooled == pooled_quantile_ci(groups, 0.5, n_boot=500, seed=1)  # seeded
     assert pooled_quantile_ci(groups[:1], 0.5) is None
+
+
+def test_a_short_run_warns_that_its_p99_is_unreliable() -> None:
+    from host.validity import assess
+
+    def entry(n: int) -> dict:
+        start_ns, end_ns = _back_to_back(np.full(n, 5.0))
+        return {
+            "status": "ok",
+            "n_inferences": n,
+            "duration_s": 10.0,
+            "latency_ms": latency_stats(start_ns, end_ns).to_dict(),
+        }
+
+    short = assess(entry(100), runs=100, min_duration_s=0)
+    enough = assess(entry(P99_MIN_N), runs=100, min_duration_s=0)
+
+    assert any(
+        f"p99 from 100 inferences is unreliable: a tail percentile needs at least {P99_MIN_N}" in w
+        for w in short["warnings"]
+    )
+    assert not any("p99" in w for w in enough["warnings"])
