@@ -19,7 +19,7 @@ from agent.serve import AgentProcess, ServeOptions
 from host.client import AgentClient, Credentials
 from host.client_key import client_key, client_key_path
 from protos import agent_pb2 as pb
-from tests.faultlib import profile_request, upload, wait_for
+from tests.faultlib import generate_certs, profile_request, upload, wait_for
 
 TOKEN = uuid.uuid4().hex * 2
 
@@ -145,3 +145,41 @@ def test_host_client_key_is_made_once_private_and_shared_by_later_processes(
     assert len(key) == 64 and int(key, 16) >= 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert in_another_process == key, "`host runs fetch` later must be the same owner as `host profile`"
+
+
+def test_with_mutual_tls_the_host_key_still_separates_hosts_sharing_a_client_certificate(tmp_path: Path) -> None:
+    certs = generate_certs(tmp_path / "certs")
+    agent = AgentProcess(
+        ServeOptions(
+            listen="127.0.0.1:0",
+            profile="generic-linux",
+            advertise=False,
+            data_dir=tmp_path / "agent",
+            tls_cert=certs["server"],
+            tls_key=certs["server_key"],
+            tls_client_ca=certs["ca"],
+        )
+    )
+    agent.start()
+
+    def client(host_key: str) -> AgentClient:
+        creds = Credentials(
+            root_ca_pem=certs["ca"].read_bytes(),
+            client_cert_pem=certs["client"].read_bytes(),
+            client_key_pem=certs["client_key"].read_bytes(),
+            host_key=host_key,
+        )
+        return AgentClient(f"127.0.0.1:{agent.port}", creds)
+
+    try:
+        with client("a" * 64) as mine, client("b" * 64) as theirs:
+            request = profile_request(upload(mine), runs=2, warmup=0)
+            ends = [b.end for b in mine.profile(request, timeout_s=60) if b.HasField("end")]
+            theirs_code = _code(lambda: theirs.attach(request.job_id, 0, timeout_s=10))
+            mine_again = [b.seq for b in mine.attach(request.job_id, 0, timeout_s=10)]
+    finally:
+        agent.stop(grace_s=0)
+
+    assert ends[-1].status == pb.JobEnd.OK
+    assert theirs_code == grpc.StatusCode.PERMISSION_DENIED
+    assert mine_again and mine_again[0] == 1
