@@ -7,17 +7,21 @@ so a host that hangs fails the test instead of hanging the suite.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from fake_agent import FakeAgentServer, job_batches
-from faultlib import SQUEEZENET, AgentProc, TcpProxy, isolated_env, wait_for
+from faultlib import SQUEEZENET, AgentProc, TcpProxy, isolated_env, sha256_bytes, wait_for
 
+from host.client import AgentClient
 from host.store import PendingJob, Store
 
 _HOST = [sys.executable, "-m", "host"]
@@ -194,3 +198,33 @@ def test_frozen_link_that_never_thaws_gives_up_within_the_reconnect_budget(
     assert pending.address == proxy.address
     with agent.client() as client:
         assert client.health() == "SERVING"
+
+
+def test_upload_over_a_frozen_link_fails_instead_of_hanging(
+    proxied_agent: tuple[AgentProc, TcpProxy], tmp_path: Path
+) -> None:
+    _agent, proxy = proxied_agent
+    data = os.urandom(3 * 1024 * 1024)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(data)
+    failures: list[grpc.RpcError] = []
+    with AgentClient(proxy.address) as client:
+        client.describe()  # the connection is up before the link freezes
+        proxy.freeze()
+
+        def send() -> None:
+            try:
+                client.upload(model, sha256_bytes(data), "onnx")
+            except grpc.RpcError as err:
+                failures.append(err)
+
+        uploader = threading.Thread(target=send, daemon=True)
+        uploader.start()
+        uploader.join(_KEEPALIVE_DETECT_S + _SLACK_S)
+        stuck = uploader.is_alive()
+        proxy.thaw()  # a stuck upload then finishes, so a regression fails here rather than hanging
+        uploader.join(60)
+
+    assert not stuck, "the upload waited on a frozen link past the keepalive bound"
+    [failure] = failures
+    assert failure.code() == grpc.StatusCode.UNAVAILABLE
