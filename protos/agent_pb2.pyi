@@ -485,7 +485,7 @@ class ProfileRequest(_message.Message):
     sample_rate_hz: _builtins.float
     """sensor sampling rate (0 = default)"""
     settle_timeout_s: _builtins.float
-    """cool-down wait before the job (0 = skip)"""
+    """cool-down wait before the job (0 = the profile's settle_timeout_s)"""
     op_profile: _builtins.bool
     """collect a per-operator profile"""
     timeout_s: _builtins.float

@@ -44,7 +44,10 @@ ThreadsOption = Annotated[int, typer.Option(min=0, help="intra-op threads (0 = r
 InputShapeOption = Annotated[list[str] | None, typer.Option(help="NAME=1x3x224x224 for dynamic inputs (repeatable)")]
 InputsOption = Annotated[Path | None, typer.Option(help=".npz of input arrays to use instead of random data")]
 SampleRateOption = Annotated[float, typer.Option(min=0, help="sensor sampling rate in Hz (0 = agent default)")]
-SettleTimeoutOption = Annotated[float, typer.Option(min=0, help="max seconds to wait for the board to cool")]
+SettleTimeoutOption = Annotated[
+    float,
+    typer.Option(min=0, help="max seconds to wait for the board to cool (0 = the board profile's settle_timeout_s)"),
+]
 OpProfileOption = Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")]
 QuantizeOption = Annotated[str | None, typer.Option(help="quantize for every target: int8")]
 QuantizeModeOption = Annotated[str, typer.Option(help="int8 quantization: dynamic or static")]
