@@ -140,6 +140,8 @@ BATCHES_MAX = 30
 #: independent. With 7..30 batches and the bias correction below, the p50 interval covered 94-96% of
 #: simulated AR(1) latency series (phi 0, 0.5, 0.9; n 200 and 1000; tests/test_interval_coverage.py).
 BATCH_AUTOCORR_TIMES = 5
+#: pooled_quantile_ci resamples at most this many inferences of each repetition (evenly thinned beyond).
+POOLED_BOOTSTRAP_MAX_PER_GROUP = 2000
 #: p99 is shown as unreliable below this many inferences: the smallest n for which the largest sample is an
 #: upper 95% bound of p99 (1 - 0.99^n >= 0.95), LoadGen's rule of a minimum count before a tail percentile.
 P99_MIN_N = 299
@@ -276,10 +278,14 @@ def pooled_quantile_ci(
     Each bootstrap draws the repetitions with replacement, then within each drawn repetition a moving-block
     resample of its inferences (blocks of about 2 autocorrelation times, at least n^(1/3)), and takes the
     q-quantile of everything drawn. Percentiles of those, with the tails expanded for the number of
-    repetitions (see expanded_tail). None with fewer than two repetitions of at least BATCHES_MIN inferences
-    (use quantile_interval on the one run instead). Seeded: the same data give the same interval.
+    repetitions (see expanded_tail). Repetitions longer than POOLED_BOOTSTRAP_MAX_PER_GROUP are thinned.
+    None with fewer than two repetitions of at least BATCHES_MIN inferences (use quantile_interval on the
+    one run instead). Seeded: the same data give the same interval.
     """
     groups = [np.asarray(g, dtype=np.float64) for g in groups_in_order if np.asarray(g).size >= BATCHES_MIN]
+    # Long repetitions are thinned to every s-th inference so a bootstrap costs the same at 100k inferences
+    # as at 2k: fewer samples only widen each repetition's share of the interval, never narrow it.
+    groups = [g[:: math.ceil(g.size / POOLED_BOOTSTRAP_MAX_PER_GROUP)] for g in groups]
     k = len(groups)
     if k < 2:
         return None
