@@ -126,7 +126,7 @@ def test_a_job_that_fails_inside_the_runner_ends_as_error_and_the_next_runs(agen
         sha = upload(client)
         # The model disappears from the cache between Profile and the job's start: the runner itself
         # raises (ModelNotFound in the worker's start), not the worker.
-        blocker = profile_request(sha, runs=20, min_duration_s=1.5)
+        blocker = profile_request(sha, runs=20, min_duration_s=60)
         first = _Stream(client.profile(blocker, timeout_s=120))
         wait_for(first.measuring, 60, "the first job to start measuring")
         doomed = profile_request(sha, runs=3)
@@ -135,11 +135,13 @@ def test_a_job_that_fails_inside_the_runner_ends_as_error_and_the_next_runs(agen
         model_path = agent_process.cache.use(sha)
         hidden = model_path.with_name("hidden-by-test")
         model_path.rename(hidden)
+        client.cancel(blocker.job_id)  # the second job starts now, without its model file
         assert second.done.wait(120) and second.error is None, second.error
         ends = [b.end for b in second.batches if b.HasField("end")]
         assert len(ends) == 1 and ends[0].status == pb.JobEnd.ERROR
         assert ends[0].error_kind == "internal" and "the agent failed while running this job" in ends[0].error
         assert first.done.wait(120) and first.error is None
+        assert [b.end.status for b in first.batches if b.HasField("end")] == [pb.JobEnd.CANCELLED]
         hidden.rename(model_path)
         assert client.health() == "SERVING"
         assert_still_serving(client, sha)

@@ -13,7 +13,7 @@ from test_faults_runner import _Stream
 from host.client import AgentClient
 from protos import agent_pb2 as pb
 
-CONTROL_DEADLINE_S = 3.0
+CONTROL_DEADLINE_S = 5.0
 
 
 def _client(agent: Any) -> AgentClient:
