@@ -1,8 +1,10 @@
-"""Significance of a change between two runs (``host compare``): rank tests and interval overlap.
+"""Significance of a change between two runs (``host compare``): run-level intervals, and rank tests.
 
-Latency samples are compared with the Mann-Whitney U test (no normality assumed; latency is skewed) and
-the Hodges-Lehmann shift with its distribution-free interval; energy, which has one estimate and an
-interval per run rather than per-inference samples, by whether the two intervals overlap.
+Verdicts come from run-level figures (DESIGN.md §7): a bootstrap over repetitions, a t interval from the
+run-to-run spread of earlier runs, or (within-run evidence only) the two runs' own intervals; see
+``RunLevelChange`` and ``is_run_level_regression``. The Mann-Whitney U test and the Hodges-Lehmann shift on
+per-inference samples stay for information: they treat thousands of inferences of one process as
+independent evidence, which they are not.
 """
 
 from __future__ import annotations
