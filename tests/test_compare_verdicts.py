@@ -215,3 +215,25 @@ def test_cli_gate_metrics_and_stored_runs(tmp_path: Path, monkeypatch: pytest.Mo
     assert verdict["regressions"][0]["test"] == "within-run"
     assert bad.exit_code != 0
     assert "unknown gate metric 'p99'" in bad.output and "Traceback" not in bad.output
+
+
+def test_old_stored_runs_compare_with_intervals_recomputed_from_their_raw_inferences() -> None:
+    from host.report.synthetic import synthetic_run
+
+    base = synthetic_run(n_devices=1, n_inferences=600, unpowered=1)
+    cand = copy.deepcopy(base)
+    cand.document["run_id"] = "cand"
+    device = cand.document["devices"][0]["device"]
+    raw = cand.raw[device]
+    raw.end_ns = raw.start_ns + (raw.latency_ns * 1.3).astype(np.int64)
+    cand.document["devices"][0]["latency_ms"]["p50"] *= 1.3
+    for run in (base, cand):  # what an old document might say: an interval that decides nothing
+        run.document["devices"][0]["latency_ms"]["p50_ci95"] = [0.001, 1000.0]
+
+    result = compare_runs(base, cand, fail_on_regression_pct=5)
+
+    p50 = next(c for c in result.changes if c.metric == "latency p50")
+    assert p50.test == "within-run" and p50.ci_pct is not None
+    assert 20.0 < p50.ci_pct[0] < 30.0 < p50.ci_pct[1] < 40.0  # from the raw inferences, not [0.001, 1000]
+    assert p50.regression and result.failed
+    assert p50.p_value is not None and p50.p_value < 1e-6  # Mann-Whitney: shown, informational
