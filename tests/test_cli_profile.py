@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,12 +216,24 @@ def test_python_dash_m_entry_points_work() -> None:
 
 def test_result_states_validity_and_reasons(squeezenet: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    # A warmup that cannot stabilise in its time cap is impossible to force here; an unmet rule is:
-    # a one-inference minimum with min-duration met is valid, and the document says so.
+    # A run that meets every rule is valid, with no reasons. One rule is the machine's, not the run's: other
+    # processes holding half the CPU (other tests, other jobs on a shared CI box) make any run invalid.
     proc = host("profile", str(squeezenet), *FAST, "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     (dev,) = json.loads(out.read_text())["devices"]
-    assert dev["validity"]["valid"] is True and dev["validity"]["reasons"] == []
+    reasons = dev["validity"]["reasons"]
+    assert dev["validity"]["valid"] is (reasons == []), dev["validity"]
+    assert [r for r in reasons if not r.startswith("other processes used")] == [], dev["validity"]
+
+    # One that skips the warmup measured cold inferences: invalid, and the document says why.
+    cold = tmp_path / "cold.json"
+    no_warmup = [*FAST[: FAST.index("--warmup")], "--warmup", "0", *FAST[FAST.index("--warmup") + 2 :]]
+    proc = host("profile", str(squeezenet), *no_warmup, "--json", str(cold))
+    assert proc.returncode == 0, proc.stderr
+    (dev,) = json.loads(cold.read_text())["devices"]
+    assert dev["status"] == "ok" and dev["validity"]["valid"] is False, dev["validity"]
+    no_warmup_reason = "no warmup inferences: the first (cold caches, lazy initialisation) were measured"
+    assert no_warmup_reason in dev["validity"]["reasons"], dev["validity"]
 
 
 def test_local_agent_does_not_outlive_a_killed_host(squeezenet: Path, tmp_path: Path) -> None:
@@ -232,16 +248,43 @@ def test_local_agent_does_not_outlive_a_killed_host(squeezenet: Path, tmp_path: 
         text=True,
     )
     assert proc.stderr is not None
-    # Wait until the host reports measuring: the local agent (and its worker) exist by then.
-    for line in proc.stderr:
-        if "measure" in line:
-            break
-    agents = [c for c in psutil.Process(proc.pid).children(recursive=True) if "serve" in " ".join(c.cmdline())]
-    assert agents, "the host started no local agent"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    _gone, alive = psutil.wait_procs(agents, timeout=20)
-    assert not alive, f"local agent still running after its host was killed: {[p.pid for p in alive]}"
+    stderr_lines: queue.Queue[str | None] = queue.Queue()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr_lines.put(line)
+        stderr_lines.put(None)  # end of output: the host exited
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    agents: list[psutil.Process] = []
+    try:
+        # Wait (at most 120 s) until the host reports measuring: the local agent (and its worker) exist by then.
+        deadline = time.monotonic() + 120
+        seen: list[str] = []
+        while not any("measure" in line for line in seen):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"the host never reported measuring: {''.join(seen)[-2000:]}"
+            try:
+                line = stderr_lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the host exited before measuring: {''.join(seen)[-2000:]}"
+            seen.append(line)
+        agents = [c for c in psutil.Process(proc.pid).children(recursive=True) if "serve" in " ".join(c.cmdline())]
+        assert agents, "the host started no local agent"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(agents, timeout=20)
+        assert not alive, f"local agent still running after its host was killed: {[p.pid for p in alive]}"
+    finally:
+        # Whatever failed above, no 60-second host (or an agent it left) outlives this test.
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for agent in agents:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                agent.kill()
 
 
 def test_profile_writes_the_report_named_by_report(squeezenet: Path, tmp_path: Path) -> None:
