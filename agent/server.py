@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from agent.jobs import MAX_NPZ_BYTES
+from agent.servicer import MAX_CHUNK_BYTES
 from agent.stream_limits import (
     CONTROL_RESERVE_THREADS,
     DEFAULT_STREAMS_PER_CLIENT,
@@ -20,8 +22,12 @@ from agent.stream_limits import (
 )
 from protos import agent_pb2_grpc
 
-#: Large enough for a 4 MiB upload chunk or a 64 MiB inputs .npz in a ProfileRequest.
+#: The largest message the agent sends (a measurement batch stays far below it).
 MAX_MESSAGE_BYTES = 80 * 1024**2
+#: What a client may send in one message: the largest the servicer accepts (an inputs .npz in a
+#: ProfileRequest, an upload chunk) plus room for the other fields. gRPC refuses a longer message
+#: with RESOURCE_EXHAUSTED from its length prefix, before the servicer buffers any of it.
+MAX_RECEIVE_MESSAGE_BYTES = max(MAX_CHUNK_BYTES, MAX_NPZ_BYTES) + 1024**2
 SERVICE_NAME = "edgeprof.v1.Agent"
 #: Methods callable without the token: Prove is how a stranger-to-the-host shows it holds the token.
 OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Prove"})
@@ -113,7 +119,7 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
             # Hosts ping every 5 s (host/client.py) to notice half-open links, also while a stream waits in
