@@ -18,6 +18,7 @@ from sensor_fakes import (
     um_frame,
 )
 
+import agent.sensors.detect as detect_module
 from agent.errors import SensorError
 from agent.profiles import DeviceProfile, load_profile
 from agent.sensors.base import POWER_MW, Channel, Sensor
@@ -143,23 +144,36 @@ def test_generic_box_with_rapl_uses_the_default_order_and_finds_it(root: Path) -
     assert [s.backend for s in detection.sensors] == ["rapl", "thermal"]
 
 
-def test_describe_turns_energy_counters_into_watts(root: Path) -> None:
+def test_describe_turns_energy_counters_into_watts(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Clock:
+        """describe_sensors' clock: its sleep advances time exactly, so the window is exactly known."""
+
+        now_s = 1000.0
+
+        def monotonic(self) -> float:
+            return self.now_s
+
+        def sleep(self, seconds: float) -> None:
+            self.now_s += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(detect_module, "time", clock)
+
     class Counter(Sensor):
+        """A 4 W source: its energy counter (µJ) is 4 W times the clock."""
+
         backend = "counter"
-        energy_uj = 0.0
 
         def channels(self) -> Sequence[Channel]:
             return [Channel("package-0", "energy_uj", "total")]
 
         def read(self) -> Sequence[float]:
-            # Each read is 0.05 s of 4 W later, whatever the wall clock: the rate is what counts.
-            self.energy_uj += 200_000.0
-            return [self.energy_uj]
+            return [4.0 * clock.now_s * 1e6]
 
     (row,) = describe_sensors([Counter()], energy_window_s=0.05)
 
     assert row["unit"] == "W"
-    assert 0.5 < row["value"] < 4.01  # 0.2 J over at least 0.05 s
+    assert row["value"] == pytest.approx(4.0, rel=1e-9)  # 0.2 J over exactly 0.05 s
 
 
 def test_sensors_command_json_on_an_orin_nano(root: Path) -> None:
