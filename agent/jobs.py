@@ -49,6 +49,8 @@ FLUSH_INTERVAL_S = 0.1
 WARM_WORKER_DELAY_S = 1.0
 #: Pause between attempts to write a job's end to a journal that refused a write (e.g. disk full).
 JOURNAL_RETRY_INTERVAL_S = 0.2
+#: How often an idle runner retries writing the batches of ended jobs that the journal refused.
+JOURNAL_RETRY_IDLE_S = 1.0
 #: What a worker's error says when an allocation failed (Python, ONNX Runtime, TFLite, the C++ runtime).
 _ALLOCATION_FAILED = re.compile(
     r"out of memory|MemoryError|Failed to allocate|bad_alloc|Cannot allocate memory|ENOMEM", re.IGNORECASE
@@ -297,6 +299,11 @@ class JobRunner:
 
     def _next_job(self) -> _Job | None:
         """The next job from the queue; with warm_worker, the spare is started once the board is idle."""
+        while self._unjournaled:  # while idle, keep offering kept batches to the journal
+            try:
+                return self._queue.get(timeout=JOURNAL_RETRY_IDLE_S)
+            except queue.Empty:
+                self._write_unjournaled()
         if not self.settings.warm_worker:
             return self._queue.get()
         try:
