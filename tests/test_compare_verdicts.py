@@ -237,3 +237,14 @@ def test_old_stored_runs_compare_with_intervals_recomputed_from_their_raw_infere
     assert 20.0 < p50.ci_pct[0] < 30.0 < p50.ci_pct[1] < 40.0  # from the raw inferences, not [0.001, 1000]
     assert p50.regression and result.failed
     assert p50.p_value is not None and p50.p_value < 1e-6  # Mann-Whitney: shown, informational
+
+
+def test_a_repeated_side_lends_its_spread_to_a_single_run() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])  # 5 repetitions: sd of log p50 about 1%
+    cand = _single("cand-02", 4.0 * 1.12)
+
+    result = compare_runs(base, cand, fail_on_regression_pct=5)
+
+    p50 = next(c for c in result.changes if c.metric == "latency p50")
+    assert p50.test == "history" and "df 4" in p50.note
+    assert p50.ci_pct is not None and p50.ci_pct[0] > 5.0 and p50.regression
