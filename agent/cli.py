@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1:50051; port 0 picks a free one)",
     )
     serve.add_argument("--profile", help="device profile (default: detected from the board)")
+    serve.add_argument("--adb", metavar="SERIAL", help="serve the Android phone with this adb serial (one per agent)")
+    serve.add_argument(
+        "--delegate",
+        default="",
+        help="with --adb: the phone's delegate, xnnpack, gpu, nnapi, qnn, cpu or external:PATH",
+    )
     serve.add_argument(
         "--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0 or csv:/dev/ttyACM0@115200"
     )
@@ -59,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     sensors.add_argument("--json", action="store_true", help="machine-readable output")
     sensors.add_argument("--profile", help="device profile (default: detected)")
     sensors.add_argument("--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0")
+
+    from agent.adb.cli import add_parser
+
+    add_parser(sub)
     return parser
 
 
@@ -103,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
             insecure=args.insecure,
             advertise=not args.no_advertise,
             tags=[t.strip() for t in args.tags.split(",") if t.strip()],
-            data_dir=args.data_dir or default_data_dir(),
+            # One agent per phone: each its own cache and journal unless told otherwise.
+            data_dir=args.data_dir
+            or (default_data_dir() / f"adb-{args.adb.replace(':', '_')}" if args.adb else default_data_dir()),
             cache_limit_mb=args.cache_limit_mb,
             max_model_mb=args.max_model_mb,
             disk_reserve_mb=args.disk_reserve_mb,
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             max_queued=args.max_queued,
             job_timeout_s=args.job_timeout_s,
             warm_worker=args.warm_worker,
+            adb=args.adb,
+            delegate=args.delegate,
         )
         sys.exit(serve(opts))
     if args.command == "info":
@@ -119,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         from agent.sensors.cli import run_sensors_command
 
         sys.exit(run_sensors_command(args.profile, args.power_meter, args.json))
+    if args.command == "adb":
+        from agent.adb.cli import run
+
+        sys.exit(run(args))
 
 
 if __name__ == "__main__":

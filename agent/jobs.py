@@ -88,6 +88,8 @@ class JobSettings:
     #: How long a job's end is retried against a journal that refuses writes (a brief disk-full) before
     #: the job is reported as lost; its batches stay in memory and are written before each later job.
     journal_retry_s: float = 10.0
+    #: Runs each job part instead of a local worker (agent/adb/backend.py drives a phone); None = the worker.
+    backend: Any = None
 
 
 @dataclass
@@ -435,6 +437,8 @@ class _JobExecution:
 
     def _run_part(self, deadline: float) -> pb.JobEnd:
         """One worker from PREPARE to its exit; returns how it ended."""
+        if self.settings.backend is not None:
+            return self.settings.backend.run_part(self, deadline)
         req = self.req
         now = time.monotonic_ns()
         self.emitter.phase("prepare", now)

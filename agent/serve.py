@@ -58,6 +58,10 @@ class ServeOptions:
     max_queued: int = 8
     job_timeout_s: float = 3600.0
     warm_worker: bool = False
+    #: Serve the phone with this adb serial (agent/adb): one agent endpoint per phone.
+    adb: str | None = None
+    #: The phone's default delegate (xnnpack, gpu, nnapi, qnn, cpu, external:PATH); "" = the profile's.
+    delegate: str = ""
 
 
 def _read_token(path: Path) -> str:
@@ -114,18 +118,24 @@ class AgentProcess:
                 "could run code on this board. Give --token-file or --tls-client-ca (mutual TLS), or --insecure on a "
                 "trusted network"
             )
+        self.phone: Any = _connect_phone(opts) if opts.adb else None
         try:
-            self.profile = load_profile(opts.profile or detect_profile_name())
+            name = opts.profile or (self.phone.profile_name if self.phone else detect_profile_name())
+            self.profile = load_profile(name)
         except ValueError as err:
             raise ServeError(str(err)) from err
         try:
             detection = detect_sensors(self.profile, opts.power_meter)
         except ValueError as err:  # a malformed --power-meter spec
             raise ServeError(str(err)) from err
-        self.sensors = list(detection.sensors)
+        self.sensors = [] if self.phone else list(detection.sensors)  # a phone's power: its own gauge (agent/adb)
         for problem in detection.problems:
             log.warning("sensor: %s", problem)
-        self._board = board.describe(self.profile.name, board.runtimes_via_subprocess())
+        self._board = (
+            self.phone.board(self.profile)
+            if self.phone
+            else board.describe(self.profile.name, board.runtimes_via_subprocess())
+        )
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._data_dir_lock = lock_data_dir(opts.data_dir)
@@ -151,6 +161,7 @@ class AgentProcess:
             memory_sensor=ProcessMemorySensor,
             contention_sensor=CpuContentionSensor.for_worker,
             describe=self.describe,
+            backend=self.phone.backend(self.profile) if self.phone else None,
             warm_worker=opts.warm_worker,
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
@@ -164,6 +175,9 @@ class AgentProcess:
         self._stop_done = threading.Event()
 
     def describe(self) -> pb.DeviceInfo:
+        if self.phone:  # the phone's own state, read again when old (battery, runners)
+            self.phone.refresh()
+            self._board = self.phone.board(self.profile)
         b = self._board
         info = pb.DeviceInfo(
             hostname=b["hostname"],
@@ -180,7 +194,12 @@ class AgentProcess:
             auth_required=self.authenticated,
             capabilities=[parts.CAPABILITY],
         )
-        info.metadata.update(board.reproducibility_metadata())
+        if self.phone:
+            info.metadata.update(self.phone.metadata())
+            for channel in self.phone.sensor_channels():
+                info.sensors.add(**channel)
+        else:
+            info.metadata.update(board.reproducibility_metadata())
         for rt in b["runtimes"]:
             info.runtimes.add(
                 name=rt["name"], version=rt["version"], execution_providers=rt["providers"], module=rt["module"]
@@ -219,6 +238,17 @@ class AgentProcess:
     def wait(self) -> None:
         """Until stop() has completed (not merely begun): jobs cancelled, streams ended, journal closed."""
         self._stop_done.wait()
+
+
+def _connect_phone(opts: ServeOptions) -> Any:
+    from agent.adb.bridge import PhoneBridge
+    from agent.errors import AgentError
+
+    assert opts.adb is not None
+    try:
+        return PhoneBridge.connect(opts.adb, opts.delegate)
+    except AgentError as err:
+        raise ServeError(str(err)) from err
 
 
 def _start_advertiser(agent: AgentProcess) -> Any:

@@ -80,6 +80,8 @@ def device_entry(
     peak_rss = max(float(end.peak_rss_bytes), energy.peak_bytes(raw.series, "rss_bytes") or 0.0)
     entry["peak_rss_mb"] = peak_rss / 1024**2 if peak_rss else None
     entry["notes"] = dict(end.notes)
+    # A phone's benchmark_model reports each block's mean, not each inference (agent/adb/backend.py).
+    entry["latency_source"] = end.notes.get("latency_source") or "per_inference"
     entry["phases"] = [
         {"name": p.name, "start_ns": p.start_ns, "end_ns": p.end_ns, "detail": p.detail, "count": p.count}
         for p in raw.phases
@@ -87,6 +89,11 @@ def device_entry(
     if raw.start_ns.size:
         lat = stats.latency_stats(raw.start_ns, raw.end_ns)
         entry["latency_ms"] = lat.to_dict()
+        block_runs = _float_note(end.notes, "block_runs")
+        if entry["latency_source"] == "block_means" and block_runs and block_runs > 1:
+            # Each block's windows repeat its mean: the distribution and its intervals are over the blocks.
+            step = int(block_runs)
+            entry["latency_ms"] = stats.latency_stats(raw.start_ns[::step], raw.end_ns[::step]).to_dict()
         entry["throughput_ips"] = lat.throughput_ips
         entry["duration_s"] = lat.duration_s
     measure = raw.phase("measure")

@@ -1,0 +1,421 @@
+"""The phone's job backend: one job part measured with benchmark_model on the phone instead of a local worker.
+
+The job runner (agent/jobs.py) hands each part to `PhoneBackend.run_part`. The protocol is DESIGN.md §2's:
+prepare (model pushed content-addressed, one checked run that loads it with the delegate), settle (thermal
+zones), idle baseline, warmup, measure. benchmark_model prints aggregates only, so the measure phase runs
+as blocks, one runner invocation each: a block's mean is the sample, laid out as its runs' windows
+back to back at the end of the invocation so that counts, throughput and energy per inference hold, and
+the result says `latency_source: block_means`. Every phone-side time comes from /proc/uptime and is mapped
+onto this computer's CLOCK_MONOTONIC with one offset per part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agent.adb import battery, benchmark_output, runners, screen
+from agent.adb.describe import PhoneInfo, taskset_mask
+from agent.adb.phone import PHONE_DIR, Phone, ShellStream
+from agent.batches import job_end
+from agent.errors import AgentError, InvalidInput, InvalidModel
+from agent.sampler import SeriesChunk
+from agent.sensors.base import POWER_MW, TEMP_C
+from protos import agent_pb2 as pb
+
+if TYPE_CHECKING:
+    from agent.jobs import _JobExecution
+
+log = logging.getLogger(__name__)
+
+SENSOR = "android-adb"
+#: Blocks the measure phase is split into by default (each a sample of the latency distribution).
+DEFAULT_BLOCKS = 10
+#: Fastest battery loop period: gauges refresh at 1-10 Hz, reading faster only repeats values.
+MIN_GAUGE_PERIOD_S = 0.05
+_UPTIME = re.compile(r"^(\d+\.\d+) \d+\.\d+$")
+
+
+class RunnerFailed(AgentError):
+    """benchmark_model exited with an error or was killed by a signal."""
+
+    kind = "crash"
+
+
+class PhoneBackend:
+    """Runs job parts on the phone `phone`; one backend (and one agent endpoint) per phone."""
+
+    def __init__(self, phone: Phone, info: PhoneInfo, delegate: str = "", gauge_options: Any = None) -> None:
+        self.phone = phone
+        self.info = info
+        self.delegate = delegate
+        self.gauge_options = dict(gauge_options or {})
+
+    def run_part(self, execution: _JobExecution, deadline: float) -> pb.JobEnd:
+        execution.emitter.phase("prepare", time.monotonic_ns())
+        execution._flush()
+        run = _PhoneRun(self, execution, deadline)
+        try:
+            return run.execute()
+        except _Cancelled:
+            where = f"during {run.phase} after {run.measured} measured inferences"
+            if execution.job.cancelled.is_set():
+                return job_end(pb.JobEnd.CANCELLED, error=f"cancelled {where}", phase=run.phase, measured=run.measured)
+            timeout_s = execution.req.timeout_s or execution.settings.default_timeout_s
+            return job_end(
+                pb.JobEnd.ERROR,
+                error=f"job timed out after {timeout_s:g} s {where}",
+                kind="timeout",
+                phase=run.phase,
+                measured=run.measured,
+            )
+        except AgentError as err:
+            return job_end(
+                pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase=run.phase, measured=run.measured, notes=run.notes
+            )
+        finally:
+            run.close()
+
+
+class _PhoneRun:
+    def __init__(self, backend: PhoneBackend, execution: _JobExecution, deadline: float) -> None:
+        self.backend = backend
+        self.phone = backend.phone
+        self.ex = execution
+        self.req = execution.req
+        self.deadline = deadline
+        self.phase = "prepare"
+        self.measured = 0
+        self.notes: dict[str, str] = {"latency_source": "block_means"}
+        self.offset_ns = 0
+        self.gauge: list[battery.GaugeSample] = []
+        self._loop: ShellStream | None = None
+        self.with_power = False
+        self._loop_thread: threading.Thread | None = None
+        self._active: ShellStream | None = None
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    # -- the steps -----------------------------------------------------------------------------------
+
+    def execute(self) -> pb.JobEnd:
+        ex, req = self.ex, self.req
+        self.phone.check()
+        model = self._push_model()
+        runner = runners.require(self.phone)
+        available = runners.installed(self.phone)
+        delegate = (list(req.execution_providers) or [req.options.get("delegate", "") or self.backend.delegate])[0]
+        flags = runners.delegate_flags(
+            delegate.lower() if not delegate.startswith("external:") else delegate, available
+        )
+        cores = self.backend.info.big_cores if req.options.get("adb.all_cores", "") != "1" else []
+        mask = taskset_mask(cores)
+        threads = req.threads or len(cores) or 4
+        self.cmd = (
+            f"{'taskset ' + mask + ' ' if mask else ''}{runner.path} --graph={model} --num_threads={threads}"
+            f" --min_secs=0 --warmup_min_secs=0 --report_peak_memory_footprint=true {' '.join(flags)}"
+        )
+        self.notes.update(runner=f"{runner.name} {runner.version}", delegate=delegate or "cpu", cpu_mask=mask or "all")
+        self._sync_clock()
+        power = self.phone.shell(
+            f"cat {battery.BATTERY}/status; for f in /sys/class/power_supply/*/online; do"
+            ' [ "$(cat $f)" = 1 ] && echo "online $f"; done',
+            doing="while reading the battery",
+        ).splitlines()
+        status = power[0].strip() if power else "unknown"
+        supplies = sorted(ln.split("/")[-2] for ln in power[1:] if ln.startswith("online "))
+        refused = battery.refusal(status, supplies)
+        if refused:
+            self.notes["energy_refused"] = refused
+
+        # prepare: one run loads the model with the delegate; a delegate that rejects it fails here.
+        load = self._invoke(warmup_runs=0, num_runs=1, what="loading the model")
+        prepared_ns = time.monotonic_ns()
+        self.first_inference_ns = int((load.first_inference_us or 0) * 1000)
+        self.peak_mb = load.peak_memory_mb or 0.0
+        ex.emitter.info(
+            pb.JobInfo(
+                runtime="tflite-benchmark_model",
+                runtime_version=runner.version,
+                execution_providers=[delegate or "cpu"],
+                load_time_ns=int((load.init_us or 0) * 1000),
+                threads=threads,
+                profile=ex.settings.profile,
+                sample_rate_hz=1.0 / self._gauge_period_s(),
+                inputs_source="random",
+                device=ex.settings.describe(),
+            )
+        )
+        ex.emitter.phase(
+            "prepare", prepared_ns, prepared_ns, detail=f"{runner.name} {runner.version} on {self.phone.serial}"
+        )
+        ex._flush()
+        self._start_gauge(with_power=refused is None)
+        self._settle()
+        with screen.dark(self.phone) as changed:
+            self.notes["screen"] = changed
+            self._idle()
+            warm, mean_us = self._warmup()
+            blocks, runs_per_block = self._measure(mean_us)
+        self._finish_gauge()
+        period = battery.update_period_s(self.gauge)
+        if period is not None:
+            self.notes["gauge_update_period_s"] = f"{period:.3f}"
+        self.notes["block_runs"] = str(runs_per_block)
+        self.notes["blocks"] = str(blocks)
+        return job_end(
+            pb.JobEnd.OK,
+            measured=self.measured,
+            warmup=warm,
+            first_inference_ns=self.first_inference_ns,
+            peak_rss_bytes=int(self.peak_mb * 1024**2),
+            notes=self.notes,
+        )
+
+    def _push_model(self) -> str:
+        part = self.ex.part
+        if part.model_format != "tflite":
+            raise InvalidInput(
+                f"phone {self.phone.serial} runs .tflite models (benchmark_model); "
+                f"this job's model is {part.model_format}"
+            )
+        local = self.ex.runner.cache.use(part.model_sha256)
+        remote = f"{PHONE_DIR}/models/{part.model_sha256}.tflite"
+        if self.phone.size(remote) != local.stat().st_size:
+            self.phone.push(local, remote)
+        return remote
+
+    def _sync_clock(self) -> None:
+        """Offset from the phone's /proc/uptime to this computer's monotonic clock (midpoint of one round trip)."""
+        before = time.monotonic_ns()
+        out = self.phone.shell("cat /proc/uptime", doing="while reading its clock")
+        after = time.monotonic_ns()
+        self.offset_ns = (before + after) // 2 - round(float(out.split()[0]) * 1e9)
+
+    def _gauge_period_s(self) -> float:
+        rate_hz = self.req.sample_rate_hz or self.ex.settings.sample_rate_hz
+        return max(MIN_GAUGE_PERIOD_S, 1.0 / rate_hz if rate_hz > 0 else 0.1)
+
+    def _start_gauge(self, with_power: bool) -> None:
+        self.with_power = with_power
+        self._loop = self.phone.stream(battery.loop_command(self._gauge_period_s()))
+        self._loop_thread = threading.Thread(target=self._read_gauge, args=(self._loop,), daemon=True)
+        self._loop_thread.start()
+        if not self._wait_for(lambda: len(self.gauge) >= 2, 30.0):
+            raise self.phone.unavailable("while starting the battery loop")
+
+    def _read_gauge(self, loop: ShellStream) -> None:
+        for line in loop.lines():
+            sample = battery.parse_line(line)
+            if sample is not None:
+                self.gauge.append(sample)
+
+    def _settle(self) -> None:
+        limit_c = self.ex.settings.settle_temp_c
+        timeout_s = self.req.settle_timeout_s or self.ex.settings.settle_timeout_s
+        if limit_c is None or timeout_s <= 0:
+            return
+        self.phase = "settle"
+        start = time.monotonic_ns()
+        end_by = min(self.deadline, time.monotonic() + timeout_s)
+        temp_c = self._max_temp_c()
+        while temp_c is not None and temp_c > limit_c and time.monotonic() < end_by:
+            if self.ex.job.cancelled.wait(2.0):
+                raise _Cancelled()
+            temp_c = self._max_temp_c()
+        shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
+        settled = temp_c is None or temp_c <= limit_c
+        detail = (
+            f"settled at {shown}"
+            if settled
+            else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
+        )
+        self.ex.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
+
+    def _max_temp_c(self) -> float | None:
+        out = self.phone.shell(
+            "cat /sys/class/thermal/thermal_zone*/temp 2>/dev/null", doing="while reading its temperature"
+        )
+        temps = [int(v) / 1000.0 for v in out.split() if v.lstrip("-").isdigit() and int(v) > 0]
+        return max(temps) if temps else None
+
+    def _idle(self) -> None:
+        if self.req.idle_s <= 0:
+            return
+        start = time.monotonic_ns()
+        if not self.with_power:  # a baseline is only worth its seconds when there is power to measure
+            self.ex.emitter.phase("idle", start, start, detail="skipped: energy refused")
+            return
+        self.phase = "idle"
+        if self.ex.job.cancelled.wait(min(self.req.idle_s, max(0.0, self.deadline - time.monotonic()))):
+            raise _Cancelled()
+        self.ex.emitter.phase("idle", start, time.monotonic_ns(), detail="screen off")
+
+    def _warmup(self) -> tuple[int, float]:
+        """One invocation of the warmup runs; returns their count and mean latency (µs)."""
+        self.phase = "warmup"
+        count = max(1, self.req.warmup)
+        result, start_ns, end_ns = self._block(warmup_runs=0, num_runs=count, what="warmup")
+        starts, ends = self._windows(result, start_ns, end_ns)
+        self.ex.emitter.latency(pb.WARMUP, starts, ends)
+        self.ex.emitter.phase("warmup", start_ns, end_ns, count=len(starts), detail="one runner invocation")
+        self.ex._flush()
+        return len(starts), result.inference_avg_us or 0.0
+
+    def _measure(self, mean_us: float) -> tuple[int, int]:
+        """Blocks until --runs and --min-duration are both met, sized so that about DEFAULT_BLOCKS blocks do it.
+
+        Each block is a runner invocation whose start-up lies between blocks, inside the energy window:
+        longer blocks (a longer --min-duration) make that share smaller; it is reported as block_gap_fraction.
+        """
+        self.phase = "measure"
+        runs = self.req.runs or 100
+        option = self.req.options.get("adb.block_runs", "")
+        by_time = math.ceil(self.req.min_duration_s * 1e6 / DEFAULT_BLOCKS / mean_us) if mean_us > 0 else 1
+        by_count = math.ceil(runs / DEFAULT_BLOCKS)
+        per_block = int(option) if option.isdigit() and int(option) > 0 else max(1, by_count, by_time)
+        blocks = 0
+        first_ns = last_ns = busy_ns = 0
+        began = time.monotonic()
+        while self.measured < runs or time.monotonic() - began < self.req.min_duration_s:
+            what = f"measure block {blocks + 1}"
+            result, start_ns, end_ns = self._block(warmup_runs=1, num_runs=per_block, what=what)
+            starts, ends = self._windows(result, start_ns, end_ns)
+            self.ex.emitter.latency(pb.MEASURE, starts, ends)
+            self.peak_mb = max(self.peak_mb, result.peak_memory_mb or 0.0)
+            first_ns = first_ns or int(starts[0])
+            last_ns = int(ends[-1])
+            busy_ns += int(ends[-1] - starts[0])
+            self.measured += len(starts)
+            blocks += 1
+            self.ex._flush()
+        if last_ns > first_ns:
+            self.notes["block_gap_fraction"] = f"{1 - busy_ns / (last_ns - first_ns):.3f}"
+        detail = f"{blocks} blocks of {per_block} runs (block means)"
+        self.ex.emitter.phase("measure", first_ns, last_ns, count=self.measured, detail=detail)
+        return blocks, per_block
+
+    # -- runner invocations --------------------------------------------------------------------------
+
+    def _block(self, warmup_runs: int, num_runs: int, what: str) -> tuple[benchmark_output.BenchmarkResult, int, int]:
+        """One invocation; returns its parsed output and its start and end on this computer's clock."""
+        result = self._invoke(warmup_runs, num_runs, what)
+        return result, self._to_local(self._times[0]), self._to_local(self._times[1])
+
+    def _to_local(self, uptime_ns: int) -> int:
+        return uptime_ns + self.offset_ns
+
+    def _windows(
+        self, result: benchmark_output.BenchmarkResult, start_ns: int, end_ns: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The block's runs as back-to-back windows of its mean latency, ending where the invocation ended."""
+        count = int(result.runs.get("count", 0))
+        mean_ns = round((result.inference_avg_us or 0.0) * 1000)
+        first = max(start_ns, end_ns - count * mean_ns)
+        starts = first + mean_ns * np.arange(count, dtype=np.int64)
+        return starts, starts + mean_ns
+
+    def _invoke(self, warmup_runs: int, num_runs: int, what: str) -> benchmark_output.BenchmarkResult:
+        command = (
+            f"cat /proc/uptime; {self.cmd} --warmup_runs={warmup_runs} --num_runs={num_runs} 2>&1;"
+            ' echo "@rc $?"; cat /proc/uptime'
+        )
+        stream = self.phone.stream(command)
+        self._active = stream
+        lines: list[str] = []
+        try:
+            lines = list(stream.lines())
+        finally:
+            self._active = None
+            stream.close()
+        if self.ex.job.cancelled.is_set() or time.monotonic() >= self.deadline:
+            raise _Cancelled()
+        uptimes = [round(float(m.group(1)) * 1e9) for ln in lines if (m := _UPTIME.match(ln.strip()))]
+        rc_line = next((ln for ln in lines if ln.startswith("@rc ")), None)
+        output = "\n".join(ln for ln in lines if not ln.startswith("@rc ") and not _UPTIME.match(ln.strip()))
+        if rc_line is None or len(uptimes) < 2:
+            raise self.phone.unavailable(f"during {self.phase} ({what})")
+        rc = int(rc_line.split()[1])
+        self._times = (uptimes[0], uptimes[-1])
+        result = benchmark_output.parse(output)
+        if rc == 0 and result.complete:
+            return result
+        line = benchmark_output.failure_line(output)
+        delegate = self.notes.get("delegate", "cpu")
+        if self.phase == "prepare" and delegate != "cpu" and any("delegate" in e.lower() for e in result.errors):
+            raise InvalidModel(f"the {delegate} delegate rejected the model on phone {self.phone.serial}: {line}")
+        if rc > 128:
+            try:
+                name = signal.Signals(rc - 128).name
+            except ValueError:
+                name = f"signal {rc - 128}"
+            raise RunnerFailed(f"benchmark_model crashed ({name}) during {self.phase} ({what}): {line}")
+        raise RunnerFailed(f"benchmark_model failed (exit {rc}) during {self.phase} ({what}): {line}")
+
+    # -- background ----------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """End the running invocation on cancel or timeout (closing its stream makes adbd hang it up)."""
+        while not self._stop.wait(0.2):
+            if self.ex.job.cancelled.is_set() or time.monotonic() >= self.deadline:
+                active = self._active
+                if active is not None:
+                    active.close()
+
+    def _wait_for(self, done: Any, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() >= end or self.ex.job.cancelled.is_set():
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _finish_gauge(self) -> None:
+        """Stop the battery loop and stream what it sampled (also after a failure: the samples are real)."""
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        loop.close()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=5)
+        if self.gauge:
+            self._emit_gauge()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._finish_gauge()
+        with contextlib.suppress(Exception):
+            self.ex._flush()
+
+    def _emit_gauge(self) -> None:
+        samples = list(self.gauge)
+        t_ns = np.array([self._to_local(s.uptime_ns) for s in samples], dtype=np.int64)
+        chunks = []
+        temps = [(t, s.temp_c) for t, s in zip(t_ns, samples, strict=True) if s.temp_c is not None]
+        if temps:
+            chunks.append(
+                SeriesChunk(
+                    "battery-temp", TEMP_C, "", SENSOR, np.array([t for t, _ in temps]), np.array([v for _, v in temps])
+                )
+            )
+        if self.with_power:
+            scale = battery.detect_scale(samples, self.backend.gauge_options)
+            self.notes["gauge"] = scale.describe()
+            power = np.array([scale.power_mw(s) for s in samples], dtype=np.float64)
+            chunks.append(SeriesChunk("battery", POWER_MW, "total", SENSOR, t_ns, power))
+        self.ex.emitter.series(chunks)
+
+
+class _Cancelled(AgentError):
+    """The job was cancelled or timed out while the phone ran it (the job runner reports which)."""
+
+    kind = "cancelled"
