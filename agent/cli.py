@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--disk-reserve-mb", type=float, default=256, help="disk space uploads must leave free (default 256)"
     )
+    serve.add_argument(
+        "--worker-memory-mb",
+        type=int,
+        metavar="N",
+        help="memory each job's worker may use beyond its runtime, MB (default: the device profile's; 0 = no limit)",
+    )
     serve.add_argument("--sample-rate-hz", type=float, default=100.0, help="default sensor sampling rate")
     serve.add_argument("--max-queued", type=int, default=8, help="jobs that may wait behind the running one")
     serve.add_argument("--job-timeout-s", type=float, default=3600.0, help="default per-job timeout")
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             cache_limit_mb=args.cache_limit_mb,
             max_model_mb=args.max_model_mb,
             disk_reserve_mb=args.disk_reserve_mb,
+            worker_memory_mb=args.worker_memory_mb,
             sample_rate_hz=args.sample_rate_hz,
             max_queued=args.max_queued,
             job_timeout_s=args.job_timeout_s,

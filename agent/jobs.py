@@ -85,6 +85,8 @@ class JobSettings:
     describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
     #: Keep one worker started, runtimes imported, for the next job (costs its memory while idle).
     warm_worker: bool = False
+    #: Memory a job's worker may add once its runtime is imported, MB (0 = no limit; agent/memory_limit.py).
+    worker_memory_mb: int = 0
     #: How long a job's end is retried against a journal that refuses writes (a brief disk-full) before
     #: the job is reported as lost; its batches stay in memory and are written before each later job.
     journal_retry_s: float = 10.0
@@ -498,6 +500,7 @@ class _JobExecution:
             "max_warmup_s": req.max_warmup_s or 30.0,
             "options": dict(req.options),
             "op_profile": req.op_profile,
+            "memory_limit_mb": self.settings.worker_memory_mb,
         }
         if req.inputs_npz:
             npz_path = self.runner.work_dir / f"{req.job_id}.npz"

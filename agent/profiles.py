@@ -70,6 +70,8 @@ class DeviceProfile:
     sensor_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: How to recognise the board (device-tree model substrings, compatible strings, ...).
     detect: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: ``[limits] worker_memory_mb``: memory a job's worker may use beyond its runtime (0 = no limit).
+    worker_memory_mb: int = 0
 
     def options_for(self, backend: str) -> Mapping[str, Any]:
         """The ``[sensor_options.<backend>]`` table, empty when the profile has none."""
@@ -147,7 +149,15 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
         compile=_table(data, "compile", path),
         sensor_options=_table(data, "sensor_options", path),
         detect=_table(data, "detect", path),
+        worker_memory_mb=_worker_memory_mb(_table(data, "limits", path), path),
     )
+
+
+def _worker_memory_mb(limits: Mapping[str, Any], path: Path) -> int:
+    value = limits.get("worker_memory_mb", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{path}: [limits] worker_memory_mb must be a whole number of MB, 0 for no limit")
+    return value
 
 
 def load_profile(name: str) -> DeviceProfile:

@@ -54,6 +54,8 @@ class ServeOptions:
     max_model_mb: float = 1024
     #: Disk kept free by the model cache: uploads that would eat into it are refused.
     disk_reserve_mb: float = 256
+    #: Per-job worker memory limit in MB; None = the device profile's [limits] worker_memory_mb, 0 = none.
+    worker_memory_mb: int | None = None
     sample_rate_hz: float = 100.0
     max_queued: int = 8
     job_timeout_s: float = 3600.0
@@ -163,6 +165,7 @@ class AgentProcess:
             describe=self.describe,
             backend=self.phone.backend(self.profile) if self.phone else None,
             warm_worker=opts.warm_worker,
+            worker_memory_mb=self._worker_memory_mb(),
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
         prover = MembershipProver(self.token, host, lambda: self.port)
@@ -173,6 +176,15 @@ class AgentProcess:
         self._stopped = threading.Event()
         #: Set when stop() has finished: serve() returns (and the process exits) only then.
         self._stop_done = threading.Event()
+
+    def _worker_memory_mb(self) -> int:
+        from agent.memory_limit import check_limit_mb
+
+        limit_mb = self.profile.worker_memory_mb if self.opts.worker_memory_mb is None else self.opts.worker_memory_mb
+        try:
+            return check_limit_mb(limit_mb)
+        except ValueError as err:
+            raise ServeError(f"--worker-memory-mb: {err}") from err
 
     def describe(self) -> pb.DeviceInfo:
         if self.phone:  # the phone's own state, read again when old (battery, runners)

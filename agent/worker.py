@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from agent import frames
 from agent.errors import AgentError, InvalidInput
+from agent.memory_limit import apply_to_this_process, is_allocation_failure, out_of_memory
 from agent.warmup import block_size, is_stable_in_time
 
 # Phase numbers as in protos/agent.proto (kept literal: the worker must not import grpc/protobuf).
@@ -59,11 +60,24 @@ class Worker:
         frames.write_event(self.out, fields)
 
     def run(self) -> None:
+        """The job; an allocation that fails under the memory limit ends it as OutOfMemory, naming the limit."""
+        limit_mb = int(self.spec.get("memory_limit_mb", 0))
+        try:
+            self._run(limit_mb)
+        except Exception as err:
+            if limit_mb and is_allocation_failure(err):
+                raise out_of_memory(limit_mb, err) from err
+            raise
+
+    def _run(self, limit_mb: int) -> None:
         from agent.inputs import load_npz, random_inputs, resolve_shapes
         from agent.runtimes import backend_for_format
 
         spec = self.spec
         runtime = backend_for_format(spec["format"])
+        if limit_mb:
+            runtime.version()  # import the runtime first: the limit is on top of what it reserves
+            apply_to_this_process(limit_mb)
         rss_before = _rss_bytes()
         t0 = time.monotonic_ns()
         session = runtime.load(

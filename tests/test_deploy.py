@@ -75,6 +75,15 @@ def test_unit_runs_the_agent_as_its_own_user_with_the_token() -> None:
         assert option in text
 
 
+def test_unit_bounds_the_agents_memory_and_survives_a_worker_oom_kill() -> None:
+    text = UNIT.read_text()
+    service = text.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    settings = dict(line.split("=", 1) for line in service.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings.get("MemoryMax", "").rstrip("%").isdigit(), "the unit must cap the agent's memory"
+    assert 50 <= int(settings["MemoryMax"].rstrip("%")) <= 90
+    assert settings.get("OOMPolicy") == "continue", "a worker's OOM kill must not stop the agent's unit"
+
+
 def test_help_describes_every_option() -> None:
     result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, check=True)
     for option in (

@@ -1,0 +1,78 @@
+"""A job's worker has a memory limit: a model that allocates too much ends its job, not the agent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from faultlib import AgentProc, assert_still_serving, isolated_env, profile_request, upload
+from onnx import TensorProto, helper
+
+from agent.profiles import load_profile
+from protos import agent_pb2 as pb
+
+
+def _allocating_model(path: Path, n_floats: int) -> Path:
+    """y = ConstantOfShape([n_floats]) + x: one run allocates n_floats * 4 bytes (ORT will not fold it)."""
+    shape = helper.make_node(
+        "Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [1], [n_floats])
+    )
+    big = helper.make_node(
+        "ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    )
+    add = helper.make_node("Add", ["big", "x"], ["y"])
+    graph = helper.make_graph(
+        [shape, big, add],
+        "allocates",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_model_allocating_past_the_limit_ends_out_of_memory_and_the_agent_serves_on(tmp_path: Path) -> None:
+    agent = AgentProc(tmp_path, "--worker-memory-mb", "256").start()
+    try:
+        with agent.client() as client:
+            sha = upload(client, _allocating_model(tmp_path / "alloc.onnx", 400_000_000))  # 1.6 GB
+
+            batches = list(client.profile(profile_request(sha), timeout_s=120))
+
+            end = batches[-1].end
+            assert end.status == pb.JobEnd.ERROR and end.error_kind == "out_of_memory", end
+            assert end.error.startswith("out of memory (limit 256 MB)") and "\n" not in end.error
+            assert_still_serving(client, upload(client))  # squeezenet fits the same limit
+    finally:
+        agent.stop()
+
+
+def test_worker_memory_limit_below_the_floor_is_refused_in_one_line(tmp_path: Path) -> None:
+    serve = [sys.executable, "-m", "agent", "serve", "--listen", "127.0.0.1:0", "--no-advertise"]
+    result = subprocess.run(
+        [*serve, "--data-dir", str(tmp_path / "agent"), "--worker-memory-mb", "16"],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--worker-memory-mb" in lines[0] and "256 MB" in lines[0], result.stderr
+
+
+def test_profile_sets_the_default_worker_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tiny-board.toml").write_text('name = "tiny-board"\n[limits]\nworker_memory_mb = 384\n')
+    (tmp_path / "bad-board.toml").write_text('name = "bad-board"\n[limits]\nworker_memory_mb = "lots"\n')
+    monkeypatch.setenv("EDGEPROF_PROFILES_DIR", str(tmp_path))
+
+    assert load_profile("tiny-board").worker_memory_mb == 384
+    assert load_profile("rpi4").worker_memory_mb == 1024 and load_profile("nvidia-dgpu").worker_memory_mb == 0
+    with pytest.raises(ValueError, match="worker_memory_mb must be a whole number"):
+        load_profile("bad-board")
