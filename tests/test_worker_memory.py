@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from faultlib import AgentProc, assert_still_serving, isolated_env, profile_request, upload
+from faultlib import AgentProc, assert_still_serving, isolated_env, profile_request, upload, wait_for
 from onnx import TensorProto, helper
 
 from agent.profiles import load_profile
@@ -36,11 +36,14 @@ def _allocating_model(path: Path, n_floats: int) -> Path:
     return path
 
 
-def test_model_allocating_past_the_limit_ends_out_of_memory_and_the_agent_serves_on(tmp_path: Path) -> None:
-    agent = AgentProc(tmp_path, "--worker-memory-mb", "256").start()
+@pytest.mark.parametrize("warm", [False, True], ids=["cold-worker", "warm-worker"])
+def test_model_allocating_past_the_limit_ends_out_of_memory_and_the_agent_serves_on(tmp_path: Path, warm: bool) -> None:
+    agent = AgentProc(tmp_path, "--worker-memory-mb", "256", *(["--warm-worker"] if warm else [])).start()
     try:
         with agent.client() as client:
             sha = upload(client, _allocating_model(tmp_path / "alloc.onnx", 400_000_000))  # 1.6 GB
+            if warm:  # the job must take the worker that imported its runtime before the limit was known
+                wait_for(agent.workers, 60, "the warm worker")
 
             batches = list(client.profile(profile_request(sha), timeout_s=120))
 
