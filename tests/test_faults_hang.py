@@ -61,8 +61,9 @@ def test_stream_ending_without_job_end_gives_up_within_the_reconnect_budget(tmp_
     try:
         host = _host(tmp_path, "profile", str(SQUEEZENET), "--device", fake.address, "--reconnect", "3", *_FAST)
         try:
-            wait_for(lambda: fake.servicer.attaches, 60, "the host's first re-attach")
+            wait_for(lambda: fake.servicer.attaches or host.poll() is not None, 120, "the host's first re-attach")
             ended_at = time.monotonic()  # the stream ended just before: the budget runs from here
+            assert fake.servicer.attaches, f"the host ended without re-attaching: {host.communicate()}"
             out, err = _finish(host, reconnect_s + 30)
             elapsed_s = time.monotonic() - ended_at
         finally:
@@ -104,7 +105,7 @@ def test_runs_fetch_of_a_stream_ending_without_job_end_leaves_the_job_pending_wi
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        wait_for(lambda: fake.servicer.attaches, 60, "the first attach")
+        wait_for(lambda: fake.servicer.attaches or fetch.poll() is not None, 120, "the first attach")
         started_at = time.monotonic()
         out, err = _finish(fetch, 3 + 30)
         elapsed_s = time.monotonic() - started_at
@@ -135,7 +136,7 @@ def proxied_agent(tmp_path: Path) -> Iterator[tuple[AgentProc, TcpProxy]]:
 def _streaming(agent: AgentProc, proxy: TcpProxy) -> None:
     """Wait until the job runs and its batches flow through the proxy."""
     with agent.client() as client:
-        wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 60, "the job to start")
+        wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 120, "the job to start")
     running_at = proxy.bytes_to_client
     wait_for(lambda: proxy.bytes_to_client > running_at + 4096, 30, "batches to stream through the proxy")
 
