@@ -21,7 +21,7 @@ _HOST = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main()
 
 
 def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*_HOST, *args], cwd=tmp, env=isolated_env(tmp), text=True, capture_output=True, timeout=120)
+    return subprocess.run([*_HOST, *args], cwd=tmp, env=isolated_env(tmp), text=True, capture_output=True, timeout=300)
 
 
 def _store(tmp: Path) -> Store:

@@ -104,7 +104,7 @@ def test_job_waiting_in_the_queue_longer_than_the_stall_bound_is_followed_to_its
         ahead = client.profile(profile_request(sha, runs=5, min_duration_s=4.0), timeout_s=120)
         reader = threading.Thread(target=lambda: [b for b in ahead], daemon=True)
         reader.start()
-        wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 60, "the first job to run")
+        wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 120, "the first job to run")
 
         # Silent for as long as the job ahead runs (seconds), with a stall bound of 1 s and no reconnect budget.
         collector, failure = _follow(client, profile_request(sha, runs=3), reconnect_s=0.0, stall_s=1.0)
