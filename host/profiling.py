@@ -36,6 +36,9 @@ RETRYABLE = {
 #: Longest silence of a running job's stream. The agent flushes a batch every 0.1 s while a job runs (its
 #: sampler reads the worker's memory at least), so a minute of nothing means the stream is stuck.
 STALL_S = 60.0
+#: With a slow requested sampling rate the memory samples that keep a stream busy come one period apart:
+#: then a stream counts as stalled only after this many periods.
+STALL_SAMPLE_PERIODS = 3
 #: Deadline of the call that asks an agent whether a silent job is still queued.
 PROBE_TIMEOUT_S = 5.0
 #: The least time a re-attach gets to deliver its first batch, even at the very end of the reconnect budget.
@@ -172,6 +175,13 @@ def stream_job(
         backoff_s = min(backoff_s * 2, 5.0)
 
 
+def stall_bound_s(settings: ProfileSettings) -> float:
+    """STALL_S, or longer when a slow requested sampling rate leaves seconds between the agent's batches."""
+    if settings.sample_rate_hz > 0:
+        return max(STALL_S, STALL_SAMPLE_PERIODS / settings.sample_rate_hz)
+    return STALL_S
+
+
 def _still_queued(client: AgentClient, job_id: str, collector: JobCollector) -> bool:
     """Whether a silent stream is only waiting in the agent's queue (asked with deadlines of its own).
 
@@ -233,7 +243,7 @@ def profile_device(
                 state.power_w = c.recent_power_w()
                 progress(state)
 
-            stream_job(client, request, collector, on_batch, settings.reconnect_s)
+            stream_job(client, request, collector, on_batch, settings.reconnect_s, stall_s=stall_bound_s(settings))
             raw = collector.raw()
             entry = device_entry(
                 target.name, raw, collector.info, collector.end, upload_bytes=upload_bytes, recipe=recipe, job_id=job_id

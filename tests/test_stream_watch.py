@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2
 
 from host.client import AgentClient
 from host.collect import JobCollector
-from host.profiling import DeviceFailed, stream_job
+from host.profiling import STALL_S, DeviceFailed, ProfileSettings, stall_bound_s, stream_job
 from protos import agent_pb2 as pb
 
 #: Far beyond every bound these tests set: reaching it means stream_job waited without one.
@@ -114,3 +114,10 @@ def test_job_waiting_in_the_queue_longer_than_the_stall_bound_is_followed_to_its
     assert collector.finished and collector.end is not None and collector.end.status == pb.JobEnd.OK
     queued = next(p for p in collector.raw().phases if p.name == "queued")
     assert (queued.end_ns - queued.start_ns) / 1e9 > 1.0, "the job waited longer than the stall bound"
+
+
+def test_a_slow_sampling_rate_stretches_the_stall_bound_to_three_periods() -> None:
+    # At 0.01 Hz the agent's memory samples (what keeps a running job's stream busy) come 100 s apart.
+    assert stall_bound_s(ProfileSettings(sample_rate_hz=0.01)) == pytest.approx(300.0)
+    assert stall_bound_s(ProfileSettings(sample_rate_hz=100.0)) == STALL_S
+    assert stall_bound_s(ProfileSettings()) == STALL_S
