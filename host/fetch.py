@@ -18,7 +18,7 @@ import grpc
 from host import __version__
 from host.client import AgentClient, Credentials
 from host.collect import JobCollector, SequenceError
-from host.profiling import DeviceFailed, stream_job
+from host.profiling import DeviceFailed, ProfileSettings, stall_bound_s, stream_job
 from host.rpc_errors import describe_rpc_error
 from host.rundata import DeviceRaw, RunData
 from host.store import PendingJob, Store, StoreError
@@ -124,7 +124,9 @@ def _collect(
     known = {"recipe": recipe, "address": job.address, "job_id": job.job_id}
     try:
         with AgentClient(job.address, credentials) as client:
-            stream_job(client, request, collector, lambda _c: None, reconnect_s, attach_only=True)
+            rate_hz = float(job.settings.get("sample_rate_hz") or 0.0)
+            stall_s = stall_bound_s(ProfileSettings(sample_rate_hz=rate_hz))
+            stream_job(client, request, collector, lambda _c: None, reconnect_s, attach_only=True, stall_s=stall_s)
     except grpc.RpcError as err:
         message = describe_rpc_error(err, job.address)
         if err.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]

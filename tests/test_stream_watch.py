@@ -6,6 +6,8 @@ Keepalive cannot see these: the connection is healthy, only the stream carries n
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +16,12 @@ from fake_agent import FakeAgentServer, job_batches
 from faultlib import AgentProc, profile_request, upload, wait_for
 from grpc_health.v1 import health_pb2
 
-from host.client import AgentClient
+from host import profiling
+from host.client import AgentClient, Credentials
 from host.collect import JobCollector
+from host.fetch import fetch_runs
 from host.profiling import STALL_S, DeviceFailed, ProfileSettings, stall_bound_s, stream_job
+from host.store import PendingJob, Store
 from protos import agent_pb2 as pb
 
 #: Far beyond every bound these tests set: reaching it means stream_job waited without one.
@@ -121,3 +126,28 @@ def test_a_slow_sampling_rate_stretches_the_stall_bound_to_three_periods() -> No
     assert stall_bound_s(ProfileSettings(sample_rate_hz=0.01)) == pytest.approx(300.0)
     assert stall_bound_s(ProfileSettings(sample_rate_hz=100.0)) == STALL_S
     assert stall_bound_s(ProfileSettings()) == STALL_S
+
+
+def test_runs_fetch_allows_the_silence_of_the_jobs_own_slow_sampling_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profiling, "STALL_S", 1.0)  # so that 3 periods of 0.5 Hz (6 s) exceed it
+
+    def pause_then_finish(job_id: str) -> Iterator[pb.MeasurementBatch]:
+        first, *rest = job_batches(job_id, [1, 2, 3], end=True)
+        yield first
+        time.sleep(2.5)  # the agent's side of the scenario: 2.5 s between samples at the job's 0.5 Hz
+        yield from rest
+
+    fake = FakeAgentServer(pause_then_finish)
+    store = Store(tmp_path / "runs.sqlite")
+    job = PendingJob("20260101-120000-abcdef", "board-a", fake.address, uuid.uuid4().hex, {}, {"sample_rate_hz": 0.5})
+    try:
+        store.add_pending(job)
+        [result] = fetch_runs(store, job.run_id, lambda _job: Credentials(), reconnect_s=0.0)
+    finally:
+        store.close()
+        fake.stop()
+
+    [outcome] = result.outcomes
+    assert (outcome.status, outcome.n_inferences) == ("ok", 30), outcome.message
