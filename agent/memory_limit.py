@@ -68,10 +68,15 @@ def apply_to_this_process(limit_mb: int) -> int:
 
 
 def out_of_memory(limit_mb: int, err: BaseException) -> OutOfMemory:
-    """The one-line error for an allocation that failed under the limit, naming the limit."""
-    lines = str(err).strip().splitlines()
-    detail = lines[0][:200] if lines else type(err).__name__
-    return OutOfMemory(f"out of memory (limit {limit_mb} MB): {detail}")
+    """The one-line error for an allocation that failed under the limit: what failed, then the limit.
+
+    "out of memory: " leads, as for an allocation that failed without a limit (agent/jobs.py); the
+    detail starts at the runtime's own words for the failure, which a wrapped ORT error buries deep.
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    found = _ALLOCATION_FAILED.search(text)
+    detail = text[found.start() :] if found and found.group(0) != "out of memory" else text
+    return OutOfMemory(f"out of memory: {detail[:200]} (limit {limit_mb} MB)")
 
 
 def is_allocation_failure(err: BaseException) -> bool:

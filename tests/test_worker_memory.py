@@ -49,7 +49,8 @@ def test_model_allocating_past_the_limit_ends_out_of_memory_and_the_agent_serves
 
             end = batches[-1].end
             assert end.status == pb.JobEnd.ERROR and end.error_kind == "out_of_memory", end
-            assert end.error.startswith("out of memory (limit 256 MB)") and "\n" not in end.error
+            assert end.error.startswith("out of memory: Failed to allocate memory") and "\n" not in end.error
+            assert end.error.endswith("(limit 256 MB)"), end.error
             assert_still_serving(client, upload(client))  # squeezenet fits the same limit
     finally:
         agent.stop()
