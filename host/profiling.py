@@ -123,15 +123,16 @@ def stream_job(
     on_batch: Callable[[JobCollector], None],
     reconnect_s: float,
     attach_only: bool = False,
-    stall_s: float = STALL_S,
+    stall_s: float | None = None,
 ) -> None:
     """Follow a job to its end, re-attaching after lost streams from the last batch received.
 
     A lost stream is an error, a stream that ends before the job's JobEnd, or one that carries nothing for
-    `stall_s` (while the job runs; a queued job is asked after). From the first loss on, the host keeps
-    re-attaching for at most `reconnect_s` seconds without receiving a batch, then gives up (DeviceFailed),
-    so it never waits without a bound: a batch received restarts the budget.
+    `stall_s` (default STALL_S) while the job runs (a queued job is asked after). From the first loss on, the
+    host keeps re-attaching for at most `reconnect_s` seconds without receiving a batch, then gives up
+    (DeviceFailed), so it never waits without a bound: a batch received restarts the budget.
     """
+    stall_s = STALL_S if stall_s is None else stall_s
     started = not attach_only and collector.last_seq == 0
     give_up_at: float | None = None
     first_reason = ""
