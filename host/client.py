@@ -53,7 +53,8 @@ def sha256_file(path: Path) -> str:
 
 
 class AgentClient:
-    """Thin wrapper over the generated stub; every call takes a deadline."""
+    """Thin wrapper over the generated stub. Every unary call and the upload take a deadline; the job streams
+    (Profile, Attach) run as long as the job, guarded by keepalive here and a stall watchdog in the caller."""
 
     def __init__(self, address: str, credentials: Credentials | None = None, timeout_s: float = 30.0) -> None:
         self.address = address
