@@ -111,6 +111,9 @@ def device_entry(
         )
         entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
         entry["machine_load"] = machine_load(raw.series, measure)
+    if end.notes.get("energy_refused"):
+        # The agent would not measure energy (a phone on USB power): say why instead of an empty figure.
+        entry["energy"]["problem"] = end.notes["energy_refused"]
     if end.op_by_type:
         entry["op_profile"] = {
             "by_type": [_op(o) for o in end.op_by_type],

@@ -82,10 +82,9 @@ def agent_cli(port: str, *args: str, check: bool = False) -> subprocess.Complete
     return proc
 
 
-def host(port: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [console_script("host"), *args], capture_output=True, text=True, timeout=300, env=adb_env(port)
-    )
+def host(port: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = adb_env(port) | ({"EDGEPROF_CONFIG": str(config)} if config else {})
+    return subprocess.run([console_script("host"), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def bridge(tmp: Path, port: str, phone: AdbEmulator, name: str = "agent", *extra: str) -> AgentProc:
@@ -94,9 +93,11 @@ def bridge(tmp: Path, port: str, phone: AdbEmulator, name: str = "agent", *extra
     )
 
 
-def profile(port: str, model: Path, out: Path, *devices: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def profile(
+    port: str, model: Path, out: Path, *devices: str, extra: tuple[str, ...] = (), config: Path | None = None
+) -> dict[str, Any]:
     args = [a for d in devices for a in ("--device", d)]
-    proc = host(port, "profile", str(model), *args, *FAST, *extra, "--json", str(out))
+    proc = host(port, "profile", str(model), *args, *FAST, *extra, "--json", str(out), config=config)
     result = json.loads(out.read_text()) if out.exists() else {}
     return {"proc": proc, "result": result}
 

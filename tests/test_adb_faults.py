@@ -1,0 +1,135 @@
+"""Phones over adb when things go wrong: charging, other gauge units, a crashing runner, a pulled cable,
+a delegate that rejects the model, and two phones on one bridge computer as a fleet."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.adb_emulator import AdbEmulator, PhoneConfig
+from tests.faultlib import wait_for
+from tests.test_adb_bridge import adb_port, attach, bridge, detach, profile  # noqa: F401 - adb_port is a fixture
+
+
+def _run_one(port: str, tmp: Path, model: Path, config: PhoneConfig, *agent_args: str) -> tuple[dict, str]:
+    phone = attach(port, tmp, config=config)
+    (tmp / "agent").mkdir()
+    agent = bridge(tmp, port, phone, "agent", *agent_args).start(timeout_s=60)
+    try:
+        run = profile(port, model, tmp / "r.json", agent.address)
+    finally:
+        agent.stop()
+        detach(port, phone)
+    (dev,) = run["result"]["devices"]
+    return dev, run["proc"].stderr
+
+
+def test_charging_phone_measures_latency_and_refuses_energy_with_one_line(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    dev, _ = _run_one(adb_port, tmp_path, tflite_model, PhoneConfig(status="Charging", usb_online=True))
+    assert dev["status"] == "ok" and dev["latency_ms"]["p50"] > 0
+    problem = dev["energy"]["problem"]
+    assert problem.startswith("energy refused: the phone is charging or USB-powered (battery Charging, usb online)")
+    assert problem.endswith("use adb over Wi-Fi, or a hub that cuts VBUS")
+    assert dev["energy"]["energy_mj_per_inference"] is None
+    assert f"energy not measured: {problem}" in dev["validity"]["reasons"]
+
+
+def test_milliamp_gauge_positive_while_discharging_gives_the_same_power(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    dev, _ = _run_one(adb_port, tmp_path, tflite_model, PhoneConfig(gauge_unit="mA", discharge_negative=False))
+    assert dev["status"] == "ok", dev["error"]
+    assert dev["notes"]["gauge"] == "current_now in mA, voltage_now in mV, positive while discharging"
+    assert dev["energy"]["idle_power_w"] is not None, (dev["energy"], dev["phases"])
+    assert dev["energy"]["idle_power_w"] == pytest.approx(1.17, rel=0.05)
+
+
+def test_runner_that_crashes_ends_the_job_with_one_line(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    # Invocation 1 loads the model, 2 warms up, 3 is the first measure block.
+    dev, stderr = _run_one(adb_port, tmp_path, tflite_model, PhoneConfig(runner={"crash_on_invocation": 3}))
+    assert dev["status"] == "error"
+    assert dev["error"].startswith("benchmark_model crashed (SIGSEGV) during measure (measure block 1)")
+    assert dev["error_kind"] == "crash"
+    assert "Traceback" not in stderr
+
+
+def test_delegate_that_rejects_the_model_says_so(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    config = PhoneConfig(runner={"reject_delegates": ["gpu"]})
+    dev, _ = _run_one(adb_port, tmp_path, tflite_model, config, "--delegate", "gpu")
+    assert dev["status"] == "error"
+    assert dev["error"].startswith("the gpu delegate rejected the model on phone 127.0.0.1:")
+    assert dev["error"].endswith(": Failed to apply GPU delegate.")
+    assert dev["error_kind"] == "invalid_model"
+
+
+def test_phone_unplugged_mid_run_fails_the_job_and_the_agent_keeps_serving(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    phone = attach(adb_port, tmp_path, config=PhoneConfig(runner={"hang_on_invocation": 3}))
+    (tmp_path / "agent").mkdir()
+    agent = bridge(tmp_path, adb_port, phone).start(timeout_s=60)
+    pulled = threading.Thread(
+        target=lambda: (
+            wait_for(lambda: (phone.root / "run/hanging").exists(), 120, "the runner to hang"),
+            phone.unplug(),
+        )
+    )
+    pulled.start()
+    try:
+        run = profile(adb_port, tflite_model, tmp_path / "r.json", agent.address)
+        pulled.join(timeout=130)
+        (dev,) = run["result"]["devices"]
+        assert run["proc"].returncode == 1
+        assert dev["status"] == "error"
+        assert dev["error"].startswith(f"phone {phone.serial} disconnected during measure (measure block 1)")
+        assert dev["error_kind"] == "device_lost"
+        with agent.client() as client:  # the bridge still answers, from what it knew of the phone
+            assert client.describe().metadata["adb_serial"] == phone.serial
+        assert agent.proc is not None and agent.proc.poll() is None
+    finally:
+        agent.stop()
+        detach(adb_port, phone)
+
+
+def test_fleet_of_two_phones_on_one_bridge_computer(adb_port: str, tflite_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    phones = [attach(adb_port, tmp_path, name=f"phone{i}") for i in range(2)]
+    agents = []
+    for i, phone in enumerate(phones):
+        (tmp_path / f"agent{i}").mkdir()
+        agents.append(bridge(tmp_path, adb_port, phone, f"agent{i}").start(timeout_s=60))
+    config = tmp_path / "edgeprof.toml"
+    config.write_text(f"[fleets.phones]\nagents = {json.dumps([a.address for a in agents])}\n")
+    try:
+        run = profile(adb_port, tflite_model, tmp_path / "r.json", extra=("--fleet", "phones"), config=config)
+    finally:
+        for agent in agents:
+            agent.stop()
+        for phone in phones:
+            detach(adb_port, phone)
+    assert run["proc"].returncode == 0, run["proc"].stderr
+    devices = run["result"]["devices"]
+    assert len(devices) == 2
+    for dev in devices:
+        assert dev["status"] == "ok", dev["error"]
+        assert dev["energy"]["energy_mj_per_inference"] > 0
+    serials = {d["board"]["metadata"]["adb_serial"] for d in devices}
+    assert serials == {p.serial for p in phones}

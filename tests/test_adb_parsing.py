@@ -1,0 +1,116 @@
+"""The bridge's readers of phone output: benchmark_model's log, the fuel gauge's units and sign, CPU clusters."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.adb import battery, benchmark_output, runners
+from agent.adb.describe import PhoneInfo, taskset_mask
+from agent.errors import InvalidInput, RuntimeMissing
+
+# Shaped like a LiteRT benchmark_model log (prefixes, scientific notation for large means, newer p5/median/p95).
+LOG = """INFO: STARTING!
+INFO: Graph: [/data/local/tmp/edgeprof/models/abc.tflite]
+INFO: Loaded model /data/local/tmp/edgeprof/models/abc.tflite
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+INFO: Replacing 66 out of 66 node(s) with delegate (TfLiteXNNPackDelegate) node, yielding 1 partitions.
+INFO: Initialized session in 21.5ms.
+INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=33 first=41210 curr=14702 min=14377 max=41210 avg=15531.2 std=4566 p5=14390 median=14600 p95=19833
+
+INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=68 first=14710 curr=14645 min=14302 max=16016 avg=1.46853e+04 std=301 p5=14330 median=14630 p95=15380
+
+INFO: Inference timings in us: Init: 21500, First inference: 41210, Warmup (avg): 15531.2, Inference (avg): 1.46853e+04
+INFO: Memory footprint delta from the start of the tool (MB): init=5.125 overall=18.5
+INFO: Overall peak memory footprint (MB) via periodic monitoring: 29.75
+"""
+
+
+def test_benchmark_log_gives_timings_counts_memory_and_delegation() -> None:
+    result = benchmark_output.parse(LOG)
+    assert result.complete
+    assert (result.init_us, result.first_inference_us) == (21500, 41210)
+    assert result.inference_avg_us == pytest.approx(14685.3)
+    assert result.runs["count"] == 68 and result.runs["median"] == 14630
+    assert result.warmup_count == 33
+    assert result.peak_memory_mb == 29.75  # the periodic monitor's peak wins over the delta line
+    assert result.delegated_nodes == (66, 66)
+
+
+def test_failed_run_is_incomplete_and_names_the_delegate_error() -> None:
+    log = "INFO: Loaded model m.tflite\nERROR: Failed to apply GPU delegate.\nERROR: Benchmarking failed.\n"
+    assert not benchmark_output.parse(log).complete
+    assert benchmark_output.failure_line(log) == "Failed to apply GPU delegate."
+
+
+def _samples(current: float, voltage: float, n: int = 5) -> list[battery.GaugeSample]:
+    return [battery.GaugeSample(i * 100_000_000, current, voltage, 30.0) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("current", "voltage", "expected"),
+    [
+        (-412_000, 3_870_000, "current_now in uA, voltage_now in uV, negative while discharging"),
+        (412_000, 3_870_000, "current_now in uA, voltage_now in uV, positive while discharging"),
+        (412, 3870, "current_now in mA, voltage_now in mV, positive while discharging"),
+        (-412, 3870, "current_now in mA, voltage_now in mV, negative while discharging"),
+        (-412_000, 3870, "current_now in uA, voltage_now in mV, negative while discharging"),
+    ],
+)
+def test_gauge_units_and_sign_are_detected_and_give_the_same_power(
+    current: float, voltage: float, expected: str
+) -> None:
+    samples = _samples(current, voltage)
+    scale = battery.detect_scale(samples, {"sign": "auto", "current_unit": "auto", "voltage_unit": "auto"})
+    assert scale.describe() == expected
+    assert scale.power_mw(samples[0]) == pytest.approx(412 * 3.870)
+
+
+def test_profile_pins_override_detection() -> None:
+    scale = battery.detect_scale(_samples(5_000, 3_870_000), {"sign": "discharge_negative", "current_unit": "mA"})
+    assert (scale.current_unit, scale.voltage_unit, scale.sign) == ("mA", "uV", -1.0)
+
+
+def test_gauge_update_period_is_the_time_between_changes() -> None:
+    # Sampled every 50 ms, the reading changes every 250 ms.
+    samples = [battery.GaugeSample(i * 50_000_000, 100 + i // 5, 3800, None) for i in range(40)]
+    assert battery.update_period_s(samples) == pytest.approx(0.25)
+    assert battery.update_period_s(_samples(1, 1)) is None  # never changes: unknown, not zero
+
+
+def test_loop_line_parses_phone_uptime_to_ns() -> None:
+    sample = battery.parse_line("@ 1639.12 -300000 3900000 301")
+    assert sample == battery.GaugeSample(1_639_120_000_000, -300000.0, 3900000.0, 30.1)
+    assert battery.parse_line("sleep: bad number") is None
+
+
+def test_charging_or_usb_power_is_refused_and_battery_is_not() -> None:
+    assert battery.refusal("Discharging", []) is None
+    line = battery.refusal("Not charging", ["usb"])
+    assert line is not None and "(battery Not charging, usb online)" in line
+
+
+def test_big_cores_include_a_lone_prime_core_and_mask_is_hex() -> None:
+    info = PhoneInfo("s", {}, {0: 1800, 1: 1800, 2: 1800, 3: 1800, 4: 2800, 5: 2800, 6: 2800, 7: 3200}, 0)
+    assert info.big_cores == [4, 5, 6, 7]
+    assert taskset_mask(info.big_cores) == "f0"
+    two_clusters = PhoneInfo("s", {}, {0: 1800, 1: 1800, 2: 2400, 3: 2400}, 0)
+    assert two_clusters.big_cores == [2, 3]
+
+
+def test_profile_is_picked_from_the_soc() -> None:
+    assert PhoneInfo("s", {"ro.soc.manufacturer": "Mediatek"}, {}, 0).profile_name() == "android-mediatek"
+    assert PhoneInfo("s", {"ro.board.platform": "gs201"}, {}, 0).profile_name() == "android-tensor"
+    assert PhoneInfo("s", {"ro.board.platform": "exynos2100"}, {}, 0).profile_name() == "android-generic"
+
+
+def test_delegate_flags() -> None:
+    assert runners.delegate_flags("gpu", {}) == ["--use_gpu=true"]
+    assert runners.delegate_flags("external:/vendor/lib64/libx.so", {}) == [
+        "--external_delegate_path=/vendor/lib64/libx.so"
+    ]
+    with pytest.raises(RuntimeMissing, match="libQnnTFLiteDelegate.so"):
+        runners.delegate_flags("qnn", {})
+    with pytest.raises(InvalidInput, match="unknown delegate 'tpu'"):
+        runners.delegate_flags("tpu", {})
