@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adb_emulator import AdbEmulator, PhoneConfig
+from tests.adb_emulator import PhoneConfig
 from tests.faultlib import wait_for
 from tests.test_adb_bridge import adb_port, attach, bridge, detach, profile  # noqa: F401 - adb_port is a fixture
 

@@ -110,7 +110,7 @@ def test_delegate_flags() -> None:
     assert runners.delegate_flags("external:/vendor/lib64/libx.so", {}) == [
         "--external_delegate_path=/vendor/lib64/libx.so"
     ]
-    with pytest.raises(RuntimeMissing, match="libQnnTFLiteDelegate.so"):
+    with pytest.raises(RuntimeMissing, match=r"libQnnTFLiteDelegate\.so"):
         runners.delegate_flags("qnn", {})
     with pytest.raises(InvalidInput, match="unknown delegate 'tpu'"):
         runners.delegate_flags("tpu", {})

@@ -21,6 +21,9 @@ from agent.profiles import detect_profile_name, list_profiles, load_profile
 
 SHIPPED = [
     "android-generic",
+    "android-mediatek",
+    "android-qualcomm",
+    "android-tensor",
     "generic-linux",
     "jetson-agx-orin",
     "jetson-nano",
