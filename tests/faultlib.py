@@ -1,12 +1,15 @@
 """Fault-injection helpers: agents as real subprocesses, a TCP proxy that can cut connections, waiting.
 
 Every helper waits on something observable (a line printed, a child process, a phase in the stream)
-with a timeout instead of sleeping and hoping; every process started here is killed by its `stop`.
+with a timeout instead of sleeping and hoping; every process started here is killed by its `stop`, and
+by its parent-death signal (`spawn`) when the test run itself is killed before it could call `stop`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import hashlib
 import os
 import select
@@ -42,6 +45,28 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: 
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(poll_s)
+
+
+#: Linux prctl option: the signal a process gets when the thread that started it exits.
+PR_SET_PDEATHSIG = 1
+#: Children are started from this one thread, which lives as long as the test process: Linux sends the
+#: parent-death signal when the *thread* that forked a child exits, so a child started from a short-lived
+#: thread (a pool's, a test's own) would otherwise be killed when that thread ends.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-spawner")
+
+
+def _die_with_test_run() -> None:
+    """In the child, before exec: SIGTERM it when the test process dies, even by SIGKILL (a CI timeout)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(cmd: list[str], **popen: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen(cmd, **popen)` for a process that must not outlive the test run.
+
+    It gets SIGTERM when the test process dies: an agent then stops its jobs and workers as on any SIGTERM.
+    """
+    return _SPAWNER.submit(lambda: subprocess.Popen(cmd, preexec_fn=_die_with_test_run, **popen)).result()
 
 
 def isolated_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -103,7 +128,7 @@ class AgentProc:
             *self.args,
         ]
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 cmd,
                 stdout=subprocess.PIPE,
                 stderr=log,

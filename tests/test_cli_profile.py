@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import console_script
-from tests.faultlib import AgentProc
+from tests.faultlib import AgentProc, spawn
 
 RESULT_KEYS = {
     "device",
@@ -175,8 +175,7 @@ def test_two_hosts_on_one_agent_never_measure_concurrently(
         "--quiet",
     ]
     procs = [
-        subprocess.Popen([*cmd, "--json", str(o)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for o in outs
+        spawn([*cmd, "--json", str(o)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for o in outs
     ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
@@ -241,7 +240,7 @@ def test_local_agent_does_not_outlive_a_killed_host(squeezenet: Path, tmp_path: 
 
     import psutil
 
-    proc = subprocess.Popen(
+    proc = spawn(
         [console_script("host"), "profile", str(squeezenet), "--runs", "100000", "--min-duration", "60", "--idle", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -21,7 +21,7 @@ from agent.discovery import Advertiser, advertised_addresses
 from host.discovery import DiscoveredAgent, discover, pick_address
 from host.local_agent import read_listen_port
 from tests.conftest import console_script
-from tests.faultlib import wait_for
+from tests.faultlib import spawn, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 #: One browse window. Presence is polled over several browses (up to FOUND_WITHIN_S), never one window.
@@ -106,9 +106,7 @@ def spawn_agents(
             ]
             log_path = data / "agent.log"
             with open(log_path, "w") as log:
-                proc = subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, start_new_session=True
-                )
+                proc = spawn(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, start_new_session=True)
             agents.append(
                 AgentProc(proc, profile, [t for t in tags.split(",") if t], log_path=log_path, token_file=token_file)
             )
