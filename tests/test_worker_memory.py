@@ -11,6 +11,7 @@ import pytest
 from faultlib import AgentProc, assert_still_serving, isolated_env, profile_request, upload, wait_for
 from onnx import TensorProto, helper
 
+from agent.memory_limit import MIN_WORKER_MEMORY_MB
 from agent.profiles import load_profile
 from protos import agent_pb2 as pb
 
@@ -52,6 +53,20 @@ def test_model_allocating_past_the_limit_ends_out_of_memory_and_the_agent_serves
             assert end.error.startswith("out of memory: Failed to allocate memory") and "\n" not in end.error
             assert end.error.endswith("(limit 256 MB)"), end.error
             assert_still_serving(client, upload(client))  # squeezenet fits the same limit
+    finally:
+        agent.stop()
+
+
+def test_squeezenet_with_16_threads_runs_within_the_smallest_limit(tmp_path: Path) -> None:
+    # The floor must leave room for what a runtime reserves per thread (a stack each; malloc arenas capped).
+    agent = AgentProc(tmp_path, "--worker-memory-mb", str(MIN_WORKER_MEMORY_MB)).start()
+    try:
+        with agent.client() as client:
+            sha = upload(client)
+
+            ends = [b.end for b in client.profile(profile_request(sha, threads=16), timeout_s=120) if b.HasField("end")]
+
+            assert ends and ends[-1].status == pb.JobEnd.OK, ends
     finally:
         agent.stop()
 
