@@ -248,3 +248,21 @@ def test_a_repeated_side_lends_its_spread_to_a_single_run() -> None:
     p50 = next(c for c in result.changes if c.metric == "latency p50")
     assert p50.test == "history" and "df 4" in p50.note
     assert p50.ci_pct is not None and p50.ci_pct[0] > 5.0 and p50.regression
+
+
+def test_mann_whitney_on_thousands_of_inferences_no_longer_decides() -> None:
+    from host.report.synthetic import synthetic_run
+
+    base = synthetic_run(n_devices=1, n_inferences=5000, unpowered=1)
+    cand = copy.deepcopy(base)
+    cand.document["run_id"] = "cand"
+    device = cand.document["devices"][0]["device"]
+    raw = cand.raw[device]
+    raw.end_ns = raw.start_ns + (raw.latency_ns * 1.03).astype(np.int64)  # 3%: what a new process start does
+    cand.document["devices"][0]["latency_ms"]["p50"] *= 1.03
+
+    result = compare_runs(base, cand, fail_on_regression_pct=1)
+
+    p50 = next(c for c in result.changes if c.metric == "latency p50")
+    assert p50.p_value is not None and p50.p_value < 1e-6  # "highly significant" on 5000 inferences a side
+    assert p50.test == "within-run" and not p50.regression and not result.failed
