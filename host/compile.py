@@ -62,14 +62,17 @@ class Compiler:
             known = self._artifacts.get(key)
             if known is not None and known[0].path.is_file():
                 return known[0], {**recipe, **known[1], "cached": True}
-            cached = path.is_file()
-            if not cached:
+            cached_artifact = _intact(path) if path.is_file() else None
+            cached = cached_artifact is not None
+            if cached_artifact is None:
                 self._build(model, recipe, path)
             try:
-                artifact = inspect(path)
+                artifact = cached_artifact or inspect(path)
             except ModelFileError as err:
                 path.unlink(missing_ok=True)  # a damaged artifact must not be served again
                 raise CompileError(f"compiled model for {_device(info)} is invalid: {err}") from err
+            if not cached:  # after the artifact: a crash in between leaves it unrecorded, hence rebuilt
+                _digest_path(path).write_text(artifact.sha256 + "\n")
             extras: dict[str, Any] = {}
             check = _check_path(path)
             if check.is_file():  # how a converted model compared with ONNX Runtime when it was built
@@ -250,6 +253,25 @@ class Compiler:
 
 def _check_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".check.json")
+
+
+def _digest_path(artifact: Path) -> Path:
+    """The artifact's sha256 as built: the cache key names the inputs, not the artifact's own bytes."""
+    return artifact.with_name(artifact.name + ".sha256")
+
+
+def _intact(path: Path) -> ModelFile | None:
+    """The cached artifact if it is still what was built; else None, with the damaged file removed."""
+    try:
+        artifact = inspect(path)
+        recorded = _digest_path(path).read_text().strip()
+    except (ModelFileError, OSError):
+        artifact, recorded = None, ""
+    if artifact is not None and artifact.sha256 == recorded:
+        return artifact
+    path.unlink(missing_ok=True)  # truncated, altered, or never recorded (an interrupted build): rebuild it
+    _digest_path(path).unlink(missing_ok=True)
+    return None
 
 
 def _convert_to_tflite(src: Path, dst: Path, name: str) -> dict[str, Any]:
