@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -42,6 +43,16 @@ class Credentials:
     @property
     def tls(self) -> bool:
         return self.root_ca_pem is not None
+
+
+class BatchStream(Protocol):
+    """A server stream of measurement batches as gRPC returns it: iterate it, or cancel it from any thread."""
+
+    def __iter__(self) -> Iterator[pb.MeasurementBatch]: ...
+
+    def __next__(self) -> pb.MeasurementBatch: ...
+
+    def cancel(self) -> bool: ...
 
 
 def sha256_file(path: Path) -> str:
@@ -137,16 +148,18 @@ class AgentClient:
         reply = self._stub.UploadModel(chunks(), timeout=timeout_s, metadata=self._metadata)
         return 0 if reply.already_present else int(reply.received_bytes)
 
-    def profile(self, request: pb.ProfileRequest, timeout_s: float | None = None) -> Iterator[pb.MeasurementBatch]:
+    def profile(self, request: pb.ProfileRequest, timeout_s: float | None = None) -> BatchStream:
         return self._stub.Profile(request, timeout=timeout_s, metadata=self._metadata)  # type: ignore[no-any-return]
 
-    def attach(self, job_id: str, after_seq: int, timeout_s: float | None = None) -> Iterator[pb.MeasurementBatch]:
+    def attach(self, job_id: str, after_seq: int, timeout_s: float | None = None) -> BatchStream:
         return self._stub.Attach(  # type: ignore[no-any-return]
             pb.AttachRequest(job_id=job_id, after_seq=after_seq), timeout=timeout_s, metadata=self._metadata
         )
 
-    def cancel(self, job_id: str) -> pb.CancelReply:
-        return self._stub.Cancel(pb.CancelRequest(job_id=job_id), timeout=self.timeout_s, metadata=self._metadata)
+    def cancel(self, job_id: str, timeout_s: float | None = None) -> pb.CancelReply:
+        return self._stub.Cancel(  # type: ignore[no-any-return]
+            pb.CancelRequest(job_id=job_id), timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
 
     def list_jobs(self, include_acknowledged: bool = False, timeout_s: float | None = None) -> list[pb.JobSummary]:
         reply = self._stub.ListJobs(

@@ -42,6 +42,8 @@ class JobCollector:
     #: Running latency of the last measured block, for live displays.
     recent_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     current_phase: str = "queued"
+    #: The phase the job was in when Ctrl-C (or SIGTERM) stopped it, "" while it was not stopped.
+    phase_at_stop: str = ""
     #: Samples (inference windows + sensor samples) this job may hold; more ends the job (bounded memory).
     max_samples: int = field(default_factory=validate.max_samples_per_job)
     samples: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -15,6 +16,7 @@ import grpc
 from host import __version__
 from host.client import AgentClient, Credentials
 from host.collect import JobCollector, SequenceError
+from host.interrupt import StopSignal
 from host.modelfile import ModelFile
 from host.rpc_errors import describe_rpc_error
 from host.rundata import DeviceRaw, RunData
@@ -43,6 +45,10 @@ STALL_SAMPLE_PERIODS = 3
 PROBE_TIMEOUT_S = 5.0
 #: The least time a re-attach gets to deliver its first batch, even at the very end of the reconnect budget.
 MIN_ATTEMPT_S = 2.0
+#: After Ctrl-C: how long the host waits for an agent to end a cancelled job and send what it measured.
+INTERRUPT_COLLECT_S = 8.0
+#: Deadline of the Cancel call sent on Ctrl-C.
+CANCEL_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -69,6 +75,8 @@ class Target:
     name: str
     address: str
     credentials: Credentials = field(default_factory=Credentials)
+    #: The embedded local agent: it ends with this host, so its jobs are never left pending for a later fetch.
+    ephemeral: bool = False
 
 
 @dataclass
@@ -124,6 +132,7 @@ def stream_job(
     reconnect_s: float,
     attach_only: bool = False,
     stall_s: float | None = None,
+    stop: StopSignal | None = None,
 ) -> None:
     """Follow a job to its end, re-attaching after lost streams from the last batch received.
 
@@ -131,13 +140,25 @@ def stream_job(
     `stall_s` (default STALL_S) while the job runs (a queued job is asked after). From the first loss on, the
     host keeps re-attaching for at most `reconnect_s` seconds without receiving a batch, then gives up
     (DeviceFailed), so it never waits without a bound: a batch received restarts the budget.
+
+    When `stop` is set (Ctrl-C, SIGTERM) the open stream is cancelled at once, the job is cancelled on the
+    agent, and what it journalled up to its end (CANCELLED) is collected within INTERRUPT_COLLECT_S.
     """
     stall_s = STALL_S if stall_s is None else stall_s
     started = not attach_only and collector.last_seq == 0
     give_up_at: float | None = None
     first_reason = ""
     backoff_s = 0.2
+    interrupted = False
     while not collector.finished:
+        if stop is not None and stop.is_set() and not interrupted:
+            interrupted = True
+            collector.phase_at_stop = collector.current_phase
+            _cancel_quietly(client, request.job_id)
+            give_up_at = time.monotonic() + INTERRUPT_COLLECT_S
+            first_reason = f"interrupted by {stop.reason}, the job was cancelled"
+        if interrupted and collector.last_seq == 0 and started:
+            return  # Ctrl-C before the job was even submitted: nothing to collect
         if not started:
             stream = client.attach(request.job_id, collector.last_seq)
         else:
@@ -147,26 +168,37 @@ def stream_job(
         first_by = None if give_up_at is None else max(give_up_at, time.monotonic() + MIN_ATTEMPT_S)
         watch = StallWatch(stream, stall_s, lambda: _still_queued(client, request.job_id, collector), first_by)
         lost: grpc.RpcError | None = None
+        unwatch = stop.on_set(stream.cancel) if stop is not None and not interrupted else (lambda: None)
         try:
             with watch:
                 for batch in stream:
                     watch.fed()
                     collector.add(batch)
-                    give_up_at = None
+                    if not interrupted:  # after Ctrl-C the deadline to collect the job's end stays
+                        give_up_at = None
                     backoff_s = 0.2
                     on_batch(collector)
             if collector.finished:
                 return
             reason = "its stream ended before the job did"
         except grpc.RpcError as err:
+            if stop is not None and stop.is_set() and not interrupted:
+                continue  # cancelled by the stop signal: cancel the job, then collect its end
             if err.code() not in RETRYABLE:  # type: ignore[attr-defined]
                 raise
             lost = err
             reason = watch.reason or describe_rpc_error(err, client.address)
+        finally:
+            unwatch()
         now = time.monotonic()
         if give_up_at is None:
             give_up_at = now + reconnect_s
             first_reason = reason  # why the job was lost says more than how the last re-attach failed
+        if now >= give_up_at and interrupted:
+            raise DeviceFailed(
+                f"{first_reason} during {collector.current_phase}; the agent at {client.address} did not send "
+                f"its end within {INTERRUPT_COLLECT_S:g} s: what it measured can be collected with `host runs fetch`"
+            ) from lost
         if now >= give_up_at:
             raise DeviceFailed(
                 f"lost the agent at {client.address} during {collector.current_phase} and could not re-attach "
@@ -181,6 +213,12 @@ def stall_bound_s(settings: ProfileSettings) -> float:
     if settings.sample_rate_hz > 0:
         return max(STALL_S, STALL_SAMPLE_PERIODS / settings.sample_rate_hz)
     return STALL_S
+
+
+def _cancel_quietly(client: AgentClient, job_id: str) -> None:
+    """Ask the agent to stop a job, within a short deadline; an agent that cannot be reached ends it itself."""
+    with contextlib.suppress(grpc.RpcError):
+        client.cancel(job_id, timeout_s=CANCEL_TIMEOUT_S)
 
 
 def _still_queued(client: AgentClient, job_id: str, collector: JobCollector) -> bool:
@@ -207,6 +245,7 @@ def profile_device(
     store: Store | None,
     progress: ProgressCallback,
     compile_fn: CompileFn = identity_compile,
+    stop: StopSignal | None = None,
 ) -> tuple[dict[str, Any], DeviceRaw | None]:
     state = DeviceProgress(target.name, target_runs=settings.runs)
     progress(state)
@@ -223,7 +262,9 @@ def profile_device(
                 upload_bytes = client.upload(artifact.path, artifact.sha256, artifact.format)
             state.upload_bytes = upload_bytes
             request = _request(job_id, artifact, settings)
-            if store is not None:
+            if stop is not None and stop.is_set():
+                raise DeviceFailed(f"interrupted by {stop.reason} before the job started")
+            if store is not None and not target.ephemeral:
                 store.add_pending(
                     PendingJob(
                         run_id,
@@ -244,12 +285,17 @@ def profile_device(
                 state.power_w = c.recent_power_w()
                 progress(state)
 
-            stream_job(client, request, collector, on_batch, settings.reconnect_s, stall_s=stall_bound_s(settings))
+            stream_job(
+                client, request, collector, on_batch, settings.reconnect_s, stall_s=stall_bound_s(settings), stop=stop
+            )
             raw = collector.raw()
             entry = device_entry(
                 target.name, raw, collector.info, collector.end, upload_bytes=upload_bytes, recipe=recipe, job_id=job_id
             )
             entry["address"] = target.address
+            if stop is not None and stop.is_set() and entry["status"] != "ok":
+                entry["error"] = interrupted_error(stop, collector)
+                entry["error_kind"] = "interrupted"
             entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
     except grpc.RpcError as err:
         entry, raw = (
@@ -287,6 +333,14 @@ def profile_device(
     return entry, raw
 
 
+def interrupted_error(stop: StopSignal, collector: JobCollector) -> str:
+    """The one line of a device whose job Ctrl-C (or SIGTERM) cancelled: where it was, what was kept."""
+    return (
+        f"interrupted by {stop.reason} during {collector.phase_at_stop or collector.current_phase}: the job was "
+        f"cancelled after {collector.measured} measured inferences, which are kept in the run"
+    )
+
+
 def settings_document(settings: ProfileSettings) -> dict[str, Any]:
     """The settings as a run document records them (an inputs file only as whether one was given)."""
     doc = asdict(settings)
@@ -306,14 +360,26 @@ def run_profile(
     store: Store | None,
     progress: ProgressCallback,
     compile_fn: CompileFn = identity_compile,
+    stop: StopSignal | None = None,
 ) -> RunData:
-    """Profile every target concurrently; one device's failure never stops the others."""
+    """Profile every target concurrently; one device's failure never stops the others.
+
+    `stop` (Ctrl-C, SIGTERM) cancels every job and stores the run with what each device measured.
+    """
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool:
         futures = [
             pool.submit(
-                profile_device, t, model, settings, run_id=run_id, store=store, progress=progress, compile_fn=compile_fn
+                profile_device,
+                t,
+                model,
+                settings,
+                run_id=run_id,
+                store=store,
+                progress=progress,
+                compile_fn=compile_fn,
+                stop=stop,
             )
             for t in targets
         ]

@@ -18,6 +18,7 @@ import grpc
 from host import __version__
 from host.client import AgentClient
 from host.collect import JobCollector, SequenceError
+from host.interrupt import StopSignal
 from host.modelfile import ModelFile
 from host.profiling import (
     CompileFn,
@@ -29,6 +30,7 @@ from host.profiling import (
     _request,
     acknowledge,
     identity_compile,
+    interrupted_error,
     settings_document,
     stream_job,
 )
@@ -65,6 +67,7 @@ def profile_device_parts(
     *,
     progress: ProgressCallback,
     compile_fn: CompileFn = identity_compile,
+    stop: StopSignal | None = None,
 ) -> list[tuple[dict[str, Any], DeviceRaw | None]]:
     """Run the parts (model index per part) as one job on one device; one (entry, raw) per model."""
     state = DeviceProgress(target.name, target_runs=settings.runs * len(order))
@@ -100,9 +103,12 @@ def profile_device_parts(
                 state.measured = c.measured
                 progress(state)
 
-            stream_job(client, request, collector, on_batch, settings.reconnect_s)
+            if stop is not None and stop.is_set():
+                raise DeviceFailed(f"interrupted by {stop.reason} before the job started")
+            stream_job(client, request, collector, on_batch, settings.reconnect_s, stop=stop)
+            interrupted = interrupted_error(stop, collector) if stop is not None and stop.is_set() else ""
             results = [
-                _model_entry(target, collector, order, i, settings, upload_bytes[i], recipes[i], job_id)
+                _model_entry(target, collector, order, i, settings, upload_bytes[i], recipes[i], job_id, interrupted)
                 for i in range(len(models))
             ]
     except grpc.RpcError as err:
@@ -139,8 +145,9 @@ def _model_entry(
     upload_bytes: int,
     recipe: dict[str, Any] | None,
     job_id: str,
+    interrupted: str = "",
 ) -> tuple[dict[str, Any], DeviceRaw | None]:
-    """The device entry of one model: its parts as repetitions, pooled."""
+    """The device entry of one model: its parts as repetitions, pooled (`interrupted`: Ctrl-C's one line)."""
     parts = [p for p, m in enumerate(order) if m == model_index]
     raws = [collector.part_raw(p) for p in parts]
     merged = merge_raw(target.name, raws)
@@ -171,6 +178,10 @@ def _model_entry(
         validity["valid"] = not validity["reasons"]
         entry["validity"] = validity
         return entry, merged
+    if interrupted:  # what the cancelled job measured is kept, marked as the interrupted run it is
+        entry["error"], entry["error_kind"] = interrupted, "interrupted"
+        entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
+        return entry, merged
     entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
     return entry, None
 
@@ -185,13 +196,16 @@ def run_parts(
     progress: ProgressCallback,
     compile_fn: CompileFn = identity_compile,
     roles: Sequence[str] = (),
+    stop: StopSignal | None = None,
 ) -> list[RunData]:
     """Profile the parts on every target concurrently; one run per model (stored when a store is given)."""
     run_ids = [_new_run_id() for _ in models]
     created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="device") as pool_:
         futures = [
-            pool_.submit(profile_device_parts, t, models, order, settings, progress=progress, compile_fn=compile_fn)
+            pool_.submit(
+                profile_device_parts, t, models, order, settings, progress=progress, compile_fn=compile_fn, stop=stop
+            )
             for t in targets
         ]
         per_device = [f.result() for f in futures]

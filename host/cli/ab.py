@@ -43,6 +43,7 @@ from host.cli.common import (
     open_store,
 )
 from host.cli.profile import _input_shapes, load_model, make_compiler, read_inputs, resolve_targets
+from host.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
 from host.profiling import ProfileSettings
 
 _FORMATS = ("text", "md", "json")
@@ -103,7 +104,9 @@ def ab(
     from host.sequence import ab_order, run_parts
 
     store = open_store()
+    stop = StopSignal()
     with ExitStack() as stack:
+        stack.enter_context(stop_on_signals(stop))
         targets = resolve_targets(fleet, device or [], token_file, stack, tls_ca)
         progress = make_progress(quiet)
         try:
@@ -116,12 +119,16 @@ def ab(
                 progress=progress,
                 compile_fn=compiler,
                 roles=ROLES,
+                stop=stop,
             )
         finally:
             close = getattr(progress, "close", None)
             if close:
                 close()
     print(f"host: stored base run {base_run.run_id} and candidate run {cand_run.run_id}", file=sys.stderr)
+    if stop.is_set():
+        print(f"host: interrupted by {stop.reason}: no comparison of an unfinished A/B sequence", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED)
     failed = [d for run in (base_run, cand_run) for d in run.document["devices"] if d["status"] != "ok"]
     for entry in failed:
         print(f"host: {entry['device']}: {entry.get('error') or 'failed'}", file=sys.stderr)

@@ -37,6 +37,7 @@ from host.cli.common import (
     open_store,
 )
 from host.config import ConfigError, credentials_for, load_config
+from host.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
 from host.modelfile import ModelFile, ModelFileError, check_input_shapes, inspect
 from host.profiling import ProfileSettings, Target, run_profile
 from host.strict_json import dumps as strict_dumps
@@ -95,7 +96,7 @@ def resolve_targets(
     except LocalAgentError as err:
         fail(str(err))
     stack.callback(local.stop)
-    return [Target(name="local", address=address, credentials=local.credentials)]
+    return [Target(name="local", address=address, credentials=local.credentials, ephemeral=True)]
 
 
 def load_model(spec: str, shapes: dict[str, str]) -> ModelFile:
@@ -196,7 +197,9 @@ def profile(
 
     compiler = make_compiler(quantize, quantize_mode, calibration, shapes, inputs)
     store = open_store()
+    stop = StopSignal()
     with ExitStack() as stack:
+        stack.enter_context(stop_on_signals(stop))  # before the local agent starts: Ctrl-C there is handled too
         targets = resolve_targets(fleet, device or [], token_file, stack, tls_ca)
         progress = make_progress(quiet)
         try:
@@ -211,9 +214,12 @@ def profile(
                     store=store,
                     progress=progress,
                     compile_fn=compiler,
+                    stop=stop,
                 )[0]
             else:
-                run = run_profile(model_file, targets, settings, store=store, progress=progress, compile_fn=compiler)
+                run = run_profile(
+                    model_file, targets, settings, store=store, progress=progress, compile_fn=compiler, stop=stop
+                )
         finally:
             close = getattr(progress, "close", None)
             if close:
@@ -229,6 +235,9 @@ def profile(
             write_report(run, report, grid_g_per_kwh=load_config().grid_g_per_kwh)
         except (ReportError, ConfigError, OSError) as err:
             fail(f"cannot write the report {report}: {err}")
+    if stop.is_set():
+        print(f"host: interrupted by {stop.reason}: run {run.run_id} stored with what was measured", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED)
     failed = [d for d in document["devices"] if d["status"] != "ok"]
     raise typer.Exit(1 if failed else 0)
 
