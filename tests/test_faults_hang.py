@@ -118,6 +118,7 @@ def test_runs_fetch_of_a_stream_ending_without_job_end_leaves_the_job_pending_wi
     assert f"{run_id}  board-a  left  lost the agent at {fake.address}" in out
     assert "its stream ended before the job did" in out
     assert "still pending" in err and "Traceback" not in err
+    assert f"give them up with `host runs rm {run_id}`" in err  # a CI step is never stuck with them
     assert pending.job_id == job_id
     assert set(fake.servicer.attaches) == {0, 2}
 

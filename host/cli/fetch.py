@@ -65,5 +65,9 @@ def runs_fetch(
         print(f"no pending jobs in {store.path}")
     left = [o for o in outcomes if o.status == "left"]
     if left:
-        fail(f"{len(left)} job(s) not collected yet, still pending: run `host runs fetch` again later")
+        runs = " ".join(sorted({o.run_id for o in left}))
+        fail(
+            f"{len(left)} job(s) not collected yet, still pending: run `host runs fetch` again later,"
+            f" or give them up with `host runs rm {runs}`"
+        )
     raise typer.Exit(1 if any(o.status != "ok" for o in outcomes) else 0)
