@@ -115,10 +115,11 @@ def fetch_run(
 def _collect(
     job: PendingJob, credentials: Credentials, reconnect_s: float
 ) -> tuple[FetchOutcome, dict[str, Any], DeviceRaw | None]:
-    model = job.request.get("model") or {}
+    # What the agent ran: the compiled artifact (pending rows of older hosts only have "model", which was it).
+    artifact = job.request.get("artifact") or job.request.get("model") or {}
     recipe = job.request.get("recipe")
     request = pb.ProfileRequest(
-        job_id=job.job_id, model_sha256=model.get("sha256", ""), model_format=model.get("format", "")
+        job_id=job.job_id, model_sha256=artifact.get("sha256", ""), model_format=artifact.get("format", "")
     )
     collector = JobCollector(job.device)
     known = {"recipe": recipe, "address": job.address, "job_id": job.job_id}

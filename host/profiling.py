@@ -271,7 +271,8 @@ def profile_device(
                         target.name,
                         target.address,
                         job_id,
-                        {"model": asdict_model(artifact), "recipe": recipe},
+                        # The user's model for the run document; the compiled artifact is what the job runs.
+                        {"model": asdict_model(model), "artifact": asdict_model(artifact), "recipe": recipe},
                         settings_document(settings),
                     )
                 )

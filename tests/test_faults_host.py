@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from faultlib import SQUEEZENET, AgentProc, isolated_env, wait_for
 
+from host.client import sha256_file
 from host.store import PendingJob, Store
 
 # `host runs fetch` registers itself on import; importing it first works whether or not host.cli does.
@@ -85,6 +86,39 @@ def test_host_killed_mid_run_then_runs_fetch_collects_the_finished_job(agent: Ag
             host.kill()
         host.communicate()
         store.close()
+
+
+def test_fetched_run_of_a_compiled_model_records_the_users_model_not_the_artifact(tmp_path: Path) -> None:
+    agent = AgentProc(tmp_path, "--profile", "rpi5").start()  # rpi5's recipe compiles (ort-optimize)
+    host = _host(tmp_path, "profile", str(SQUEEZENET), "--device", agent.address, "--min-duration", "1.5", *_FAST)
+    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    try:
+        with agent.client() as client:
+            wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 60, "the job to start")
+        host.send_signal(signal.SIGKILL)
+        host.wait(10)
+        [pending] = wait_for(store.pending, 5, "the pending job the host recorded")
+        fetch = subprocess.run(
+            [*_HOST, "runs", "fetch", pending.run_id],
+            cwd=tmp_path,
+            env=isolated_env(tmp_path),
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
+        run = store.load_run(pending.run_id)
+    finally:
+        if host.poll() is None:
+            host.kill()
+        host.communicate()
+        store.close()
+        agent.stop()
+
+    assert fetch.returncode == 0, fetch.stderr
+    assert pending.request["artifact"]["sha256"] != sha256_file(SQUEEZENET)  # the board ran a compiled copy
+    assert run.document["model"]["path"] == str(SQUEEZENET)
+    assert run.document["model"]["sha256"] == sha256_file(SQUEEZENET)
+    assert run.document["devices"][0]["status"] == "ok"
 
 
 def test_store_written_before_pending_settings_opens_and_keeps_its_pending_jobs(tmp_path: Path) -> None:
