@@ -23,6 +23,35 @@ class ConfigError(Exception):
     pass
 
 
+#: The port `agent serve` listens on unless told otherwise: an agent address without a port means it.
+DEFAULT_AGENT_PORT = 50051
+
+
+def agent_address(text: str) -> str:
+    """An agent's address as HOST:PORT: "jetson-01" → "jetson-01:50051", "fe80::1" → "[fe80::1]:50051".
+
+    ConfigError (one line) for an empty address or a port that is not a number from 1 to 65535.
+    """
+    address = text.strip()
+    if not address:
+        raise ConfigError("an agent address is empty: give HOST or HOST:PORT, e.g. jetson-01.local:50051")
+    if address.startswith("["):  # [v6] or [v6]:port
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"agent address '{text}' is not [IPv6]:PORT")
+        host = f"[{host}]"
+    elif address.count(":") > 1:  # a bare IPv6 address has no port
+        host, port = f"[{address}]", ""
+    else:
+        host, _, port = address.partition(":")
+    if not port:
+        return f"{host}:{DEFAULT_AGENT_PORT}"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"agent address '{text}': the port must be a number from 1 to 65535")
+    return f"{host}:{int(port)}"
+
+
 @dataclass
 class Fleet:
     name: str
@@ -85,7 +114,7 @@ def load_config() -> Config:
             raise ConfigError(f"{path}: fleets.{name}.tags must be a list of strings")
         fleets[name] = Fleet(
             name=name,
-            agents=agents,
+            agents=[agent_address(a) for a in agents],
             tags=tags,
             token_file=_path(spec.get("token_file"), path.parent),
             tls_ca=_path(spec.get("tls_ca"), path.parent),

@@ -36,7 +36,7 @@ from host.cli.common import (
     fail,
     open_store,
 )
-from host.config import ConfigError, credentials_for, load_config
+from host.config import ConfigError, agent_address, credentials_for, load_config
 from host.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
 from host.modelfile import ModelFile, ModelFileError, check_input_shapes, inspect
 from host.profiling import ProfileSettings, Target, run_profile
@@ -70,7 +70,8 @@ def resolve_targets(
             if fleet:
                 fail("give either --fleet or --device, not both")
             creds = credentials_for(None, token_file, tls_ca)
-            return [Target(name=addr, address=addr, credentials=creds) for addr in devices]
+            addresses = [agent_address(text) for text in devices]
+            return [Target(name=addr, address=addr, credentials=creds) for addr in addresses]
         name = fleet or config.default_fleet
         if name:
             if name not in config.fleets:
