@@ -106,7 +106,7 @@ class _Job:
 
 def validate(request: pb.ProfileRequest) -> None:
     """Reject malformed requests with one line (INVALID_ARGUMENT) before anything is queued."""
-    if not _JOB_ID.match(request.job_id):
+    if not _JOB_ID.fullmatch(request.job_id):  # `$` alone would let a trailing newline through
         raise InvalidInput("job_id must be 32 lower-case hex digits (a uuid4 hex)")
     check_sha256(request.model_sha256)
     if request.model_format not in FORMATS:

@@ -32,7 +32,7 @@ LEASE_S = 120.0
 
 
 def check_sha256(sha256: str) -> str:
-    if not _SHA256.match(sha256 or ""):
+    if not _SHA256.fullmatch(sha256 or ""):  # `$` alone would let a trailing newline through
         raise InvalidInput(f"'{sha256[:80]}' is not a sha256 (64 lower-case hex digits)")
     return sha256
 

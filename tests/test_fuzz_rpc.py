@@ -39,7 +39,9 @@ digits = st.one_of(st.text("0123456789x", min_size=1, max_size=20), st.integers(
 uint64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]))
 int32 = st.integers(-(2**31), 2**31 - 1)
 doubles = st.floats(allow_nan=True, allow_infinity=True)
-ids = st.one_of(text, hexes, st.just(uuid.uuid4().hex))
+# A well-formed id or sha with a trailing newline: a regex anchored with `$` lets it through.
+newline_tailed = st.sampled_from([uuid.uuid4().hex + "\n", sha256_bytes(b"x") + "\n"])
+ids = st.one_of(text, hexes, st.just(uuid.uuid4().hex), newline_tailed)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_upload_model_fuzzed(client: AgentClient, chunks: list[pb.ModelChunk]) -
 
 _PROFILE_FIELDS = {
     "job_id": ids,
-    "model_sha256": st.one_of(hexes, text),
+    "model_sha256": st.one_of(hexes, text, newline_tailed),
     "model_format": st.one_of(text, st.sampled_from(["onnx", "tflite"])),
     "runs": int32,
     "warmup": int32,
@@ -216,6 +218,15 @@ def test_profile_fuzzed(client: AgentClient, model_sha: str, data: st.DataObject
     assert expected == grpc.StatusCode.OK, f"accepted a request whose {refused_field} must be refused: {request}"
     assert batches[-1].HasField("end"), "the accepted job's stream ended without its JobEnd"
     assert client.health() == "SERVING"
+
+
+@pytest.mark.parametrize("field", ["job_id", "model_sha256"])
+def test_profile_refuses_an_id_with_a_trailing_newline(client: AgentClient, model_sha: str, field: str) -> None:
+    request = profile_request(model_sha)
+    setattr(request, field, getattr(request, field) + "\n")
+    with pytest.raises(grpc.RpcError) as refused:
+        next(client._stub.Profile(request, timeout=30, metadata=client._metadata))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
 
 
 @FUZZ
