@@ -104,6 +104,10 @@ class _Job:
     started: bool = False
 
 
+#: The slowest sampling rate a request may ask for: one sample every 10 s.
+MIN_SAMPLE_RATE_HZ = 0.1
+
+
 def validate(request: pb.ProfileRequest) -> None:
     """Reject malformed requests with one line (INVALID_ARGUMENT) before anything is queued."""
     if not _JOB_ID.fullmatch(request.job_id):  # `$` alone would let a trailing newline through
@@ -125,6 +129,11 @@ def validate(request: pb.ProfileRequest) -> None:
     for name, value, low, high in bounds:
         if not low <= value <= high:  # also catches NaN
             raise InvalidInput(f"{name} must be between {low:g} and {high:g}, got {value}")
+    if 0 < request.sample_rate_hz < MIN_SAMPLE_RATE_HZ:  # a period of years overflows the sampler's wait
+        raise InvalidInput(
+            f"sample_rate_hz must be between {MIN_SAMPLE_RATE_HZ:g} and 10000, or 0 for the agent's default, "
+            f"got {request.sample_rate_hz}"
+        )
     for name, shape in request.input_shapes.items():
         if not name or len(name) > 1024:
             raise InvalidInput("input_shapes has an empty or overlong input name")

@@ -168,6 +168,8 @@ def _should_refuse(request: pb.ProfileRequest) -> str | None:
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(request, name) <= high:  # NaN is never in range
             return name
+    if 0 < request.sample_rate_hz < 0.1:  # a sampling period of years would overflow the sampler's wait
+        return "sample_rate_hz"
     for name, shape in request.input_shapes.items():
         if not name or len(name) > 1024 or not _shape_ok(shape):
             return "input_shapes"

@@ -38,6 +38,7 @@ def _ends(batches: list[pb.MeasurementBatch]) -> list[pb.JobEnd]:
         ("idle_s", 3_601.0),
         ("threads", 1_025),
         ("sample_rate_hz", 10_001.0),
+        ("sample_rate_hz", 1e-300),
         ("settle_timeout_s", -1.0),
         ("timeout_s", 7 * 86_400 + 1.0),
         ("max_warmup_s", math.inf),
