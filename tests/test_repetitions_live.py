@@ -152,3 +152,11 @@ def test_failing_part_ends_the_job_naming_its_part(agent_process: Any, squeezene
     assert collector.end is not None and collector.end.status == pb.JobEnd.ERROR
     assert collector.end.error.startswith("part 2 of 3: ")
     assert collector.parts == [0, 1]  # the third part never started
+
+
+def test_ab_refuses_an_unknown_gate_metric_before_measuring(tmp_path: Path, squeezenet: Path) -> None:
+    result = _host("ab", str(squeezenet), str(squeezenet), "--gate-metrics", "latency-p50,p77", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "host: unknown gate metric 'p77' (choose from latency-p50, energy, dynamic-energy)"
+    assert Store().runs() == []  # nothing was measured or stored

@@ -21,6 +21,7 @@ from host.cli.common import (
     DeviceOption,
     FailOnRegressionOption,
     FleetOption,
+    GateMetricsOption,
     IdleOption,
     InputShapeOption,
     InputsOption,
@@ -75,6 +76,7 @@ def ab(
     token_file: TokenFileOption = None,
     tls_ca: TlsCaOption = None,
     fail_on_regression: FailOnRegressionOption = None,
+    gate_metrics: GateMetricsOption = None,
     fmt: CompareFormatOption = "text",
     output: CompareOutputOption = None,
     quiet: QuietOption = False,
@@ -83,6 +85,12 @@ def ab(
     them; with --fail-on-regression PCT, exit 1 when the candidate regresses by more than PCT."""
     if fmt not in _FORMATS:
         fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
+    from host.compare import CompareError, parse_gate_metrics
+
+    try:
+        gates = parse_gate_metrics(gate_metrics)  # a typo fails now, not after the whole A/B sequence
+    except CompareError as err:
+        fail(str(err))
     shapes = _input_shapes(input_shape or [])
     models = [load_model(base, shapes), load_model(candidate, shapes)]
     settings = ProfileSettings(
@@ -133,10 +141,17 @@ def ab(
     for entry in failed:
         print(f"host: {entry['device']}: {entry.get('error') or 'failed'}", file=sys.stderr)
     from host.cli.report import default_grid_g_per_kwh
-    from host.compare import CompareError, compare_runs, render_json, render_markdown, render_text
+    from host.compare import compare_runs, history_for, render_json, render_markdown, render_text
 
     try:
-        result = compare_runs(base_run, cand_run, fail_on_regression, default_grid_g_per_kwh())
+        result = compare_runs(
+            base_run,
+            cand_run,
+            fail_on_regression,
+            default_grid_g_per_kwh(),
+            gate_metrics=gates,
+            history=history_for(store, base_run, cand_run),
+        )
     except CompareError as err:
         fail(str(err))
     if not result.changes:

@@ -77,7 +77,16 @@ RepeatOption = Annotated[
 FailOnRegressionOption = Annotated[
     float | None,
     typer.Option(
-        min=0, metavar="PCT", help="exit 1 when a statistically significant regression is larger than PCT percent"
+        min=0,
+        metavar="PCT",
+        help="exit 1 when a gated metric's whole 95% interval lies more than PCT percent on the worse side",
+    ),
+]
+GateMetricsOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="LIST",
+        help="comma-separated metrics that gate: latency-p50, energy, dynamic-energy (default: latency-p50,energy)",
     ),
 ]
 CompareFormatOption = Annotated[str, typer.Option("--format", "-f", help="text|md|json")]

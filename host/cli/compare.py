@@ -8,10 +8,15 @@ from typing import Annotated
 import typer
 
 from host.cli import app
-from host.cli.common import fail
+from host.cli.common import (
+    CompareFormatOption,
+    CompareOutputOption,
+    FailOnRegressionOption,
+    GateMetricsOption,
+    fail,
+)
 from host.cli.report import default_grid_g_per_kwh
 from host.compare import (
-    GATEABLE,
     CompareError,
     compare_runs,
     history_for,
@@ -30,23 +35,10 @@ _FORMATS = ("text", "md", "json")
 def compare(
     base: Annotated[str, typer.Argument(help="base: run id or prefix, or a result .json file")],
     candidate: Annotated[str, typer.Argument(help="candidate: run id or prefix, or a result .json file")],
-    fail_on_regression: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            metavar="PCT",
-            help="exit 1 when a gated metric's whole 95% interval lies more than PCT percent on the worse side",
-        ),
-    ] = None,
-    gate_metrics: Annotated[
-        str | None,
-        typer.Option(
-            metavar="LIST",
-            help=f"comma-separated metrics that gate: {', '.join(GATEABLE)} (default: latency-p50,energy)",
-        ),
-    ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text|md|json")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the comparison here")] = None,
+    fail_on_regression: FailOnRegressionOption = None,
+    gate_metrics: GateMetricsOption = None,
+    fmt: CompareFormatOption = "text",
+    output: CompareOutputOption = None,
     grid_g_per_kwh: Annotated[
         float | None,
         typer.Option(min=0, help="grid carbon intensity g/kWh for the CO2e estimate (default: config grid_g_per_kwh)"),
