@@ -193,7 +193,7 @@ def test_unreachable_device_fails_with_one_line_and_exit_1(squeezenet: Path, tmp
     proc = host("profile", str(squeezenet), "--device", "127.0.0.1:1", *FAST, "--json", str(out), timeout=60)
     assert proc.returncode == 1
     (dev,) = json.loads(out.read_text())["devices"]
-    assert dev["status"] == "error" and "cannot reach the agent at 127.0.0.1:1" in dev["error"]
+    assert dev["status"] == "error" and "nothing listens at 127.0.0.1:1 (connection refused)" in dev["error"]
     assert "Traceback" not in proc.stderr
 
 
