@@ -360,7 +360,7 @@ class ModelChunk(_message.Message):
     size_bytes: _builtins.int
     """total size"""
     format: _builtins.str
-    """"onnx" | "tflite" | "ort" """
+    """"onnx" | "tflite" | "ort" | "genai" (a GenAI model directory as a tar)"""
     data: _builtins.bytes
     def __init__(
         self,
@@ -465,11 +465,12 @@ class ProfileRequest(_message.Message):
     MAX_WARMUP_S_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """chosen by the host (uuid4 hex) so it can re-attach; [0-9a-f]{32}"""
     model_sha256: _builtins.str
     model_format: _builtins.str
-    """"onnx" | "tflite" | "ort" """
+    """"onnx" | "tflite" | "ort" | "genai" """
     runs: _builtins.int
     """minimum measured inferences"""
     warmup: _builtins.int
@@ -511,6 +512,10 @@ class ProfileRequest(_message.Message):
         Needs the "parts" capability (DeviceInfo.capabilities).
         """
 
+    @_builtins.property
+    def generation(self) -> Global___GenerationSpec:
+        """For model_format "genai": a generation benchmark instead of inferences (runs/warmup count generations)."""
+
     def __init__(
         self,
         *,
@@ -532,14 +537,47 @@ class ProfileRequest(_message.Message):
         max_warmup_s: _builtins.float = ...,
         options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         parts: _abc.Iterable[Global___ProfilePart] | None = ...,
+        generation: Global___GenerationSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_providers", b"execution_providers", "idle_s", b"idle_s", "input_shapes", b"input_shapes", "inputs_npz", b"inputs_npz", "job_id", b"job_id", "max_warmup_s", b"max_warmup_s", "min_duration_s", b"min_duration_s", "model_format", b"model_format", "model_sha256", b"model_sha256", "op_profile", b"op_profile", "options", b"options", "parts", b"parts", "runs", b"runs", "sample_rate_hz", b"sample_rate_hz", "settle_timeout_s", b"settle_timeout_s", "threads", b"threads", "timeout_s", b"timeout_s", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_providers", b"execution_providers", "generation", b"generation", "idle_s", b"idle_s", "input_shapes", b"input_shapes", "inputs_npz", b"inputs_npz", "job_id", b"job_id", "max_warmup_s", b"max_warmup_s", "min_duration_s", b"min_duration_s", "model_format", b"model_format", "model_sha256", b"model_sha256", "op_profile", b"op_profile", "options", b"options", "parts", b"parts", "runs", b"runs", "sample_rate_hz", b"sample_rate_hz", "settle_timeout_s", b"settle_timeout_s", "threads", b"threads", "timeout_s", b"timeout_s", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProfileRequest: _TypeAlias = ProfileRequest  # noqa: Y015
+
+@_typing.final
+class GenerationSpec(_message.Message):
+    """Greedy generations: per prompt length, warmup then measured generations of exactly gen_len tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_LENS_FIELD_NUMBER: _builtins.int
+    GEN_LEN_FIELD_NUMBER: _builtins.int
+    PROMPT_TEXT_FIELD_NUMBER: _builtins.int
+    gen_len: _builtins.int
+    """tokens generated per generation"""
+    prompt_text: _builtins.str
+    """instead of synthetic ids: this text, tokenized on the board"""
+    @_builtins.property
+    def prompt_lens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """prompts of synthetic token ids of exactly these lengths, swept in order"""
+
+    def __init__(
+        self,
+        *,
+        prompt_lens: _abc.Iterable[_builtins.int] | None = ...,
+        gen_len: _builtins.int = ...,
+        prompt_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gen_len", b"gen_len", "prompt_lens", b"prompt_lens", "prompt_text", b"prompt_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerationSpec: _TypeAlias = GenerationSpec  # noqa: Y015
 
 @_typing.final
 class ProfilePart(_message.Message):
@@ -915,6 +953,51 @@ class SeriesBlock(_message.Message):
 Global___SeriesBlock: _TypeAlias = SeriesBlock  # noqa: Y015
 
 @_typing.final
+class TokenBlock(_message.Message):
+    """One generation of a generative model (GenerationSpec): every token timestamped around the runtime's own
+    step. Prefill is start_ns..prefill_end_ns; the first token is ready at token_end_ns[0] (TTFT from start_ns),
+    decode runs from there to the last token.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    START_NS_FIELD_NUMBER: _builtins.int
+    PREFILL_END_NS_FIELD_NUMBER: _builtins.int
+    TOKEN_END_NS_FIELD_NUMBER: _builtins.int
+    phase: Global___Phase.ValueType
+    """WARMUP or MEASURE"""
+    part: _builtins.int
+    prompt_tokens: _builtins.int
+    start_ns: _builtins.int
+    """before the prompt is appended"""
+    prefill_end_ns: _builtins.int
+    """after the prompt is appended (the prefill ran)"""
+    @_builtins.property
+    def token_end_ns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """when each generated token was ready"""
+
+    def __init__(
+        self,
+        *,
+        phase: Global___Phase.ValueType = ...,
+        part: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        start_ns: _builtins.int = ...,
+        prefill_end_ns: _builtins.int = ...,
+        token_end_ns: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part", b"part", "phase", b"phase", "prefill_end_ns", b"prefill_end_ns", "prompt_tokens", b"prompt_tokens", "start_ns", b"start_ns", "token_end_ns", b"token_end_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenBlock: _TypeAlias = TokenBlock  # noqa: Y015
+
+@_typing.final
 class JobInfo(_message.Message):
     """Sent once, when the worker has loaded the model."""
 
@@ -1220,6 +1303,7 @@ class MeasurementBatch(_message.Message):
     SERIES_FIELD_NUMBER: _builtins.int
     INFO_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     seq: _builtins.int
     """1, 2, 3… per job; no gaps, no repeats"""
@@ -1233,6 +1317,8 @@ class MeasurementBatch(_message.Message):
     def info(self) -> Global___JobInfo: ...
     @_builtins.property
     def end(self) -> Global___JobEnd: ...
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenBlock]: ...
     def __init__(
         self,
         *,
@@ -1243,10 +1329,11 @@ class MeasurementBatch(_message.Message):
         series: _abc.Iterable[Global___SeriesBlock] | None = ...,
         info: Global___JobInfo | None = ...,
         end: Global___JobEnd | None = ...,
+        tokens: _abc.Iterable[Global___TokenBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "info", b"info", "job_id", b"job_id", "latency", b"latency", "phases", b"phases", "seq", b"seq", "series", b"series"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "info", b"info", "job_id", b"job_id", "latency", b"latency", "phases", b"phases", "seq", b"seq", "series", b"series", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
