@@ -23,26 +23,19 @@ apart from any other use of the token and versions the scheme.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
 
+from protos.auth import prove_mac
+
 #: Prefix of every MAC input: binds the answer to this protocol and version.
-PROVE_DOMAIN = "edgeprof-prove-v1"
 #: Nonces are hex, long enough that the host never repeats one, short enough to bound the work.
 _NONCE_RE = re.compile(r"^[0-9a-f]{32,128}$")
 
 
 class ProveRefused(Exception):
     """The agent will not answer this challenge; the message says why, in one line."""
-
-
-def prove_mac(token: str, nonce: str, dialed_address: str) -> str:
-    """The answer to a challenge: lowercase hex HMAC-SHA256 keyed by the token."""
-    message = f"{PROVE_DOMAIN}|{nonce}|{dialed_address}".encode()
-    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
 def parse_ip_port(address: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:

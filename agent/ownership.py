@@ -19,8 +19,9 @@ import hashlib
 import hmac
 from typing import Any
 
+from protos.auth import CLIENT_KEY_METADATA
+
 #: Metadata key of the host's client key.
-CLIENT_KEY_METADATA = "edgeprof-client"
 _DOMAIN = b"edgeprof-owner-v1"
 
 

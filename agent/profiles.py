@@ -1,172 +1,18 @@
-"""Device profiles: load a board family's TOML (runtime, providers, rails, sensors) and detect the board."""
+"""Which board this agent runs on: its device profile, recognised from what the board presents.
+
+Profiles themselves (the TOML files and their loader) live in `device_profiles`, shared with the host.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any
-
-import device_profiles
 from agent.sensors.base import under_root
+from device_profiles import GENERIC_PROFILE, DeviceProfile, list_profiles, load_profile
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
-GENERIC_PROFILE = "generic-linux"
+__all__ = ["GENERIC_PROFILE", "DeviceProfile", "detect_profile_name", "list_profiles", "load_profile"]
 
 #: Where a board names itself; the first that exists wins.
 _DT_MODEL_PATHS = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
 _DT_COMPATIBLE_PATHS = ("/proc/device-tree/compatible", "/sys/firmware/devicetree/base/compatible")
-
-
-def _frozen_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return _frozen(value)
-    if isinstance(value, list):
-        return tuple(_frozen_value(v) for v in value)
-    return value
-
-
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A read-only view, lists turned into tuples, so a loaded profile cannot be changed in place."""
-    return MappingProxyType({k: _frozen_value(v) for k, v in mapping.items()})
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    """What edgeprof knows about one board family. Loaded from ``device_profiles/<name>.toml``."""
-
-    name: str
-    description: str = ""
-    runtime: str = "onnxruntime"
-    #: ORT execution providers in preference order, CPUExecutionProvider last.
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    #: Default intra-op threads, 0 = runtime default.
-    threads: int = 0
-    #: Wait before a job until every thermal zone is below this (None = don't wait).
-    settle_temp_c: float | None = None
-    settle_timeout_s: float = 60.0
-    #: Thermal zone types to read; empty = all.
-    thermal_zones: tuple[str, ...] = ()
-    #: Power backend names to try, in order; empty = the default order.
-    power_sensors: tuple[str, ...] = ()
-    #: Rail (channel) label -> role ("total", "cpu", "gpu", "soc", "dram", ...).
-    rails: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    #: Rail label -> the measured rail it is a part of (RAPL core -> package-0 -> psys); "" = top level.
-    #: The host sums the "total" rail, else every rail that is a part of nothing measured.
-    rail_parents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    #: Hottest a thermal zone may run before the board counts as throttling, where its zones declare no
-    #: throttling trip point of their own (None: only the zones' trip points are used).
-    max_temp_c: float | None = None
-    #: Recipe hints for the host compiler, e.g. {"format": "onnx", "optimize": "ort-offline"}.
-    compile: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    #: Per-backend extras keyed by backend name (android sign/units, pmic calibration, ...).
-    sensor_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    #: How to recognise the board (device-tree model substrings, compatible strings, ...).
-    detect: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    #: ``[limits] worker_memory_mb``: memory a job's worker may use beyond its runtime (0 = no limit).
-    worker_memory_mb: int = 0
-
-    def options_for(self, backend: str) -> Mapping[str, Any]:
-        """The ``[sensor_options.<backend>]`` table, empty when the profile has none."""
-        value = self.sensor_options.get(backend, {})
-        return value if isinstance(value, Mapping) else {}
-
-
-def _profile_dirs() -> list[Path]:
-    """User profiles first (they take precedence), then the ones shipped with edgeprof."""
-    dirs: list[Path] = []
-    user_dir = os.environ.get("EDGEPROF_PROFILES_DIR")
-    if user_dir:
-        dirs.append(Path(user_dir).expanduser())
-    dirs.append(Path(device_profiles.__file__).parent)
-    return dirs
-
-
-def list_profiles() -> list[str]:
-    """Names of every profile found, sorted."""
-    names = {path.stem for d in _profile_dirs() if d.is_dir() for path in d.glob("*.toml")}
-    return sorted(names)
-
-
-def _profile_path(name: str) -> Path | None:
-    for directory in _profile_dirs():
-        path = directory / f"{name}.toml"
-        if path.is_file():
-            return path
-    return None
-
-
-def _str_tuple(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
-    value = data.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{path}: '{key}' must be a list of strings")
-    return tuple(value)
-
-
-def _table(data: Mapping[str, Any], key: str, path: Path) -> Mapping[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{path}: '{key}' must be a table")
-    return _frozen(value)
-
-
-def _parse_profile(name: str, path: Path) -> DeviceProfile:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"device profile {path}: {err}") from err
-    rails = _table(data, "rails", path)
-    if not all(isinstance(v, str) for v in rails.values()):
-        raise ValueError(f"{path}: every [rails] value must be a role name (a string)")
-    rail_parents = _table(data, "rail_parents", path)
-    if not all(isinstance(v, str) for v in rail_parents.values()):
-        raise ValueError(f"{path}: every [rail_parents] value must be a rail name (a string)")
-    max_temp = data.get("max_temp_c")
-    settle = data.get("settle_temp_c")
-    runtime = str(data.get("runtime", "onnxruntime"))
-    if runtime not in ("onnxruntime", "tflite"):
-        raise ValueError(f"{path}: runtime must be 'onnxruntime' or 'tflite', not {runtime!r}")
-    return DeviceProfile(
-        name=str(data.get("name", name)),
-        description=str(data.get("description", "")),
-        runtime=runtime,
-        providers=_str_tuple(data, "providers", path) or ("CPUExecutionProvider",),
-        threads=int(data.get("threads", 0)),
-        settle_temp_c=None if settle is None else float(settle),
-        settle_timeout_s=float(data.get("settle_timeout_s", 60.0)),
-        thermal_zones=_str_tuple(data, "thermal_zones", path),
-        power_sensors=_str_tuple(data, "power_sensors", path),
-        rails=rails,
-        rail_parents=rail_parents,
-        max_temp_c=None if max_temp is None else float(max_temp),
-        compile=_table(data, "compile", path),
-        sensor_options=_table(data, "sensor_options", path),
-        detect=_table(data, "detect", path),
-        worker_memory_mb=_worker_memory_mb(_table(data, "limits", path), path),
-    )
-
-
-def _worker_memory_mb(limits: Mapping[str, Any], path: Path) -> int:
-    value = limits.get("worker_memory_mb", 0)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{path}: [limits] worker_memory_mb must be a whole number of MB, 0 for no limit")
-    return value
-
-
-def load_profile(name: str) -> DeviceProfile:
-    """The profile called ``name``; ValueError naming the known ones when there is none."""
-    path = _profile_path(name) if name and "/" not in name else None
-    if path is None:
-        known = ", ".join(list_profiles())
-        raise ValueError(f"unknown device profile '{name}'; known: {known}")
-    return _parse_profile(name, path)
 
 
 def _read_first(paths: tuple[str, ...]) -> str:

@@ -11,10 +11,10 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.ownership import CLIENT_KEY_METADATA
 from host.client_key import client_key
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
+from protos.auth import CLIENT_KEY_METADATA
 
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 80 * 1024**2

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.profiles import GENERIC_PROFILE, DeviceProfile, load_profile
+from device_profiles import GENERIC_PROFILE, DeviceProfile, load_profile
 from host.compile_options import CompileError, CompileOptions
 from host.modelfile import InputDecl, ModelFile, ModelFileError, inspect
 from host.onnx_passes import check_onnx, conform_ir3_inputs, convert_opset, default_opset, fix_dims
@@ -151,9 +151,7 @@ class Compiler:
         Fixing dynamic dims to exactly these shapes is what keeps host and agent from disagreeing: the agent
         resolves --input-shape (or reads the .npz) against the fixed model and gets the same shapes back.
         """
-        from agent.errors import InvalidInput
-        from agent.inputs import load_npz, resolve_shapes
-        from agent.runtimes.base import TensorSpec
+        from protos.inputs import InputError, TensorSpec, load_npz, resolve_shapes
 
         specs = [TensorSpec(d.name, d.dtype, d.shape) for d in model.inputs]
         dynamic = any(not _is_fixed(dim) for decl in model.inputs for dim in decl.shape)
@@ -166,7 +164,7 @@ class Compiler:
                 shapes = {name: tuple(int(d) for d in array.shape) for name, array in feeds.items()}
             else:
                 shapes = resolve_shapes(specs, self.options.input_shapes)
-        except InvalidInput as err:
+        except InputError as err:
             raise CompileError(f"{model.path.name}: {err}") from err
         _check_shared_dims(model.inputs, shapes)
         return shapes
@@ -308,7 +306,7 @@ def _max_opset(profile: DeviceProfile) -> int | None:
 
 
 def _is_fixed(dim: int | str | None) -> bool:
-    # The agent's rule (agent.inputs.resolve_shapes): only a positive integer is a fixed dim.
+    # The agent's rule (protos.inputs.resolve_shapes): only a positive integer is a fixed dim.
     return isinstance(dim, int) and dim > 0
 
 

@@ -26,13 +26,12 @@ class CompileOptions:
     inputs_npz: Path | None = None
 
     def __post_init__(self) -> None:
-        from agent.errors import InvalidInput
-        from agent.inputs import parse_shape
+        from protos.inputs import InputError, parse_shape
 
         for name, text in self.input_shapes.items():
             try:
                 parse_shape(text)
-            except InvalidInput as err:
+            except InputError as err:
                 raise CompileError(f"--input-shape {name}={text}: {err}") from err
         if self.quantize not in (None, "int8"):
             raise CompileError(f"unknown quantization '{self.quantize}'; edgeprof supports int8")

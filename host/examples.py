@@ -1,4 +1,4 @@
-"""`example:NAME` model paths: the onnx package's light test models (real CNN layers, constant weights), for a first try."""
+"""`example:NAME` model paths: the onnx package's light test models (real CNN layers, constant weights)."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from agent.membership import prove_mac
 from host.client import Credentials
 from host.rpc_errors import describe_rpc_error
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
+from protos.auth import prove_mac
 
 #: How long one discovered agent may take to prove itself (connect + handshake or Prove).
 PROVE_TIMEOUT_S = 5.0

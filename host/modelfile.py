@@ -92,14 +92,12 @@ def check_input_shapes(model: ModelFile, shapes: dict[str, str]) -> None:
     """Catch --input-shape mistakes on the host (names, rank, fixed dims) for a clear early error."""
     if not model.inputs:
         return
-    from agent.errors import InvalidInput
-    from agent.inputs import resolve_shapes
-    from agent.runtimes.base import TensorSpec
+    from protos.inputs import InputError, TensorSpec, resolve_shapes
 
     specs = [TensorSpec(d.name, d.dtype, d.shape) for d in model.inputs]
     try:
         resolve_shapes(specs, shapes)
-    except InvalidInput as err:
+    except InputError as err:
         raise ModelFileError(str(err)) from err
 
 
@@ -125,22 +123,13 @@ def inspect(path: Path) -> ModelFile:
 
 def _tflite_inputs(path: Path) -> tuple[InputDecl, ...]:
     """Inputs from the flatbuffer when a TFLite runtime is on the host; the agent checks in any case."""
+    from host.tflite_inputs import TFLiteInputsError, tflite_inputs
+
     try:
-        from agent.errors import AgentError
-        from agent.runtimes.tflite import TFLiteBackend
-    except ImportError:
-        return ()
-    try:
-        # Without XNNPACK: reading the inputs needs no delegate, and LiteRT announces the one it creates
-        # on the terminal ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.").
-        session = TFLiteBackend().load(str(path), threads=1, providers=(), options={"xnnpack": "0"}, op_profile=False)
-    except AgentError as err:
-        if err.kind == "runtime_missing":
-            return ()
+        found = tflite_inputs(path)
+    except TFLiteInputsError as err:
         raise ModelFileError(f"{path} is not a valid TFLite model: {err}") from err
-    decls = tuple(InputDecl(s.name, s.dtype, s.shape) for s in session.inputs)
-    session.close()
-    return decls
+    return tuple(InputDecl(name, dtype, shape) for name, dtype, shape in found or ())
 
 
 def _short(err: BaseException) -> str:

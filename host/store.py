@@ -231,7 +231,8 @@ class Store:
         matches = [
             r[0]
             for r in self._db.execute(
-                "SELECT run_id FROM runs WHERE run_id LIKE ?1 UNION SELECT run_id FROM pending_jobs WHERE run_id LIKE ?1",
+                "SELECT run_id FROM runs WHERE run_id LIKE ?1"
+                " UNION SELECT run_id FROM pending_jobs WHERE run_id LIKE ?1",
                 (run_id + "%",),
             )
         ]

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.discovery import Advertiser
-from agent.membership import MembershipProver, ProveRefused, prove_mac
+from agent.membership import MembershipProver, ProveRefused
 from agent.serve import AgentProcess, ServeOptions
 from host.client import Credentials
 from host.config import Fleet
@@ -31,6 +31,7 @@ from host.fleet import Member, admit_members
 from host.membership import prove
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
+from protos.auth import prove_mac
 from tests.conftest import console_script
 from tests.faultlib import generate_certs, wait_for
 from tests.test_discovery import AgentProc, fleet_token, spawn_agents

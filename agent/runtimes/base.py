@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from protos.inputs import TensorSpec
 
 if TYPE_CHECKING:
     import numpy as np
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output as the runtime declares it.
-
-    ``shape`` holds ints for static dims and ``None`` (or the symbolic name as a str) for dynamic ones.
-    ``dtype`` is a numpy dtype name ("float32", "uint8", ...).
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[int | str | None, ...]
-    # Quantisation parameters for int8/uint8 TFLite tensors, informational.
-    quantization: tuple[float, int] | None = field(default=None, compare=False)
+__all__ = ["ModelSession", "OpTiming", "RuntimeBackend", "TensorSpec"]
 
 
 @dataclass(frozen=True)

@@ -47,12 +47,11 @@ if TYPE_CHECKING:
 
 
 def _input_shapes(flags: list[str]) -> dict[str, str]:
-    from agent.errors import InvalidInput
-    from agent.inputs import parse_input_shape_flags
+    from protos.inputs import InputError, parse_input_shape_flags
 
     try:
         return parse_input_shape_flags(flags)
-    except InvalidInput as err:
+    except InputError as err:
         fail(str(err))
 
 
