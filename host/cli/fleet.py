@@ -140,13 +140,20 @@ def _print_fleets(doc: list[dict[str, Any]]) -> None:
                 print(f"    error: {m['error']}")
 
 
+def _counts_as_down(member: dict[str, Any]) -> bool:
+    """A member the fleet counts on that does not serve; agents left out for lack of proof are not members."""
+    if str(member.get("error") or "").startswith("left out"):
+        return False
+    return member.get("health") != "SERVING" or bool(member.get("error"))
+
+
 @fleet_app.command("ls")
 def fleet_ls(
     name: Annotated[str | None, typer.Argument(help="only this fleet (default: every configured fleet)")] = None,
     token_file: Annotated[Path | None, typer.Option(help="bearer token for the agents")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Each configured fleet's members with health, profile and versions (exit 0 even with members down)."""
+    """Each configured fleet's members with health, profile and versions; exit 1 when a member is down."""
     try:
         config = load_config()
     except ConfigError as err:
@@ -167,6 +174,9 @@ def fleet_ls(
         )
     else:
         _print_fleets(doc)
+    down = [m for fleet in doc for m in fleet["members"] if _counts_as_down(m)]
+    if down:  # on stderr, so --json output stays one document
+        fail(f"{len(down)} fleet member(s) not serving: {', '.join(m['name'] for m in down)}")
 
 
 @fleet_app.command("discover")
