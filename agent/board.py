@@ -111,6 +111,9 @@ def reproducibility_metadata() -> dict[str, str]:
         meta["cpu_governor"] = ",".join(sorted(governors))
     if max_khz:
         meta["cpu_max_freq_khz"] = ",".join(sorted(max_khz, key=int))
+    int8_dot = cpu_int8_dot()
+    if int8_dot is not None:
+        meta["cpu_int8_dot"] = "yes" if int8_dot else "no"
     tegra = _read("/etc/nv_tegra_release")
     if tegra:
         meta["nv_tegra_release"] = tegra.splitlines()[0]
@@ -118,6 +121,24 @@ def reproducibility_metadata() -> dict[str, str]:
         if mode:
             meta["nvpmodel"] = mode
     return meta
+
+
+#: CPU flags (/proc/cpuinfo) of int8 dot-product instructions, which int8 kernels need to beat float ones:
+#: x86 VNNI / AMX, Arm's SDOT/UDOT ("asimddp") and the int8 matrix multiply ("i8mm").
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+
+
+def cpu_int8_dot() -> bool | None:
+    """Whether the CPU has int8 dot-product instructions; None when /proc/cpuinfo cannot be read."""
+    text = _read("/proc/cpuinfo")
+    if not text:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags |= set(value.split())
+    return bool(flags & INT8_DOT_FLAGS)
 
 
 def _nvpmodel() -> str:

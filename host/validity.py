@@ -38,6 +38,7 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
         )
     reasons += _measurement_rules(entry, notes)
     warnings += _measurement_warnings(entry, notes)
+    warnings += _quantization_hints(entry)
     load_reasons, load_warnings = contention.findings(entry.get("machine_load"))
     reasons += load_reasons
     warnings += load_warnings
@@ -50,6 +51,21 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
             " kept in the statistics"
         )
     return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+
+
+def _quantization_hints(entry: dict[str, Any]) -> list[str]:
+    """Why an int8 model may run slower than its float original, where the recipe shows the likely cause."""
+    steps = (entry.get("recipe") or {}).get("steps") or []
+    if "quantize-int8-dynamic" not in steps:
+        return []
+    hint = (
+        "dynamic int8 quantizes activations at run time on every inference, which can cost more than it saves"
+        " on a CPU; compare with the float model (`host ab`) or use --quantize-mode static with --calibration"
+    )
+    metadata = (entry.get("board") or {}).get("metadata") or {}
+    if metadata.get("cpu_int8_dot") == "no":
+        hint += "; this CPU has no int8 dot-product instructions (VNNI, SDOT), so int8 kernels gain little here"
+    return [hint]
 
 
 def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str]:
