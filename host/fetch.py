@@ -9,6 +9,9 @@ anything), saves, and only then acknowledges so that the agent may prune its jou
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,18 +59,25 @@ def fetch_runs(
     on_outcome: Callable[[FetchOutcome], None] = lambda _o: None,
 ) -> list[RunFetch]:
     """Fetch the pending jobs of one run (`run_id`, a prefix is enough) or of every run (None)."""
-    pending = store.pending(run_id)
+    # Claimed, not just read: another host fetching the same store at once gets none of these jobs.
+    claimant = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    pending = store.claim_pending(run_id, claimant)
     if run_id is not None and not pending:
+        if store.pending(run_id):
+            raise StoreError(f"the pending jobs of run '{run_id}' are being collected by another `host runs fetch`")
         raise StoreError(f"run '{run_id}' has no pending jobs in {store.path} (nothing to fetch; see `host runs ls`)")
     by_run: dict[str, list[PendingJob]] = {}
     for job in pending:
         by_run.setdefault(job.run_id, []).append(job)
     results = []
-    for rid, jobs in by_run.items():
-        result = fetch_run(store, rid, jobs, credentials_for, reconnect_s=reconnect_s)
-        for outcome in result.outcomes:
-            on_outcome(outcome)
-        results.append(result)
+    try:
+        for rid, jobs in by_run.items():
+            result = fetch_run(store, rid, jobs, credentials_for, reconnect_s=reconnect_s)
+            for outcome in result.outcomes:
+                on_outcome(outcome)
+            results.append(result)
+    finally:
+        store.release_claims(claimant)  # what was neither saved nor recorded again goes back for the next fetcher
     return results
 
 

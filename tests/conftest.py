@@ -69,3 +69,7 @@ def console_script(name: str) -> str:
     """The installed console script next to this interpreter (what a user runs)."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
+
+
+# The session's throwaway PostgreSQL server (tests/pg_cluster.py): one for every test module that asks for it.
+from tests.pg_cluster import pg_cluster, pg_url  # noqa: E402, F401
