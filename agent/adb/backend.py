@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 SENSOR = "android-adb"
 #: Blocks the measure phase is split into by default (each a sample of the latency distribution).
 DEFAULT_BLOCKS = 10
-#: Fastest battery loop period: gauges refresh at 1-10 Hz, reading faster only repeats values.
-MIN_GAUGE_PERIOD_S = 0.05
+#: Fastest battery loop period: gauges refresh at 1-10 Hz (AndroidBatterySensor.max_rate_hz), reading faster
+#: only repeats values and costs the phone a `sleep` fork per sample.
+MIN_GAUGE_PERIOD_S = 0.1
 _UPTIME = re.compile(r"^(\d+\.\d+) \d+\.\d+$")
 
 
