@@ -11,7 +11,7 @@ import pytest
 
 from tests.adb_emulator import PhoneConfig
 from tests.faultlib import wait_for
-from tests.test_adb_bridge import adb_port, attach, bridge, detach, profile  # noqa: F401 - adb_port is a fixture
+from tests.test_adb_bridge import adb_port, agent_cli, attach, bridge, detach, profile  # noqa: F401 - adb_port: fixture
 
 
 def _run_one(port: str, tmp: Path, model: Path, config: PhoneConfig, *agent_args: str) -> tuple[dict, str]:
@@ -133,3 +133,30 @@ def test_fleet_of_two_phones_on_one_bridge_computer(adb_port: str, tflite_model:
         assert dev["energy"]["energy_mj_per_inference"] > 0
     serials = {d["board"]["metadata"]["adb_serial"] for d in devices}
     assert serials == {p.serial for p in phones}
+
+
+def test_serving_a_phone_that_is_not_attached_stops_with_one_line(adb_port: str, tmp_path: Path) -> None:  # noqa: F811
+    proc = agent_cli(
+        adb_port, "serve", "--adb", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--no-advertise",
+        "--data-dir", str(tmp_path / "d"),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "agent: phone 127.0.0.1:9 is not ready (adb says gone): attach it, accept the USB debugging prompt,"
+        " or `adb connect` it"
+    )
+
+
+def test_runner_for_another_abi_is_refused_by_install_runner(adb_port: str, tmp_path: Path) -> None:  # noqa: F811
+    phone = attach(adb_port, tmp_path)
+    wrong = tmp_path / "x86" / "benchmark_model"
+    wrong.parent.mkdir()
+    wrong.write_text('#!/bin/sh\necho "$0: cannot execute binary file: Exec format error"\nexit 126\n')
+    try:
+        proc = agent_cli(adb_port, "adb", "install-runner", str(wrong), "--serial", phone.serial)
+    finally:
+        detach(adb_port, phone)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"agent: benchmark_model does not run on phone {phone.serial} (exit 126: ")
+    assert line.endswith("Exec format error): is it built for this phone's ABI?")
