@@ -21,6 +21,7 @@ import grpc
 from host import __version__
 from host.client import AgentClient, Credentials
 from host.collect import JobCollector, SequenceError
+from host.membership import prove
 from host.profiling import DeviceFailed, ProfileSettings, stall_bound_s, stream_job
 from host.rpc_errors import describe_rpc_error
 from host.rundata import DeviceRaw, RunData
@@ -133,6 +134,15 @@ def _collect(
     )
     collector = JobCollector(job.device)
     known = {"recipe": recipe, "address": job.address, "job_id": job.job_id}
+    if job.request.get("discovered"):
+        # An address learnt from zeroconf may belong to someone else by now: no token before a new proof.
+        refused = prove(job.address, credentials)
+        if refused is not None:
+            message = (
+                f"the agent now at {job.address} did not prove it belongs to the fleet ({refused}):"
+                " it was not sent the token"
+            )
+            return FetchOutcome(job.run_id, job.device, job.job_id, "left", message), {}, None
     try:
         with AgentClient(job.address, credentials) as client:
             rate_hz = float(job.settings.get("sample_rate_hz") or 0.0)

@@ -166,4 +166,7 @@ def fleet_targets(fleet: Fleet, token_file: Path | None, tls_ca: Path | None = N
     admission = admit_members(fleet, fleet_members(fleet), credentials)
     for warning in admission.warnings:
         log.warning("%s", warning)
-    return [Target(name=m.name, address=m.address, credentials=credentials) for m in admission.members]
+    return [
+        Target(name=m.name, address=m.address, credentials=credentials, discovered=m.source == "discovered")
+        for m in admission.members
+    ]

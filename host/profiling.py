@@ -66,6 +66,10 @@ class ProfileSettings:
     timeout_s: float = 0.0
     #: How long the host keeps re-attaching to a job whose stream broke.
     reconnect_s: float = 300.0
+    #: GenAI models (host/generation.py): prompt lengths swept, tokens per generation, or a text prompt.
+    prompt_lens: tuple[int, ...] = (128,)
+    gen_len: int = 64
+    prompt_text: str = ""
 
 
 @dataclass
@@ -77,6 +81,9 @@ class Target:
     credentials: Credentials = field(default_factory=Credentials)
     #: The embedded local agent: it ends with this host, so its jobs are never left pending for a later fetch.
     ephemeral: bool = False
+    #: Found over zeroconf (it proved it belongs to the fleet): whoever answers at its address later must
+    #: prove it again before it gets the token (host runs fetch).
+    discovered: bool = False
 
 
 @dataclass
@@ -106,6 +113,14 @@ class DeviceFailed(Exception):
 
 
 def _request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.ProfileRequest:
+    request = _inference_request(job_id, model, s)
+    if model.format == "genai":
+        lens = [] if s.prompt_text else list(s.prompt_lens)
+        request.generation.CopyFrom(pb.GenerationSpec(prompt_lens=lens, gen_len=s.gen_len, prompt_text=s.prompt_text))
+    return request
+
+
+def _inference_request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.ProfileRequest:
     return pb.ProfileRequest(
         job_id=job_id,
         model_sha256=model.sha256,
@@ -272,7 +287,12 @@ def profile_device(
                         target.address,
                         job_id,
                         # The user's model for the run document; the compiled artifact is what the job runs.
-                        {"model": asdict_model(model), "artifact": asdict_model(artifact), "recipe": recipe},
+                        {
+                            "model": asdict_model(model),
+                            "artifact": asdict_model(artifact),
+                            "recipe": recipe,
+                            "discovered": target.discovered,
+                        },
                         settings_document(settings),
                     )
                 )

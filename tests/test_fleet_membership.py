@@ -320,3 +320,37 @@ def test_fleet_ls_lists_rogues_as_left_out_without_sending_them_the_token(
         assert members[announced.address]["error"].startswith("left out, it gets no token")
         assert [c.method for c in announced.rogue.calls] == ["Prove"]
         assert all("authorization" not in c.metadata for c in announced.rogue.calls)
+
+
+def test_runs_fetch_proves_a_discovered_address_again_before_sending_the_token(tmp_path: Path) -> None:
+    """A zeroconf address taken over by a stranger since the run: the fetch gives it no token."""
+    from host.store import PendingJob, Store
+
+    token_file = fleet_token(tmp_path / "agents")
+    rogue = RogueAgent()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    agent_pb2_grpc.add_AgentServicer_to_server(rogue, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    address = f"127.0.0.1:{port}"
+    run_id, job_id = "20260101-000000-feed01", uuid.uuid4().hex
+    store = Store()
+    store.add_pending(
+        PendingJob(run_id, "jetson-07", address, job_id, {"model": {"sha256": "ab" * 32}, "discovered": True}, {})
+    )
+    try:
+        result = subprocess.run(
+            [console_script("host"), "runs", "fetch", run_id, "--token-file", str(token_file), "--reconnect", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+        )
+    finally:
+        server.stop(0).wait()
+
+    assert result.returncode == 1
+    assert f"the agent now at {address} did not prove it belongs to the fleet" in result.stdout + result.stderr
+    assert [c.method for c in rogue.calls] == ["Prove"]
+    assert all("authorization" not in c.metadata for c in rogue.calls)
+    assert [j.job_id for j in store.pending()] == [job_id]  # kept: the real agent may come back there
