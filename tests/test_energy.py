@@ -290,3 +290,280 @@ def test_peak_bytes_of_worker_rss() -> None:
 
     assert peak_bytes([rss]) == 250_000_000
     assert peak_bytes([rss], kind="gpu_mem_bytes") is None
+
+
+# Pinned figures of one hand-computable job (issue 18: mutation testing found these unchecked).
+# One total rail, P(t) = 2 + 0.25 t W, sampled every 50 ms from 0 to 12 s (samples fall exactly on every
+# window edge below). Idle span 0-2 s; 100 back-to-back inferences of 50 ms from 3 to 8 s.
+# Linear power integrates exactly, so every block's energy is its mid-point power times its length:
+#   window 3-8 s: avg 2 + 0.25*5.5 = 3.375 W, 16.875 J, 168.75 mJ per inference; idle 2 + 0.25*1 = 2.25 W.
+#   10 inference blocks (0.5 s, 10 inferences): 50 * (2 + 0.25*(3.25 + 0.5 i)) mJ, i = 0..9, so their
+#   standard deviation is 6.25 * sd(0..9) and sd(0..9) = sqrt(82.5 / 9).
+#   10 idle blocks (0.2 s): 2 + 0.25*(0.1 + 0.2 i) W, standard deviation 0.05 * sd(0..9), df 9.
+SD_0_TO_9 = math.sqrt(82.5 / 9)
+T_CRIT_95 = {1: 12.706, 8: 2.306, 9: 2.262, 11: 2.201}  # Student t, two-sided 95%, as tabulated (3 decimals)
+
+
+def _linear_job(period_ms: int = 50) -> tuple[list[Series], PhaseSpan, PhaseSpan, np.ndarray, np.ndarray]:
+    t_ns = T0 + np.arange(0, 12_000 // period_ms + 1) * period_ms * 1_000_000
+    power = Series("VDD_IN", "power_mw", "total", "ina3221", t_ns, (2.0 + 0.25 * _rel_s(t_ns)) * 1e3)
+    starts = T0 + 3 * S + np.arange(100) * 50_000_000
+    return [power], _span("measure", 3.0, 8.0), _span("idle", 0.0, 2.0), starts, starts + 50_000_000
+
+
+def test_every_figure_of_a_linear_power_job_is_pinned() -> None:
+    series, measure, idle, start_ns, end_ns = _linear_job()
+
+    stats = energy_stats(series, measure, idle, start_ns[::-1].copy(), end_ns[::-1].copy())  # any order
+
+    assert stats.method == "power-integration"
+    assert stats.sensor == "whole board: ina3221:VDD_IN"
+    assert stats.duration_s == pytest.approx(5.0, rel=1e-12)
+    assert stats.energy_j_total == pytest.approx(16.875, rel=1e-12)
+    assert stats.avg_power_w == pytest.approx(3.375, rel=1e-12)
+    assert stats.energy_mj_per_inference == pytest.approx(168.75, rel=1e-12)
+    assert stats.sample_count == 101  # 3.00, 3.05, ..., 8.00 s: both edges included
+    assert stats.sample_rate_hz == pytest.approx(101 / 5.0, rel=1e-12)
+    assert stats.idle_power_w == pytest.approx(2.25, rel=1e-12)
+    idle_se = 0.05 * SD_0_TO_9 / math.sqrt(10)
+    assert stats.idle_power_w_se == pytest.approx(idle_se, rel=1e-9)
+    assert stats.idle_power_w_df == 9
+    assert stats.dynamic_energy_mj_per_inference == pytest.approx((16.875 - 2.25 * 5.0) / 100 * 1e3, rel=1e-12)
+
+    gross_se = 6.25 * SD_0_TO_9 / math.sqrt(10)
+    assert stats.energy_mj_per_inference_se == pytest.approx(gross_se, rel=1e-9)
+    assert stats.energy_mj_per_inference_ci95 == pytest.approx(
+        (168.75 - T_CRIT_95[9] * gross_se, 168.75 + T_CRIT_95[9] * gross_se), rel=1e-6
+    )
+    # Dynamic: the same block spread (idle power is a constant shift) plus the idle term, 50 ms * 1e3 * idle_se.
+    se_idle_term = 0.05 * 1e3 * idle_se
+    dyn_se = math.hypot(gross_se, se_idle_term)
+    dyn_df = dyn_se**4 / (gross_se**4 / 9 + se_idle_term**4 / 9)
+    assert stats.dynamic_energy_mj_per_inference_se == pytest.approx(dyn_se, rel=1e-9)
+    assert stats.dynamic_energy_mj_per_inference_df == pytest.approx(dyn_df, rel=1e-9)
+    assert math.floor(dyn_df) == 11
+    assert stats.dynamic_energy_mj_per_inference_ci95 == pytest.approx(
+        (56.25 - T_CRIT_95[11] * dyn_se, 56.25 + T_CRIT_95[11] * dyn_se), rel=1e-6
+    )
+    assert stats.rails == [
+        {
+            "name": "VDD_IN",
+            "role": "total",
+            "part_of": None,
+            "sensor": "ina3221",
+            "method": "power-integration",
+            "summed": True,
+            "avg_power_w": pytest.approx(3.375, rel=1e-12),
+            "energy_mj": pytest.approx(16875.0, rel=1e-12),
+            "problem": None,
+        }
+    ]
+    assert stats.warnings == [] and stats.problem is None
+    out = stats.to_dict()
+    assert out["energy_mj_per_inference_ci95"] == list(stats.energy_mj_per_inference_ci95 or ())
+    assert out["dynamic_energy_mj_per_inference_ci95"] == list(stats.dynamic_energy_mj_per_inference_ci95 or ())
+
+
+def test_idle_span_too_sparse_for_blocks_gives_idle_power_without_its_interval() -> None:
+    series, measure, _idle, start_ns, end_ns = _linear_job()
+
+    # 0.5-1.0 s holds 11 samples: 11 // 4 = 2 blocks, below the 3 an idle standard error needs.
+    stats = energy_stats(series, measure, _span("idle", 0.5, 1.0), start_ns, end_ns)
+
+    assert stats.idle_power_w == pytest.approx(2.0 + 0.25 * 0.75, rel=1e-12)
+    assert stats.idle_power_w_se is None and stats.idle_power_w_df is None
+    assert stats.dynamic_energy_mj_per_inference_ci95 is None and stats.dynamic_energy_mj_per_inference_se is None
+    assert stats.energy_mj_per_inference_ci95 is not None
+
+
+def test_idle_span_of_exactly_three_blocks_gives_an_interval_with_two_df() -> None:
+    series, measure, _idle, start_ns, end_ns = _linear_job()
+
+    # 0-0.55 s holds 12 samples: 12 // 4 = 3 blocks, the fewest that give a standard error.
+    stats = energy_stats(series, measure, _span("idle", 0.0, 0.55), start_ns, end_ns)
+
+    assert stats.idle_power_w_df == 2
+    assert stats.idle_power_w_se is not None and stats.idle_power_w_se > 0
+
+
+def test_energy_interval_needs_five_blocks_and_uses_exactly_five_when_that_is_all_there_is() -> None:
+    series, measure, idle, start_ns, end_ns = _linear_job(period_ms=10)  # 26 samples in 5 inferences
+
+    five = energy_stats(series, measure, idle, start_ns[:5], end_ns[:5])
+    four = energy_stats(series, measure, idle, start_ns[:4], end_ns[:4])
+
+    # Five inferences of 50 ms from 3 s: one per block, P at mid-block 2 + 0.25*(3.025 + 0.05 i).
+    se = 50 * 0.25 * 0.05 * math.sqrt(2.5) / math.sqrt(5)  # sd(0..4) = sqrt(2.5)
+    assert five.energy_mj_per_inference_se == pytest.approx(se, rel=1e-9)
+    assert five.energy_mj_per_inference_ci95 is not None and five.dynamic_energy_mj_per_inference_ci95 is not None
+    assert four.energy_mj_per_inference_ci95 is None and four.energy_mj_per_inference_se is None
+    assert four.energy_mj_per_inference == pytest.approx(50 * (2 + 0.25 * 3.1), rel=1e-12)
+
+
+def test_an_idle_span_the_rail_does_not_cover_leaves_no_baseline_and_says_why() -> None:
+    series, measure, _idle, start_ns, end_ns = _linear_job()
+
+    stats = energy_stats(series, measure, _span("idle", 20.0, 22.0), start_ns, end_ns)
+
+    assert stats.idle_power_w is None and stats.dynamic_energy_mj_per_inference is None
+    assert stats.warnings == ["no idle baseline: rail ina3221:VDD_IN stopped 10.00 s before the end of the window"]
+    assert stats.energy_mj_per_inference == pytest.approx(168.75, rel=1e-12)
+
+
+def test_an_empty_measured_window_names_the_problem_and_keeps_the_sensor() -> None:
+    series, _measure, idle, _start, _end = _linear_job()
+    empty_ns = np.zeros(0, dtype=np.int64)
+
+    for measure in (_span("measure", 4.0, 4.0), _span("measure", 5.0, 4.0)):
+        stats = energy_stats(series, measure, idle, empty_ns, empty_ns)
+        assert stats.problem == "the measured window is empty"
+        assert (stats.method, stats.sensor) == ("power-integration", "whole board: ina3221:VDD_IN")
+        assert stats.avg_power_w is None
+
+
+def test_without_inferences_the_measure_span_gives_power_but_no_per_inference_figures() -> None:
+    series, _measure, idle, _start, _end = _linear_job()
+    empty_ns = np.zeros(0, dtype=np.int64)
+
+    stats = energy_stats(series, _span("measure", 4.0, 6.0), idle, empty_ns, empty_ns)
+
+    assert stats.avg_power_w == pytest.approx(2 + 0.25 * 5.0, rel=1e-12)
+    assert stats.energy_mj_per_inference is None and stats.energy_mj_per_inference_ci95 is None
+
+
+def test_a_rail_that_stopped_early_nulls_the_energy_and_keeps_method_and_sensor() -> None:
+    series, measure, idle, start_ns, end_ns = _linear_job()
+    power = series[0]
+    cut = power.t_ns <= T0 + 6 * S
+    stopped = Series(power.name, power.kind, power.role, power.sensor, power.t_ns[cut], power.value[cut])
+
+    stats = energy_stats([stopped], measure, idle, start_ns, end_ns)
+
+    assert stats.problem == "rail ina3221:VDD_IN stopped 2.00 s before the end of the window"
+    assert (stats.method, stats.sensor) == ("power-integration", "whole board: ina3221:VDD_IN")
+    assert stats.rails[0]["problem"] == stats.problem and stats.rails[0]["energy_mj"] is None
+
+
+def test_window_edges_just_outside_the_samples_hold_the_edge_power() -> None:
+    # Samples every 10 ms from 1.000 to 2.000 s; the window reaches 5 ms beyond both ends (within tolerance).
+    t_ns = T0 + S + np.arange(0, 101) * 10_000_000
+    power = Series("rail", "power_mw", "total", "csv", t_ns, (1.0 + _rel_s(t_ns)) * 1e3)  # 2 W -> 3 W
+    start_ns = np.array([T0 + S - 5_000_000])
+    end_ns = np.array([T0 + 2 * S + 5_000_000])
+
+    stats = energy_stats([power], _span("measure", 1.0, 2.0), None, start_ns, end_ns)
+
+    # 2.5 J inside, plus 5 ms at the first sample's 2 W and 5 ms at the last one's 3 W.
+    assert stats.energy_j_total == pytest.approx(2.5 + 0.005 * 2.0 + 0.005 * 3.0, rel=1e-12)
+
+
+def test_counter_edges_just_outside_the_samples_extrapolate_the_edge_rates() -> None:
+    # A counter whose rate is 2 W over its first interval and 3 W over its last (10 ms apart).
+    t_ns = T0 + S + np.arange(0, 101) * 10_000_000
+    rate_w = np.where(np.arange(100) < 50, 2.0, 3.0)
+    energy_uj = 7e6 + np.concatenate(([0.0], np.cumsum(rate_w * 0.01))) * 1e6
+    counter = Series("gpu", "energy_uj", "total", "nvml", t_ns, energy_uj)
+    start_ns = np.array([T0 + S - 5_000_000])
+    end_ns = np.array([T0 + 2 * S + 5_000_000])
+
+    stats = energy_stats([counter], _span("measure", 1.0, 2.0), None, start_ns, end_ns)
+
+    assert stats.energy_j_total == pytest.approx(2.5 + 0.005 * 2.0 + 0.005 * 3.0, rel=1e-12)
+
+
+def test_a_counter_that_advanced_too_few_times_is_warned_about_in_words() -> None:
+    # NVML-like: the counter changes every 100 ms (read every 10 ms), 4 W; a 2 s window sees 20 updates.
+    t_ns = T0 + np.arange(0, 501) * 10_000_000
+    energy_uj = 4.0 * np.floor(_rel_s(t_ns) * 10) / 10 * 1e6
+    counter = Series("gpu", "energy_uj", "total", "nvml", t_ns, energy_uj)
+    start_ns, end_ns = _inferences(1.0, 3.0, 0.05)
+
+    stats = energy_stats([counter], _span("measure", 1.0, 3.0), None, start_ns, end_ns)
+
+    assert stats.warnings == [
+        "rail nvml:gpu: its counter advanced about 20 times in the window (every 100 ms), fewer than 50"
+    ]
+
+
+def test_a_counter_that_advances_often_enough_gives_no_warning() -> None:
+    t_ns = T0 + np.arange(0, 1001) * 10_000_000
+    counter = Series("gpu", "energy_uj", "total", "nvml", t_ns, 4.0 * np.floor(_rel_s(t_ns) * 10) / 10 * 1e6)
+    start_ns, end_ns = _inferences(2.0, 8.0, 0.05)  # 60 updates
+
+    assert energy_stats([counter], _span("measure", 2.0, 8.0), None, start_ns, end_ns).warnings == []
+
+
+def test_dynamic_interval_combines_two_standard_errors_by_welch_satterthwaite() -> None:
+    from host.energy import dynamic_interval
+
+    # se = hypot(3, 4) = 5; df = 625 / (81/9 + 256/4) = 8.56, floored to 8 for the t quantile.
+    interval, se, df = dynamic_interval(10.0, 3.0, 9, 4.0, 4)
+
+    assert se == pytest.approx(5.0)
+    assert df == pytest.approx(625 / 73)
+    assert interval == pytest.approx((10.0 - T_CRIT_95[8] * 5.0, 10.0 + T_CRIT_95[8] * 5.0), rel=1e-6)
+    # df below 1 is floored to 1 (the widest t), not to 2.
+    (lo, hi), _, tiny_df = dynamic_interval(0.0, 1.0, 1, 1e-9, 1)
+    assert tiny_df == pytest.approx(1.0) and hi == pytest.approx(T_CRIT_95[1] * math.hypot(1.0, 1e-9)) and lo == -hi
+    assert dynamic_interval(7.0, 0.0, 9, 0.0, 4) == ((7.0, 7.0), 0.0, math.inf)
+
+
+def test_power_over_time_of_power_rails_is_their_sum_in_watts_on_the_first_rails_times() -> None:
+    t_ns = T0 + np.arange(0, 11) * 100_000_000
+    cpu = Series("VDD_CPU", "power_mw", "cpu", "ina3221", t_ns, np.full(11, 1500.0))
+    gpu_t = t_ns + 50_000_000
+    gpu = Series("VDD_GPU", "power_mw", "gpu", "ina3221", gpu_t, 2000.0 + 100.0 * np.arange(11))
+
+    out_t, watts = power_over_time_w([cpu, gpu])
+
+    assert out_t.tolist() == t_ns.tolist()
+    # gpu interpolated at the cpu's times: held at 2.0 W before its first sample, then 1.95 + 0.1 i W.
+    expected = 1.5 + np.concatenate(([2.0], 1.95 + 0.1 * np.arange(1, 11)))
+    assert watts == pytest.approx(expected, rel=1e-12)
+
+
+def test_power_over_time_of_a_counter_uses_steps_of_at_least_the_minimum_interval() -> None:
+    t_ns = T0 + np.arange(0, 41) * 5_000_000  # every 5 ms for 200 ms at 4 W, then 6 W
+    rate_w = np.where(np.arange(40) < 20, 4.0, 6.0)
+    energy_uj = np.concatenate(([0.0], np.cumsum(rate_w * 0.005))) * 1e6
+    counter = Series("package-0", "energy_uj", "total", "rapl", t_ns, energy_uj)
+
+    out_t, watts = power_over_time_w([counter], min_interval_ns=10_000_000)
+
+    # A pick every 10 ms exactly (the interval itself is long enough), each value at its middle.
+    assert out_t.tolist() == (T0 + 5_000_000 + np.arange(20) * 10_000_000).tolist()
+    assert watts == pytest.approx([4.0] * 10 + [6.0] * 10, rel=1e-9)
+
+
+def test_power_over_time_of_a_counter_shorter_than_the_interval_is_one_average() -> None:
+    t_ns = T0 + np.array([0, 2_000_000, 4_000_000])
+    counter = Series("package-0", "energy_uj", "total", "rapl", t_ns, np.array([0.0, 10_000.0, 30_000.0]))
+
+    out_t, watts = power_over_time_w([counter], min_interval_ns=10_000_000)
+
+    assert out_t.tolist() == [T0 + 2_000_000]
+    assert watts == pytest.approx([30_000e-6 / 0.004])
+
+
+def test_power_over_time_without_a_power_sensor_is_empty() -> None:
+    temperature = _freq([50.0, 51.0])
+    temperature.kind = "temp_c"
+
+    out_t, watts = power_over_time_w([temperature])
+
+    assert out_t.size == 0 and watts.size == 0
+
+
+def test_peak_bytes_within_a_span_over_several_series_skips_other_kinds() -> None:
+    temp = _freq([99e9, 99e9, 99e9])
+    temp.kind = "temp_c"
+    first = _freq([100e6, 400e6, 120e6, 900e6])  # 0.0, 0.1, 0.2, 0.3 s
+    first.kind = "rss_bytes"
+    second = _freq([300e6, 350e6], start_s=0.05)  # 0.05, 0.15 s
+    second.kind = "rss_bytes"
+    span = _span("measure", 0.0, 0.25)
+
+    assert peak_bytes([temp, first, second], span=span) == 400_000_000
+    assert peak_bytes([temp, second, first], span=_span("measure", 0.0, 0.16)) == 400_000_000
+    assert peak_bytes([temp, second], span=_span("measure", 0.1, 0.25)) == 350_000_000
+    assert peak_bytes([temp, first, second]) == 900_000_000
