@@ -31,7 +31,7 @@ from protos.auth import prove_mac
 
 #: Prefix of every MAC input: binds the answer to this protocol and version.
 #: Nonces are hex, long enough that the host never repeats one, short enough to bound the work.
-_NONCE_RE = re.compile(r"^[0-9a-f]{32,128}$")
+_NONCE_RE = re.compile(r"[0-9a-f]{32,128}")
 
 
 class ProveRefused(Exception):
@@ -96,7 +96,7 @@ class MembershipProver:
         """The MAC for this challenge; ProveRefused when there is no token or the address is not ours."""
         if self._token is None:
             raise ProveRefused("this agent has no token (--token-file), so it cannot prove fleet membership")
-        if not _NONCE_RE.match(nonce):
+        if not _NONCE_RE.fullmatch(nonce):  # `$` alone would let a trailing newline through
             raise ProveRefused("the nonce must be 32 to 128 lowercase hex characters")
         if not self._listens_on(dialed_address):
             # A relayed challenge: someone else was dialed and is asking us to answer for them.

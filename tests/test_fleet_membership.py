@@ -354,3 +354,10 @@ def test_runs_fetch_proves_a_discovered_address_again_before_sending_the_token(t
     assert [c.method for c in rogue.calls] == ["Prove"]
     assert all("authorization" not in c.metadata for c in rogue.calls)
     assert [j.job_id for j in store.pending()] == [job_id]  # kept: the real agent may come back there
+
+
+def test_a_nonce_with_a_trailing_newline_is_refused() -> None:
+    prover = MembershipProver("t" * 32, "127.0.0.1", lambda: 5000, own_ips=lambda: ["127.0.0.1"])
+
+    with pytest.raises(ProveRefused, match="nonce"):
+        prover.answer("ab" * 16 + "\n", "127.0.0.1:5000")
