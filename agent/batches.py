@@ -68,6 +68,19 @@ class BatchEmitter:
                 block.value.extend(chunk.value.tolist())
                 self._empty = False
 
+    def tokens(self, event: dict[str, Any]) -> None:
+        """One generation's token timestamps (a "tokens" event of agent/generation.py) as a TokenBlock."""
+        with self._lock:
+            block = self._pending.tokens.add(
+                phase=int(event["phase"]),
+                part=self.part,
+                prompt_tokens=int(event["prompt_tokens"]),
+                start_ns=int(event["start_ns"]),
+                prefill_end_ns=int(event["prefill_end_ns"]),
+            )
+            block.token_end_ns.extend(int(t) for t in event["token_end_ns"])
+            self._empty = False
+
     def info(self, info: pb.JobInfo) -> None:
         with self._lock:
             self._pending.info.CopyFrom(info)

@@ -98,6 +98,11 @@ def _info(profile: str | None, as_json: bool) -> int:
     print(f"profile   {info['profile']}")
     for rt in info["runtimes"] or [{"name": "none found", "version": "", "providers": []}]:
         print(f"runtime   {rt['name']} {rt['version']}  {' '.join(rt['providers'])}")
+    from agent.runtimes import RUNTIMES
+
+    found = {rt["name"] for rt in info["runtimes"]}
+    for missing in (name for name in RUNTIMES if name not in found):  # models of that kind cannot run here
+        print(f"runtime   {missing} missing")
     for key, value in sorted(info["metadata"].items()):
         print(f"{key:<9} {value}")
     return 0

@@ -40,7 +40,7 @@ from protos import agent_pb2 as pb
 log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-FORMATS = ("onnx", "ort", "tflite")
+FORMATS = ("onnx", "ort", "tflite", "genai")
 MAX_NPZ_BYTES = 64 * 1024**2
 MAX_SHAPE_CHARS = 256
 FLUSH_INTERVAL_S = 0.1
@@ -143,6 +143,23 @@ def validate(request: pb.ProfileRequest) -> None:
     if len(request.inputs_npz) > MAX_NPZ_BYTES:
         raise InvalidInput(f"inputs .npz is larger than {MAX_NPZ_BYTES // 1024**2} MB")
     validate_parts(request, FORMATS)
+    _validate_generation(request)
+
+
+def _validate_generation(request: pb.ProfileRequest) -> None:
+    """A GenAI model needs a generation spec with sane sizes (the worker checks the model's context length)."""
+    formats = {request.model_format, *(p.model_format for p in request.parts)}
+    spec = request.generation
+    if "genai" not in formats:
+        return
+    if not 0 < spec.gen_len <= 1_000_000:
+        raise InvalidInput(f"a GenAI model needs generation.gen_len between 1 and 1000000, got {spec.gen_len}")
+    if not spec.prompt_text and not spec.prompt_lens:
+        raise InvalidInput("a GenAI model needs generation.prompt_lens or generation.prompt_text")
+    if len(spec.prompt_lens) > 64 or any(not 0 < n <= 1_000_000 for n in spec.prompt_lens):
+        raise InvalidInput("generation.prompt_lens takes at most 64 lengths, each between 1 and 1000000 tokens")
+    if len(spec.prompt_text) > 1_000_000:
+        raise InvalidInput("generation.prompt_text is longer than 1000000 characters")
 
 
 class JobRunner:
@@ -412,6 +429,7 @@ class _JobExecution:
         self.measured = 0
         self.extended = ""
         self.part = Part(0, self.req.model_sha256, self.req.model_format)
+        self.model_dir: Path | None = None
 
     def run(self) -> None:
         req, job = self.req, self.job
@@ -454,6 +472,12 @@ class _JobExecution:
         now = time.monotonic_ns()
         self.emitter.phase("prepare", now)
         self._flush()
+        self.model_dir = None
+        if self.part.model_format == "genai":  # a tar in the cache, unpacked once (agent/genai_unpack.py)
+            try:
+                self.model_dir = self.runner.cache.unpacked(self.part.model_sha256)
+            except AgentError as err:
+                return job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare")
         worker, warm = self._start_worker()
         sensors = list(self.settings.sensors)
         if self.settings.memory_sensor is not None:
@@ -496,7 +520,7 @@ class _JobExecution:
 
     def _start_worker(self) -> tuple[subprocess.Popen[bytes], bool]:
         req = self.req
-        model_path = self.runner.cache.use(self.part.model_sha256)
+        model_path = self.model_dir or self.runner.cache.use(self.part.model_sha256)
         spec: dict[str, Any] = {
             "model_path": str(model_path),
             "format": self.part.model_format,
@@ -511,6 +535,13 @@ class _JobExecution:
             "op_profile": req.op_profile,
             "memory_limit_mb": self.settings.worker_memory_mb,
         }
+        if self.part.model_format == "genai":
+            gen = req.generation
+            spec["generation"] = {
+                "prompt_lens": list(gen.prompt_lens),
+                "gen_len": gen.gen_len,
+                "prompt_text": gen.prompt_text,
+            }
         if req.inputs_npz:
             npz_path = self.runner.work_dir / f"{req.job_id}.npz"
             npz_path.write_bytes(req.inputs_npz)
@@ -551,6 +582,8 @@ class _JobExecution:
                     else ("" if "stable" not in payload else "not stable: time cap reached"),
                     count=payload.get("count", 0),
                 )
+            elif etype == "tokens":
+                self.emitter.tokens(payload)
             elif etype == "end":
                 self.end_event = payload
             elif etype == "error":

@@ -4,6 +4,10 @@ Space is reserved when an upload starts, under one lock, against both the cache 
 concurrent uploads cannot together overshoot either, and a refusal comes before any byte is stored.
 A model just uploaded (or confirmed by HasModel) is leased for LEASE_S, so a concurrent upload's
 eviction cannot remove it before the host's Profile, which then pins it for the job.
+
+A GenAI model directory arrives as a tar (host/genai_pack.py) and is cached like any model; a job unpacks it
+once into .unpacked/<sha256>/ (agent/genai_unpack.py: no member may escape it, no links, sizes capped), and
+evicting the tar removes its unpacked directory.
 """
 
 from __future__ import annotations
@@ -86,6 +90,9 @@ class ModelCache:
         # sha256 -> time.monotonic() until which the model is kept for the Profile that should follow.
         self._leases: dict[str, float] = {}
         self._reservations: list[_Reservation] = []
+        self._unpacked = directory / ".unpacked"
+        for stale in self._unpacked.glob(".tmp-*"):  # unpacks cut off by a crash
+            shutil.rmtree(stale, ignore_errors=True)
 
     def path(self, sha256: str) -> Path:
         return self.directory / check_sha256(sha256)
@@ -108,6 +115,24 @@ class ModelCache:
         except FileNotFoundError as err:
             raise ModelNotFound(f"model {sha256[:12]} is not in this agent's cache: upload it first") from err
         return path
+
+    def unpacked(self, sha256: str) -> Path:
+        """The directory a cached GenAI tar unpacks to, unpacked on first use; InvalidModel for a bad tar."""
+        from agent.genai_unpack import unpack
+
+        tar_path = self.use(sha256)
+        target = self._unpacked / sha256
+        if not (target / ".complete").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            self._unpacked.mkdir(parents=True, exist_ok=True)
+            scratch = self._unpacked / f".tmp-{uuid.uuid4().hex}"
+            try:
+                unpack(tar_path, scratch, max_bytes=self.max_model_bytes)
+                (scratch / ".complete").touch()
+                os.replace(scratch, target)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return target
 
     def pin(self, sha256: str) -> None:
         with self._lock:
@@ -260,6 +285,7 @@ class ModelCache:
                 continue
             total -= _size(path)
             path.unlink(missing_ok=True)
+            shutil.rmtree(self._unpacked / path.name, ignore_errors=True)
         if total + incoming_bytes > self.limit_bytes:
             raise ModelTooLarge(
                 f"no room in the agent's model cache for a {_mb(incoming_bytes)} model: limit "

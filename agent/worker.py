@@ -78,6 +78,11 @@ class Worker:
         if limit_mb:
             runtime.version()  # import the runtime first: the limit is on top of what it reserves
             apply_to_this_process(limit_mb)
+        if spec["format"] == "genai":  # a generative model: generations, not inferences (agent/generation.py)
+            from agent.generation import run_generation
+
+            run_generation(self, runtime)
+            return
         rss_before = _rss_bytes()
         t0 = time.monotonic_ns()
         session = runtime.load(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from host import validate
+from host.generation import TokenBlockError, TokenSeries, check_block
 from host.rundata import DeviceRaw, PhaseSpan, Series
 from protos import agent_pb2 as pb
 
@@ -51,6 +52,8 @@ class JobCollector:
     _part_lat: dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     _part_phases: dict[int, dict[str, PhaseSpan]] = field(default_factory=dict)
     infos: dict[int, pb.JobInfo] = field(default_factory=dict)
+    #: A generative model's token timestamps (host/generation.py), kept as series with the raw samples.
+    _tokens: TokenSeries = field(default_factory=TokenSeries.empty)
 
     def add(self, batch: pb.MeasurementBatch) -> None:
         if batch.seq != self.last_seq + 1:
@@ -90,6 +93,8 @@ class JobCollector:
             if block.phase == pb.MEASURE:
                 self.measured += len(starts)
                 self.recent_latency_ns = ends - starts
+        for tblock in batch.tokens:
+            self._tokens.add(tblock)
         for sblock in batch.series:
             entry = self._series.get(sblock.name)
             if entry is None:
@@ -111,6 +116,10 @@ class JobCollector:
         """
         where = f"job {batch.job_id[:8]}, batch {batch.seq}"
         added = validate.samples_in(batch)
+        try:
+            added += sum(check_block(t) for t in batch.tokens)
+        except TokenBlockError as err:
+            raise InvalidBatch(f"refused {where} from the agent: {err}") from err
         if self.samples + added > self.max_samples:
             raise InvalidBatch(
                 f"the agent sent more than {self.max_samples} samples for {where} (the host's cap per job, "
@@ -217,6 +226,7 @@ class JobCollector:
             t_ns = cat(ts, np.int64)
             order = np.argsort(t_ns, kind="stable")
             series.append(Series(s.name, s.kind, s.role, s.sensor, t_ns[order], cat(vs, np.float64)[order]))
+        series += self._tokens.series()
         phases = sorted(self._phases.values(), key=lambda p: (p.start_ns, p.name))
         return DeviceRaw(
             device=self.device,

@@ -92,6 +92,12 @@ class Compiler:
             raise CompileError(f"profile {profile.name}: unknown compile format '{target}' (onnx, ort or tflite)")
         max_opset = _max_opset(profile)
         recipe: dict[str, Any] = {"target_format": target, "steps": [], "profile": profile.name}
+        if model.format == "genai":  # a generative model directory goes to the board as it is
+            if self.options.quantize:
+                raise CompileError(f"--quantize works on ONNX models only; {model.path.name} is a GenAI model")
+            _check_genai_runtime(info, profile)
+            recipe["target_format"] = "genai"
+            return recipe
         if model.format in ("tflite", "ort"):
             self._check_passthrough(model, info, profile, target)
             recipe["target_format"] = model.format  # what the board receives: the model as it is
@@ -247,6 +253,17 @@ class Compiler:
                 current = out
             # Atomic: other processes sharing the cache never see a half-written artifact.
             os.replace(current, path)
+
+
+def _check_genai_runtime(info: pb.DeviceInfo, profile: DeviceProfile) -> None:
+    """One line before any upload when the board cannot run generative models (agent info lists it missing)."""
+    runtimes = {r.name for r in info.runtimes}
+    if "onnxruntime-genai" not in runtimes:
+        found = ", ".join(sorted(runtimes)) or "none"
+        raise CompileError(
+            f"device {_device(info)} (profile {profile.name}) has no onnxruntime-genai runtime (it reports: {found});"
+            " pip install 'edgeprof[genai]' on the agent (Python 3.11+ on aarch64)"
+        )
 
 
 def _check_path(artifact: Path) -> Path:

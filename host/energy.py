@@ -362,3 +362,20 @@ def peak_bytes(series: Sequence[Series], kind: str = "rss_bytes", span: PhaseSpa
         if values.size:
             peak = max(peak, float(values.max())) if peak is not None else float(values.max())
     return int(peak) if peak is not None else None
+
+
+def windows_energy_j(series: Sequence[Series], start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray | None:
+    """Energy in J of each [start, end] window over the rails that make the total (the same plan and integration
+    as energy_stats); None without a power sensor or when the samples do not cover the windows' span."""
+    plan = rail_plan.plan(series)
+    starts = np.asarray(start_ns, dtype=np.int64)
+    ends = np.asarray(end_ns, dtype=np.int64)
+    if not plan.rails or plan.problem or not starts.size:
+        return None
+    window = (int(starts.min()), int(ends.max()))
+    if window[1] <= window[0] or any(rail_plan.coverage_problem(r, *window) for r in plan.summed):
+        return None
+    channels = [r.channel for r in plan.summed if r.channel is not None]
+    if not channels:
+        return None
+    return np.asarray(_total_j(channels, ends) - _total_j(channels, starts))

@@ -22,7 +22,7 @@ class InputDecl:
 @dataclass(frozen=True)
 class ModelFile:
     path: Path
-    format: str  # "onnx" | "tflite" | "ort"
+    format: str  # "onnx" | "tflite" | "ort" | "genai" (a GenAI model directory packed as a tar: path is the tar)
     sha256: str
     size_bytes: int
     inputs: tuple[InputDecl, ...]
@@ -106,7 +106,7 @@ def inspect(path: Path) -> ModelFile:
     if not path.exists():
         raise ModelFileError(f"{path}: no such file")
     if path.is_dir():
-        raise ModelFileError(f"{path} is a directory, not a model file")
+        return _genai_dir(path)
     size = path.stat().st_size
     if size == 0:
         raise ModelFileError(f"{path} is empty")
@@ -119,6 +119,20 @@ def inspect(path: Path) -> ModelFile:
     elif model_format == "tflite":
         inputs = _tflite_inputs(path)
     return ModelFile(path=path, format=model_format, sha256=sha256_file(path), size_bytes=size, inputs=inputs)
+
+
+def _genai_dir(path: Path) -> ModelFile:
+    """A GenAI model directory, checked and packed into a deterministic tar (host/genai_pack.py)."""
+    from host.genai_pack import pack
+    from protos.genai_dir import GenAIDirError
+
+    try:
+        tar = pack(path)
+    except GenAIDirError as err:
+        raise ModelFileError(str(err)) from err
+    except OSError as err:
+        raise ModelFileError(f"cannot pack the GenAI model {path}: {err.strerror or err}") from err
+    return ModelFile(path=tar, format="genai", sha256=sha256_file(tar), size_bytes=tar.stat().st_size, inputs=())
 
 
 def _tflite_inputs(path: Path) -> tuple[InputDecl, ...]:

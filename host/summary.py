@@ -8,6 +8,7 @@ from typing import Any
 from host import energy, stats
 from host.contention import machine_load
 from host.drift import latency_drift
+from host.generation import generation_block
 from host.rundata import DeviceRaw
 from host.strict_json import finite_or_null
 from protos import agent_pb2 as pb
@@ -79,6 +80,9 @@ def device_entry(
         entry["first_inference_ms"] = end.first_inference_ns / 1e6
     peak_rss = max(float(end.peak_rss_bytes), energy.peak_bytes(raw.series, "rss_bytes") or 0.0)
     entry["peak_rss_mb"] = peak_rss / 1024**2 if peak_rss else None
+    generation = generation_block(raw, entry["peak_rss_mb"])  # a generative model (host/generation.py)
+    if generation is not None:
+        entry["generation"] = generation
     entry["notes"] = dict(end.notes)
     # A phone's benchmark_model reports each block's mean, not each inference (agent/adb/backend.py).
     entry["latency_source"] = end.notes.get("latency_source") or "per_inference"

@@ -34,11 +34,25 @@ def open_store() -> Store:
 
 FleetOption = Annotated[str | None, typer.Option(help="fleet name from the config file")]
 DeviceOption = Annotated[list[str] | None, typer.Option(help="agent address HOST:PORT (repeatable)")]
-RunsOption = Annotated[int, typer.Option(min=1, help="minimum measured inferences (per repetition)")]
+RunsOption = Annotated[
+    int, typer.Option(min=1, help="minimum measured inferences (per repetition; generations per prompt length)")
+]
 WarmupOption = Annotated[
     int, typer.Option(min=0, help="minimum warmup inferences (warmup goes on until latency is stable)")
 ]
 MinDurationOption = Annotated[float, typer.Option(min=0, help="minimum measured seconds (per repetition)")]
+PromptLenOption = Annotated[
+    str,
+    typer.Option(
+        "--prompt-len",
+        help="GenAI models: prompt length in tokens of synthetic token ids; a comma list sweeps (16,128)",
+    ),
+]
+GenLenOption = Annotated[int, typer.Option("--gen-len", min=1, help="GenAI models: tokens generated per prompt")]
+PromptFileOption = Annotated[
+    Path | None,
+    typer.Option("--prompt-file", help="GenAI models: a text prompt, tokenized on the board (instead of --prompt-len)"),
+]
 IdleOption = Annotated[float, typer.Option(min=0, help="seconds of idle power baseline before warmup")]
 ThreadsOption = Annotated[int, typer.Option(min=0, help="intra-op threads (0 = runtime default)")]
 InputShapeOption = Annotated[list[str] | None, typer.Option(help="NAME=1x3x224x224 for dynamic inputs (repeatable)")]

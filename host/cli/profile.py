@@ -15,11 +15,14 @@ from host.cli.common import (
     CalibrationOption,
     DeviceOption,
     FleetOption,
+    GenLenOption,
     IdleOption,
     InputShapeOption,
     InputsOption,
     MinDurationOption,
     OpProfileOption,
+    PromptFileOption,
+    PromptLenOption,
     QuantizeModeOption,
     QuantizeOption,
     QuietOption,
@@ -141,7 +144,10 @@ def make_compiler(
 @app.command()
 def profile(
     model: Annotated[
-        str, typer.Argument(help="model file (.onnx, .ort, .tflite) or example:NAME (e.g. example:squeezenet)")
+        str,
+        typer.Argument(
+            help="model file (.onnx, .ort, .tflite), a GenAI model directory (genai_config.json), or example:NAME"
+        ),
     ],
     fleet: FleetOption = None,
     device: DeviceOption = None,
@@ -168,10 +174,19 @@ def profile(
         Path | None, typer.Option(help="also write a report: .html, .md, .csv or .json by suffix")
     ] = None,
     quiet: QuietOption = False,
+    prompt_len: PromptLenOption = "128",
+    gen_len: GenLenOption = 64,
+    prompt_file: PromptFileOption = None,
 ) -> None:
-    """Profile MODEL: latency, throughput, memory, power and energy on every device."""
+    """Profile MODEL: latency, throughput, memory, power and energy on every device.
+
+    A GenAI model directory is profiled by generation: time to first token, inter-token latency, prefill and
+    decode tokens/s and energy per token, per prompt length (--prompt-len, --gen-len).
+    """
     shapes = _input_shapes(input_shape or [])
     model_file = load_model(model, shapes)
+    prompt_lens = _prompt_lens(prompt_len)
+    prompt_text = _prompt_text(prompt_file)
     if report is not None:
         from host.report import ReportError, format_for
 
@@ -192,6 +207,9 @@ def profile(
         op_profile=op_profile,
         timeout_s=timeout,
         reconnect_s=reconnect,
+        prompt_lens=prompt_lens,
+        gen_len=gen_len,
+        prompt_text=prompt_text,
     )
     from host.progress import final_table, make_progress
 
@@ -226,6 +244,10 @@ def profile(
                 close()
     document = run.document
     final_table(document)
+    from host.generation import generation_lines
+
+    for line in generation_lines(document):
+        print(line)
     if json_path is not None:
         _write(json_path, strict_dumps(document, indent=2) + "\n")
     if report is not None:
@@ -240,6 +262,29 @@ def profile(
         raise typer.Exit(EXIT_INTERRUPTED)
     failed = [d for d in document["devices"] if d["status"] != "ok"]
     raise typer.Exit(1 if failed else 0)
+
+
+def _prompt_lens(text: str) -> tuple[int, ...]:
+    """--prompt-len "16,128" as token counts; one line on a bad list."""
+    try:
+        lens = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        fail(f"--prompt-len takes token counts separated by commas (e.g. 16,128), not '{text}'")
+    if not lens or any(n < 1 for n in lens) or len(lens) > 64:
+        fail(f"--prompt-len takes 1 to 64 positive token counts, not '{text}'")
+    return lens
+
+
+def _prompt_text(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        fail(f"cannot read --prompt-file {path}: {getattr(err, 'strerror', None) or err}")
+    if not text.strip():
+        fail(f"--prompt-file {path} is empty")
+    return text
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,0 +1,142 @@
+"""Generative models end to end: `agent serve` + `host profile MODEL_DIR` on the tiny GenAI decoder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import console_script
+from tests.faultlib import AgentProc
+from tests.genai_model import write_genai_dir
+from tests.sensor_fakes import RaplCounterWriter, build_rapl_zone
+
+POWER_W = 4.0
+RANGE_UJ = 1_000_000_000
+
+
+@pytest.fixture
+def rapl_agent(tmp_path: Path) -> Iterator[str]:
+    root = tmp_path / "sys"
+    counter = build_rapl_zone(root, "intel-rapl:0", "package-0", 0, max_range_uj=RANGE_UJ)
+    writer = RaplCounterWriter(counter, POWER_W, RANGE_UJ, wraps_wanted=1_000_000)
+    writer.start()
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "test-rapl.toml").write_text(
+        'name = "test-rapl"\nruntime = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\n'
+        'power_sensors = ["rapl"]\n[sensor_options.rapl]\nmax_power_w = 20.0\n'
+    )
+    agent = AgentProc(
+        tmp_path,
+        "--profile",
+        "test-rapl",
+        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles)},
+    ).start()
+    yield agent.address
+    agent.stop()
+    writer.stop.set()
+    writer.join(timeout=5)
+
+
+def _profile(model_dir: Path, address: str, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            console_script("host"),
+            "profile",
+            str(model_dir),
+            "--device",
+            address,
+            "--prompt-len",
+            "16,128",
+            "--gen-len",
+            "32",
+            "--runs",
+            "5",
+            "--warmup",
+            "2",
+            "--min-duration",
+            "0.3",
+            "--idle",
+            "0.5",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_generation_profile_reports_ttft_tokens_per_s_and_energy_per_token_and_reuses_the_upload(
+    rapl_agent: str, tmp_path: Path
+) -> None:
+    model_dir = write_genai_dir(tmp_path / "tiny_genai_dir")
+
+    first = _profile(model_dir, rapl_agent, tmp_path / "a.json")
+    second = _profile(model_dir, rapl_agent, tmp_path / "b.json")
+
+    assert first.returncode in (0, 1), first.stderr  # 1 only when the busy test machine makes the run not valid
+    (dev,) = json.loads((tmp_path / "a.json").read_text())["devices"]
+    assert dev["status"] == "ok", dev["error"]
+    assert dev["runtime"].startswith("onnxruntime-genai")
+    rows = {row["prompt_len"]: row for row in dev["generation"]}
+    assert sorted(rows) == [16, 128]
+    for prompt_len, row in rows.items():
+        assert row["gen_len"] == 32
+        assert row["n_generations"] >= 5
+        assert row["tokens_generated"] == row["n_generations"] * 32
+        assert row["ttft_ms"]["n"] == row["n_generations"]
+        assert row["itl_ms"]["n"] == row["n_generations"] * 31
+        assert row["ttft_ms"]["p50"] > 0 and row["prefill_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0
+        # Prefill and decode windows at a constant 4 W: energy per token is 4 W times the time per token.
+        assert row["energy_mj_per_generated_token"] == pytest.approx(
+            POWER_W / row["decode_tokens_per_s"] * 1e3, rel=0.03
+        )
+        # A prefill of the tiny model lasts ~0.1 ms, well under the fake counter's 1 ms update: looser there.
+        assert row["energy_mj_per_prompt_token"] == pytest.approx(POWER_W / row["prefill_tokens_per_s"] * 1e3, rel=0.15)
+        assert abs(row["dynamic_energy_mj_per_generated_token"]) < 0.05 * row["energy_mj_per_generated_token"]
+        assert prompt_len == row["prompt_len"]
+    assert "prompt 16 tokens, 32 generated:  TTFT p50" in first.stdout
+    assert "prompt 128 tokens, 32 generated:  TTFT p50" in first.stdout
+    assert dev["upload_bytes"] > 0
+    (again,) = json.loads((tmp_path / "b.json").read_text())["devices"]
+    assert again["status"] == "ok", again["error"]
+    assert again["upload_bytes"] == 0  # the same directory packs to the same sha256: already in the cache
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "genai_config.json").unlink(), "has no genai_config.json"),
+        (lambda d: (d / "model.onnx").unlink(), "names 'model.onnx', which is not in the directory"),
+        (
+            lambda d: (d / "genai_config.json").write_text(
+                json.dumps({"model": {"decoder": {"filename": "../outside.onnx"}}})
+            ),
+            "would land outside the model directory",
+        ),
+    ],
+)
+def test_malformed_model_directory_is_one_line_before_anything_runs(
+    tmp_path: Path, damage: object, message: str
+) -> None:
+    model_dir = write_genai_dir(tmp_path / "broken")
+    damage(model_dir)  # type: ignore[operator]
+
+    proc = subprocess.run(
+        [console_script("host"), "profile", str(model_dir), "--device", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
