@@ -514,7 +514,7 @@ def benchmark_main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGSEGV)
     if config.get("hang_on_invocation") == invocation:
-        (root / "run/hanging").write_text("1")
+        (root / "run/hanging").write_text(str(os.getpid()))
         time.sleep(600)
 
     def timed(n: int) -> list[float]:

@@ -3,12 +3,16 @@ a delegate that rejects the model, and two phones on one bridge computer as a fl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
+from protos import agent_pb2 as pb
 from tests.adb_emulator import PhoneConfig
 from tests.faultlib import wait_for
 from tests.test_adb_bridge import adb_port, agent_cli, attach, bridge, detach, profile  # noqa: F401 - adb_port: fixture
@@ -160,3 +164,38 @@ def test_runner_for_another_abi_is_refused_by_install_runner(adb_port: str, tmp_
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"agent: benchmark_model does not run on phone {phone.serial} (exit 126: ")
     assert line.endswith("Exec format error): is it built for this phone's ABI?")
+
+
+def test_cancel_while_the_phone_runs_ends_the_job_and_its_runner(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    phone = attach(adb_port, tmp_path, config=PhoneConfig(runner={"hang_on_invocation": 3}))
+    (tmp_path / "agent").mkdir()
+    agent = bridge(tmp_path, adb_port, phone).start(timeout_s=60)
+    hanging = phone.root / "run/hanging"
+    try:
+        with agent.client() as client:
+            sha = hashlib.sha256(tflite_model.read_bytes()).hexdigest()
+            client.upload(tflite_model, sha, "tflite")
+            request = pb.ProfileRequest(
+                job_id=uuid.uuid4().hex, model_sha256=sha, model_format="tflite", runs=40, warmup=2
+            )
+            ends = []
+
+            def read() -> None:
+                ends.extend(b.end for b in client.profile(request, timeout_s=180) if b.HasField("end"))
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            wait_for(hanging.exists, 120, "the phone's runner to reach the first measure block")
+            runner_pid = int(hanging.read_text())
+            client.cancel(request.job_id)
+            reader.join(timeout=60)
+        assert [e.status for e in ends] == [pb.JobEnd.CANCELLED], ends
+        assert ends[0].error == "cancelled during measure after 0 measured inferences"
+        wait_for(lambda: not psutil.pid_exists(runner_pid), 30, "the phone's runner to be ended")
+    finally:
+        agent.stop()
+        detach(adb_port, phone)

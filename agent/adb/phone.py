@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ class ShellStream:
         self._conn = conn
         self._sock: socket.socket = conn.conn
         self._sock.settimeout(None)
+        self._lock = threading.Lock()
+        self._closed = False
 
     def lines(self) -> Iterator[str]:
         """Each output line as it arrives; ends when the command exits or the phone goes away."""
@@ -137,6 +140,11 @@ class ShellStream:
                 yield line.decode(errors="replace").rstrip("\r")
 
     def close(self) -> None:
+        """Idempotent: a cancel may close the stream while its reader is closing it too."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._conn.close()
