@@ -19,7 +19,7 @@ import numpy as np
 from harness import REPO, Row, host_profile, isolated_env, print_table, record, start_agent
 
 sys.path.insert(0, str(REPO))
-from tests.genai_model import write_genai_dir  # noqa: E402
+from tests.genai_model import write_genai_dir
 
 PROMPT_LEN, GEN_LEN = 128, 32
 
