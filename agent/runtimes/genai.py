@@ -130,7 +130,8 @@ class GenAISession(ModelSession):
         """Nothing to bind: a generation's prompt is chosen per prompt length (see agent/worker.py)."""
 
     def run(self) -> None:
-        raise NotImplementedError("a generative model is measured with generate(), not run()")
+        # The worker measures a generative model with generate(); a plain inference is not defined for it.
+        raise InvalidModel("a generative model is measured by generations (--prompt-len/--gen-len), not inferences")
 
     def close(self) -> None:
         self._model = None
