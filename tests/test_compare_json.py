@@ -86,3 +86,24 @@ def test_unknown_run_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:  
 
     assert result.exit_code == 1
     assert "no run 'nope'" in result.output
+
+
+def test_result_files_that_are_not_documents_are_refused_in_one_line(tmp_path: Path) -> None:
+    from host.compare import CompareError, load_side
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    other = tmp_path / "other.JSON"
+    other.write_text(json.dumps({"runs": []}))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"devices": []}))
+
+    with pytest.raises(CompareError, match=f"^cannot read result file {broken}: "):
+        load_side(str(broken), None)
+    with pytest.raises(CompareError, match=rf"^{other} is not an edgeprof result document \(no 'devices'\)$"):
+        load_side(str(other), None)
+    missing = tmp_path / "missing.json"
+    with pytest.raises(CompareError, match=f"^'{missing}' is not a result JSON file and there is no run store"):
+        load_side(str(missing), None)
+    loaded = load_side(str(good), None)
+    assert loaded.run_id == "good.json" and loaded.raw == {}  # a document without run_id is named after its file

@@ -266,3 +266,88 @@ def test_mann_whitney_on_thousands_of_inferences_no_longer_decides() -> None:
     p50 = next(c for c in result.changes if c.metric == "latency p50")
     assert p50.p_value is not None and p50.p_value < 1e-6  # "highly significant" on 5000 inferences a side
     assert p50.test == "within-run" and not p50.regression and not result.failed
+
+
+# Reports as a whole (issue 18: mutation testing showed the rendered comparison's text unchecked).
+def _mixed_runs() -> tuple[RunData, RunData]:
+    """pi 12% slower; nano failed in the base, jetson in the candidate (no error text); old/new on one side."""
+    base = _run(
+        "base-01",
+        [
+            _entry("pi", FIVE, ENERGY),
+            _entry("nano", FIVE, ENERGY, status="error", error="worker died"),
+            _entry("jetson", FIVE, ENERGY),
+            _entry("old", FIVE, ENERGY),
+        ],
+    )
+    cand = _run(
+        "cand-02",
+        [
+            _entry("pi", [p * 1.12 for p in FIVE], ENERGY),
+            _entry("nano", FIVE, ENERGY),
+            _entry("jetson", FIVE, ENERGY, status="error"),
+            _entry("new", FIVE, ENERGY),
+        ],
+    )
+    return base, cand
+
+
+SKIPPED = [
+    "nano: failed in the base run (worker died)",
+    "jetson: failed in the candidate run (failed)",
+    "old: only in the base run",
+    "new: only in the candidate run",
+]
+
+
+def test_markdown_of_a_failing_comparison_reads_whole() -> None:
+    result = compare_runs(*_mixed_runs(), fail_on_regression_pct=5, grid_g_per_kwh=400)
+
+    md = render_markdown(result)
+
+    assert result.skipped == SKIPPED
+    assert md.startswith(
+        "### edgeprof compare: `cand-02` (candidate) vs `base-01` (base)\n\n"
+        "**❌ FAIL: 1 regression(s) whose whole 95% interval lies above 5.00%**\n\n"
+        "| device | metric | base | candidate | change | 95% CI | evidence | verdict | Mann-Whitney p (info) |\n"
+    )
+    rows = md.splitlines()
+    p50 = next(r for r in rows if r.startswith("| pi | latency p50 (ms) |"))
+    assert p50.endswith(
+        "| +12.0% | [+10.8%, +13.2%] | repetitions | ❌ regression (bootstrap over 5 + 5 repetitions) | – |"
+    )
+    assert "| pi | throughput (inf/s) | 250.0 | 223.2 | -10.7% | – | – | no test (lower is worse) | – |" in rows
+    assert "| pi | avg power (W) | – | – | – | – | – | not measured | – |" in rows
+    assert md.endswith(
+        "| pi | peak memory (MB) | 80.00 | 80.00 | +0.0% | – | – | no test (higher is worse) | – |\n\n"
+        + "".join(f"- skipped {s}\n" for s in SKIPPED)
+        + "- pi: +0 g CO2e per million inferences (estimate: energy × 400 g/kWh)\n"
+    )
+
+
+def test_markdown_of_a_passing_gate_and_of_no_gate() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", FIVE, ENERGY)])
+
+    gated = render_markdown(compare_runs(base, cand, fail_on_regression_pct=7.5))
+    ungated = render_markdown(compare_runs(base, cand))
+
+    assert "\n**✅ PASS: 0 regression(s) whose whole 95% interval lies above 7.50%**\n\n| device |" in gated
+    assert "PASS" not in ungated and "FAIL" not in ungated
+    assert ungated.startswith("### edgeprof compare: `cand-02` (candidate) vs `base-01` (base)\n\n| device |")
+    assert ungated.endswith("| no test (higher is worse) | – |\n")  # no skipped devices: nothing after the table
+
+
+def test_text_of_a_failing_comparison_ends_with_the_gate_line() -> None:
+    result = compare_runs(*_mixed_runs(), fail_on_regression_pct=5)
+
+    lines = render_text(result).split("\n")
+
+    assert lines[0] == "candidate cand-02 vs base base-01"
+    throughput = next(line for line in lines if "throughput" in line)
+    assert throughput.startswith("pi      throughput inf/s                    250.0 ->      223.2    -10.7%")
+    assert lines[-6:] == [
+        *(f"skipped {s}" for s in SKIPPED),
+        "FAIL: 1 regression(s) whose whole 95% interval lies above 5.00%",
+        "",
+    ]
