@@ -277,3 +277,67 @@ def test_a_short_run_warns_that_its_p99_is_unreliable() -> None:
         for w in short["warnings"]
     )
     assert not any("p99" in w for w in enough["warnings"])
+
+
+# Edges of the rules (issue 18: mutation testing found each of these unchecked).
+def test_outliers_are_strictly_beyond_the_far_out_fence() -> None:
+    from host.stats import count_outliers
+
+    # Q1 = 2, Q3 = 4 (IQR 2): the fence is 4 + 3 * 2 = 10; a value on it is not an outlier.
+    values = np.array([2.0] * 40 + [3.0] * 20 + [4.0] * 40 + [10.0, 10.000001])
+
+    assert count_outliers(values) == 1
+
+
+def test_latency_inputs_that_cannot_be_inferences_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"must be 1-D of equal length, got \(2,\) and \(3,\)"):
+        latency_stats(np.array([0, 1]), np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"must be 1-D of equal length, got \(1, 2\) and \(1, 2\)"):
+        latency_stats(np.array([[0, 1]]), np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="an inference ends before it starts: end_ns < start_ns"):
+        latency_stats(np.array([0, 10]), np.array([5, 9]))
+
+
+def test_zero_length_inferences_are_valid_and_a_zero_span_has_no_throughput() -> None:
+    stats = latency_stats(np.array([100, 100]), np.array([100, 100]))
+
+    assert stats.p50_ms == 0.0 and stats.duration_s == 0.0
+    assert stats.throughput_ips is None
+
+
+def test_latency_document_names_every_interval_and_the_outlier_share() -> None:
+    starts = np.arange(1000, dtype=np.int64) * 10_000_000
+    latency_ns = np.full(1000, 5_000_000, dtype=np.int64)
+    latency_ns[::100] = 9_000_000  # ten slow ones: 1% outliers (IQR is 0)
+
+    doc = latency_stats(starts, starts + latency_ns).to_dict()
+    few = latency_stats(starts[:3], starts[:3] + 5_000_000).to_dict()
+
+    assert doc["outliers"] == 10 and doc["outlier_fraction"] == pytest.approx(0.01)
+    assert doc["p90_ci"] is not None and len(doc["p90_ci"]) == 2
+    assert doc["p90_ci"][0] <= doc["p90"] <= doc["p90_ci"][1]
+    assert doc["ci_method"] == latency_stats(starts, starts + latency_ns).p50_interval.method
+    assert isinstance(doc["ci_method"], str) and doc["ci_method"]
+    assert doc["p50_ci95"] is not None and doc["p50_ci95"][0] <= 5.0 <= doc["p50_ci95"][1]
+    assert few["p50_ci95"] is None  # three inferences cannot give a genuine 95% interval
+
+
+def test_running_median_of_an_even_count_averages_the_two_middle_values() -> None:
+    assert running_p50_ms([4_000_000, 1_000_000, 3_000_000, 2_000_000]) == pytest.approx(2.5)
+    assert running_p50_ms([5_000_000, 1_000_000, 9_000_000, 7_000_000, 2_000_000, 8_000_000]) == pytest.approx(6.0)
+
+
+def test_stability_rule_edges() -> None:
+    with pytest.raises(ValueError, match="need block >= 1 and blocks >= 2, got block=0, blocks=3"):
+        is_stable([1] * 10, block=0)
+    with pytest.raises(ValueError, match="need block >= 1 and blocks >= 2, got block=5, blocks=1"):
+        is_stable([1] * 10, block=5, blocks=1)
+    # block = 1 and blocks = 2 are allowed: the last two values themselves.
+    assert is_stable([100, 104], block=1, blocks=2)
+    assert not is_stable([100, 106], block=1, blocks=2)
+    # A spread of exactly the tolerance is stable (5% of 100 = 5).
+    assert is_stable([100, 105, 100], block=1, blocks=3, tolerance=0.05)
+    # A zero median is never stable (no relative spread exists).
+    assert not is_stable([0, 0, 0], block=1, blocks=3)
+    # Spread 100% of the smallest median: 2 = 2 + 0 only when the rule divides by the smallest.
+    assert not is_stable([2, 4, 2], block=1, blocks=3, tolerance=0.5)
