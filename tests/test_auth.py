@@ -370,3 +370,72 @@ def test_plain_loopback_agent_says_any_local_user_can_run_jobs(tmp_path: Path) -
 
     assert "listening on 127.0.0.1:" in line and "auth none" in line
     assert "any local user can run jobs" in line and "--token-file" in line
+
+
+# The interceptor in this process (issue 18: mutation testing reaches only in-process code, and every test
+# above runs the agent as a subprocess).
+@pytest.fixture
+def token_agent_here(tmp_path: Path) -> Iterator[tuple[AgentProcess, str]]:
+    token = secrets.token_urlsafe(32)
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "token").chmod(0o600)
+    agent = AgentProcess(
+        ServeOptions(
+            listen="127.0.0.1:0",
+            profile="generic-linux",
+            advertise=False,
+            data_dir=tmp_path / "agent",
+            token_file=tmp_path / "token",
+        )
+    )
+    agent.start()
+    yield agent, token
+    agent.stop()
+
+
+def test_every_kind_of_call_without_the_right_token_is_unauthenticated(
+    token_agent_here: tuple[AgentProcess, str],
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from protos import agent_pb2, agent_pb2_grpc
+
+    agent, token = token_agent_here
+    with grpc.insecure_channel(f"127.0.0.1:{agent.port}") as channel:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        calls = {
+            "Describe": lambda md: stub.Describe(agent_pb2.DescribeRequest(), metadata=md, timeout=30),
+            "UploadModel": lambda md: stub.UploadModel(iter([agent_pb2.ModelChunk()]), metadata=md, timeout=30),
+            "Profile": lambda md: list(stub.Profile(agent_pb2.ProfileRequest(), metadata=md, timeout=30)),
+            "Attach": lambda md: list(stub.Attach(agent_pb2.AttachRequest(), metadata=md, timeout=30)),
+        }
+        for name, call in calls.items():
+            for metadata in ((), (("authorization", f"Bearer {token[:-1]}"),), (("authorization", token),)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, (name, metadata)
+                assert TOKEN_HINT in (refused.value.details() or ""), name
+        described = stub.Describe(
+            agent_pb2.DescribeRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=30
+        )
+        assert described.hostname
+        # Open without the token: health checks, and Prove (how a host shows it holds the token).
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        try:
+            stub.Prove(agent_pb2.ProveRequest(), timeout=30)
+        except grpc.RpcError as err:
+            assert err.code() != grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_listen_addresses_are_read_and_checked_for_loopback() -> None:
+    from agent.server import is_loopback, split_address
+
+    assert [is_loopback(h) for h in ("localhost", "127.0.0.1", "127.9.9.9", "[::1]")] == [True] * 4
+    assert [is_loopback(h) for h in ("0.0.0.0", "192.168.1.20", "[::]", "lab-pi")] == [False] * 4
+    assert split_address("0.0.0.0:50051") == ("0.0.0.0", 50051)
+    assert split_address(":50051") == ("0.0.0.0", 50051)
+    assert split_address("[::1]:7") == ("[::1]", 7)
+    for bad in ("50051", "host:", "host:port"):
+        with pytest.raises(ValueError, match=f"--listen '{bad}' must be HOST:PORT, e.g. 127.0.0.1:50051"):
+            split_address(bad)
