@@ -37,7 +37,7 @@ def _register() -> None:
     # the package, so `python -m host --help` stays fast and import order is explicit.
     from host.cli import profile, runs  # noqa: F401
 
-    for optional in ("fleet", "report", "compare", "ab", "fetch"):
+    for optional in ("fleet", "report", "compare", "ab", "fetch", "serve"):
         try:
             __import__(f"host.cli.{optional}")
         except ModuleNotFoundError as err:
