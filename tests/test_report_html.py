@@ -136,3 +136,146 @@ def test_ten_devices_by_ten_thousand_inferences_render_under_two_seconds(tmp_pat
 
     assert elapsed < 2.0, f"10 x 10,000 took {elapsed:.2f} s"
     assert html.stat().st_size < 3_000_000, "downsampling should keep the page small"
+
+
+# The page of a real result document, label by label (issue 18: mutation testing found the metadata labels,
+# the summary head, the error row and the validity text unchecked). Expected texts are written out from the
+# document's own fields, not produced by the report code.
+class _Page:
+    """Definition-list pairs, table rows and section texts of a rendered page."""
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        self.meta: list[dict[str, str]] = []
+        self.rows: list[list[tuple[str, dict[str, str | None]]]] = []
+        outer = self
+
+        class Parser(HTMLParser):
+            cell: list[str] | None = None
+            attrs: dict[str, str | None] = {}
+
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                if tag == "dl":
+                    outer.meta.append({})
+                elif tag == "tr":
+                    outer.rows.append([])
+                elif tag in ("dt", "dd", "td", "th"):
+                    self.cell, self.attrs = [], dict(attrs)
+
+            def handle_endtag(self, tag: str) -> None:
+                if self.cell is None or tag not in ("dt", "dd", "td", "th"):
+                    return
+                text = "".join(self.cell)
+                if tag == "dt":
+                    self.key = text
+                elif tag == "dd":
+                    outer.meta[-1][self.key] = text
+                elif tag in ("td", "th"):
+                    outer.rows[-1].append((text, self.attrs))
+                self.cell = None
+
+            def handle_data(self, data: str) -> None:
+                if self.cell is not None:
+                    self.cell.append(data)
+
+        Parser().feed(page)
+
+
+def _real_run():  # type: ignore[no-untyped-def]
+    from real_run import load_real_run
+
+    return load_real_run()
+
+
+def test_device_metadata_of_a_real_run_reads_label_by_label() -> None:
+    from host.report.html import render_html
+
+    run = _real_run()
+    (d,) = run.document["devices"]
+    board = d["board"]
+    v = d["validity"]
+
+    (meta,) = _Page(render_html(run)).meta
+
+    assert meta == {
+        "board": f"{board['hostname']} · {board['machine']} · {board['cpu_model']}",
+        "CPU cores / RAM": f"{board['cpu_cores']} / {round(board['ram_mb'])} MB",
+        "OS / kernel": f"{board['os']} / {board['kernel']}",
+        "device profile": d["profile"],
+        "runtime": d["runtime"],
+        "execution providers": ", ".join(d["execution_providers"]),
+        "runtimes on the board": ", ".join(f"{k} {val}" for k, val in board["runtimes"].items()),
+        "intra-op threads": "runtime default",  # threads 0: the runtime chose
+        "recipe": f"{d['recipe']['target_format']}: {', '.join(d['recipe']['steps'])}",
+        "inputs": ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in d["inputs"]) + " (random)",
+        "sensors": "no power sensor",
+        "sampling rate": f"{d['sample_rate_hz']:.1f} Hz requested",
+        "energy method": "no power sensor",
+        "warmup / measured": f"{d['n_warmup']} / {d['n_inferences']} inferences over {d['duration_s']:.3f} s",
+        "throttling": "not monitored",
+        "agent": f"{board['agent_version']} · {d['address']}",
+        "validity": "NOT VALID: " + "; ".join(v["reasons"]) + " (" + "; ".join(v["warnings"]) + ")",
+    }
+
+
+def test_summary_of_a_failed_and_a_measured_device_with_the_co2e_column() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    ok = doc["devices"][0]
+    ok["threads"] = 2
+    ok["validity"] = {"valid": True, "reasons": [], "warnings": ["w1", "w2"]}
+    doc["devices"].append({"device": "pi <5>", "status": "error", "error": "worker died: <segfault>"})
+    page = render_html(RunData(document=doc, raw=run.raw), grid_g_per_kwh=400)
+    parsed = _Page(page)
+
+    head = [text for text, _ in parsed.rows[0]]
+    assert head == [
+        "device", "status", "runtime / provider", "n", "p50 ms [95% CI]", "p90 ms", "p99 ms", "inf/s",
+        "mJ/inf [95% CI]", "dynamic mJ/inf [95% CI]", "avg W", "idle W", "peak MB", "max °C", "throttled",
+        "g CO2e / 1M inf (estimate)",
+    ]  # fmt: skip
+    measured = next(r for r in parsed.rows if r and r[0][0] == ok["device"])
+    assert [text for text, _ in measured[1:4]] == ["ok", "onnxruntime 1.32.0 / CPU", str(ok["n_inferences"])]
+    assert measured[1][1] == {"class": "text"}
+    failed = next(i for i, r in enumerate(parsed.rows) if r and r[0][0] == "pi <5>")
+    assert [text for text, _ in parsed.rows[failed][1:4]] == ["error", "–", "0"]
+    assert parsed.rows[failed][1][1] == {"class": "text err"}
+    error_row = parsed.rows[failed + 1]
+    assert error_row[1] == ("worker died: <segfault>", {"class": "text err", "colspan": str(len(head) - 1)})
+    assert "<segfault>" not in page  # escaped everywhere it is shown
+    assert "g CO2e per million inferences is an estimate: gross energy × grid carbon intensity 400 g/kWh" in page
+    ok_meta, failed_meta = parsed.meta
+    assert ok_meta["intra-op threads"] == "2" and ok_meta["validity"] == "valid (w1; w2)"
+    assert failed_meta["validity"] == "–" and failed_meta["board"] == "–" and failed_meta["CPU cores / RAM"] == "–"
+    assert failed_meta["recipe"] == "– (as uploaded)" and failed_meta["sampling rate"] == "–"
+    assert "<h3>" not in page.split("pi &lt;5&gt;</h3>")[1].split("</section>")[0]  # its own section only
+    assert "worker died: &lt;segfault&gt;" in page.split("pi &lt;5&gt;</h3>")[1].split("</section>")[0]
+
+
+def test_page_head_names_the_model_run_and_settings() -> None:
+    from host.report.html import render_html
+
+    run = _real_run()
+    doc = run.document
+    settings = doc["settings"]
+
+    page = render_html(run)
+
+    model_name = Path(doc["model"]["path"]).name
+    assert f"<title>edgeprof · {model_name} · {doc['run_id']}</title>" in page
+    assert f"<h1>{model_name}</h1>" in page
+    shown = ", ".join(
+        f"{k} {settings[k]}" for k in settings if k in ("runs", "warmup", "min_duration_s", "idle_s", "threads")
+    )
+    assert (
+        f'<p class="sub">run <code>{doc["run_id"]}</code> · {doc["created_at"]} · model sha256 '
+        f"<code>{doc['model']['sha256'][:16]}</code> · 1 device(s) · {shown}</p>"
+    ) in page
+    assert f"edgeprof {doc['host_version']} · this page is self-contained (no scripts, no network)." in page
+    assert "g CO2e per million" not in page  # no grid intensity given: no estimate
