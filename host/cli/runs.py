@@ -1,9 +1,11 @@
-"""`host runs ls|rm`: the runs in the store, told apart at a glance, and removing one."""
+"""`host runs ls|rm|export|import`: the runs in the store told apart at a glance, removed, and moved between stores."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from pathlib import PurePath
+import sys
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +13,8 @@ import typer
 from host.cli import app
 from host.cli.common import fail, open_store
 from host.report.escape import terminal_text
-from host.store import StoreError
+from host.run_transfer import TransferError, read_runs, run_line, write_summary_csv
+from host.store import Store, StoreError
 
 runs_app = typer.Typer(help="stored runs", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -95,3 +98,90 @@ def runs_rm(
             print(f"removed run {removed}{extra}")
     finally:
         store.close()
+
+
+def _selected_run_ids(
+    store: Store, run_ids: list[str], all_runs: bool, since: str, until: str, model: str
+) -> list[str]:
+    """The runs named (prefixes allowed), or those created in [since, until] whose model path contains `model`."""
+    if run_ids:
+        return [store.resolve_run_id(r) for r in run_ids]
+    if not (all_runs or since or until or model):
+        fail("give RUN ids, --all, or a selection (--since, --until, --model)")
+    try:
+        end = (dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat() if until else ""
+        start = dt.date.fromisoformat(since).isoformat() if since else ""
+    except ValueError:
+        fail(f"--since and --until are dates like 2026-03-01, not '{since or until}'")
+    docs = store.documents_between(start, end, limit=1 << 31)
+    return [d["run_id"] for d in reversed(docs) if model in str((d.get("model") or {}).get("path", ""))]
+
+
+@runs_app.command("export")
+def runs_export(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="run ids or unique prefixes")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="every stored run")] = False,
+    since: Annotated[str, typer.Option(help="runs created on or after this date (YYYY-MM-DD)")] = "",
+    until: Annotated[str, typer.Option(help="runs created on or before this date (YYYY-MM-DD)")] = "",
+    model: Annotated[str, typer.Option(help="runs whose model path contains this")] = "",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="jsonl (whole runs, raw arrays) | csv (summary)")
+    ] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Write runs out: JSON lines (one run per line, raw arrays included: `host runs import` reads them) or CSV."""
+    if fmt not in ("jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not '{fmt}'")
+    store = open_store()
+    try:
+        try:
+            selected = _selected_run_ids(store, run_ids or [], all_runs, since, until, model)
+        except StoreError as err:
+            fail(str(err))
+        out = output.open("w", encoding="utf-8") if output else sys.stdout
+        try:
+            runs = (store.load_run(run_id) for run_id in selected)
+            if fmt == "csv":
+                write_summary_csv(runs, out)
+            else:
+                for run in runs:
+                    out.write(run_line(run) + "\n")
+        except ValueError as err:  # a stored NaN cannot be strict JSON
+            fail(f"cannot export: {err}")
+        finally:
+            if output:
+                out.close()
+    finally:
+        store.close()
+    if output:
+        print(f"exported {len(selected)} run(s) to {output}", file=sys.stderr)
+
+
+@runs_app.command("import")
+def runs_import(
+    path: Annotated[Path, typer.Argument(help="a `host runs export` JSON-lines file ('-' for stdin)")],
+    replace: Annotated[bool, typer.Option("--replace", help="overwrite runs already stored")] = False,
+) -> None:
+    """Store the runs of an export (from another store: a laptop's SQLite, the team's PostgreSQL)."""
+    try:
+        source = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    except OSError as err:
+        fail(f"cannot read {path}: {err.strerror or err}")
+    try:
+        runs = list(read_runs(source))  # every line checked before anything is stored
+    except TransferError as err:
+        fail(f"{path}: {err}")
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    store = open_store()
+    try:
+        present = store.documents([run.run_id for run in runs])
+        kept = [run for run in runs if replace or run.run_id not in present]
+        for run in kept:
+            store.save_run(run)
+    finally:
+        store.close()
+    skipped = len(runs) - len(kept)
+    note = f", skipped {skipped} already stored (--replace overwrites them)" if skipped else ""
+    print(f"imported {len(kept)} run(s) into {store.path}{note}")

@@ -1,0 +1,167 @@
+"""Runs moved between stores: `host runs export` (JSON lines with raw arrays, or a CSV summary), `host runs import`.
+
+One JSON line per run: its result document and every raw array, base64 of the same little-endian
+int64/float64 bytes the store keeps, so a run exported from a laptop's SQLite and imported into the team's
+PostgreSQL loads back identical, samples included.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+import numpy as np
+
+from host.report.escape import csv_cell
+from host.report.flat import render_csv
+from host.rundata import DeviceRaw, PhaseSpan, RunData, Series
+
+FORMAT = "edgeprof-run"
+VERSION = 1
+
+
+class TransferError(ValueError):
+    """A line that is not an exported run: one line for the user, naming the line."""
+
+
+def _b64(values: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _array(text: Any, dtype: str, what: str) -> np.ndarray:
+    if not isinstance(text, str):
+        raise TransferError(f"{what} is not base64 text")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as err:
+        raise TransferError(f"{what} is not valid base64") from err
+    if len(data) % 8:
+        raise TransferError(f"{what} is not a whole number of 8-byte values")
+    return np.frombuffer(data, dtype=dtype).astype(np.int64 if dtype == "<i8" else np.float64)
+
+
+def run_line(run: RunData) -> str:
+    """One run as one JSON line (no newline inside)."""
+    raw = {
+        device: {
+            "start_ns": _b64(r.start_ns, "<i8"),
+            "end_ns": _b64(r.end_ns, "<i8"),
+            "warmup_start_ns": _b64(r.warmup_start_ns, "<i8"),
+            "warmup_end_ns": _b64(r.warmup_end_ns, "<i8"),
+            "series": [
+                {
+                    "name": s.name,
+                    "kind": s.kind,
+                    "role": s.role,
+                    "sensor": s.sensor,
+                    "t_ns": _b64(s.t_ns, "<i8"),
+                    "value": _b64(s.value, "<f8"),
+                }
+                for s in r.series
+            ],
+        }
+        for device, r in run.raw.items()
+    }
+    line = {"format": FORMAT, "version": VERSION, "document": run.document, "raw": raw}
+    return json.dumps(line, separators=(",", ":"), allow_nan=False)
+
+
+def parse_run_line(text: str) -> RunData:
+    """The run one exported line holds; TransferError saying what is wrong with it."""
+    try:
+        line = json.loads(text)
+    except ValueError as err:
+        raise TransferError(f"not JSON ({err})") from err
+    if not isinstance(line, dict) or line.get("format") != FORMAT:
+        raise TransferError(f'not an exported run (no "format": "{FORMAT}")')
+    if line.get("version") != VERSION:
+        raise TransferError(f"export version {line.get('version')!r}; this host reads version {VERSION}")
+    doc, raw_in = line.get("document"), line.get("raw")
+    if not isinstance(doc, dict) or not isinstance(raw_in, dict):
+        raise TransferError('"document" and "raw" must be objects')
+    for key in ("run_id", "created_at"):
+        if not isinstance(doc.get(key), str) or not doc[key]:
+            raise TransferError(f"the document has no {key}")
+    model = doc.get("model")
+    if (
+        not isinstance(model, dict)
+        or not isinstance(model.get("path"), str)
+        or not isinstance(model.get("sha256"), str)
+    ):
+        raise TransferError("the document has no model path and sha256")
+    if not isinstance(doc.get("devices", []), list):
+        raise TransferError("the document's devices is not a list")
+    phases = {str(d.get("device")): d.get("phases") or [] for d in doc.get("devices") or [] if isinstance(d, dict)}
+    raw: dict[str, DeviceRaw] = {}
+    for device, r in raw_in.items():
+        if not isinstance(r, dict) or not isinstance(r.get("series", []), list):
+            raise TransferError(f"raw arrays of device {device!r} are malformed")
+        where = f"device {device!r}"
+        try:
+            spans = [
+                PhaseSpan(p["name"], int(p["start_ns"]), int(p["end_ns"]), p.get("detail", ""), p.get("count", 0))
+                for p in phases.get(device, [])
+            ]
+        except (KeyError, TypeError, ValueError) as err:
+            raise TransferError(f"the phases of {where} are malformed") from err
+        dev = DeviceRaw(
+            device=device,
+            start_ns=_array(r.get("start_ns"), "<i8", f"{where} start_ns"),
+            end_ns=_array(r.get("end_ns"), "<i8", f"{where} end_ns"),
+            warmup_start_ns=_array(r.get("warmup_start_ns"), "<i8", f"{where} warmup_start_ns"),
+            warmup_end_ns=_array(r.get("warmup_end_ns"), "<i8", f"{where} warmup_end_ns"),
+            phases=spans,
+        )
+        if len(dev.start_ns) != len(dev.end_ns) or len(dev.warmup_start_ns) != len(dev.warmup_end_ns):
+            raise TransferError(f"{where}: start and end arrays differ in length")
+        for s in r.get("series", []):
+            if not isinstance(s, dict) or not all(
+                isinstance(s.get(k), str) for k in ("name", "kind", "role", "sensor")
+            ):
+                raise TransferError(f"{where}: a series without name, kind, role and sensor")
+            series = Series(
+                s["name"], s["kind"], s["role"], s["sensor"],
+                _array(s.get("t_ns"), "<i8", f"{where} {s['name']} t_ns"),
+                _array(s.get("value"), "<f8", f"{where} {s['name']} value"),
+            )  # fmt: skip
+            if len(series.t_ns) != len(series.value):
+                raise TransferError(
+                    f"{where}: series {s['name']!r} has {len(series.t_ns)} times but {len(series.value)} values"
+                )
+            dev.series.append(series)
+        raw[device] = dev
+    return RunData(document=doc, raw=raw)
+
+
+def read_runs(lines: Iterable[str]) -> Iterator[RunData]:
+    """Runs from exported lines (blank lines skipped); TransferError names the line number."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            yield parse_run_line(text)
+        except TransferError as err:
+            raise TransferError(f"line {number}: {err}") from err
+
+
+_FRONT = ("created_at", "model_path", "model_sha256")
+
+
+def write_summary_csv(runs: Iterable[RunData], out: TextIO) -> int:
+    """One row per device of every run (`host report --format csv`'s columns, plus when and which model)."""
+    writer = csv.writer(out, lineterminator="\n")
+    count = 0
+    for run in runs:
+        rows = list(csv.reader(io.StringIO(render_csv(run))))
+        if count == 0:
+            writer.writerow([rows[0][0], *_FRONT, *rows[0][1:]])
+        model = run.document.get("model") or {}
+        front = [str(run.document.get("created_at", "")), str(model.get("path", "")), str(model.get("sha256", ""))]
+        for row in rows[1:]:
+            writer.writerow([row[0], *(csv_cell(v) for v in front), *row[1:]])
+        count += 1
+    return count
