@@ -91,7 +91,7 @@ def tokenizer_config() -> dict[str, object]:
     }
 
 
-def genai_config(onnx_filename: str = "model.onnx") -> dict[str, object]:
+def genai_config(onnx_filename: str = "model.onnx", layers: int = LAYERS) -> dict[str, object]:
     return {
         "model": {
             "bos_token_id": BOS_ID,
@@ -106,7 +106,7 @@ def genai_config(onnx_filename: str = "model.onnx") -> dict[str, object]:
                 "head_size": HEAD_SIZE,
                 "hidden_size": HIDDEN,
                 "num_attention_heads": HEADS,
-                "num_hidden_layers": LAYERS,
+                "num_hidden_layers": layers,
                 "num_key_value_heads": HEADS,
                 "inputs": {
                     "input_ids": "input_ids",
@@ -145,8 +145,8 @@ def _const(name: str, array: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(array, name=name)
 
 
-def decoder_model(seed: int = 0) -> onnx.ModelProto:
-    """The decoder graph with random float32 weights (deterministic for a seed)."""
+def decoder_model(seed: int = 0, layers: int = LAYERS) -> onnx.ModelProto:
+    """The decoder graph with random float32 weights (deterministic for a seed), `layers` decoder layers."""
     rng = np.random.default_rng(seed)
 
     def weight(name: str, *shape: int) -> TensorProto:
@@ -176,7 +176,7 @@ def decoder_model(seed: int = 0) -> onnx.ModelProto:
     ]
     graph_outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", VOCAB])]
     hidden = "h0"
-    for layer in range(LAYERS):
+    for layer in range(layers):
         inits += [weight(f"wq{layer}", HIDDEN, HIDDEN), weight(f"wk{layer}", HIDDEN, HIDDEN)]
         inits += [weight(f"wv{layer}", HIDDEN, HIDDEN), weight(f"wo{layer}", HIDDEN, HIDDEN)]
         for kind in ("key", "value"):
@@ -238,11 +238,11 @@ def decoder_model(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def write_genai_dir(directory: Path, seed: int = 0) -> Path:
-    """Write a complete GenAI model directory (config, decoder, tokenizer) and return it."""
+def write_genai_dir(directory: Path, seed: int = 0, layers: int = LAYERS) -> Path:
+    """Write a complete GenAI model directory (config, decoder, tokenizer) and return it; more `layers`, slower."""
     directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(decoder_model(seed), directory / "model.onnx")
-    (directory / "genai_config.json").write_text(json.dumps(genai_config(), indent=2))
+    onnx.save(decoder_model(seed, layers), directory / "model.onnx")
+    (directory / "genai_config.json").write_text(json.dumps(genai_config(layers=layers), indent=2))
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json(), ensure_ascii=False))
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(), indent=2))
     return directory

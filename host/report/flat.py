@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from host.report import ReportError
+from host.report import ReportError, generation
 from host.report import fields as f
 from host.report.escape import csv_cell
 from host.rundata import RunData
@@ -25,21 +25,32 @@ def _csv_value(value: Any) -> str:
     return csv_cell(str(value))  # text can come from an agent: never a spreadsheet formula
 
 
-def csv_header(grid_g_per_kwh: float | None) -> list[str]:
+def csv_header(grid_g_per_kwh: float | None, generative: bool = False) -> list[str]:
     extra = ["co2e_g_per_1m_inferences_estimate", "grid_g_per_kwh"] if grid_g_per_kwh is not None else []
-    return ["run_id", *(c.name for c in f.CSV_COLUMNS), *extra]
+    gen = [name for name, _ in generation.CSV_COLUMNS] if generative else []
+    return ["run_id", *(c.name for c in f.CSV_COLUMNS), *extra, *gen]
 
 
 def render_csv(run: RunData, grid_g_per_kwh: float | None = None) -> str:
-    """Header plus one row per device; empty cells for null (no power sensor, failed device)."""
+    """Header plus one row per device; empty cells for null (no power sensor, failed device).
+
+    A run with a generative model gets the generation columns too, and one row per device and prompt length
+    (the device's own columns repeated on each), so every figure of the generation section has its cell.
+    """
+    devices = run.document.get("devices") or []
+    generative = any(generation.rows(entry) for entry in devices)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_header(grid_g_per_kwh))
-    for entry in run.document.get("devices") or []:
+    writer.writerow(csv_header(grid_g_per_kwh, generative))
+    for entry in devices:
         row = [run.run_id, *(_csv_value(c.read(entry)) for c in f.CSV_COLUMNS)]
         if grid_g_per_kwh is not None:
             row += [_csv_value(f.co2e_g_per_1m_inferences(entry, grid_g_per_kwh)), _csv_value(grid_g_per_kwh)]
-        writer.writerow(row)
+        if not generative:
+            writer.writerow(row)
+            continue
+        for gen_row in generation.rows(entry) or [{}]:
+            writer.writerow(row + [_csv_value(f.get(gen_row, *path)) for _, path in generation.CSV_COLUMNS])
     return buffer.getvalue()
 
 

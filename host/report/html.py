@@ -9,6 +9,7 @@ from typing import Any
 
 from host.report import fields as f
 from host.report import plots
+from host.report.generation import generation_html
 from host.report.repetitions import repetitions_html
 from host.report.svg import colour
 from host.rundata import DeviceRaw, RunData
@@ -209,12 +210,14 @@ def _device_section(index: int, d: dict[str, Any], raw: DeviceRaw | None) -> str
     head = f'<h3><span class="swatch" style="background:{colour(index)}"></span>{name}</h3>'
     if raw is None or (raw.start_ns.size == 0 and not raw.series):
         why = d.get("error") or "no raw samples stored (report built from a result document)"
-        return f'<section class="device">{head}{_metadata(d)}{plots.no_data(str(why))}</section>'
+        body = f"{_metadata(d)}{plots.no_data(str(why))}{generation_html(d, None, index)}"
+        return f'<section class="device">{head}{body}</section>'
     return (
         f'<section class="device">{head}<div class="grid2"><div>{_metadata(d)}</div>'
         f"<div>{plots.latency_histogram(raw, index)}</div>"
         f"<div>{plots.power_over_time(raw, index, f.get(d, 'energy', 'method') is not None)}</div>"
-        f"<div>{plots.memory_over_time(raw, index)}</div></div>{repetitions_html(d)}{_op_profile(d)}</section>"
+        f"<div>{plots.memory_over_time(raw, index)}</div></div>{generation_html(d, raw, index)}"
+        f"{repetitions_html(d)}{_op_profile(d)}</section>"
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from host.report import fields as f
 from host.report.escape import markdown_code, markdown_html_text, markdown_text
+from host.report.generation import generation_markdown
 from host.report.repetitions import repetitions_markdown
 from host.rundata import RunData
 
@@ -106,6 +107,7 @@ def render_markdown(run: RunData, grid_g_per_kwh: float | None = None) -> str:
         if validity and not validity.get("valid"):
             reasons = "; ".join(markdown_text(r) for r in validity.get("reasons") or [])
             out += ["", f"⚠️ **{markdown_text(d.get('device'))}: not valid**: {reasons}"]
+        out += generation_markdown(d)
         out += repetitions_markdown(d, markdown_html_text(d.get("device")))
         ops = (d.get("op_profile") or {}).get("by_type") or []
         if ops:

@@ -146,6 +146,35 @@ class Chart:
         self.parts.append(f'<g fill="{fill}" class="windows">{rects}</g>')
         self.legend.append((fill, label))
 
+    def shade_dominant(self, kinds: Sequence[tuple[np.ndarray, np.ndarray, str, str]]) -> None:
+        """Shade each pixel column, full height, in the colour of the kind of window (starts, ends, fill, label)
+        that covers most of its time; columns no window touches stay clear. Honest at any zoom: windows far
+        shorter than a pixel (a tiny model's prefill) still show where they took most of the time, and
+        thousands of windows become a few run-length rectangles."""
+        edges = self._x[0] + (self._x[1] - self._x[0]) * np.arange(self.plot_w + 1) / self.plot_w
+        covered = []
+        for starts, ends, _, _ in kinds:
+            s = np.asarray(starts, dtype=np.float64)[:, None]
+            length = np.maximum(np.asarray(ends, dtype=np.float64)[:, None] - s, 0.0)
+            # time covered before each edge, summed over windows; its differences are each column's share
+            before = np.clip(edges[None, :] - s, 0.0, length).sum(axis=0) if s.size else np.zeros(edges.size)
+            covered.append(np.diff(before))
+        if not covered:
+            return
+        share = np.vstack(covered)
+        winner = np.where(share.max(axis=0) > 0, share.argmax(axis=0), -1)
+        change = np.flatnonzero(np.diff(winner)) + 1
+        run_starts = np.concatenate(([0], change))
+        run_ends = np.concatenate((change, [winner.size]))
+        for k, (_, _, fill, label) in enumerate(kinds):
+            rects = "".join(
+                f'<rect x="{_LEFT + a}" y="{_TOP}" width="{b - a}" height="{self.plot_h}"/>'
+                for a, b in zip(run_starts, run_ends, strict=True)
+                if winner[a] == k
+            )
+            self.parts.append(f'<g fill="{fill}" class="shade">{rects}</g>')
+            self.legend.append((fill, label))
+
     def line(self, x: np.ndarray, y: np.ndarray, stroke: str, label: str | None = None, step: bool = False) -> None:
         xs, ys = minmax_downsample(np.asarray(x), np.asarray(y))
         if xs.size == 0:
