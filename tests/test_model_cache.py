@@ -109,3 +109,97 @@ def test_upload_of_a_cached_model_ends_without_reading_the_stream(tmp_path: Path
     result = cache.store(sha, len(data), endless())
 
     assert result.already_present and result.received_bytes == 0 and read == []
+
+
+# Limits at their edges and the words of each refusal (issue 18: mutation testing found them unchecked).
+def test_a_model_of_exactly_the_size_limit_is_stored_and_one_a_little_larger_refused(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, max_model_bytes=3_200)
+    data, sha = _model(3_200, seed=1)
+    big, big_sha = _model(3_232, seed=2)
+
+    result = cache.store(sha, len(data), [data])
+
+    assert (result.sha256, result.received_bytes, result.already_present) == (sha, 3_200, False)
+    assert cache.path(sha).read_bytes() == data
+    with pytest.raises(ModelTooLarge, match=r"^model is 0\.0 MB, this agent accepts at most 0\.0 MB \(agent serve"):
+        cache.store(big_sha, len(big), [big])
+    again = cache.store(sha, len(data), [])
+    assert (again.sha256, again.received_bytes, again.already_present) == (sha, 0, True)
+
+
+def test_held_models_fill_the_limit_exactly_and_not_one_byte_beyond(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=10_000, lease_s=3600)  # every upload stays leased
+    held, held_sha = _model(3_200, seed=3)
+    fits, fits_sha = _model(6_784, seed=4)  # 3 200 + 6 784 = 9 984
+    over, over_sha = _model(6_816, seed=5)  # 3 200 + 6 816 = 10 016
+    _store(cache, held, held_sha)
+
+    with pytest.raises(ModelTooLarge) as refused:
+        _store(cache, over, over_sha)
+    _store(cache, fits, fits_sha)
+
+    assert str(refused.value) == (
+        "no room in the agent's model cache for a 0.0 MB model: limit 0.0 MB, 0.0 MB held by models in use or"
+        " just uploaded, 0.0 MB by uploads in progress (agent serve --cache-limit-mb)"
+    )
+    assert cache.has(held_sha) == 3_200 and cache.has(fits_sha) == 6_784 and cache.has(over_sha) is None
+
+
+def test_a_model_pinned_by_two_jobs_stays_until_both_unpin_it(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=7_000, lease_s=0)
+    first, first_sha = _model(3_200, seed=6)
+    _store(cache, first, first_sha)
+    cache.pin(first_sha)
+    cache.pin(first_sha)
+    cache.unpin(first_sha)
+
+    second, second_sha = _model(3_200, seed=7)
+    third, third_sha = _model(3_200, seed=8)
+    _store(cache, second, second_sha)
+    _store(cache, third, third_sha)  # evicts the unpinned second model, not the first
+    assert cache.has(first_sha) == 3_200 and cache.has(second_sha) is None
+
+    cache.unpin(first_sha)  # the last job let go: now it is the least recently used one
+    fourth, fourth_sha = _model(3_200, seed=9)
+    _store(cache, fourth, fourth_sha)
+    assert cache.has(first_sha) is None and cache.has(third_sha) == 3_200
+
+
+def test_files_that_are_not_models_are_neither_counted_nor_evicted(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=7_000, lease_s=0)
+    (tmp_path / "README").write_bytes(b"x" * 5_000)
+    data, sha = _model(3_200, seed=10)
+    other, other_sha = _model(3_200, seed=11)
+
+    _store(cache, data, sha)
+    _store(cache, other, other_sha)
+
+    assert cache.total_bytes() == 6_400
+    assert (tmp_path / "README").read_bytes() == b"x" * 5_000
+
+
+def test_using_a_model_that_is_not_cached_names_it_and_a_corrupt_upload_names_both_hashes(tmp_path: Path) -> None:
+    from agent.errors import ModelNotFound
+
+    cache = ModelCache(tmp_path)
+    data, sha = _model(3_200, seed=12)
+    wrong = hashlib.sha256(data[:-1] + b"!").hexdigest()
+
+    with pytest.raises(ModelNotFound, match=f"^model {sha[:12]} is not in this agent's cache: upload it first$"):
+        cache.use(sha)
+    with pytest.raises(UploadCorrupt) as corrupt:
+        cache.store(wrong, len(data), [data])
+    assert str(corrupt.value) == f"uploaded bytes hash to {sha[:12]}, not the announced {wrong[:12]}: discarded"
+    assert cache.has(wrong) is None and list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_unpacks_cut_off_by_a_crash_are_cleared_when_the_cache_opens(tmp_path: Path) -> None:
+    stale = tmp_path / ".unpacked" / ".tmp-0123"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "weights.bin").write_bytes(b"half")
+    kept = tmp_path / ".unpacked" / ("a" * 64)
+    kept.mkdir()
+
+    ModelCache(tmp_path)
+
+    assert not stale.exists() and kept.is_dir()
