@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queued", type=int, default=8, help="jobs that may wait behind the running one")
     serve.add_argument("--job-timeout-s", type=float, default=3600.0, help="default per-job timeout")
     serve.add_argument(
+        "--metrics-listen",
+        metavar="ADDR",
+        help="serve Prometheus metrics (power, temperatures, queue, jobs, health) on HOST:PORT, e.g. 127.0.0.1:9464",
+    )
+    serve.add_argument(
         "--warm-worker",
         action="store_true",
         help="keep a worker with the runtimes imported ready for the next job: faster job starts "
@@ -137,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             warm_worker=args.warm_worker,
             adb=args.adb,
             delegate=args.delegate,
+            metrics_listen=args.metrics_listen,
         )
         sys.exit(serve(opts))
     if args.command == "info":

@@ -64,6 +64,8 @@ class ServeOptions:
     adb: str | None = None
     #: The phone's default delegate (xnnpack, gpu, nnapi, qnn, cpu, external:PATH); "" = the profile's.
     delegate: str = ""
+    #: HOST:PORT of the Prometheus /metrics endpoint (agent/metrics.py); None = no endpoint.
+    metrics_listen: str | None = None
 
 
 def _read_token(path: Path) -> str:
@@ -173,6 +175,7 @@ class AgentProcess:
         self.port = 0
         self._server: Any = None
         self._advertiser: Any = None
+        self.metrics: Any = None
         self._stopped = threading.Event()
         #: Set when stop() has finished: serve() returns (and the process exits) only then.
         self._stop_done = threading.Event()
@@ -227,6 +230,8 @@ class AgentProcess:
         self._server, self.port, _health = create_server(
             self.opts.listen, self.servicer, token=self.token, tls=self.tls
         )
+        if self.opts.metrics_listen:
+            self.metrics = _start_metrics(self)
         if self.opts.advertise:
             self._advertiser = _start_advertiser(self)
         return self.port
@@ -238,6 +243,8 @@ class AgentProcess:
         try:
             if self._advertiser is not None:
                 self._advertiser.close()
+            if self.metrics is not None:
+                self.metrics.close()
             self.runner.shutdown()
             if self._server is not None:
                 self._server.stop(grace_s).wait()
@@ -261,6 +268,31 @@ def _connect_phone(opts: ServeOptions) -> Any:
         return PhoneBridge.connect(opts.adb, opts.delegate)
     except AgentError as err:
         raise ServeError(str(err)) from err
+
+
+def _start_metrics(agent: AgentProcess) -> Any:
+    from agent.metrics import AgentState, MetricsError, MetricsServer
+
+    assert agent.opts.metrics_listen is not None
+    b = agent._board
+    state = AgentState(
+        version=b["agent_version"],
+        profile=agent.profile.name,
+        board=b["board"],
+        sensors=agent.sensors,
+        queued=lambda: agent.runner.queued,
+        alive=lambda: agent.runner.alive,
+        job_states=lambda: [job.state for job in agent.journal.jobs(include_acknowledged=True)],
+    )
+    try:
+        server = MetricsServer(agent.opts.metrics_listen, state)
+    except MetricsError as err:
+        agent.stop()
+        raise ServeError(str(err)) from err
+    log.info(
+        "Prometheus metrics on %s port %d, path /metrics", agent.opts.metrics_listen.rpartition(":")[0], server.port
+    )
+    return server
 
 
 def _start_advertiser(agent: AgentProcess) -> Any:

@@ -1,0 +1,96 @@
+"""`agent serve --metrics-listen`: Prometheus metrics of a real agent on a faked Jetson, scraped over HTTP."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import console_script
+from tests.faultlib import AgentProc, isolated_env
+from tests.sensor_fakes import ORIN_NANO_RAILS, build_orin_nano, build_thermal
+
+FAST = ["--runs", "5", "--min-duration", "0.05", "--idle", "0", "--warmup", "1", "--threads", "1", "--quiet"]
+
+
+def _metrics_port(agent: AgentProc, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # the log line is written right after the endpoint is bound
+        found = re.search(r"Prometheus metrics on \S+ port (\d+)", agent.log_path.read_text())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no metrics endpoint announced: {agent.log_path.read_text()[-2000:]}")
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        assert reply.status == 200
+        text = reply.read().decode()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+@pytest.fixture
+def jetson(tmp_path: Path) -> Iterator[tuple[AgentProc, int]]:
+    root = tmp_path / "sys"
+    build_orin_nano(root)
+    build_thermal(root, {"CPU-therm": 41.5, "GPU-therm": 39.0})
+    agent = AgentProc(tmp_path, "--metrics-listen", "127.0.0.1:0", env={"EDGEPROF_SYSFS_ROOT": str(root)}).start()
+    try:
+        yield agent, _metrics_port(agent)
+    finally:
+        agent.stop()
+
+
+def test_metrics_show_rail_power_temperatures_queue_and_health(jetson: tuple[AgentProc, int]) -> None:
+    _, port = jetson
+
+    samples = scrape(port)
+
+    assert samples["edgeprof_agent_up"] == [({}, 1.0)]
+    (info,) = samples["edgeprof_agent_info"]
+    assert info[0]["profile"] == "jetson-orin-nano" and info[0]["version"]
+    power = {labels["channel"]: watts for labels, watts in samples["edgeprof_power_watts"]}
+    vdd_in = next(r for r in ORIN_NANO_RAILS if r.label == "VDD_IN")
+    assert power["VDD_IN"] == pytest.approx(vdd_in.power_mw / 1000)
+    temps = {labels["zone"]: c for labels, c in samples["edgeprof_temperature_celsius"]}
+    assert temps == {"CPU-therm": 41.5, "GPU-therm": 39.0}
+    assert samples["edgeprof_queued_jobs"] == [({}, 0.0)]
+    assert {labels["state"]: n for labels, n in samples["edgeprof_journal_jobs"]}["ok"] == 0
+
+
+def test_a_finished_job_is_counted_by_outcome(jetson: tuple[AgentProc, int], squeezenet: Path) -> None:
+    agent, port = jetson
+    out = subprocess.run(
+        [console_script("host"), "profile", str(squeezenet), "--device", agent.address, *FAST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=isolated_env(agent.tmp / "host"),
+    )
+    assert out.returncode == 0, out.stderr
+
+    jobs = {labels["state"]: n for labels, n in scrape(port)["edgeprof_journal_jobs"]}
+    assert jobs["ok"] == 1 and jobs["error"] == 0 and jobs["running"] == 0
+
+
+def test_a_bad_metrics_address_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "serve", "--listen", "127.0.0.1:0", "--no-advertise",
+         "--data-dir", str(tmp_path / "agent"), "--metrics-listen", "nowhere"],
+        capture_output=True, text=True, timeout=120, env=isolated_env(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "agent: --metrics-listen 'nowhere' must be HOST:PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr
