@@ -279,3 +279,49 @@ def test_page_head_names_the_model_run_and_settings() -> None:
     ) in page
     assert f"edgeprof {doc['host_version']} · this page is self-contained (no scripts, no network)." in page
     assert "g CO2e per million" not in page  # no grid intensity given: no estimate
+
+
+def test_a_measured_board_with_energy_and_temperature_fills_every_summary_cell() -> None:
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    entry = {
+        "device": "jetson",
+        "status": "ok",
+        "runtime": "onnxruntime 1.20",
+        "execution_provider": "CUDAExecutionProvider",
+        "threads": 4,
+        "n_inferences": 500,
+        "sample_rate_hz": 200.0,
+        "latency_ms": {"p50": 2.5, "p50_ci95": [2.4, 2.6], "p90": 3.0, "p99": 4.0},
+        "throughput_ips": 400.0,
+        "peak_rss_mb": 120.5,
+        "energy": {
+            "method": "power-integration",
+            "sensor": "whole board: ina3221:VDD_IN",
+            "energy_mj_per_inference": 12.5,
+            "energy_mj_per_inference_ci95": [12.0, 13.0],
+            "dynamic_energy_mj_per_inference": 5.25,
+            "dynamic_energy_mj_per_inference_ci95": [5.0, 5.5],
+            "avg_power_w": 6.25,
+            "idle_power_w": 3.5,
+            "sample_rate_hz": 198.5,
+        },
+        "thermal": {"max_temp_c": 61.5, "throttled": True, "throttle_reason": "GPU clock held at 600 MHz"},
+    }
+    run = RunData(document={"run_id": "r1", "model": {"path": "m.onnx"}, "devices": [entry]}, raw={})
+
+    parsed = _Page(render_html(run, grid_g_per_kwh=400))
+
+    row = next([text for text, _ in r] for r in parsed.rows if r and r[0][0] == "jetson")
+    # 12.5 mJ x 1e6 inferences = 12.5 kJ = 0.003472 kWh; x 400 g/kWh = 1.39 g.
+    assert row == [
+        "jetson", "ok", "onnxruntime 1.20 / CUDA", "500", "2.500 [2.400–2.600]", "3.000", "4.000", "400.0",
+        "12.50 [12.00–13.00]", "5.250 [5.000–5.500]", "6.250", "3.500", "120.5", "61.50", "yes", "1.39",
+    ]  # fmt: skip
+    (meta,) = parsed.meta
+    assert meta["sampling rate"] == "200.0 Hz requested, 198.5 Hz effective on the energy channel"
+    assert meta["energy method"] == "power-integration (whole board: ina3221:VDD_IN)"
+    assert meta["throttling"] == "GPU clock held at 600 MHz"
+    assert meta["execution providers"] == "CUDAExecutionProvider" and meta["intra-op threads"] == "4"
+    assert meta["warmup / measured"] == "– / 500 inferences" and meta["agent"] == "–" and meta["inputs"] == "–"
