@@ -567,3 +567,28 @@ def test_peak_bytes_within_a_span_over_several_series_skips_other_kinds() -> Non
     assert peak_bytes([temp, second, first], span=_span("measure", 0.0, 0.16)) == 400_000_000
     assert peak_bytes([temp, second], span=_span("measure", 0.1, 0.25)) == 350_000_000
     assert peak_bytes([temp, first, second]) == 900_000_000
+
+
+def test_energy_of_each_window_integrates_the_total_rail() -> None:
+    from host.energy import windows_energy_j
+
+    series, _measure, _idle, _start, _end = _linear_job()
+    starts = T0 + np.array([3 * S, 5 * S])
+    ends = T0 + np.array([4 * S, 7 * S])
+
+    # P(t) = 2 + 0.25 t W integrates to 2 dt + 0.125 (t1^2 - t0^2) J.
+    assert windows_energy_j(series, starts, ends) == pytest.approx([2.0 + 0.125 * 7, 4.0 + 0.125 * 24], rel=1e-12)
+    assert windows_energy_j(series, starts[:1], starts[:1]) is None  # no span at all
+    assert windows_energy_j(series, starts + 20 * S, ends + 20 * S) is None  # beyond the samples
+    assert windows_energy_j(series, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)) is None
+    temperature = _freq([50.0, 51.0])
+    temperature.kind = "temp_c"
+    assert windows_energy_j([temperature], starts, ends) is None
+
+
+def test_a_counter_that_advanced_exactly_the_minimum_number_of_times_is_not_warned_about() -> None:
+    t_ns = T0 + np.arange(0, 1001) * 10_000_000
+    counter = Series("gpu", "energy_uj", "total", "nvml", t_ns, 4.0 * np.floor(_rel_s(t_ns) * 10) / 10 * 1e6)
+    start_ns, end_ns = _inferences(2.0, 7.0, 0.05)  # a 5 s window: 50 updates of 100 ms
+
+    assert energy_stats([counter], _span("measure", 2.0, 7.0), None, start_ns, end_ns).warnings == []
