@@ -351,3 +351,48 @@ def test_text_of_a_failing_comparison_ends_with_the_gate_line() -> None:
         "FAIL: 1 regression(s) whose whole 95% interval lies above 5.00%",
         "",
     ]
+
+
+def test_single_runs_under_the_noise_floor_say_so_in_every_format() -> None:
+    from host.compare import render_json
+
+    base_entry = _entry("pi", [4.0], [20.0])
+    base_entry["latency_ms"]["p50_ci95"] = [3.98, 4.02]
+    cand_entry = _entry("pi", [4.06], [20.0])
+    cand_entry["latency_ms"]["p50_ci95"] = [4.04, 4.08]
+
+    result = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [cand_entry]), fail_on_regression_pct=1)
+    lines = render_text(result).splitlines()
+    as_json = json.loads(render_json(result))
+
+    assert not result.failed
+    p50 = next(line for line in lines if "latency p50" in line)
+    assert p50.endswith("within-run   within-run evidence only: under the 10.0% noise floor")
+    p90 = next(line for line in lines if "latency p90" in line)
+    assert p90.endswith("within-run   no interval (within-run evidence only: no interval)")
+    assert (
+        "within-run evidence only for pi energy/inference, pi latency p50: no repetitions or earlier runs of the "
+        "same model and settings tell the run-to-run spread, so changes under the 10.0% noise floor never fail "
+        "the gate (use `host ab` or `--repeat`)"
+    ) in lines
+    assert as_json["within_run_only"] == ["pi energy/inference", "pi latency p50"]
+    # Under a 1% floor the same +1.5% (interval +0.8% to +2.2%, above the 0% default gate) is a regression.
+    lower = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [cand_entry]), noise_floor_pct=1.0)
+    assert next(line for line in render_text(lower).splitlines() if "latency p50" in line).endswith(
+        "within-run   ❌ regression (within-run evidence only)"
+    )
+
+
+def test_unknown_gate_metrics_are_refused_naming_the_choices() -> None:
+    from host.compare import DEFAULT_GATE_METRICS, GATEABLE, CompareError, parse_gate_metrics
+
+    choices = ", ".join(GATEABLE)
+
+    assert parse_gate_metrics(None) == DEFAULT_GATE_METRICS
+    assert parse_gate_metrics(" energy , latency-p50 ") == ("energy", "latency-p50")
+    with pytest.raises(CompareError) as unknown:
+        parse_gate_metrics("energy,p95,watts")
+    assert str(unknown.value) == f"unknown gate metric 'p95,watts' (choose from {choices})"
+    with pytest.raises(CompareError) as empty:
+        parse_gate_metrics(" , ")
+    assert str(empty.value) == f"unknown gate metric ' , ' (choose from {choices})"
