@@ -8,8 +8,9 @@ stderr merged, as adbd does for a command) and the `sync:` service (STAT, SEND/D
 Shell commands run under /bin/sh with the phone's paths (/sys, /proc, /data, /sdcard) rewritten into the
 phone's root directory; `getprop`, `taskset`, `settings`, `input` and `dumpsys` are small scripts in the
 phone's bin directory. `/proc/uptime` is this machine's own, so phone-side timestamps advance for real.
-A fuel-gauge thread rewrites the battery's current while the phone's benchmark_model runs, so energy
-measured through the whole path reflects when inference really happened.
+A fuel-gauge thread rewrites the battery's current (and power_now, on a phone configured with one) while
+the phone's benchmark_model runs, and heats the thermal zones configured to heat, so energy and
+temperature measured through the whole path reflect when inference really happened.
 
 The phone's `benchmark_model` is `benchmark_main` below: it runs the model with the LiteRT Python runtime
 and prints what TensorFlow Lite's benchmark tool prints (format learnt from its documentation and logs).
@@ -74,6 +75,15 @@ class PhoneConfig:
     load_current_ma: float = 900.0
     voltage_mv: float = 3900.0
     gauge_period_s: float = 0.2
+    #: "uW" or "mW": the gauge also has power_now (its own reading, in that unit, positive while discharging);
+    #: "" = no power_now file, as on most phones.
+    power_now_unit: str = ""
+    #: What power_now reads relative to current x voltage (a gauge averages its own power reading differently).
+    power_now_factor: float = 1.0
+    #: Thermal zones: type, temperature now (°C), how fast it heats while the runner runs and cools back
+    #: towards where it started otherwise (°C/s), throttling trip points (type, °C), or "raw_mc": a
+    #: constant reading (battery current zones read mA as m°C).
+    zones: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "cpu-0-0", "temp_c": 36.0}])
     #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3}
     runner: dict[str, Any] = field(default_factory=dict)
 
@@ -109,10 +119,15 @@ class AdbEmulator:
             freq = root / f"sys/devices/system/cpu/cpu{i}/cpufreq"
             freq.mkdir(parents=True, exist_ok=True)
             (freq / "cpuinfo_max_freq").write_text(f"{khz}\n")
-        zone = root / "sys/class/thermal/thermal_zone0"
-        zone.mkdir(parents=True, exist_ok=True)
-        (zone / "type").write_text("cpu-0-0\n")
-        (zone / "temp").write_text("36000\n")
+        self._zone_c = [float(z.get("temp_c", 0.0)) for z in cfg.zones]
+        for i, spec in enumerate(cfg.zones):
+            zone = root / f"sys/class/thermal/thermal_zone{i}"
+            zone.mkdir(parents=True, exist_ok=True)
+            (zone / "type").write_text(f"{spec['type']}\n")
+            for j, (kind, trip_c) in enumerate(spec.get("trips", [])):
+                (zone / f"trip_point_{j}_type").write_text(f"{kind}\n")
+                (zone / f"trip_point_{j}_temp").write_text(f"{round(trip_c * 1000)}\n")
+        self._write_zones(busy=False, dt_s=0.0)
         battery = root / "sys/class/power_supply/battery"
         battery.mkdir(parents=True, exist_ok=True)
         (battery / "status").write_text(cfg.status + "\n")
@@ -168,14 +183,33 @@ fi
         sign = -1.0 if cfg.discharge_negative else 1.0
         scale = 1000.0 if cfg.gauge_unit == "uA" else 1.0
         battery = self.root / "sys/class/power_supply/battery"
-        for name, value in (("current_now", sign * current_ma * scale), ("voltage_now", cfg.voltage_mv * scale)):
+        values = [("current_now", sign * current_ma * scale), ("voltage_now", cfg.voltage_mv * scale)]
+        if cfg.power_now_unit:
+            power_mw = abs(current_ma) * cfg.voltage_mv / 1000.0 * cfg.power_now_factor
+            values.append(("power_now", power_mw * (1000.0 if cfg.power_now_unit == "uW" else 1.0)))
+        for name, value in values:
             tmp = battery / f".{name}"
             tmp.write_text(f"{int(value)}\n")
             os.replace(tmp, battery / name)  # readers never see a half-written value
 
+    def _write_zones(self, busy: bool, dt_s: float) -> None:
+        for i, spec in enumerate(self.config.zones):
+            start_c = float(spec.get("temp_c", 0.0))
+            if busy:
+                self._zone_c[i] += float(spec.get("heat_c_per_s", 0.0)) * dt_s
+            else:
+                self._zone_c[i] = max(start_c, self._zone_c[i] - float(spec.get("cool_c_per_s", 0.0)) * dt_s)
+            raw = spec.get("raw_mc", round(self._zone_c[i] * 1000))
+            path = self.root / f"sys/class/thermal/thermal_zone{i}/temp"
+            tmp = path.with_name(".temp")
+            tmp.write_text(f"{raw}\n")
+            os.replace(tmp, path)
+
     def _gauge(self) -> None:
         while not self._stop.wait(self.config.gauge_period_s):
-            self._write_gauge(busy=(self.root / "run/busy").exists())
+            busy = (self.root / "run/busy").exists()
+            self._write_gauge(busy=busy)
+            self._write_zones(busy=busy, dt_s=self.config.gauge_period_s)
 
     def shell_env(self) -> dict[str, str]:
         return {

@@ -18,11 +18,12 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.adb import battery, benchmark_output, runners, screen
+from agent.adb import battery, benchmark_output, runners, screen, thermal
 from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.adb.phone import PHONE_DIR, Phone, ShellStream
 from agent.batches import job_end
@@ -54,11 +55,22 @@ class RunnerFailed(AgentError):
 class PhoneBackend:
     """Runs job parts on the phone `phone`; one backend (and one agent endpoint) per phone."""
 
-    def __init__(self, phone: Phone, info: PhoneInfo, delegate: str = "", gauge_options: Any = None) -> None:
+    def __init__(
+        self,
+        phone: Phone,
+        info: PhoneInfo,
+        delegate: str = "",
+        gauge_options: Any = None,
+        thermal_zones: Sequence[str] = (),
+        max_temp_c: float | None = None,
+    ) -> None:
         self.phone = phone
         self.info = info
         self.delegate = delegate
         self.gauge_options = dict(gauge_options or {})
+        #: Zone types the loop samples (all temperature zones when empty) and the profile's throttling limit.
+        self.thermal_zones = tuple(thermal_zones)
+        self.max_temp_c = max_temp_c
 
     def run_part(self, execution: _JobExecution, deadline: float) -> pb.JobEnd:
         execution.emitter.phase("prepare", time.monotonic_ns())
@@ -98,6 +110,7 @@ class _PhoneRun:
         self.notes: dict[str, str] = {"latency_source": "block_means"}
         self.offset_ns = 0
         self.gauge: list[battery.GaugeSample] = []
+        self.zones: list[thermal.PhoneZone] = []
         self._loop: ShellStream | None = None
         self.with_power = False
         self._loop_thread: threading.Thread | None = None
@@ -207,8 +220,21 @@ class _PhoneRun:
         return max(MIN_GAUGE_PERIOD_S, 1.0 / rate_hz if rate_hz > 0 else 0.1)
 
     def _start_gauge(self, with_power: bool) -> None:
+        """Start the loop that samples the gauge and the thermal zones (found by one shell call first)."""
         self.with_power = with_power
-        self._loop = self.phone.stream(battery.loop_command(self._gauge_period_s()))
+        found = self.phone.shell(
+            f"[ -r {battery.BATTERY}/power_now ] && echo power_now; {thermal.LIST_COMMAND}",
+            doing="while listing its sensors",
+        )
+        self.zones = thermal.parse_zones(found, self.backend.thermal_zones)
+        trip_c = thermal.trip_temp_c(self.zones, self.backend.max_temp_c)
+        if trip_c is not None:
+            self.notes["trip_temp_c"] = f"{trip_c:.1f}"
+        self.notes["thermal_zones"] = ",".join(z.name for z in self.zones) or "none"
+        command = battery.loop_command(
+            self._gauge_period_s(), "power_now" in found.split(), [z.temp_path for z in self.zones]
+        )
+        self._loop = self.phone.stream(command)
         self._loop_thread = threading.Thread(target=self._read_gauge, args=(self._loop,), daemon=True)
         self._loop_thread.start()
         if not self._wait_for(lambda: len(self.gauge) >= 2, 30.0):
@@ -230,7 +256,7 @@ class _PhoneRun:
         end_by = min(self.deadline, time.monotonic() + timeout_s)
         temp_c = self._max_temp_c()
         while temp_c is not None and temp_c > limit_c and time.monotonic() < end_by:
-            if self.ex.job.cancelled.wait(2.0):
+            if self.ex.job.cancelled.wait(1.0):
                 raise _Cancelled()
             temp_c = self._max_temp_c()
         shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
@@ -243,10 +269,9 @@ class _PhoneRun:
         self.ex.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
 
     def _max_temp_c(self) -> float | None:
-        out = self.phone.shell(
-            "cat /sys/class/thermal/thermal_zone*/temp 2>/dev/null", doing="while reading its temperature"
-        )
-        temps = [int(v) / 1000.0 for v in out.split() if v.lstrip("-").isdigit() and int(v) > 0]
+        """The hottest sampled zone in the loop's latest sample (None without zones)."""
+        latest = self.gauge[-1].zones_c if self.gauge else ()
+        temps = [t for t in latest if math.isfinite(t)]
         return max(temps) if temps else None
 
     def _idle(self) -> None:
@@ -408,6 +433,16 @@ class _PhoneRun:
                     "battery-temp", TEMP_C, "", SENSOR, np.array([t for t, _ in temps]), np.array([v for _, v in temps])
                 )
             )
+        for i, zone in enumerate(self.zones):
+            # A zone that did not read in a sample (NaN) is left out of that sample, not sent as a number.
+            rows = [(t, s.zones_c[i]) for t, s in zip(t_ns, samples, strict=True) if len(s.zones_c) > i]
+            rows = [(t, v) for t, v in rows if math.isfinite(v)]
+            if rows:
+                chunks.append(
+                    SeriesChunk(
+                        zone.name, TEMP_C, "", SENSOR, np.array([t for t, _ in rows]), np.array([v for _, v in rows])
+                    )
+                )
         if self.with_power:
             scale = battery.detect_scale(samples, self.backend.gauge_options)
             self.notes["gauge"] = scale.describe()

@@ -2,14 +2,16 @@
 
 One adb call per sample would cost a round trip each (milliseconds over USB, tens over Wi-Fi) and put the
 host's clock on every sample; the loop reads /proc/uptime (the phone's own clock since boot) next to
-current_now and voltage_now, and the bridge maps that clock onto its own once per job. Units (µA/µV as
-the kernel ABI says, or mA/mV on some vendor kernels) and the discharge sign are detected from the
-values unless the profile pins them; a phone that charges or is powered over USB is refused for energy.
+current_now and voltage_now (power_now too where the gauge has it, and the thermal zones' temperatures),
+and the bridge maps that clock onto its own once per job. Units (µA/µV as the kernel ABI says, or mA/mV
+on some vendor kernels; power_now µW or mW) and the discharge sign are detected from the values unless
+the profile pins them; a phone that charges or is powered over USB is refused for energy.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,18 +20,32 @@ from typing import Any
 BATTERY = "/sys/class/power_supply/battery"
 #: A phone draws 10 mA to 5 A: a magnitude this large can only be µA (20 A in mA would be absurd).
 _MICRO_CURRENT_MIN = 20_000
+#: A phone draws 30 mW to 20 W: a magnitude this large can only be µW (30 W in mW would be absurd).
+_MICRO_POWER_MIN = 30_000
 #: Battery voltage is 3-5 V: above this it is µV.
 _MICRO_VOLTAGE_MIN = 100_000
 CHARGING_STATES = ("Charging", "Full")
 REFUSAL_HINT = "use adb over Wi-Fi, or a hub that cuts VBUS"
 
 
-def loop_command(period_s: float) -> str:
-    """Shell loop printing "uptime_s current voltage temp_decic" per sample; `read` is a builtin, no fork."""
+def loop_command(period_s: float, power_now: bool = False, zone_paths: Sequence[str] = ()) -> str:
+    """Shell loop printing "@ uptime_s current voltage temp_decic power zone_temp_mc..." per sample.
+
+    `read` is a builtin: a sample costs no fork. A value that does not read prints as "-" so that fields
+    keep their places; power is "-" on a phone without power_now.
+    """
+    reads = [_read("c", "$B/current_now"), _read("v", "$B/voltage_now"), _read("T", "$B/temp")]
+    reads.append(_read("P", "$B/power_now") if power_now else "P=-;")
+    zones = [_read(f"z{i}", path) for i, path in enumerate(zone_paths)]
+    fields = " ".join(["$t", "$c", "$v", "$T", "$P", *(f"$z{i}" for i in range(len(zone_paths)))])
     return (
-        f"B={BATTERY}; while :; do read t _ < /proc/uptime; read c < $B/current_now; read v < $B/voltage_now;"
-        f' read T < $B/temp; echo "@ $t $c $v $T"; sleep {period_s:.3f}; done'
+        f"B={BATTERY}; while :; do read t _ < /proc/uptime; {' '.join(reads + zones)}"
+        f' echo "@ {fields}"; sleep {period_s:.3f}; done'
     )
+
+
+def _read(var: str, path: str) -> str:
+    return f"read {var} 2>/dev/null < {path} || {var}=-;"
 
 
 @dataclass(frozen=True)
@@ -38,17 +54,30 @@ class GaugeSample:
     current: float
     voltage: float
     temp_c: float | None
+    #: power_now as read (µW or mW, sign as the gauge reports it); None on a phone without it.
+    power: float | None = None
+    #: The sampled thermal zones' temperatures, °C, in the loop's zone order (NaN where one did not read).
+    zones_c: tuple[float, ...] = ()
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def parse_line(line: str) -> GaugeSample | None:
     parts = line.split()
     if len(parts) < 4 or parts[0] != "@":
         return None
-    try:
-        temp = float(parts[4]) / 10.0 if len(parts) > 4 else None
-        return GaugeSample(round(float(parts[1]) * 1e9), float(parts[2]), float(parts[3]), temp)
-    except ValueError:
+    uptime_s, current, voltage = (_number(p) for p in parts[1:4])
+    if uptime_s is None or current is None or voltage is None:
         return None
+    temp = _number(parts[4]) if len(parts) > 4 else None
+    power = _number(parts[5]) if len(parts) > 5 else None
+    zones = tuple(v / 1000.0 if (v := _number(p)) is not None else math.nan for p in parts[6:])
+    return GaugeSample(round(uptime_s * 1e9), current, voltage, None if temp is None else temp / 10.0, power, zones)
 
 
 def refusal(status: str, powered_by: Sequence[str]) -> str | None:
@@ -64,27 +93,50 @@ def refusal(status: str, powered_by: Sequence[str]) -> str | None:
 
 @dataclass(frozen=True)
 class GaugeScale:
-    """How raw gauge values become mW: units per reading and the sign that makes discharge positive."""
+    """How raw gauge values become mW: units per reading and the sign that makes discharge positive.
+
+    With `power_unit` set the gauge's own power_now is used; current_now × voltage_now only for a sample
+    whose power_now did not read.
+    """
 
     current_unit: str  # "uA" | "mA"
     voltage_unit: str  # "uV" | "mV"
     sign: float  # +1 when current_now is positive while discharging
+    power_unit: str | None = None  # "uW" | "mW" when power_now is used
+    power_sign: float = 1.0  # +1 when power_now is positive while discharging
 
     def power_mw(self, sample: GaugeSample) -> float:
+        if self.power_unit is not None and sample.power is not None:
+            return self.power_sign * sample.power / (1000.0 if self.power_unit == "uW" else 1.0)
         current_ma = sample.current / (1000.0 if self.current_unit == "uA" else 1.0)
         voltage_mv = sample.voltage / (1000.0 if self.voltage_unit == "uV" else 1.0)
         return self.sign * current_ma * voltage_mv / 1000.0
 
     def describe(self) -> str:
         direction = "positive" if self.sign > 0 else "negative"
-        return f"current_now in {self.current_unit}, voltage_now in {self.voltage_unit}, {direction} while discharging"
+        units = f"current_now in {self.current_unit}, voltage_now in {self.voltage_unit}"
+        product = f"{units}, {direction} while discharging"
+        if self.power_unit is None:
+            return product
+        power_direction = "positive" if self.power_sign > 0 else "negative"
+        return f"power_now in {self.power_unit}, {power_direction} while discharging (preferred to {product})"
+
+
+def _sign(option: str, values: Sequence[float]) -> float:
+    if option == "discharge_positive":
+        return 1.0
+    if option == "discharge_negative":
+        return -1.0
+    return -1.0 if values and statistics.median(values) < 0 else 1.0
 
 
 def detect_scale(samples: Sequence[GaugeSample], options: Mapping[str, Any]) -> GaugeScale:
     """Units and sign from the profile where it pins them ("uA", "discharge_negative"), else from the values.
 
     Detection needs the phone to be discharging (energy is refused otherwise): the median current's sign is
-    then the discharge sign, and the magnitudes tell µ from milli.
+    then the discharge sign, and the magnitudes tell µ from milli. power_now (µW by the kernel ABI, mW on
+    some vendor kernels) is preferred where the phone has it and it reads non-zero; `power_unit = "off"`
+    in the profile falls back to current × voltage.
     """
     currents = [s.current for s in samples if s.current != 0]
     voltages = [abs(s.voltage) for s in samples]
@@ -95,14 +147,15 @@ def detect_scale(samples: Sequence[GaugeSample], options: Mapping[str, Any]) -> 
     if current_unit not in ("uA", "mA"):
         big = bool(currents) and statistics.median(abs(c) for c in currents) >= _MICRO_CURRENT_MIN
         current_unit = "uA" if big or voltage_unit == "uV" else "mA"
-    sign_option = str(options.get("sign", "auto"))
-    if sign_option == "discharge_positive":
-        sign = 1.0
-    elif sign_option == "discharge_negative":
-        sign = -1.0
-    else:
-        sign = -1.0 if currents and statistics.median(currents) < 0 else 1.0
-    return GaugeScale(current_unit, voltage_unit, sign)
+    sign = _sign(str(options.get("sign", "auto")), currents)
+    powers = [s.power for s in samples if s.power]
+    power_option = str(options.get("power_unit", "auto"))
+    power_unit: str | None = None
+    if powers and power_option != "off":
+        big = statistics.median(abs(p) for p in powers) >= _MICRO_POWER_MIN
+        power_unit = power_option if power_option in ("uW", "mW") else ("uW" if big else "mW")
+    power_sign = _sign(str(options.get("power_sign", "auto")), powers)
+    return GaugeScale(current_unit, voltage_unit, sign, power_unit, power_sign)
 
 
 def update_period_s(samples: Sequence[GaugeSample]) -> float | None:

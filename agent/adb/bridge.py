@@ -45,7 +45,14 @@ class PhoneBridge:
         delegate = self.delegate or next(iter(profile.providers), "")
         if delegate == "CPUExecutionProvider":
             delegate = "xnnpack"
-        return PhoneBackend(self.phone, self.info, delegate, profile.options_for("android"))
+        return PhoneBackend(
+            self.phone,
+            self.info,
+            delegate,
+            profile.options_for("android"),
+            thermal_zones=profile.thermal_zones,
+            max_temp_c=profile.max_temp_c,
+        )
 
     def refresh(self) -> None:
         """Read the phone again if the last description is old; keep the old one if the phone is away."""
