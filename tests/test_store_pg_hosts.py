@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import urlencode
 
 from tests.conftest import console_script
+from tests.test_serve_dashboard import start_serve
 
 FAST = ["--runs", "5", "--min-duration", "0.05", "--idle", "0", "--warmup", "1", "--threads", "1", "--quiet"]
 HOSTS = 8
@@ -51,3 +53,18 @@ def test_eight_hosts_profiling_at_once_all_store_complete_runs(squeezenet: Path,
         raw = run.raw[device["device"]]
         assert device["status"] == "ok" and len(raw.end_ns) == device["n_inferences"] >= 5  # its own samples
         assert run.document == doc
+
+    # `host serve` over the same database shows every host's run and their trend on the shared device name.
+    server = start_serve(env)
+    try:
+        _, runs_page, _ = server.get("/")
+        device = docs[0]["devices"][0]["device"]
+        _, trend, _ = server.get(f"/trend?{urlencode({'model': squeezenet.name, 'device': device})}")
+        fleet_status, _, _ = server.get("/fleet")
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+    assert all(doc["run_id"] in runs_page for doc in docs)
+    same_device = [doc for doc in docs if doc["devices"][0]["device"] == device]
+    assert trend.split("<h2>Latency p50</h2>")[1].split("<h2>")[0].count("<circle") == len(same_device)
+    assert fleet_status == 200
