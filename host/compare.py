@@ -6,7 +6,8 @@ repetitions when each side has enough (host/compare_metrics.py); otherwise its i
 run-to-run spread the store has seen for that device, model and settings (host/run_history.py); with no
 such history only the runs' own intervals remain ("within-run evidence only") and no change below the
 noise floor fails the gate. A regression is a whole interval beyond the gate in the worse direction. p50
-latency and gross energy gate by default, dynamic energy only when asked (``gate_metrics``); p90,
+latency and gross energy gate by default, and when both runs are generative TTFT p50 and decode tokens/s (higher
+is better) per prompt length both measured; dynamic energy only when asked (``gate_metrics``); p90,
 throughput, power and memory are shown and never gate. Mann-Whitney on raw inferences is informational.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from host.compare_metrics import PLAIN, SPECS, MetricChange, Side, metric_change, plain_change
+from host.compare_metrics import PLAIN, SPECS, MetricChange, Side, generation_specs, metric_change, plain_change
 from host.energy import co2e_g
 from host.report.fields import get, num
 from host.run_history import RunHistory
@@ -34,8 +35,9 @@ from host.store import Store, StoreError
 #: (9.8%, docs/ci-recipe.md says how it was measured), rounded up.
 NOISE_FLOOR_PCT = 10.0
 #: Metrics that may gate, by the name --gate-metrics takes.
-GATEABLE = ("latency-p50", "energy", "dynamic-energy")
-DEFAULT_GATE_METRICS = ("latency-p50", "energy")
+GATEABLE = ("latency-p50", "energy", "dynamic-energy", "ttft-p50", "decode-tokens-per-s")
+#: TTFT p50 and decode tokens/s exist only when both runs are generative (per prompt length both measured).
+DEFAULT_GATE_METRICS = ("latency-p50", "energy", "ttft-p50", "decode-tokens-per-s")
 
 
 class CompareError(Exception):
@@ -180,7 +182,8 @@ def compare_runs(
         pairs.append((device, b, c))
         sides = (Side(base, b), Side(cand, c))
         changes += [
-            metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct) for spec in SPECS
+            metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct)
+            for spec in (*SPECS, *generation_specs(b, c))
         ]
         changes += [plain_change(device, name, unit, get(b, *p), get(c, *p), hw) for name, unit, p, hw in PLAIN]
     differences = settings_differences(base.document, cand.document, pairs)

@@ -67,6 +67,10 @@ class _Spec:
     top: tuple[str, ...]
     ci: tuple[str, ...]
     quantile: float | None = None
+    higher_is_worse: bool = True
+    #: A generative model's metric: `top`/`ci` are read in the `generation` row of this prompt length, and
+    #: `rep_key` in the repetition's own `generation` row of it.
+    prompt_len: int | None = None
 
 
 SPECS = (
@@ -90,6 +94,67 @@ SPECS = (
     ),
 )
 
+
+def generation_specs(base_entry: dict[str, Any], cand_entry: dict[str, Any]) -> list[_Spec]:
+    """TTFT p50 (lower is better) and decode tokens/s (higher is better) for every prompt length both generative
+    entries measured; none unless both are generative."""
+
+    def prompts(entry: dict[str, Any]) -> list[int]:
+        rows = entry.get("generation")
+        return [r["prompt_len"] for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    common = [p for p in prompts(base_entry) if p in prompts(cand_entry)]
+    specs = []
+    for p in common:
+        specs.append(
+            _Spec(
+                f"TTFT p50, prompt {p}",
+                "ttft-p50",
+                "ms",
+                "ttft_p50_ms",
+                ("ttft_ms", "p50"),
+                ("ttft_ms", "p50_ci95"),
+                prompt_len=p,
+            )
+        )
+        specs.append(
+            _Spec(
+                f"decode tokens/s, prompt {p}",
+                "decode-tokens-per-s",
+                "tok/s",
+                "decode_tokens_per_s",
+                ("decode_tokens_per_s",),
+                ("decode_tokens_per_s_ci95",),
+                higher_is_worse=False,
+                prompt_len=p,
+            )
+        )
+    return specs
+
+
+def _generation_row(entry: dict[str, Any], prompt_len: int) -> dict[str, Any] | None:
+    rows = entry.get("generation")
+    found = (
+        [r for r in rows if isinstance(r, dict) and r.get("prompt_len") == prompt_len] if isinstance(rows, list) else []
+    )
+    return found[0] if found else None
+
+
+def _read(entry: dict[str, Any], spec: _Spec, path: tuple[str, ...]) -> Any:
+    """``entry[path]``, or for a generative metric its prompt length's generation row's ``[path]``."""
+    if spec.prompt_len is None:
+        return get(entry, *path)
+    row = _generation_row(entry, spec.prompt_len)
+    return None if row is None else get(row, *path)
+
+
+def _rep_value(rep: dict[str, Any], spec: _Spec) -> float | None:
+    if spec.prompt_len is None:
+        return _number(rep.get(spec.rep_key))
+    row = _generation_row(rep, spec.prompt_len)
+    return None if row is None else _number(row.get(spec.rep_key))
+
+
 #: Shown with their change, never tested: (name, unit, path, higher is worse).
 PLAIN: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("throughput", "inf/s", ("throughput_ips",), False),
@@ -105,10 +170,10 @@ def _number(value: Any) -> float | None:
 def _figures(entry: dict[str, Any], spec: _Spec) -> list[float] | None:
     """The metric per repetition when the entry has two or more, else the run's one figure; None if unmeasured."""
     reps = entry.get("repetitions") or []
-    values = [_number(r.get(spec.rep_key)) for r in reps]
+    values = [_rep_value(r, spec) for r in reps]
     if len(reps) >= 2 and all(v is not None for v in values):
         return [v for v in values if v is not None]
-    top = _number(get(entry, *spec.top))
+    top = _number(_read(entry, spec, spec.top))
     return None if top is None else [top]
 
 
@@ -122,10 +187,10 @@ def _within_run_ci(entry: dict[str, Any], spec: _Spec, run: RunData, device: str
     """The run's own 95% interval: for percentiles recomputed from raw inferences when the store has them
     (older runs stored intervals that assumed independent inferences), else the document's."""
     raw = run.raw.get(device)
-    if spec.quantile is not None and raw is not None and raw.start_ns.size:
+    if spec.quantile is not None and spec.prompt_len is None and raw is not None and raw.start_ns.size:
         order = np.argsort(raw.start_ns, kind="stable")
         return quantile_interval(raw.latency_ns[order] / 1e6, spec.quantile).as_ci95()
-    return _interval(get(entry, *spec.ci))
+    return _interval(_read(entry, spec, spec.ci))
 
 
 @dataclass
@@ -156,7 +221,7 @@ def _run_level_change(
     spread = log_spread(_spread_groups(device, spec, base, cand, history))
     if spread is not None:
         return history_change(np.asarray(bv), np.asarray(cv), *spread)
-    b_top, c_top = _number(get(base.entry, *spec.top)), _number(get(cand.entry, *spec.top))
+    b_top, c_top = _number(_read(base.entry, spec, spec.top)), _number(_read(cand.entry, spec, spec.top))
     assert b_top is not None and c_top is not None  # _figures found them
     change = within_run_change(
         b_top,
@@ -177,7 +242,7 @@ def metric_change(
     gate_metrics: Sequence[str],
     noise_floor_pct: float,
 ) -> MetricChange:
-    b_top, c_top = _number(get(base.entry, *spec.top)), _number(get(cand.entry, *spec.top))
+    b_top, c_top = _number(_read(base.entry, spec, spec.top)), _number(_read(cand.entry, spec, spec.top))
     gated = spec.gate_name is not None and spec.gate_name in gate_metrics
     bv, cv = _figures(base.entry, spec), _figures(cand.entry, spec)
     if bv is None or cv is None:
@@ -189,7 +254,7 @@ def metric_change(
             device, spec.name, spec.unit, b_top, c_top, change_pct, "none", None, False, False, "not positive: no ratio"
         )
     change = _run_level_change(device, spec, base, cand, history, bv, cv)
-    regression = is_run_level_regression(change, True, gate_pct, noise_floor_pct)
+    regression = is_run_level_regression(change, spec.higher_is_worse, gate_pct, noise_floor_pct)
     note = change.detail
     if change.evidence == EVIDENCE_WITHIN_RUN:
         note = "within-run evidence only" + (f": {change.detail}" if change.detail else "")

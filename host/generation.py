@@ -88,23 +88,28 @@ class Generation:
 
 
 def generations(raw: DeviceRaw, phase: str = "measure") -> list[Generation]:
-    """The generations whose start lies in the phase (all of them when the phase is unknown), in order."""
+    """The generations whose start lies in a span of the phase (all of them when it has none), in order."""
     by_name = {s.kind: s for s in raw.series if s.kind in TOKEN_KINDS}
     if len(by_name) < len(TOKEN_KINDS):
         return []
     start, prefill, token = by_name["gen_start"], by_name["gen_prefill"], by_name["gen_token"]
-    # Series come back sorted by time; the index in value says which generation each row belongs to.
-    prefill_by_gen = dict(zip(prefill.value.astype(int).tolist(), prefill.t_ns.tolist(), strict=True))
-    order = np.argsort(token.value, kind="stable")
-    token_gen = token.value[order].astype(int)
-    token_t = token.t_ns[order]
-    bounds = np.searchsorted(token_gen, np.arange(start.t_ns.size + 1))
-    span = raw.phase(phase)
+    # A worker runs one generation at a time and the parts of a job (--repeat, host ab) one after another, so
+    # every prefill end and token belongs to the latest generation that started before it. The index in value
+    # restarts in each part, so after the parts' series are merged (host/repetitions.py) only time tells.
+    start_order = np.argsort(start.t_ns, kind="stable")
+    start_t, start_prompt = start.t_ns[start_order], start.value[start_order]
+    prefill_gen = np.searchsorted(start_t, prefill.t_ns, side="left") - 1
+    prefill_by_gen = {int(g): int(t) for g, t in zip(prefill_gen, prefill.t_ns, strict=True) if g >= 0}
+    token_order = np.argsort(token.t_ns, kind="stable")
+    token_t = token.t_ns[token_order]
+    bounds = np.append(np.searchsorted(token_t, start_t, side="right"), token_t.size)
+    # Every span of the phase: a run with repetitions (--repeat, host ab) has one measure phase per repetition.
+    spans = [(p.start_ns, p.end_ns) for p in raw.phases if p.name == phase]
     found = []
-    for index, (start_ns, prompt) in enumerate(zip(start.t_ns.tolist(), start.value.tolist(), strict=True)):
-        if span is not None and not span.start_ns <= start_ns <= (span.end_ns or start_ns):
+    for index, (start_ns, prompt) in enumerate(zip(start_t.tolist(), start_prompt.tolist(), strict=True)):
+        if spans and not any(lo <= start_ns <= (hi or start_ns) for lo, hi in spans):
             continue
-        tokens = np.sort(token_t[bounds[index] : bounds[index + 1]])
+        tokens = token_t[bounds[index] : bounds[index + 1]]
         if tokens.size and index in prefill_by_gen:
             found.append(Generation(int(prompt), int(start_ns), int(prefill_by_gen[index]), tokens))
     return found
@@ -174,6 +179,37 @@ def _idle_power_w(raw: DeviceRaw, gens: Sequence[Generation]) -> float | None:
     return energy.energy_stats(raw.series, measure, idle, starts, ends).idle_power_w
 
 
+def decode_rate_ci95(group: Sequence[Generation]) -> list[float] | None:
+    """95% interval of decode tokens/s over the generations of one prompt length (within one run).
+
+    decode tokens/s is decoded tokens over decode time = 1 / the mean inter-token time over all decode steps,
+    so it is the inverse of a Student-t interval of the generations' own mean inter-token times (every
+    generation of a group decodes as many tokens), taken in measurement order as batch means; None under
+    two generations, with generations of different lengths (an end-of-sequence token), or when the interval
+    reaches zero.
+    """
+    if len({g.token_end_ns.size for g in group}) != 1 or group[0].token_end_ns.size < 2:
+        return None
+    per_gen_s = np.array([(g.token_end_ns[-1] - g.token_end_ns[0]) / 1e9 / (g.token_end_ns.size - 1) for g in group])
+    if per_gen_s.size < 2:
+        return None
+    center_s = (
+        float(sum(g.token_end_ns[-1] - g.token_end_ns[0] for g in group))
+        / 1e9
+        / sum(g.token_end_ns.size - 1 for g in group)
+    )
+    low_s, high_s = stats.batch_means_ci95(per_gen_s, center=center_s)
+    return [1.0 / high_s, 1.0 / low_s] if low_s > 0 else None
+
+
+def ttft_ms_by_prompt(raw: DeviceRaw) -> dict[int, np.ndarray]:
+    """Each prompt length's measured TTFTs in ms, in measurement order."""
+    out: dict[int, list[float]] = {}
+    for g in generations(raw):
+        out.setdefault(g.prompt_tokens, []).append(g.ttft_ns / 1e6)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 def generation_block(raw: DeviceRaw, peak_rss_mb: float | None = None) -> list[dict[str, Any]] | None:
     """The result document's `generation` list (one entry per prompt length), or None without generations."""
     gens = generations(raw)
@@ -199,6 +235,7 @@ def generation_block(raw: DeviceRaw, peak_rss_mb: float | None = None) -> list[d
             "e2e_ms": stats.latency_stats(starts, lasts).to_dict(),
             "prefill_tokens_per_s": _rate(prompt_len * len(group), float((firsts - starts).sum()) / 1e9),
             "decode_tokens_per_s": _rate(decoded, float((lasts - firsts).sum()) / 1e9) if decoded else None,
+            "decode_tokens_per_s_ci95": decode_rate_ci95(group),
             "tokens_generated": generated,
             "peak_rss_mb": peak_rss_mb,
         }

@@ -7,7 +7,9 @@ The contract (DESIGN.md §4), read by compare and the reports: a device entry me
     energy_mj_per_inference, dynamic_energy_mj_per_inference, idle_power_w, avg_power_w,
     load_time_ms, worker_pid, measure_start_ns, measure_end_ns, idle_start_ns, idle_end_ns
 
-(energy fields null without a power sensor; ``part`` is the index in the agent job, ``index`` in this run).
+(energy fields null without a power sensor; ``part`` is the index in the agent job, ``index`` in this run), and
+for a generative model ``generation``: per prompt length ``prompt_len, n_generations, ttft_p50_ms,
+decode_tokens_per_s, prefill_tokens_per_s``.
 The run's raw latency arrays are the repetitions' measured inferences concatenated in this order, so
 ``n`` gives the boundaries; the raw series cover every repetition's span. The entry's top-level figures
 are pooled over all repetitions (`pool`): percentiles over every inference, throughput and energy as
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from host import energy, stats
+from host.generation import generation_block, ttft_ms_by_prompt
 from host.rundata import DeviceRaw
 from protos import agent_pb2 as pb
 
@@ -67,7 +70,40 @@ def repetition_summary(index: int, part: int, raw: DeviceRaw, info: pb.JobInfo |
                 idle_power_w=e.idle_power_w,
                 avg_power_w=e.avg_power_w,
             )
+    generation = generation_block(raw)
+    if generation is not None:  # a generative model: each prompt length's run-level figures, for compare
+        rep["generation"] = [
+            {
+                "prompt_len": row["prompt_len"],
+                "n_generations": row["n_generations"],
+                "ttft_p50_ms": (row.get("ttft_ms") or {}).get("p50"),
+                "decode_tokens_per_s": row["decode_tokens_per_s"],
+                "prefill_tokens_per_s": row["prefill_tokens_per_s"],
+            }
+            for row in generation
+        ]
     return rep
+
+
+def _pool_generation(entry: dict[str, Any], reps: list[dict[str, Any]], parts: list[DeviceRaw]) -> None:
+    """A generative entry's TTFT p50 and decode tokens/s intervals over its repetitions (in place)."""
+    by_prompt = [ttft_ms_by_prompt(p) for p in parts]
+    for row in entry.get("generation") or []:
+        prompt = row["prompt_len"]
+        pooled = stats.pooled_quantile_ci([g[prompt] for g in by_prompt if prompt in g], 0.5)
+        if row.get("ttft_ms") and pooled is not None:
+            row["ttft_ms"]["p50_ci95"] = list(pooled)
+            row["ttft_ms"]["ci_method"] = f"hierarchical bootstrap over {len(reps)} repetitions"
+        rates = [
+            g["decode_tokens_per_s"]
+            for r in reps
+            for g in r.get("generation") or []
+            if g["prompt_len"] == prompt and g["decode_tokens_per_s"] is not None
+        ]
+        center = row.get("decode_tokens_per_s")
+        if center is not None and len(rates) == len(reps) >= 2:
+            low, high = stats.batch_means_ci95(np.asarray(rates), center=center)
+            row["decode_tokens_per_s_ci95"] = [max(low, 0.0), high]
 
 
 def merge_raw(device: str, parts: list[DeviceRaw]) -> DeviceRaw:
@@ -138,6 +174,7 @@ def pool(entry: dict[str, Any], reps: list[dict[str, Any]], parts: list[DeviceRa
                 list(pooled) if pooled is not None else _between_ci95(reps, f"{key}_ms", latency[key], floor=0.0)
             )
         latency["ci_method"] = f"hierarchical bootstrap over {len(reps)} repetitions"
+    _pool_generation(entry, reps, parts)
     if total_n:
         e = dict(entry.get("energy") or energy.empty())
         gross = _weighted(reps, "energy_mj_per_inference")

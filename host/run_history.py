@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 
 #: Run settings that change what is measured (not how long or how patiently): runs of one history share them.
-MEASUREMENT_SETTINGS = ("threads", "input_shapes", "inputs_npz", "op_profile", "quantize", "quantize_mode")
+MEASUREMENT_SETTINGS = (
+    "threads",
+    "input_shapes",
+    "inputs_npz",
+    "op_profile",
+    "quantize",
+    "quantize_mode",
+    "gen_len",  # a generative model's figures depend on how many tokens follow the prompt
+    "prompt_text",
+)
 #: Device-entry fields that must agree too.
 DEVICE_FIELDS = ("runtime", "execution_provider", "profile")
 

@@ -158,5 +158,8 @@ def test_ab_refuses_an_unknown_gate_metric_before_measuring(tmp_path: Path, sque
     result = _host("ab", str(squeezenet), str(squeezenet), "--gate-metrics", "latency-p50,p77", cwd=tmp_path)
 
     assert result.returncode == 1
-    assert result.stderr.strip() == "host: unknown gate metric 'p77' (choose from latency-p50, energy, dynamic-energy)"
+    assert result.stderr.strip() == (
+        "host: unknown gate metric 'p77' (choose from latency-p50, energy, dynamic-energy, ttft-p50,"
+        " decode-tokens-per-s)"
+    )
     assert Store().runs() == []  # nothing was measured or stored

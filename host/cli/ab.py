@@ -22,11 +22,14 @@ from host.cli.common import (
     FailOnRegressionOption,
     FleetOption,
     GateMetricsOption,
+    GenLenOption,
     IdleOption,
     InputShapeOption,
     InputsOption,
     MinDurationOption,
     OpProfileOption,
+    PromptFileOption,
+    PromptLenOption,
     QuantizeModeOption,
     QuantizeOption,
     QuietOption,
@@ -43,7 +46,15 @@ from host.cli.common import (
     fail,
     open_store,
 )
-from host.cli.profile import _input_shapes, load_model, make_compiler, read_inputs, resolve_targets
+from host.cli.profile import (
+    _input_shapes,
+    _prompt_lens,
+    _prompt_text,
+    load_model,
+    make_compiler,
+    read_inputs,
+    resolve_targets,
+)
 from host.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
 from host.profiling import ProfileSettings
 
@@ -73,6 +84,9 @@ def ab(
     calibration: CalibrationOption = None,
     timeout: TimeoutOption = 0.0,
     reconnect: ReconnectOption = 300.0,
+    prompt_len: PromptLenOption = "128",
+    gen_len: GenLenOption = 64,
+    prompt_file: PromptFileOption = None,
     token_file: TokenFileOption = None,
     tls_ca: TlsCaOption = None,
     fail_on_regression: FailOnRegressionOption = None,
@@ -106,6 +120,9 @@ def ab(
         op_profile=op_profile,
         timeout_s=timeout,
         reconnect_s=reconnect,
+        prompt_lens=_prompt_lens(prompt_len),
+        gen_len=gen_len,
+        prompt_text=_prompt_text(prompt_file),
     )
     compiler = make_compiler(quantize, quantize_mode, calibration, shapes, inputs)
     from host.progress import make_progress

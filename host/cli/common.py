@@ -100,7 +100,8 @@ GateMetricsOption = Annotated[
     str | None,
     typer.Option(
         metavar="LIST",
-        help="comma-separated metrics that gate: latency-p50, energy, dynamic-energy (default: latency-p50,energy)",
+        help="comma-separated metrics that gate: latency-p50, energy, dynamic-energy, ttft-p50, decode-tokens-per-s"
+        " (default: latency-p50,energy and, when both runs are generative, ttft-p50,decode-tokens-per-s)",
     ),
 ]
 CompareFormatOption = Annotated[str, typer.Option("--format", "-f", help="text|md|json")]
