@@ -139,3 +139,104 @@ def test_a_failed_allocation_is_out_of_memory_not_invalid_input(agent_process: A
     assert len(ends) == 1 and ends[0].status == pb.JobEnd.ERROR
     assert ends[0].error_kind == "out_of_memory", ends[0].error
     assert ends[0].error.startswith("out of memory: ") and "Failed to allocate memory" in ends[0].error
+
+
+# Every range check of a Profile request at its edges (issue 18: removing them went unnoticed, even by the
+# RPC fuzzer). The request is refused before anything is queued, with one line naming the field.
+BOUNDS = [
+    ("runs", 0, 10_000_000),
+    ("warmup", 0, 1_000_000),
+    ("min_duration_s", 0, 86_400),
+    ("idle_s", 0, 3_600),
+    ("threads", 0, 1_024),
+    ("sample_rate_hz", 0, 10_000),
+    ("settle_timeout_s", 0, 3_600),
+    ("timeout_s", 0, 7 * 86_400),
+    ("max_warmup_s", 0, 3_600),
+]
+SHA = "ab" * 32
+
+
+@pytest.mark.parametrize(("name", "low", "high"), BOUNDS)
+def test_each_request_bound_is_inclusive_and_refused_beyond(name: str, low: float, high: float) -> None:
+    from agent.errors import InvalidInput
+    from agent.jobs import validate
+
+    validate(profile_request(SHA, **{name: low}))
+    validate(profile_request(SHA, **{name: high}))
+    beyond = profile_request(SHA, **{name: high + 1})
+    with pytest.raises(InvalidInput) as refused:
+        validate(beyond)
+    assert str(refused.value) == f"{name} must be between {low:g} and {high:g}, got {getattr(beyond, name)}"
+    if isinstance(getattr(pb.ProfileRequest(), name), float):
+        with pytest.raises(InvalidInput, match=f"^{name} must be between"):
+            validate(profile_request(SHA, **{name: math.nan}))
+        with pytest.raises(InvalidInput, match=f"^{name} must be between"):
+            validate(profile_request(SHA, **{name: -0.5}))
+
+
+def test_a_sampling_rate_slower_than_one_sample_in_ten_seconds_is_refused_but_zero_means_the_default() -> None:
+    from agent.errors import InvalidInput
+    from agent.jobs import validate
+
+    validate(profile_request(SHA, sample_rate_hz=0.0))
+    validate(profile_request(SHA, sample_rate_hz=0.1))
+    with pytest.raises(InvalidInput) as refused:
+        validate(profile_request(SHA, sample_rate_hz=0.05))
+    assert str(refused.value) == (
+        "sample_rate_hz must be between 0.1 and 10000, or 0 for the agent's default, got 0.05"
+    )
+
+
+def test_request_identity_format_and_shapes_are_checked_in_one_line() -> None:
+    from agent.errors import InvalidInput
+    from agent.jobs import validate
+
+    cases = [
+        ({"job_id": "A" * 32}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
+        ({"job_id": "a" * 32 + "\n"}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
+        ({"model_format": "pt"}, "model_format 'pt' is not one of onnx, ort, tflite, genai"),
+        ({"input_shapes": {"": "1x3"}}, "input_shapes has an empty or overlong input name"),
+        ({"input_shapes": {"x" * 1025: "1x3"}}, "input_shapes has an empty or overlong input name"),
+    ]
+    for fields, message in cases:
+        request = profile_request(SHA)
+        for key, value in fields.items():
+            if key == "input_shapes":
+                request.input_shapes.update(value)
+            else:
+                setattr(request, key, value)
+        with pytest.raises(InvalidInput) as refused:
+            validate(request)
+        assert str(refused.value) == message, fields
+    ok = profile_request(SHA)
+    ok.input_shapes["x" * 1024] = "1x3x224x224"
+    validate(ok)
+
+
+def test_a_genai_request_needs_sane_generation_sizes() -> None:
+    from agent.errors import InvalidInput
+    from agent.jobs import validate
+
+    def genai(**spec: Any) -> pb.ProfileRequest:
+        request = profile_request(SHA)
+        request.model_format = "genai"
+        request.generation.MergeFrom(pb.GenerationSpec(**spec))
+        return request
+
+    validate(genai(gen_len=1, prompt_lens=[1]))
+    validate(genai(gen_len=1_000_000, prompt_lens=[1_000_000] * 64))
+    validate(genai(gen_len=8, prompt_text="hello"))
+    cases = [
+        (genai(gen_len=0, prompt_lens=[4]), "a GenAI model needs generation.gen_len between 1 and 1000000, got 0"),
+        (genai(gen_len=1_000_001, prompt_lens=[4]), "generation.gen_len between 1 and 1000000, got 1000001"),
+        (genai(gen_len=8), "a GenAI model needs generation.prompt_lens or generation.prompt_text"),
+        (genai(gen_len=8, prompt_lens=[4] * 65), "generation.prompt_lens takes at most 64 lengths"),
+        (genai(gen_len=8, prompt_lens=[0]), "generation.prompt_lens takes at most 64 lengths"),
+        (genai(gen_len=8, prompt_lens=[1_000_001]), "generation.prompt_lens takes at most 64 lengths"),
+        (genai(gen_len=8, prompt_text="x" * 1_000_001), "generation.prompt_text is longer than 1000000 characters"),
+    ]
+    for request, message in cases:
+        with pytest.raises(InvalidInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+            validate(request)
+    validate(profile_request(SHA))  # not a GenAI model: no generation spec needed
