@@ -88,6 +88,9 @@ class Compiler:
         target = str(hints.get("format", "tflite" if profile.runtime == "tflite" else "onnx"))
         if optimize == "ort-format":
             target = "ort"
+        onnx_runtime = str(hints.get("onnx_runtime", ""))
+        if target == "tflite" and model.format == "onnx" and onnx_runtime in {r.name for r in info.runtimes}:
+            target = "onnx"  # a phone with onnxruntime_perf_test runs the ONNX model itself: no conversion
         if target not in _EXTENSIONS:
             raise CompileError(f"profile {profile.name}: unknown compile format '{target}' (onnx, ort or tflite)")
         max_opset = _max_opset(profile)

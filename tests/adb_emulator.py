@@ -591,3 +591,141 @@ def benchmark_main(argv: list[str] | None = None) -> int:
         print(f"INFO: Memory footprint delta from the start of the tool (MB): init={peak_mb / 2:g} overall={peak_mb:g}")
         print(f"INFO: Overall peak memory footprint (MB) via periodic monitoring: {peak_mb:g}")
     return 0
+
+
+# -- the phone's onnxruntime_perf_test ---------------------------------------------------------------
+
+ORT_HELP = """onnxruntime_perf_test [options...] model_path [result_file]
+Options:
+\t-m [test_mode]: Specifies the test mode. Value could be 'duration' or 'times'.
+\t-e [provider]: Specifies the provider 'cpu', 'nnapi', 'qnn' or 'xnnpack'.
+\t-r [repeated_times]: Specifies the repeated times if running in 'times' test mode.
+\t-x [intra_op_num_threads]: Sets the number of threads used to parallelize the execution within nodes.
+\t-p [profile_file]: Specifies the profile name to enable profiling and dump the profile data to the file.
+\t-I: Generate tensor input binding. Free dimensions are treated as 1.
+\t-s: Show statistics result, like P75, P90.
+"""
+_ORT_VALUED = set("mertxpiyoTfFCSdu")
+
+
+def write_ort_runner(path: Path) -> Path:
+    """The onnxruntime_perf_test a user would `agent adb install-runner`: a launcher for ort_perf_main."""
+    path.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom adb_emulator import ort_perf_main\nsys.exit(ort_perf_main())\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def _ort_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    flags: dict[str, str] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-") and len(arg) >= 2:
+            key = arg.lstrip("-")
+            if key in _ORT_VALUED and i + 1 < len(argv):
+                flags[key] = argv[i + 1]
+                i += 1
+            else:
+                flags[key] = "true"
+        else:
+            positional.append(arg)
+        i += 1
+    return flags, positional
+
+
+def _ort_feeds(session: Any) -> dict[str, Any]:
+    """Random inputs from the declared shapes, free dims as 1 (what -I does)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        dtype = dtypes.get(spec.type, np.float32)
+        feeds[spec.name] = rng.random(shape).astype(dtype) if dtype == np.float32 else np.zeros(shape, dtype)
+    return feeds
+
+
+def ort_perf_main(argv: list[str] | None = None) -> int:
+    """Run an ONNX model with the onnxruntime Python package and print as onnxruntime_perf_test does.
+
+    The timings are real (this machine's CPU, CPUExecutionProvider whatever -e names: the emulated phone's
+    NNAPI/QNN/XNNPACK are its CPU); with -p the profile is ONNX Runtime's own profiler output.
+    """
+    flags, positional = _ort_args(sys.argv[1:] if argv is None else argv)
+    if "h" in flags or "help" in flags or not positional:
+        print(ORT_HELP)
+        return 0 if positional or "h" in flags or "help" in flags else 1
+    root = Path(os.environ["EDGEPROF_PHONE_ROOT"])
+    config = json.loads((root / "etc/runner.json").read_text())
+    counter = root / "run/invocations"
+    invocation = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(invocation))
+    provider = flags.get("e", "cpu")
+    print(f"Setting intra_op_num_threads to {flags.get('x', '0')}")
+    if provider in config.get("reject_providers", []):
+        print(f"{provider.upper()} execution provider failed to compile the model: unsupported operator")
+        return 1
+    import resource
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(flags.get("x", "0"))
+    if flags.get("p"):
+        options.enable_profiling = True
+        options.profile_file_prefix = flags["p"]
+    t0 = time.perf_counter()
+    try:
+        session = ort.InferenceSession(positional[0], options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own exception types for a bad model
+        print(f"Error: {' '.join(str(err).split())[:300]}")
+        return 1
+    created_s = time.perf_counter() - t0
+    if config.get("crash_on_invocation") == invocation:
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGSEGV)
+    feeds = _ort_feeds(session)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    (root / "run/busy").write_text("1")
+    try:
+        a = time.perf_counter()
+        session.run(None, feeds)  # the tool's own warm-up run
+        first_ms = int((time.perf_counter() - a) * 1000)
+        costs = []
+        began = time.perf_counter()
+        for _ in range(int(flags.get("r", "1000"))):
+            a = time.perf_counter()
+            session.run(None, feeds)
+            costs.append(time.perf_counter() - a)
+        run_s = time.perf_counter() - began
+    finally:
+        (root / "run/busy").unlink(missing_ok=True)
+    if flags.get("p"):
+        session.end_profiling()  # writes PREFIX_<date>.json, as the tool's session does at its end
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_pct = int(100 * (usage.ru_utime + usage.ru_stime - usage0.ru_utime - usage0.ru_stime) / max(run_s, 1e-9))
+    peak_bytes = usage.ru_maxrss * 1024
+    total = sum(costs)
+    print(f"Session creation time cost: {created_s:g} s")
+    print(f"First inference time cost: {first_ms} ms")
+    print(f"Total inference time cost: {total:g} s")
+    print(f"Total inference requests: {len(costs)}")
+    print(f"Average inference time cost total: {total / len(costs) * 1000:f} ms")
+    print(f"Total inference run time: {run_s:g} s")
+    print(f"Number of inferences per second: {len(costs) / run_s:g}")
+    print(f"Avg CPU usage: {cpu_pct} %")
+    print(f"Peak working set size: {peak_bytes} bytes")
+    if flags.get("s") == "true":
+        print(f"Avg CPU usage:{cpu_pct}\nPeak working set size:{peak_bytes}\nRuns:{len(costs)}")
+        ordered = np.sort(np.array(costs))
+        print(f"Min Latency: {ordered[0]:g} s")
+        print(f"Max Latency: {ordered[-1]:g} s")
+        for name, q in (("P50", 0.5), ("P90", 0.9), ("P95", 0.95), ("P99", 0.99), ("P999", 0.999)):
+            print(f"{name} Latency: {ordered[min(len(ordered) - 1, int(q * len(ordered)))]:g} s")
+    return 0

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import re
+import shlex
 import signal
 import threading
 import time
@@ -23,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.adb import battery, benchmark_output, runners, screen, thermal
+from agent.adb import battery, benchmark_output, ort_perf, runners, screen, thermal
 from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.adb.phone import PHONE_DIR, Phone, ShellStream
 from agent.batches import job_end
 from agent.errors import AgentError, InvalidInput, InvalidModel
+from agent.runtimes.onnx import aggregate_ort_profile
 from agent.sampler import SeriesChunk
 from agent.sensors.base import POWER_MW, TEMP_C
 from protos import agent_pb2 as pb
@@ -44,10 +46,13 @@ DEFAULT_BLOCKS = 10
 #: only repeats values and costs the phone a `sleep` fork per sample.
 MIN_GAUGE_PERIOD_S = 0.1
 _UPTIME = re.compile(r"^(\d+\.\d+) \d+\.\d+$")
+#: Model formats and the runner that runs each.
+RUNNER_FOR = {"tflite": runners.BENCHMARK_MODEL, "onnx": runners.ORT_PERF_TEST, "ort": runners.ORT_PERF_TEST}
+_PROFILE_MARK = "@profile"
 
 
 class RunnerFailed(AgentError):
-    """benchmark_model exited with an error or was killed by a signal."""
+    """The runner (benchmark_model, onnxruntime_perf_test) exited with an error or was killed by a signal."""
 
     kind = "crash"
 
@@ -125,19 +130,28 @@ class _PhoneRun:
         ex, req = self.ex, self.req
         self.phone.check()
         model = self._push_model()
-        runner = runners.require(self.phone)
+        self.runner_name = RUNNER_FOR[ex.part.model_format]
+        runner = runners.require(self.phone, self.runner_name)
         available = runners.installed(self.phone)
         delegate = (list(req.execution_providers) or [req.options.get("delegate", "") or self.backend.delegate])[0]
-        flags = runners.delegate_flags(
-            delegate.lower() if not delegate.startswith("external:") else delegate, available
-        )
+        if not delegate.startswith("external:"):
+            delegate = delegate.lower().removesuffix("executionprovider")  # ONNX Runtime's names: CPU, Nnapi, QNN
         cores = self.backend.info.big_cores if req.options.get("adb.all_cores", "") != "1" else []
         mask = taskset_mask(cores)
         threads = req.threads or len(cores) or 4
-        self.cmd = (
-            f"{'taskset ' + mask + ' ' if mask else ''}{runner.path} --graph={model} --num_threads={threads}"
-            f" --min_secs=0 --warmup_min_secs=0 --report_peak_memory_footprint=true {' '.join(flags)}"
-        )
+        pinned = f"taskset {mask} " if mask else ""
+        self.profile_events: list[dict[str, Any]] = []
+        if self.runner_name == runners.ORT_PERF_TEST:
+            flags = ort_perf.provider_flags(delegate)
+            self.cmd = f"{pinned}{runner.path} -m times -x {threads} -I -s {' '.join(shlex.quote(f) for f in flags)}"
+            self.model = model
+            self.notes["latency_source"] = "per_inference"
+        else:
+            flags = runners.delegate_flags(delegate, available)
+            self.cmd = (
+                f"{pinned}{runner.path} --graph={model} --num_threads={threads}"
+                f" --min_secs=0 --warmup_min_secs=0 --report_peak_memory_footprint=true {' '.join(flags)}"
+            )
         self.notes.update(runner=f"{runner.name} {runner.version}", delegate=delegate or "cpu", cpu_mask=mask or "all")
         self._sync_clock()
         power = self.phone.shell(
@@ -158,7 +172,7 @@ class _PhoneRun:
         self.peak_mb = load.peak_memory_mb or 0.0
         ex.emitter.info(
             pb.JobInfo(
-                runtime="tflite-benchmark_model",
+                runtime=ort_perf.RUNTIME if self.runner_name == runners.ORT_PERF_TEST else "tflite-benchmark_model",
                 runtime_version=runner.version,
                 execution_providers=[delegate or "cpu"],
                 load_time_ns=int((load.init_us or 0) * 1000),
@@ -186,6 +200,10 @@ class _PhoneRun:
             self.notes["gauge_update_period_s"] = f"{period:.3f}"
         self.notes["block_runs"] = str(runs_per_block)
         self.notes["blocks"] = str(blocks)
+        ops: dict[str, Any] = {}
+        if req.op_profile and self.profile_events:
+            by_type, top = aggregate_ort_profile(self.profile_events)
+            ops = {"op_by_type": [vars(t) for t in by_type], "op_top_nodes": [vars(t) for t in top]}
         return job_end(
             pb.JobEnd.OK,
             measured=self.measured,
@@ -193,17 +211,18 @@ class _PhoneRun:
             first_inference_ns=self.first_inference_ns,
             peak_rss_bytes=int(self.peak_mb * 1024**2),
             notes=self.notes,
+            **ops,
         )
 
     def _push_model(self) -> str:
         part = self.ex.part
-        if part.model_format != "tflite":
+        if part.model_format not in RUNNER_FOR:
             raise InvalidInput(
-                f"phone {self.phone.serial} runs .tflite models (benchmark_model); "
-                f"this job's model is {part.model_format}"
+                f"phone {self.phone.serial} runs .tflite models (benchmark_model) and .onnx/.ort models "
+                f"(onnxruntime_perf_test); this job's model is {part.model_format}"
             )
         local = self.ex.runner.cache.use(part.model_sha256)
-        remote = f"{PHONE_DIR}/models/{part.model_sha256}.tflite"
+        remote = f"{PHONE_DIR}/models/{part.model_sha256}.{part.model_format}"
         if self.phone.size(remote) != local.stat().st_size:
             self.phone.push(local, remote)
         return remote
@@ -343,18 +362,34 @@ class _PhoneRun:
     def _windows(
         self, result: benchmark_output.BenchmarkResult, start_ns: int, end_ns: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The block's runs as back-to-back windows of its mean latency, ending where the invocation ended."""
+        """The block's runs as windows ending where the invocation ended: each inference's own start and duration
+        where the runner's profile gave them, else back-to-back windows of the block's mean latency."""
         count = int(result.runs.get("count", 0))
+        if result.run_windows_us:
+            rel = np.array(result.run_windows_us, dtype=np.float64)
+            last_end_us = float((rel[:, 0] + rel[:, 1]).max())
+            starts = end_ns - np.round((last_end_us - rel[:, 0]) * 1000).astype(np.int64)
+            return starts, starts + np.round(rel[:, 1] * 1000).astype(np.int64)
         mean_ns = round((result.inference_avg_us or 0.0) * 1000)
         first = max(start_ns, end_ns - count * mean_ns)
         starts = first + mean_ns * np.arange(count, dtype=np.int64)
         return starts, starts + mean_ns
 
     def _invoke(self, warmup_runs: int, num_runs: int, what: str) -> benchmark_output.BenchmarkResult:
-        command = (
-            f"cat /proc/uptime; {self.cmd} --warmup_runs={warmup_runs} --num_runs={num_runs} 2>&1;"
-            ' echo "@rc $?"; cat /proc/uptime'
-        )
+        ort = self.runner_name == runners.ORT_PERF_TEST
+        profiled = ort and self.phase == "measure"
+        prefix = f"{PHONE_DIR}/profiles/{self.req.job_id[:32]}"
+        if ort:
+            # The tool always runs one untimed warm-up inference itself; -p adds each inference's own events.
+            run = f"{self.cmd} -r {num_runs}{f' -p {prefix}' if profiled else ''} {self.model}"
+        else:
+            run = f"{self.cmd} --warmup_runs={warmup_runs} --num_runs={num_runs}"
+        command = f'cat /proc/uptime; {run} 2>&1; echo "@rc $?"; cat /proc/uptime'
+        if profiled:
+            command = (
+                f"mkdir -p {PHONE_DIR}/profiles; rm -f {prefix}_*.json; {command}; echo {_PROFILE_MARK};"
+                f" cat {prefix}_*.json 2>/dev/null; rm -f {prefix}_*.json"
+            )
         stream = self.phone.stream(command)
         self._active = stream
         lines: list[str] = []
@@ -365,27 +400,42 @@ class _PhoneRun:
             stream.close()
         if self.ex.job.cancelled.is_set() or time.monotonic() >= self.deadline:
             raise _Cancelled()
+        profile_text = ""
+        if _PROFILE_MARK in lines:
+            at = lines.index(_PROFILE_MARK)
+            lines, profile_text = lines[:at], "\n".join(lines[at + 1 :])
         uptimes = [round(float(m.group(1)) * 1e9) for ln in lines if (m := _UPTIME.match(ln.strip()))]
         rc_line = next((ln for ln in lines if ln.startswith("@rc ")), None)
         output = "\n".join(ln for ln in lines if not ln.startswith("@rc ") and not _UPTIME.match(ln.strip()))
-        if rc_line is None or len(uptimes) < 2:
+        if rc_line is None or len(uptimes) < 2 or (profiled and rc_line == "@rc 0" and not profile_text):
             raise self.phone.unavailable(f"during {self.phase} ({what})")
         rc = int(rc_line.split()[1])
         self._times = (uptimes[0], uptimes[-1])
-        result = benchmark_output.parse(output)
+        result = ort_perf.parse(output) if ort else benchmark_output.parse(output)
+        if rc == 0 and result.complete and profiled:
+            events = ort_perf.load_profile(profile_text)
+            result.run_windows_us = ort_perf.run_events(events, int(result.runs["count"]))
+            if len(result.run_windows_us) != int(result.runs["count"]):
+                raise RunnerFailed(
+                    f"onnxruntime_perf_test's profile holds {len(result.run_windows_us)} of its"
+                    f" {int(result.runs['count'])} inferences during {self.phase} ({what})"
+                )
+            self.profile_events.extend(e for e in events if e.get("cat") == "Node")
         if rc == 0 and result.complete:
             return result
-        line = benchmark_output.failure_line(output)
+        line = ort_perf.failure_line(output) if ort else benchmark_output.failure_line(output)
         delegate = self.notes.get("delegate", "cpu")
-        if self.phase == "prepare" and delegate != "cpu" and any("delegate" in e.lower() for e in result.errors):
-            raise InvalidModel(f"the {delegate} delegate rejected the model on phone {self.phone.serial}: {line}")
+        said = " ".join(result.errors).lower()
+        if self.phase == "prepare" and delegate != "cpu" and ("delegate" in said or (ort and delegate in said)):
+            rejecting = "execution provider" if ort else "delegate"
+            raise InvalidModel(f"the {delegate} {rejecting} rejected the model on phone {self.phone.serial}: {line}")
         if rc > 128:
             try:
                 name = signal.Signals(rc - 128).name
             except ValueError:
                 name = f"signal {rc - 128}"
-            raise RunnerFailed(f"benchmark_model crashed ({name}) during {self.phase} ({what}): {line}")
-        raise RunnerFailed(f"benchmark_model failed (exit {rc}) during {self.phase} ({what}): {line}")
+            raise RunnerFailed(f"{self.runner_name} crashed ({name}) during {self.phase} ({what}): {line}")
+        raise RunnerFailed(f"{self.runner_name} failed (exit {rc}) during {self.phase} ({what}): {line}")
 
     # -- background ----------------------------------------------------------------------------------
 

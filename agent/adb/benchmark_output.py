@@ -41,6 +41,8 @@ class BenchmarkResult:
     #: (nodes taken by the delegate, nodes in the graph) when the tool says so.
     delegated_nodes: tuple[int, int] | None = None
     errors: list[str] = field(default_factory=list)
+    #: (start µs, duration µs) of each measured run where the runner's profile gives them (onnxruntime_perf_test).
+    run_windows_us: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.adb import runners
+from agent.adb import ort_perf, runners
 from agent.adb.backend import SENSOR, PhoneBackend
 from agent.adb.describe import PhoneInfo, describe
 from agent.adb.phone import Phone, PhoneUnavailable
@@ -73,6 +73,16 @@ class PhoneBridge:
         if bench is not None:
             runtimes.append(
                 {"name": "tflite", "version": bench.version, "providers": list(profile.providers), "module": bench.path}
+            )
+        ort = self._runners.get(runners.ORT_PERF_TEST)
+        if ort is not None:  # the host sends ONNX models as they are (the profile's compile.onnx_runtime)
+            runtimes.append(
+                {
+                    "name": "onnxruntime",
+                    "version": ort.version,
+                    "providers": list(ort_perf.PROVIDERS),
+                    "module": ort.path,
+                }
             )
         return {
             "hostname": f"{info.model or 'android'} ({info.serial})",
