@@ -16,7 +16,8 @@ from typing import Any
 
 from agent import frames
 from agent.errors import InvalidInput
-from agent.runtimes.genai import GenAISession
+from agent.runtimes.genai import GenAISession, Generation
+from agent.worker import FLUSH_INTERVAL_NS
 
 WARMUP = 5
 MEASURE = 6
@@ -117,26 +118,47 @@ def _phase(worker: Any, session: GenAISession, sweep: list[list[int]], gen_len: 
             minimum, min_ns = max(1, int(spec.get("runs", 10))), int(float(spec.get("min_duration_s", 0.0)) * 1e9)
             cap_ns = 0
         started = clock()
+        last_flush = started
+        pending: list[Generation] = []
         done = 0
         while done < minimum or clock() - started < min_ns:
             if cap_ns and clock() - started >= cap_ns:
                 break
-            generated = session.generate(prompt, gen_len)
-            frames.write_event(
-                worker.out,
-                {
-                    "type": "tokens",
-                    "phase": phase,
-                    "prompt_tokens": len(prompt),
-                    "start_ns": generated.start_ns,
-                    "prefill_end_ns": generated.prefill_end_ns,
-                    "token_end_ns": generated.token_end_ns,
-                },
-            )
-            frames.write_latency(worker.out, phase, [generated.start_ns], [generated.token_end_ns[-1]])
+            pending.append(session.generate(prompt, gen_len))
             done += 1
             count += 1
-            if phase == MEASURE:
-                worker.done = count
+            if clock() - last_flush >= FLUSH_INTERVAL_NS:
+                _send(worker, phase, len(prompt), pending)
+                pending = []
+                last_flush = clock()
+                if phase == MEASURE:
+                    worker.done = count
+        _send(worker, phase, len(prompt), pending)
+        if phase == MEASURE:
+            worker.done = count
     worker.event(type="phase", phase=name, start_ns=begin, end_ns=clock(), count=count, stable=True)
     return count
+
+
+def _send(worker: Any, phase: int, prompt_tokens: int, pending: list[Generation]) -> None:
+    """The generations since the last flush: a "tokens" event each, then their windows as one latency block.
+
+    Sent every FLUSH_INTERVAL_NS like the inference windows (agent/worker.py), not after every generation: a
+    generation of a small model lasts about a millisecond, and waking the agent (frame parsing, journal, stream)
+    that often took CPU from the next generations on a small board.
+    """
+    if not pending:
+        return
+    for generated in pending:
+        frames.write_event(
+            worker.out,
+            {
+                "type": "tokens",
+                "phase": phase,
+                "prompt_tokens": prompt_tokens,
+                "start_ns": generated.start_ns,
+                "prefill_end_ns": generated.prefill_end_ns,
+                "token_end_ns": generated.token_end_ns,
+            },
+        )
+    frames.write_latency(worker.out, phase, [g.start_ns for g in pending], [g.token_end_ns[-1] for g in pending])
