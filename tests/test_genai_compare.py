@@ -142,3 +142,18 @@ def test_ab_repeats_generations_pools_every_repetition_and_gates_on_repetitions(
     assert row["ttft_ms"]["ci_method"] == "hierarchical bootstrap over 3 repetitions"
     lo, hi = row["decode_tokens_per_s_ci95"]
     assert lo < row["decode_tokens_per_s"] < hi
+
+
+def test_profile_repeat_of_a_generative_model_counts_every_repetition(lab: tuple[Path, Path, Path, str]) -> None:
+    db, small, _, address = lab
+
+    document = profile_genai(small, address, db, db.parent / "repeat.json", "--repeat", "2", prompt_lens="16")
+
+    (entry,) = document["devices"]
+    (row,) = entry["generation"]
+    reps = entry["repetitions"]
+    assert len(reps) == 2 and all(r["generation"][0]["n_generations"] >= 5 for r in reps)
+    assert row["n_generations"] == sum(r["generation"][0]["n_generations"] for r in reps)
+    # every inter-token latency lies inside one generation: none spans two repetitions
+    assert row["itl_ms"]["n"] == row["n_generations"] * (16 - 1)
+    assert row["tokens_generated"] == row["n_generations"] * 16
