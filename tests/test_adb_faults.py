@@ -199,3 +199,28 @@ def test_cancel_while_the_phone_runs_ends_the_job_and_its_runner(
     finally:
         agent.stop()
         detach(adb_port, phone)
+
+
+def test_op_profile_with_a_benchmark_model_that_prints_no_operator_table_says_so(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    # The emulated benchmark_model has no per-operator timings to print (LiteRT's Python API gives none): the
+    # bridge's extra profiled invocation runs, finds no table, and the result says so instead of a made-up one.
+    phone = attach(adb_port, tmp_path)
+    (tmp_path / "agent").mkdir()
+    agent = bridge(tmp_path, adb_port, phone).start(timeout_s=60)
+    try:
+        run = profile(adb_port, tflite_model, tmp_path / "r.json", agent.address, extra=("--op-profile",))
+    finally:
+        agent.stop()
+        detach(adb_port, phone)
+    (dev,) = run["result"]["devices"]
+    assert dev["status"] == "ok", dev["error"]
+    assert dev["notes"]["op_profile"] == (
+        "benchmark_model printed no operator table (a build without profiling support?)"
+    )
+    assert "op_profile" not in dev
+    invocations = int((phone.root / "run/invocations").read_text())
+    assert invocations == 2 + int(dev["notes"]["blocks"]) + 1  # load, warmup, the blocks, the profiled run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.adb import battery, benchmark_output, runners
+from agent.adb import battery, benchmark_output, op_table, runners
 from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.errors import InvalidInput, RuntimeMissing
 
@@ -114,3 +114,53 @@ def test_delegate_flags() -> None:
         runners.delegate_flags("qnn", {})
     with pytest.raises(InvalidInput, match="unknown delegate 'tpu'"):
         runners.delegate_flags("tpu", {})
+
+
+# Hand-written in the layout benchmark_model --enable_op_profiling=true prints (TensorFlow's stats calculator,
+# as LiteRT's benchmark README shows it); not captured from a phone: the emulated runner has no per-operator
+# timings to print (LiteRT's Python API exposes none), so the bridge's parser is pinned on this sample.
+OP_LOG = (
+    "INFO: Inference timings in us: Init: 16772, First inference: 8781, Warmup (avg): 7514, Inference (avg): 7454\n"
+    "INFO: Profiling Info for Benchmark Initialization:\n"
+    "============================== Run Order ==============================\n"
+    "\t                 [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]\n"
+    "\tModifyGraphWithDelegate\t 14.842\t 14.842\t 99.317%\t 99.317%\t 3428.000\t 1\tModifyGraphWithDelegate/0\n"
+    "\n"
+    "INFO: Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+    "============================== Run Order ==============================\n"
+    "\t                 [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]\n"
+    "\t                     CONV_2D\t    4.269\t    4.100\t 54.667%\t 54.667%\t     0.000\t        1\t[conv1/Relu6]:0\n"
+    "\t           DEPTHWISE_CONV_2D\t    2.150\t    2.000\t 26.667%\t 81.333%\t     0.000\t        1\t[dw1/Relu6]:1\n"
+    "\t                     CONV_2D\t    1.366\t    1.400\t 18.667%\t100.000%\t     0.000\t        1\t[conv2/Relu6]:2\n"
+    "\n"
+    "============================== Top by Computation Time ==============================\n"
+    "\t                 [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]\n"
+    "\t                     CONV_2D\t    4.269\t    4.100\t 54.667%\t 54.667%\t     0.000\t        1\t[conv1/Relu6]:0\n"
+    "\t           DEPTHWISE_CONV_2D\t    2.150\t    2.000\t 26.667%\t 81.333%\t     0.000\t        1\t[dw1/Relu6]:1\n"
+    "\t                     CONV_2D\t    1.366\t    1.400\t 18.667%\t100.000%\t     0.000\t        1\t[conv2/Relu6]:2\n"
+    "\n"
+    "============================== Summary by node type ==============================\n"
+    "\t                 [Node type]\t  [count]\t  [avg ms]\t    [avg %]\t    [cdf %]\t  [mem KB]\t[times called]\n"
+    "\t                     CONV_2D\t        2\t     5.500\t    73.333%\t    73.333%\t     0.000\t        2\n"
+    "\t           DEPTHWISE_CONV_2D\t        1\t     2.000\t    26.667%\t   100.000%\t     0.000\t        1\n"
+    "\n"
+    "Timings (microseconds): count=20 first=7785 curr=7412 min=7301 max=8101 avg=7500 std=180\n"
+    "Memory (bytes): count=0\n"
+    "3 nodes observed\n"
+)
+
+
+def test_operator_table_gives_totals_by_type_and_top_nodes_of_the_regular_runs() -> None:
+    by_type, top = op_table.parse(OP_LOG)
+    # avg ms and times called are per run; the 20 profiled runs make the totals. Initialization rows are left out.
+    assert [(r.op_type, r.total_us, r.calls) for r in by_type] == [
+        ("CONV_2D", pytest.approx(110_000), 40),
+        ("DEPTHWISE_CONV_2D", pytest.approx(40_000), 20),
+    ]
+    assert [(r.op_type, r.node, r.calls) for r in top] == [
+        ("CONV_2D", "[conv1/Relu6]:0", 20),
+        ("DEPTHWISE_CONV_2D", "[dw1/Relu6]:1", 20),
+        ("CONV_2D", "[conv2/Relu6]:2", 20),
+    ]
+    assert top[0].total_us == pytest.approx(82_000)
+    assert op_table.parse(LOG) == ([], [])  # a run without --enable_op_profiling

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.adb import battery, benchmark_output, ort_perf, runners, screen, thermal
+from agent.adb import battery, benchmark_output, op_table, ort_perf, runners, screen, thermal
 from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.adb.phone import PHONE_DIR, Phone, ShellStream
 from agent.batches import job_end
@@ -116,6 +116,8 @@ class _PhoneRun:
         self.offset_ns = 0
         self.gauge: list[battery.GaugeSample] = []
         self.zones: list[thermal.PhoneZone] = []
+        self.op_rows: tuple[list[op_table.OpRow], list[op_table.OpRow]] = ([], [])
+        self._output = ""
         self._loop: ShellStream | None = None
         self.with_power = False
         self._loop_thread: threading.Thread | None = None
@@ -194,6 +196,8 @@ class _PhoneRun:
             self._idle()
             warm, mean_us = self._warmup()
             blocks, runs_per_block = self._measure(mean_us)
+            if req.op_profile and self.runner_name == runners.BENCHMARK_MODEL:
+                self._op_profile(runs_per_block)
         self._finish_gauge()
         period = battery.update_period_s(self.gauge)
         if period is not None:
@@ -204,6 +208,8 @@ class _PhoneRun:
         if req.op_profile and self.profile_events:
             by_type, top = aggregate_ort_profile(self.profile_events)
             ops = {"op_by_type": [vars(t) for t in by_type], "op_top_nodes": [vars(t) for t in top]}
+        elif req.op_profile and self.op_rows[0]:
+            ops = {"op_by_type": [vars(r) for r in self.op_rows[0]], "op_top_nodes": [vars(r) for r in self.op_rows[1]]}
         return job_end(
             pb.JobEnd.OK,
             measured=self.measured,
@@ -349,6 +355,16 @@ class _PhoneRun:
         self.ex.emitter.phase("measure", first_ns, last_ns, count=self.measured, detail=detail)
         return blocks, per_block
 
+    def _op_profile(self, runs: int) -> None:
+        """One more invocation with benchmark_model's operator profiler, after measuring (never slowing them)."""
+        self.phase = "op-profile"
+        self._invoke(
+            warmup_runs=1, num_runs=max(1, min(runs, 20)), what="operator profile", extra=" --enable_op_profiling=true"
+        )
+        self.op_rows = op_table.parse(self._output)
+        if not self.op_rows[0]:
+            self.notes["op_profile"] = "benchmark_model printed no operator table (a build without profiling support?)"
+
     # -- runner invocations --------------------------------------------------------------------------
 
     def _block(self, warmup_runs: int, num_runs: int, what: str) -> tuple[benchmark_output.BenchmarkResult, int, int]:
@@ -375,7 +391,7 @@ class _PhoneRun:
         starts = first + mean_ns * np.arange(count, dtype=np.int64)
         return starts, starts + mean_ns
 
-    def _invoke(self, warmup_runs: int, num_runs: int, what: str) -> benchmark_output.BenchmarkResult:
+    def _invoke(self, warmup_runs: int, num_runs: int, what: str, extra: str = "") -> benchmark_output.BenchmarkResult:
         ort = self.runner_name == runners.ORT_PERF_TEST
         profiled = ort and self.phase == "measure"
         prefix = f"{PHONE_DIR}/profiles/{self.req.job_id[:32]}"
@@ -383,7 +399,7 @@ class _PhoneRun:
             # The tool always runs one untimed warm-up inference itself; -p adds each inference's own events.
             run = f"{self.cmd} -r {num_runs}{f' -p {prefix}' if profiled else ''} {self.model}"
         else:
-            run = f"{self.cmd} --warmup_runs={warmup_runs} --num_runs={num_runs}"
+            run = f"{self.cmd} --warmup_runs={warmup_runs} --num_runs={num_runs}{extra}"
         command = f'cat /proc/uptime; {run} 2>&1; echo "@rc $?"; cat /proc/uptime'
         if profiled:
             command = (
@@ -411,6 +427,7 @@ class _PhoneRun:
             raise self.phone.unavailable(f"during {self.phase} ({what})")
         rc = int(rc_line.split()[1])
         self._times = (uptimes[0], uptimes[-1])
+        self._output = output
         result = ort_perf.parse(output) if ort else benchmark_output.parse(output)
         if rc == 0 and result.complete and profiled:
             events = ort_perf.load_profile(profile_text)
