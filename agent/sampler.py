@@ -56,6 +56,27 @@ def effective_rate_hz(sensor: Sensor, requested_hz: float) -> float:
     return max(rate, sensor.min_rate_hz)
 
 
+@dataclass
+class _CounterChanges:
+    """An energy counter's last value, how many changes were seen, and the first and last change time."""
+
+    last_value: float | None = None
+    changes: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+
+    def see(self, value: float, t_ns: int) -> None:
+        if self.last_value is not None and value != self.last_value:
+            self.changes += 1
+            self.first_ns = self.first_ns or t_ns
+            self.last_ns = t_ns
+        self.last_value = value
+
+    def period_s(self) -> float | None:
+        """Mean time between changes, None before 3 changes."""
+        return (self.last_ns - self.first_ns) / 1e9 / (self.changes - 1) if self.changes >= 3 else None
+
+
 class _SensorThread(threading.Thread):
     def __init__(
         self,
@@ -82,21 +103,18 @@ class _SensorThread(threading.Thread):
         self._values: list[Sequence[float]] = []
         self.errors = 0
         self.last_error = ""
-        # Per energy counter: last value, number of changes seen, first and last change time (ns).
-        self._counters = {i: [None, 0, 0, 0] for i, ch in enumerate(sensor.channels()) if ch.kind == ENERGY_UJ}
+        # Per energy counter (by channel index): how often its value has been seen to change.
+        self._counters = {i: _CounterChanges() for i, ch in enumerate(sensor.channels()) if ch.kind == ENERGY_UJ}
 
     def _track_counters(self, t_ns: int, values: Sequence[float]) -> None:
         for i, state in self._counters.items():
-            if state[0] is not None and values[i] != state[0]:
-                state[1] += 1
-                state[2] = state[2] or t_ns
-                state[3] = t_ns
-            state[0] = values[i]
+            state.see(values[i], t_ns)
 
     def counter_update_period_s(self) -> float | None:
         """The slowest counter's time between observed changes so far (NVML: ~0.1 s), None before 3."""
-        periods = [(last - first) / 1e9 / (n - 1) for _, n, first, last in self._counters.values() if n >= 3]
-        return max(periods) if periods else None
+        periods = [c.period_s() for c in self._counters.values()]
+        known = [p for p in periods if p is not None]
+        return max(known) if known else None
 
     def next_interval_ns(self) -> int:
         """The time to the next read: the mean period, dithered, within the sensor's safe maximum."""
