@@ -26,6 +26,13 @@ class ModelFile:
     sha256: str
     size_bytes: int
     inputs: tuple[InputDecl, ...]
+    #: What the user named, where it is not `path`: the GenAI model directory that `path` packs.
+    source: Path | None = None
+
+    @property
+    def display_path(self) -> Path:
+        """The model as the user knows it: what result documents and reports name."""
+        return self.source or self.path
 
 
 _ONNX_ELEM = {
@@ -132,7 +139,9 @@ def _genai_dir(path: Path) -> ModelFile:
         raise ModelFileError(str(err)) from err
     except OSError as err:
         raise ModelFileError(f"cannot pack the GenAI model {path}: {err.strerror or err}") from err
-    return ModelFile(path=tar, format="genai", sha256=sha256_file(tar), size_bytes=tar.stat().st_size, inputs=())
+    return ModelFile(
+        path=tar, format="genai", sha256=sha256_file(tar), size_bytes=tar.stat().st_size, inputs=(), source=path
+    )
 
 
 def _tflite_inputs(path: Path) -> tuple[InputDecl, ...]:

@@ -370,7 +370,12 @@ def settings_document(settings: ProfileSettings) -> dict[str, Any]:
 
 
 def asdict_model(model: ModelFile) -> dict[str, Any]:
-    return {"path": str(model.path), "format": model.format, "sha256": model.sha256, "size_bytes": model.size_bytes}
+    return {
+        "path": str(model.display_path),
+        "format": model.format,
+        "sha256": model.sha256,
+        "size_bytes": model.size_bytes,
+    }
 
 
 def run_profile(
@@ -410,7 +415,7 @@ def run_profile(
         "created_at": created_at,
         "host_version": __version__,
         "model": {
-            "path": str(model.path),
+            "path": str(model.display_path),
             "sha256": model.sha256,
             "format": model.format,
             "size_bytes": model.size_bytes,

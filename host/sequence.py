@@ -218,7 +218,7 @@ def run_parts(
             "created_at": created_at,
             "host_version": __version__,
             "model": {
-                "path": str(model.path),
+                "path": str(model.display_path),
                 "sha256": model.sha256,
                 "format": model.format,
                 "size_bytes": model.size_bytes,

@@ -82,7 +82,9 @@ def test_generation_profile_reports_ttft_tokens_per_s_and_energy_per_token_and_r
     _profile(model_dir, rapl_agent, tmp_path / "b.json")
 
     assert first.returncode in (0, 1), first.stderr  # 1 only when the busy test machine makes the run not valid
-    (dev,) = json.loads((tmp_path / "a.json").read_text())["devices"]
+    document = json.loads((tmp_path / "a.json").read_text())
+    assert document["model"]["path"] == str(model_dir)  # the directory the user named, not the cached pack
+    (dev,) = document["devices"]
     assert dev["status"] == "ok", dev["error"]
     assert dev["runtime"].startswith("onnxruntime-genai")
     rows = {row["prompt_len"]: row for row in dev["generation"]}
