@@ -9,7 +9,6 @@ unchanged) and as a "tokens" event with the prefill end and each token's ready t
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from typing import Any
@@ -23,11 +22,6 @@ WARMUP = 5
 MEASURE = 6
 #: Longest prompt or generation a job may ask for (the model's context length is checked as well).
 MAX_TOKENS = 1_000_000
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def prompts(session: GenAISession, generation: dict[str, Any]) -> list[list[int]]:
@@ -51,17 +45,7 @@ def prompts(session: GenAISession, generation: dict[str, Any]) -> list[list[int]
 def run_generation(worker: Any, runtime: Any) -> None:
     """The whole job for a GenAI model; `worker` is agent.worker.Worker (events, control line, progress)."""
     spec = worker.spec
-    rss_before = _rss_bytes()
-    t0 = time.monotonic_ns()
-    session = runtime.load(
-        spec["model_path"],
-        threads=int(spec.get("threads", 0)),
-        providers=spec.get("providers", []),
-        options=spec.get("options", {}),
-        op_profile=False,
-    )
-    load_time_ns = time.monotonic_ns() - t0
-    load_rss_delta = _rss_bytes() - rss_before
+    session, load_time_ns, load_rss_delta = worker.load_session(runtime)
     generation = spec.get("generation", {})
     sweep = prompts(session, generation)
     gen_len = int(generation["gen_len"])
@@ -81,11 +65,8 @@ def run_generation(worker: Any, runtime: Any) -> None:
         threads=int(spec.get("threads", 0)),
         inputs_source="text" if generation.get("prompt_text") else "random",
     )
-    command, _, min_duration_s = worker.control.readline().strip().partition(" ")
-    if command != "go":
-        return
-    if min_duration_s:
-        spec["min_duration_s"] = max(float(spec.get("min_duration_s", 0.0)), float(min_duration_s))
+    if not worker.await_go():
+        return  # the agent cancelled the job
     warmup_count = _phase(worker, session, sweep, gen_len, WARMUP)
     measured = _phase(worker, session, sweep, gen_len, MEASURE)
     worker.event(

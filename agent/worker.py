@@ -83,17 +83,7 @@ class Worker:
 
             run_generation(self, runtime)
             return
-        rss_before = _rss_bytes()
-        t0 = time.monotonic_ns()
-        session = runtime.load(
-            spec["model_path"],
-            threads=int(spec.get("threads", 0)),
-            providers=spec.get("providers", []),
-            options=spec.get("options", {}),
-            op_profile=False,
-        )
-        load_time_ns = time.monotonic_ns() - t0
-        load_rss_delta = _rss_bytes() - rss_before
+        session, load_time_ns, load_rss_delta = self.load_session(runtime)
         if spec.get("inputs_npz_path"):
             feeds = load_npz(spec["inputs_npz_path"], session.inputs)  # lazily: only the arrays it uses
             source = "npz"
@@ -121,12 +111,8 @@ class Worker:
             threads=int(spec.get("threads", 0)),
             inputs_source=source,
         )
-        # Wait while the agent settles the board and records idle power: nothing may run meanwhile.
-        command, _, min_duration_s = self.control.readline().strip().partition(" ")
-        if command != "go":
+        if not self.await_go():
             return  # agent cancelled the job
-        if min_duration_s:  # the agent extends the window to enough updates of a slow energy counter
-            spec["min_duration_s"] = max(float(spec.get("min_duration_s", 0.0)), float(min_duration_s))
         warmup_count, stable = self.warmup(session)
         measured = self.measure(session)
         op_by_type: list[dict[str, Any]] = []
@@ -144,6 +130,33 @@ class Worker:
             op_top_nodes=op_top,
         )
         session.close()
+
+    def load_session(self, runtime: Any) -> tuple[Any, int, int]:
+        """The model loaded by `runtime` as the spec says: (session, load time ns, RSS growth in bytes)."""
+        spec = self.spec
+        rss_before = _rss_bytes()
+        t0 = time.monotonic_ns()
+        session = runtime.load(
+            spec["model_path"],
+            threads=int(spec.get("threads", 0)),
+            providers=spec.get("providers", []),
+            options=spec.get("options", {}),
+            op_profile=False,
+        )
+        return session, time.monotonic_ns() - t0, _rss_bytes() - rss_before
+
+    def await_go(self) -> bool:
+        """Wait while the agent settles the board and records idle power (nothing may run meanwhile).
+
+        False when the agent cancelled the job instead. The agent may extend the measure window to enough
+        updates of a slow energy counter: "go SECONDS".
+        """
+        command, _, min_duration_s = self.control.readline().strip().partition(" ")
+        if command != "go":
+            return False
+        if min_duration_s:
+            self.spec["min_duration_s"] = max(float(self.spec.get("min_duration_s", 0.0)), float(min_duration_s))
+        return True
 
     def warmup(self, session: Any) -> tuple[int, bool]:
         """At least `warmup` inferences, then until latency is stable or max_warmup_s has passed."""
