@@ -439,3 +439,26 @@ def test_listen_addresses_are_read_and_checked_for_loopback() -> None:
     for bad in ("50051", "host:", "host:port"):
         with pytest.raises(ValueError, match=f"--listen '{bad}' must be HOST:PORT, e.g. 127.0.0.1:50051"):
             split_address(bad)
+
+
+def test_a_second_agent_on_a_port_in_use_is_refused_in_one_line_and_health_names_the_service() -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from agent.server import SERVICE_NAME, create_server
+    from protos import agent_pb2_grpc
+
+    first, port, _health = create_server("127.0.0.1:0", agent_pb2_grpc.AgentServicer())
+    try:
+        with pytest.raises(OSError) as refused:
+            create_server(f"127.0.0.1:{port}", agent_pb2_grpc.AgentServicer())
+        assert str(refused.value) == (
+            f"cannot listen on 127.0.0.1:{port}: the address is in use (another agent?) or not on this machine;"
+            " pick another --listen HOST:PORT"
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            for service in (SERVICE_NAME, ""):
+                reply = check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+    finally:
+        first.stop(None)
