@@ -9,14 +9,13 @@ unchanged) and as a "tokens" event with the prefill end and each token's ready t
 
 from __future__ import annotations
 
-import resource
 import time
 from typing import Any
 
 from agent import frames
 from agent.errors import InvalidInput
 from agent.runtimes.genai import GenAISession, Generation
-from agent.worker import FLUSH_INTERVAL_NS
+from agent.worker import FLUSH_INTERVAL_NS, peak_rss_bytes
 
 WARMUP = 5
 MEASURE = 6
@@ -75,7 +74,7 @@ def run_generation(worker: Any, runtime: Any) -> None:
         warmup=warmup_count,
         warmup_stable=True,  # a fixed count per prompt length: there is no latency plateau to wait for
         first_inference_ns=first_inference_ns,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
         op_by_type=[],
         op_top_nodes=[],
     )

@@ -43,9 +43,20 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux: the kernel's own high-water mark, which no sampler can miss.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak_rss_bytes() -> int:
+    """This process's resident high-water mark: the kernel's own, which no sampler can miss.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the process that forked, so a worker
+    started by a 500 MB agent (or a test process hosting one) reported 500 MB for a 90 MB model.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; no /proc elsewhere
 
 
 class Worker:
@@ -125,7 +136,7 @@ class Worker:
             warmup=warmup_count,
             warmup_stable=stable,
             first_inference_ns=first_inference_ns,
-            peak_rss_bytes=_peak_rss_bytes(),
+            peak_rss_bytes=peak_rss_bytes(),
             op_by_type=op_by_type,
             op_top_nodes=op_top,
         )

@@ -15,7 +15,7 @@ class ProcessMemorySensor(Sensor):
 
     backend = "memory"
     # A /proc/<pid>/statm read costs ~20 us.
-    # The peak comes from the worker's own ru_maxrss; this series is for plots, and every read costs the
+    # The peak comes from the worker's own high-water mark (VmHWM); this series is for plots, and every read costs the
     # measured worker a little CPU on a small board, so 20 Hz is plenty.
     max_rate_hz = 20.0
 
