@@ -37,7 +37,10 @@ def test_eight_oversized_uploads_are_refused_without_growing_the_agent(tmp_path:
                 thread.join(timeout=120)
 
             grown_mb = (psutil.Process(agent.pid).memory_info().rss - rss_before) / 1e6
-            assert grown_mb < 150, f"the agent grew by {grown_mb:.0f} MB refusing 8 oversized messages"
+            # Buffered whole, 8 messages are 8 x 66 MB; before the cap matched the chunk cap the agent grew by
+            # 369 MB and kept most of it. What remains is HTTP/2 flow-control windows in flight (up to a few MB
+            # a stream once BDP probing has opened them) and allocator slack: 100-200 MB on a loaded 2-core box.
+            assert grown_mb < 280, f"the agent grew by {grown_mb:.0f} MB refusing 8 oversized messages"
             assert [e.code() for e in errors] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 8, errors
             assert_still_serving(client, upload(client))
     finally:
