@@ -126,3 +126,70 @@ def test_strict_json_replaces_non_finite_and_refuses_what_is_left() -> None:
     assert cleaned == {"a": [1.0, None, (None, 2)], "b": None, "c": None}
     with pytest.raises(ValueError):
         dumps({"x": math.nan})
+
+
+# What the collector hands on (issue 18: mutation testing found the per-part and live-display reads unchecked).
+def _two_part_job() -> JobCollector:
+    """Part 0: warmup 900-990, measure 1000-2000 at 2 W; part 1: measure 3000-4000 at 4 W (samples every 100 ns)."""
+    first = pb.MeasurementBatch(job_id=JOB, seq=1)
+    first.phases.add(phase=pb.WARMUP, start_ns=900, end_ns=990, part=0)
+    first.phases.add(phase=pb.MEASURE, start_ns=1000, end_ns=2000, count=2, part=0)
+    first.latency.add(phase=pb.WARMUP, part=0, start_ns=[900], end_ns=[950])
+    first.latency.add(phase=pb.MEASURE, part=0, start_ns=[1000, 1100], end_ns=[1050, 1180])
+    t0 = list(range(900, 2001, 100))
+    first.series.add(name="VDD_IN", kind=pb.POWER_MW, role="total", sensor="ina3221", t_ns=t0, value=[2000.0] * 12)
+    second = pb.MeasurementBatch(job_id=JOB, seq=2)
+    second.phases.add(phase=pb.MEASURE, start_ns=3000, end_ns=4000, count=1, part=1)
+    second.latency.add(phase=pb.MEASURE, part=1, start_ns=[3000], end_ns=[3200])
+    t1 = list(range(3000, 4001, 100))
+    second.series.add(name="VDD_IN", kind=pb.POWER_MW, role="total", sensor="ina3221", t_ns=t1, value=[4000.0] * 11)
+    collector = JobCollector("pi")
+    collector.add(first)
+    collector.add(second)
+    return collector
+
+
+def test_latencies_of_each_phase_and_each_part_of_a_job() -> None:
+    collector = _two_part_job()
+
+    assert collector.latency_ns().tolist() == [50, 80, 200]
+    assert collector.latency_ns(pb.WARMUP).tolist() == [50]
+    idle = collector.latency_ns(pb.IDLE)
+    assert idle.size == 0 and idle.dtype == np.int64
+    assert collector.parts == [0, 1]
+
+    part0 = collector.part_raw(0)
+    assert (part0.start_ns.tolist(), part0.end_ns.tolist()) == ([1000, 1100], [1050, 1180])
+    assert (part0.warmup_start_ns.tolist(), part0.warmup_end_ns.tolist()) == ([900], [950])
+    (power0,) = part0.series
+    assert power0.t_ns.tolist() == list(range(900, 2001, 100)) and set(power0.value.tolist()) == {2000.0}
+    assert [(p.name, p.start_ns, p.end_ns, p.count) for p in part0.phases] == [
+        ("warmup", 900, 990, 0),
+        ("measure", 1000, 2000, 2),
+    ]
+    part1 = collector.part_raw(1)
+    assert (part1.start_ns.tolist(), part1.end_ns.tolist()) == ([3000], [3200])
+    assert part1.warmup_start_ns.size == 0
+    assert part1.series[0].t_ns.tolist() == list(range(3000, 4001, 100))
+    nothing = collector.part_raw(7)
+    assert nothing.device == "pi" and nothing.start_ns.size == 0 and nothing.series == []
+
+
+def test_live_power_is_the_mean_over_the_newest_window_of_samples() -> None:
+    collector = _two_part_job()
+
+    assert collector.recent_power_w(window_ns=500) == pytest.approx(4.0)  # 3500-4000: part 1 only
+    # Everything: 12 samples at 2 W and 11 at 4 W.
+    assert collector.recent_power_w(window_ns=10_000) == pytest.approx((12 * 2.0 + 11 * 4.0) / 23)
+    assert JobCollector("pi").recent_power_w() is None
+
+
+def test_the_whole_job_keeps_every_sample_in_time_order() -> None:
+    raw = _two_part_job().raw()
+
+    assert raw.start_ns.tolist() == [1000, 1100, 3000] and raw.end_ns.tolist() == [1050, 1180, 3200]
+    assert raw.start_ns.dtype == np.int64
+    (power,) = raw.series
+    assert (power.name, power.kind, power.role, power.sensor) == ("VDD_IN", "power_mw", "total", "ina3221")
+    assert power.t_ns.tolist() == [*range(900, 2001, 100), *range(3000, 4001, 100)]
+    assert power.value.tolist() == [2000.0] * 12 + [4000.0] * 11
