@@ -294,7 +294,7 @@ def test_latency_inputs_that_cannot_be_inferences_are_refused_with_the_reason() 
         latency_stats(np.array([0, 1]), np.array([1, 2, 3]))
     with pytest.raises(ValueError, match=r"must be 1-D of equal length, got \(1, 2\) and \(1, 2\)"):
         latency_stats(np.array([[0, 1]]), np.array([[1, 2]]))
-    with pytest.raises(ValueError, match="an inference ends before it starts: end_ns < start_ns"):
+    with pytest.raises(ValueError, match=r"^an inference ends before it starts: end_ns < start_ns$"):
         latency_stats(np.array([0, 10]), np.array([5, 9]))
 
 
