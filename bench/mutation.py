@@ -425,7 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="*", help=f"modules to run (default all): {', '.join(MODULES)}")
     parser.add_argument("--record", action="store_true", help="write the rows to bench/RESULTS.md")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="run nothing: write RESULTS.md's section and the survivors file again from bench/results/mutation.json"
+        " (after a reason was added to EXPLAINED)",
+    )
     args = parser.parse_args(argv)
+    if args.rewrite:
+        write_results_md(load_record())
+        write_survivors_md(load_record())
+        return 0
     configured = pyproject_mutmut()["only_mutate"]
     if sorted(configured) != sorted(MODULES):
         print("mutation: pyproject.toml [tool.mutmut] only_mutate and MODULES list different modules", file=sys.stderr)
