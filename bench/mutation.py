@@ -115,6 +115,7 @@ EXPLAINED: dict[str, str] = {
     "host.compare.x_render_json__mutmut_10": _JSON_WHITESPACE,
     "host.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
     "host.report.html.x_render_html__mutmut_169": "equivalent: http-equiv values are case-insensitive in HTML",
+    "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY CREATED)",
     "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }
@@ -305,6 +306,10 @@ def equivalent_reason(diff: str) -> str | None:
         exact_float |= {old.replace("dtype=np.float64", "dtype=None"), old.replace(", dtype=np.float64)", ", )")}
     if "np.float64" in old and new in exact_float:
         return "equivalent: NumPy's default dtype (astype(None), np.zeros without dtype) is float64"
+    sql = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|BEGIN|COMMIT|PRAGMA)\b", re.IGNORECASE)
+    literals = re.compile(r"'[^']*'")
+    if old != new and old.lower() == new.lower() and sql.search(old) and literals.findall(old) == literals.findall(new):
+        return "equivalent: SQLite keywords, table and column names are case-insensitive (quoted values unchanged)"
     if old.replace('kind="stable"', "") == new.replace("kind=None", "").replace('kind="STABLE"', ""):
         return "equivalent: sorting plain integers; which of two equal start times comes first changes nothing"
     old_numbers, new_numbers = _NUMBER.findall(old), _NUMBER.findall(new)

@@ -236,3 +236,55 @@ def test_a_journal_from_before_job_owners_gets_the_column_and_keeps_its_jobs(tmp
         assert journal.job("new").owner == "someone"
     finally:
         journal.close()
+
+
+def test_a_failed_write_is_rolled_back_so_the_next_write_works(journal: Journal, tmp_path: Path) -> None:
+    journal.create_job("j", "a" * 64)
+    _append(journal, "j", 1)
+    with sqlite3.connect(tmp_path / "journal" / "journal.sqlite") as db:  # a stray row where batch 2 goes
+        db.execute("INSERT INTO batches (job_id, seq, payload) VALUES ('j', 2, x'00')")
+
+    for _ in range(2):
+        with pytest.raises(JournalWriteError, match="cannot write the agent's journal: UNIQUE constraint failed"):
+            journal.append("j", lambda seq: b"batch")
+    journal.set_state("j", "ok")  # a transaction left open would refuse this BEGIN
+
+    assert journal.write_failures == 2
+    assert journal.job("j").state == "ok" and journal.job("j").last_seq == 1
+
+
+def test_a_journal_in_a_new_nested_directory_is_created(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "a" / "b" / "journal.sqlite")
+    try:
+        journal.create_job("j", "a" * 64)
+        assert journal.exists("j")
+    finally:
+        journal.close()
+
+
+def test_a_job_running_again_after_an_abandoned_end_streams_normally(journal: Journal) -> None:
+    journal.create_job("j", "a" * 64)
+    journal.abandon("j", "disk full")
+    journal.set_state("j", "running")  # its state got written after all: no longer abandoned
+    calls = iter([False, True])
+
+    assert list(journal.tail("j", 0, stopped=lambda: next(calls), poll_s=0.01)) == []
+
+
+def test_a_waiting_tail_notices_its_stop_within_the_poll_period_without_any_write(journal: Journal) -> None:
+    journal.create_job("j", "a" * 64)
+    journal.set_state("j", "running")
+    stop = threading.Event()
+    waiting = threading.Event()
+
+    def stopped() -> bool:
+        waiting.set()
+        return stop.is_set()
+
+    reader = threading.Thread(target=lambda: list(journal.tail("j", 0, stopped=stopped, poll_s=0.05)), daemon=True)
+    reader.start()
+    assert waiting.wait(HANG_GUARD_S)
+    stop.set()  # no write, no notification: only the poll period wakes the reader
+    reader.join(HANG_GUARD_S)
+
+    assert not reader.is_alive(), "the stream never looked at its stop flag again"
