@@ -115,7 +115,7 @@ EXPLAINED: dict[str, str] = {
     "host.compare.x_render_json__mutmut_10": _JSON_WHITESPACE,
     "host.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
     "host.report.html.x_render_html__mutmut_169": "equivalent: http-equiv values are case-insensitive in HTML",
-    "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY CREATED)",
+    "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
     "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }
