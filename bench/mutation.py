@@ -116,6 +116,14 @@ EXPLAINED: dict[str, str] = {
     "host.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
     "host.report.html.x_render_html__mutmut_169": "equivalent: http-equiv values are case-insensitive in HTML",
     "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
+    "agent.model_cache.xǁModelCacheǁ_evict__mutmut_16": "equivalent: the loop breaks only once the upload fits, so"
+    " the check after it never raises then either",
+    "agent.model_cache.xǁModelCacheǁunpin__mutmut_7": "equivalent: unpinning a model no job pinned leaves 0 or -1,"
+    " and both remove nothing",
+    "agent.model_cache.xǁModelCacheǁunpacked__mutmut_14": "equivalent: .unpacked's parent is the cache directory,"
+    " which exists (the cache made it), so `parents` changes nothing",
+    "agent.model_cache.xǁModelCacheǁunpacked__mutmut_18": "equivalent: .unpacked's parent is the cache directory,"
+    " which exists (the cache made it), so `parents` changes nothing",
     "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }

@@ -128,9 +128,9 @@ def test_a_model_of_exactly_the_size_limit_is_stored_and_one_a_little_larger_ref
 
 
 def test_held_models_fill_the_limit_exactly_and_not_one_byte_beyond(tmp_path: Path) -> None:
-    cache = ModelCache(tmp_path, limit_bytes=10_000, lease_s=3600)  # every upload stays leased
+    cache = ModelCache(tmp_path, limit_bytes=9_984, lease_s=3600)  # every upload stays leased
     held, held_sha = _model(3_200, seed=3)
-    fits, fits_sha = _model(6_784, seed=4)  # 3 200 + 6 784 = 9 984
+    fits, fits_sha = _model(6_784, seed=4)  # 3 200 + 6 784 = 9 984: exactly the limit
     over, over_sha = _model(6_816, seed=5)  # 3 200 + 6 816 = 10 016
     _store(cache, held, held_sha)
 
@@ -203,3 +203,83 @@ def test_unpacks_cut_off_by_a_crash_are_cleared_when_the_cache_opens(tmp_path: P
     ModelCache(tmp_path)
 
     assert not stale.exists() and kept.is_dir()
+
+
+def test_unpinning_a_model_no_job_pinned_changes_nothing(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=7_000, lease_s=0)
+    data, sha = _model(3_200, seed=13)
+    _store(cache, data, sha)
+
+    cache.unpin(sha)  # e.g. a job cancelled before it pinned anything
+    cache.pin(sha)
+    cache.unpin(sha)
+    cache.unpin(sha)
+
+    other, other_sha = _model(3_200, seed=14)
+    third, third_sha = _model(3_200, seed=15)
+    _store(cache, other, other_sha)
+    _store(cache, third, third_sha)
+    assert cache.has(sha) is None  # not held: evicted first
+
+
+def test_eviction_follows_last_use_not_names(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=7_000, lease_s=0)
+    models = sorted((_model(3_200, seed) for seed in (16, 17)), key=lambda m: m[1])  # by name
+    for data, sha in models:
+        _store(cache, data, sha)
+    (_, first_by_name), (_, second_by_name) = models
+    now = time.time()
+    os.utime(cache.path(first_by_name), (now, now))  # used just now
+    os.utime(cache.path(second_by_name), (now - 100, now - 100))  # used long ago
+
+    newcomer, newcomer_sha = _model(3_200, seed=18)
+    _store(cache, newcomer, newcomer_sha)
+
+    assert cache.has(second_by_name) is None and cache.has(first_by_name) == 3_200
+
+
+def test_asking_whether_a_model_is_cached_does_not_lease_it_unless_told(tmp_path: Path) -> None:
+    data, sha = _model(3_200, seed=19)
+    _store(ModelCache(tmp_path, lease_s=0), data, sha)  # cached by an earlier agent run, no lease now
+    cache = ModelCache(tmp_path, limit_bytes=7_000, lease_s=3600)
+
+    assert cache.has(sha) == 3_200  # a plain question: no lease
+    for seed in (20, 21):  # two uploads, each leased; the first model is the one to make room
+        other, other_sha = _model(3_200, seed=seed)
+        _store(cache, other, other_sha)
+    assert cache.has(sha) is None
+
+
+def test_uploading_a_cached_model_again_leases_it_for_its_profile(tmp_path: Path) -> None:
+    data, sha = _model(3_200, seed=23)
+    _store(ModelCache(tmp_path, lease_s=0), data, sha)
+    cache = ModelCache(tmp_path, limit_bytes=7_000, lease_s=3600)
+
+    assert cache.store(sha, len(data), []).already_present
+    other, other_sha = _model(3_200, seed=24)
+    _store(cache, other, other_sha)
+    third, third_sha = _model(3_200, seed=25)
+    with pytest.raises(ModelTooLarge):  # both are leased now
+        _store(cache, third, third_sha)
+    assert cache.has(sha) == 3_200
+
+
+def test_a_genai_tar_unpacks_once_and_two_models_unpack_side_by_side(tmp_path: Path) -> None:
+    from host.genai_pack import pack
+    from tests.genai_model import write_genai_dir
+
+    cache = ModelCache(tmp_path / "cache", disk_reserve_bytes=0)
+    shas = []
+    for seed in (0, 1):
+        tar = pack(write_genai_dir(tmp_path / f"model{seed}", seed=seed), tmp_path / f"packed{seed}").read_bytes()
+        sha = hashlib.sha256(tar).hexdigest()
+        cache.store(sha, len(tar), [tar])
+        shas.append(sha)
+
+    first = cache.unpacked(shas[0])
+    inode = (first / "model.onnx").stat().st_ino
+    second = cache.unpacked(shas[1])
+
+    assert first == tmp_path / "cache" / ".unpacked" / shas[0] and second.parent == first.parent
+    assert cache.unpacked(shas[0]) == first and (first / "model.onnx").stat().st_ino == inode  # not unpacked again
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted(shas)  # no scratch left behind
