@@ -193,3 +193,44 @@ def test_the_whole_job_keeps_every_sample_in_time_order() -> None:
     assert (power.name, power.kind, power.role, power.sensor) == ("VDD_IN", "power_mw", "total", "ina3221")
     assert power.t_ns.tolist() == [*range(900, 2001, 100), *range(3000, 4001, 100)]
     assert power.value.tolist() == [2000.0] * 12 + [4000.0] * 11
+
+
+def test_gaps_and_repeats_name_the_batch_expected_and_the_one_received() -> None:
+    first, second, third = job_batches(JOB, [1, 2, 3], end=True)
+    collector = JobCollector("board")
+    collector.add(first)
+
+    with pytest.raises(SequenceError) as gap:
+        collector.add(third)
+    with pytest.raises(SequenceError) as repeat:
+        collector.add(first)
+
+    assert str(gap.value) == "gap in the measurement stream of job ffffffff: expected batch 2, got 3"
+    assert str(repeat.value) == "duplicate in the measurement stream of job ffffffff: expected batch 2, got 1"
+    collector.add(second)
+    assert collector.last_seq == 2
+
+
+def test_what_the_collector_keeps_of_a_job_for_the_summary_and_the_live_display() -> None:
+    collector = _two_part_job()
+    first_info = pb.JobInfo(runtime="onnxruntime", runtime_version="1.20", part=0)
+    later = pb.MeasurementBatch(job_id=JOB, seq=3, info=pb.JobInfo(runtime="tflite", part=1))
+    later.latency.add(phase=pb.MEASURE, part=1, start_ns=[4100, 4200], end_ns=[4150, 4290])
+    fresh = JobCollector("pi")
+    fresh.add(pb.MeasurementBatch(job_id=JOB, seq=1, info=first_info))
+    fresh.add(pb.MeasurementBatch(job_id=JOB, seq=2, info=pb.JobInfo(runtime="tflite", part=1)))
+    collector.add(later)
+
+    assert collector.job_id == JOB and fresh.job_id == JOB
+    assert fresh.info == first_info and fresh.infos[1].runtime == "tflite"  # the first describes the job
+    assert collector.recent_latency_ns.tolist() == [50, 90]  # the newest measured block
+    assert collector.measured == 5
+    raw = collector.raw()
+    assert (raw.device, raw.warmup_start_ns.tolist(), raw.warmup_end_ns.tolist()) == ("pi", [900], [950])
+    assert [p.name for p in raw.phases] == ["warmup", "measure"] and (raw.phases[0].start_ns, raw.phases[0].end_ns) == (
+        900,
+        990,
+    )
+    part = collector.part_raw(1)
+    assert part.device == "pi" and [s.name for s in part.series] == ["VDD_IN"]
+    assert part.start_ns.tolist() == [3000, 4100, 4200]
