@@ -311,17 +311,25 @@ class JobRunner:
         self._thread.join(timeout=10)
         self._discard_spare()
 
-    def take_worker(self, job_id: str) -> tuple[subprocess.Popen[bytes], bool]:
-        """The worker for a job: the warm one if it is alive, else a cold start. Returns (worker, warm)."""
+    def take_worker(self, job_id: str, spec_line: str) -> tuple[subprocess.Popen[bytes], bool]:
+        """A worker that has received the job's spec: the warm one if it takes it, else a cold start.
+
+        Returns (worker, warm). The warm worker counts as alive only once the spec is written to it: poll()
+        can miss a death (it answers None while another thread waits on the process), a closed pipe cannot.
+        """
         log_path = self.work_dir / f"{job_id}.log"
         with self._spare_lock:
             spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None:
+        if spare is not None and spare.poll() is None and _send(spare, spec_line):
             os.replace(self._spare_log_path, log_path)  # its stderr becomes the job's log
             return spare, True
         if spare is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spare.wait(timeout=5)
             log.warning("the warm worker had exited (%s); starting a cold one", _exit_text(spare.returncode))
-        return _spawn_worker(log_path, preload=False), False
+        worker = _spawn_worker(log_path, preload=False)
+        _send(worker, spec_line)
+        return worker, False
 
     @property
     def _spare_log_path(self) -> Path:
@@ -546,9 +554,8 @@ class _JobExecution:
             npz_path = self.runner.work_dir / f"{req.job_id}.npz"
             npz_path.write_bytes(req.inputs_npz)
             spec["inputs_npz_path"] = str(npz_path)
-        worker, warm = self.runner.take_worker(req.job_id)
+        worker, warm = self.runner.take_worker(req.job_id, json.dumps(spec) + "\n")
         self.job.worker = worker
-        self._send(worker, json.dumps(spec) + "\n")
         return worker, warm
 
     def _read_worker(self, worker: subprocess.Popen[bytes]) -> None:
@@ -775,12 +782,18 @@ class _JobExecution:
 
     @staticmethod
     def _send(worker: subprocess.Popen[bytes], line: str) -> None:
-        try:
-            assert worker.stdin is not None
-            worker.stdin.write(line.encode())
-            worker.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the worker is gone; its exit status tells why
+        _send(worker, line)  # the worker is gone when it fails: its exit status tells why
+
+
+def _send(worker: subprocess.Popen[bytes], line: str) -> bool:
+    """Write one line to a worker's input; False when the worker is gone (its pipe is closed)."""
+    try:
+        assert worker.stdin is not None
+        worker.stdin.write(line.encode())
+        worker.stdin.flush()
+    except (BrokenPipeError, OSError):
+        return False
+    return True
 
 
 def _spawn_worker(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
