@@ -387,7 +387,7 @@ class Store:
         release_claims, or when its lease runs out (a fetcher that died). Two fetchers never get the same job.
         """
         now_ms = int(time.time() * 1000)
-        query = f"SELECT {_PENDING_COLUMNS} FROM pending_jobs WHERE (claimed_until_ms < ? OR claimed_by = ?)"
+        query = f"SELECT {_PENDING_COLUMNS} FROM pending_jobs WHERE (claimed_until_ms <= ? OR claimed_by = ?)"
         args: tuple[Any, ...] = (now_ms, claimant)
         if run_id:
             query += " AND run_id LIKE ?"
