@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +87,18 @@ def test_execution_provider_that_rejects_the_model_says_so(
     assert dev["error_kind"] == "invalid_model"
 
 
-def test_onnx_model_goes_as_it_is_to_a_phone_with_onnxruntime_and_is_converted_otherwise(tmp_path: Path) -> None:
+def test_onnx_model_goes_as_it_is_to_a_phone_with_onnxruntime_and_is_converted_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)  # as without the tflite-convert extra: conversion is refused
     model = inspect(SQUEEZENET)
     compiler = Compiler(CompileOptions(), cache_dir=tmp_path)
-    assert compiler.recipe(model, device("android-qualcomm", ("tflite", "onnxruntime")))["target_format"] == "onnx"
-    with pytest.raises(CompileError, match=r"runs \.tflite models"):  # no onnxruntime_perf_test: conversion, as before
-        compiler.recipe(model, device("android-qualcomm", ("tflite",)))
+    phone = device("android-qualcomm", ("tflite", "onnxruntime_perf_test"))
+    assert compiler.recipe(model, phone)["target_format"] == "onnx"
+    # No onnxruntime_perf_test, or ONNX Runtime's Python package on a Termux agent: conversion, as before.
+    for runtimes in (("tflite",), ("tflite", "onnxruntime")):
+        with pytest.raises(CompileError, match=r"runs \.tflite models"):
+            compiler.recipe(model, device("android-qualcomm", runtimes))
 
 
 # -- the readers ----------------------------------------------------------------------------------------

@@ -78,7 +78,9 @@ class PhoneBridge:
         if ort is not None:  # the host sends ONNX models as they are (the profile's compile.onnx_runtime)
             runtimes.append(
                 {
-                    "name": "onnxruntime",
+                    # Its own name, not "onnxruntime": a Termux agent with ONNX Runtime's Python package
+                    # reports that, and its TFLite profile still wants ONNX models converted.
+                    "name": runners.ORT_PERF_TEST,
                     "version": ort.version,
                     "providers": list(ort_perf.PROVIDERS),
                     "module": ort.path,
