@@ -380,3 +380,36 @@ def generate_certs(directory: Path) -> dict[str, Path]:
     return {
         p.stem + ("_key" if p.suffix == ".key" else ""): p for p in directory.iterdir() if p.suffix in (".pem", ".key")
     }
+
+
+@contextlib.contextmanager
+def rapl_agent(tmp_path: Path, power_w: float, range_uj: int) -> Iterator[str]:
+    """A real `agent serve` whose only power sensor is a fake RAPL counter rising at `power_w`; its address.
+
+    The counter wraps at `range_uj`. The agent uses a user profile (EDGEPROF_PROFILES_DIR) like x86-rapl, with a
+    realistic ceiling for this fake package, so the wrap-safe poll rate stays modest on a 2-core test machine.
+    """
+    from tests.sensor_fakes import RaplCounterWriter, build_rapl_zone
+
+    root = tmp_path / "sys"
+    counter = build_rapl_zone(root, "intel-rapl:0", "package-0", 0, max_range_uj=range_uj)
+    writer = RaplCounterWriter(counter, power_w, range_uj, wraps_wanted=1_000_000)
+    writer.start()
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "test-rapl.toml").write_text(
+        'name = "test-rapl"\nruntime = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\n'
+        'power_sensors = ["rapl"]\n[sensor_options.rapl]\nmax_power_w = 20.0\n'
+    )
+    agent = AgentProc(
+        tmp_path,
+        "--profile",
+        "test-rapl",
+        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles)},
+    )
+    try:
+        yield agent.start().address
+    finally:
+        agent.stop()
+        writer.stop.set()
+        writer.join(timeout=5)

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import console_script
-from tests.faultlib import AgentProc
-from tests.sensor_fakes import RaplCounterWriter, build_rapl_zone
+from tests.faultlib import rapl_agent as faultlib_rapl_agent
 
 POWER_W = 4.0
 RANGE_UJ = 1_000_000_000
@@ -22,28 +21,8 @@ RANGE_UJ = 1_000_000_000
 @contextmanager
 def rapl_agent(tmp_path: Path) -> Iterator[str]:
     """A real agent whose only power sensor is a RAPL counter rising at POWER_W; yields its address."""
-    root = tmp_path / "sys"
-    counter = build_rapl_zone(root, "intel-rapl:0", "package-0", 0, max_range_uj=RANGE_UJ)
-    writer = RaplCounterWriter(counter, POWER_W, RANGE_UJ, wraps_wanted=1_000_000)
-    writer.start()
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    (profiles / "test-rapl.toml").write_text(
-        'name = "test-rapl"\nruntime = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\n'
-        'power_sensors = ["rapl"]\n[sensor_options.rapl]\nmax_power_w = 20.0\n'
-    )
-    agent = AgentProc(
-        tmp_path,
-        "--profile",
-        "test-rapl",
-        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles)},
-    ).start()
-    try:
-        yield agent.address
-    finally:
-        agent.stop()
-        writer.stop.set()
-        writer.join(timeout=5)
+    with faultlib_rapl_agent(tmp_path, POWER_W, RANGE_UJ) as address:
+        yield address
 
 
 def host(db: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:

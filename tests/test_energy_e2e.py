@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import console_script
 from tests.faultlib import AgentProc
+from tests.faultlib import rapl_agent as faultlib_rapl_agent
 from tests.sensor_fakes import RaplCounterWriter, build_rapl_zone, build_thermal
 
 POWER_W = 4.00
@@ -22,28 +23,8 @@ RANGE_UJ = 1_000_000  # 1 J: at 4 W the counter wraps every 0.25 s
 
 @pytest.fixture
 def rapl_agent(tmp_path: Path) -> Iterator[str]:
-    root = tmp_path / "sys"
-    counter = build_rapl_zone(root, "intel-rapl:0", "package-0", 0, max_range_uj=RANGE_UJ)
-    writer = RaplCounterWriter(counter, POWER_W, RANGE_UJ, wraps_wanted=1_000_000)
-    writer.start()
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    # A user profile (EDGEPROF_PROFILES_DIR) like x86-rapl, but with a realistic ceiling for this fake
-    # package, so the wrap-safe poll rate stays modest on a 2-core test machine.
-    (profiles / "test-rapl.toml").write_text(
-        'name = "test-rapl"\nruntime = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\n'
-        'power_sensors = ["rapl"]\n[sensor_options.rapl]\nmax_power_w = 20.0\n'
-    )
-    agent = AgentProc(
-        tmp_path,
-        "--profile",
-        "test-rapl",
-        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles)},
-    ).start()
-    yield agent.address
-    agent.stop()
-    writer.stop.set()
-    writer.join(timeout=5)
+    with faultlib_rapl_agent(tmp_path, POWER_W, RANGE_UJ) as address:
+        yield address
 
 
 def test_rapl_counter_at_4w_gives_4w_and_energy_per_inference(
