@@ -51,6 +51,8 @@ WARM_WORKER_DELAY_S = 1.0
 JOURNAL_RETRY_INTERVAL_S = 0.2
 #: How often an idle runner retries writing the batches of ended jobs that the journal refused.
 JOURNAL_RETRY_IDLE_S = 1.0
+#: How long shutdown waits for the runner's thread (a job stuck in a backend must not hang the agent's exit).
+SHUTDOWN_WAIT_S = 10.0
 #: What a worker's error says when an allocation failed (Python, ONNX Runtime, TFLite, the C++ runtime).
 _ALLOCATION_FAILED = re.compile(
     r"out of memory|MemoryError|Failed to allocate|bad_alloc|Cannot allocate memory|ENOMEM", re.IGNORECASE
@@ -308,7 +310,7 @@ class JobRunner:
         for job in jobs:
             self.cancel(job.request.job_id)
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=SHUTDOWN_WAIT_S)
         self._discard_spare()
 
     def take_worker(self, job_id: str, spec_line: str) -> tuple[subprocess.Popen[bytes], bool]:

@@ -1,0 +1,449 @@
+"""The job runner on its own (agent/jobs.py): a real journal, model cache and worker subprocesses running
+SqueezeNet in ONNX Runtime, driven without gRPC so each promise is checked where it is made and the tests
+stay fast enough to run against every mutant of the module (bench/mutation.py).
+
+Board sensors are small Sensor objects the test controls (a thermal zone at a chosen temperature, a power
+rail at a fixed draw): the runner's settle, idle and notes logic is what is under test, not a backend.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import psutil
+import pytest
+from faultlib import SQUEEZENET, profile_request, sha256_bytes, wait_for
+
+from agent import jobs
+from agent.errors import SensorError
+from agent.journal import TERMINAL, JobAbandoned, Journal, JournalWriteError, UnknownJob
+from agent.model_cache import ModelCache
+from agent.sampler import DEFAULT_RATE_HZ
+from agent.sensors.base import POWER_MW, TEMP_C, Channel, Sensor
+from agent.sensors.memory import ProcessMemorySensor
+from protos import agent_pb2 as pb
+
+MODEL = onnx.load(SQUEEZENET)
+#: SqueezeNet's graph inputs that are not initializers (what the worker feeds), and its outputs.
+INPUTS = [i for i in MODEL.graph.input if i.name not in {t.name for t in MODEL.graph.initializer}]
+OUTPUTS = [o.name for o in MODEL.graph.output]
+
+
+def _arrays(data: np.ndarray) -> dict[str, Any]:
+    """The model's one input, by name, for np.savez."""
+    return {INPUTS[0].name: data}
+
+
+class Thermal(Sensor):
+    """A thermal zone the test sets; `temp_c = None` makes every read fail (a flaky zone)."""
+
+    backend = "test-thermal"
+
+    def __init__(self, temp_c: float | None, trip_temp_c: float | None = None) -> None:
+        self.temp_c = temp_c
+        self.trip_temp_c = trip_temp_c
+
+    def channels(self) -> Sequence[Channel]:
+        return [Channel("zone0", TEMP_C)]
+
+    def read(self) -> Sequence[float]:
+        if self.temp_c is None:
+            raise SensorError("zone0: read failed")
+        return [self.temp_c]
+
+
+class Rail(Sensor):
+    """A power rail drawing a fixed 2 W."""
+
+    backend = "test-rail"
+
+    def channels(self) -> Sequence[Channel]:
+        return [Channel("board", POWER_MW)]
+
+    def read(self) -> Sequence[float]:
+        return [2000.0]
+
+
+class Board:
+    """A runner on a fresh journal and cache, with SqueezeNet uploaded; stopped at the end of the test."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        self.root = root
+        self.journal = Journal(root / "journal.db")
+        self.cache = ModelCache(root / "models")
+        data = SQUEEZENET.read_bytes()
+        self.sha = sha256_bytes(data)
+        self.cache.store(self.sha, len(data), [data])
+        self.memory_pids: list[int] = []
+        settings.setdefault("profile", "test-board")
+        settings.setdefault("describe", lambda: pb.DeviceInfo(hostname="bench-7", cpu_cores=2))
+        settings.setdefault("memory_sensor", self._memory_sensor)
+        self.settings = jobs.JobSettings(**settings)
+        # Nested: the runner makes every missing folder of its work directory.
+        self.work_dir = root / "data" / "jobs"
+        self.runner = jobs.JobRunner(self.journal, self.cache, self.settings, self.work_dir)
+
+    def _memory_sensor(self, pid: int) -> Sensor:
+        self.memory_pids.append(pid)
+        return ProcessMemorySensor(pid)
+
+    def submit(self, **fields: Any) -> pb.ProfileRequest:
+        request = profile_request(self.sha, **fields)
+        assert self.runner.submit(request)
+        return request
+
+    def batches(self, job_id: str) -> list[pb.MeasurementBatch]:
+        return [pb.MeasurementBatch.FromString(p) for _, p in self.journal.read(job_id, 0, 1_000_000)]
+
+    def wait_end(self, job_id: str, timeout_s: float = 60) -> pb.JobEnd:
+        wait_for(lambda: self.journal.job(job_id).state in TERMINAL, timeout_s, f"job {job_id} to end")
+        ends = [b.end for b in self.batches(job_id) if b.HasField("end")]
+        assert len(ends) == 1, ends
+        return ends[0]
+
+    def phases(self, job_id: str, name: str) -> list[pb.PhaseEvent]:
+        wanted = pb.Phase.Value(name.upper())
+        return [p for b in self.batches(job_id) for p in b.phases if p.phase == wanted]
+
+    def info(self, job_id: str) -> pb.JobInfo:
+        infos = [b.info for b in self.batches(job_id) if b.HasField("info")]
+        assert len(infos) == 1
+        return infos[0]
+
+    def measured(self, job_id: str) -> int:
+        blocks = [block for b in self.batches(job_id) for block in b.latency if block.phase == pb.MEASURE]
+        return sum(len(block.start_ns) for block in blocks)
+
+    def started_measuring(self, job_id: str) -> bool:
+        return self.measured(job_id) > 0
+
+    def log_path(self, job_id: str) -> Path:
+        return self.work_dir / f"{job_id}.log"
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[Any]:
+    boards: list[Board] = []
+
+    def make(**settings: Any) -> Board:
+        boards.append(Board(tmp_path / f"board{len(boards)}", **settings))
+        return boards[-1]
+
+    yield make
+    for b in boards:
+        b.runner.shutdown()
+        b.journal.close()
+
+
+def test_a_job_reports_what_the_worker_loaded_and_measured(board: Any) -> None:
+    b = board(providers=("CPUExecutionProvider",))
+    request = b.submit(runs=7, warmup=3, threads=1)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK, end.error
+    # Warmup runs at least the 3 asked for, then on until latency is stable.
+    warmed = sum(len(k.start_ns) for x in b.batches(request.job_id) for k in x.latency if k.phase == pb.WARMUP)
+    assert end.measured == 7 == b.measured(request.job_id) and end.warmup == warmed >= 3
+    assert end.first_inference_ns > 0 and end.peak_rss_bytes > 10e6
+    assert end.notes["warmup_stable"] in ("true", "false") and "trip_temp_c" not in end.notes
+    info = b.info(request.job_id)
+    assert (info.runtime, info.runtime_version) == ("onnxruntime", onnxruntime.__version__)
+    assert list(info.execution_providers) == ["CPUExecutionProvider"]
+    assert info.load_time_ns > 0 and info.threads == 1 and info.inputs_source == "random"
+    assert (info.profile, info.sample_rate_hz) == ("test-board", DEFAULT_RATE_HZ)
+    assert [(t.name, t.dtype) for t in info.inputs] == [(i.name, "float32") for i in INPUTS]
+    assert list(info.inputs[0].shape) == [d.dim_value for d in INPUTS[0].type.tensor_type.shape.dim]
+    assert [t.name for t in info.outputs] == OUTPUTS and all(t.dtype for t in info.outputs)
+    assert (info.device.hostname, info.device.cpu_cores) == ("bench-7", 2)
+    # The memory series follows the job's worker, not the agent.
+    assert info.worker_pid > 0 and info.worker_pid != os.getpid() and b.memory_pids == [info.worker_pid]
+    # Each phase's count is the worker's.
+    assert [p.count for p in b.phases(request.job_id, "warmup") if p.end_ns] == [warmed]
+    assert [p.count for p in b.phases(request.job_id, "measure") if p.end_ns] == [7]
+    assert b.journal.job(request.job_id).state == "ok"
+    assert not b.log_path(request.job_id).exists()  # a finished job's files are removed
+
+
+def test_runs_zero_means_the_default_hundred_and_npz_inputs_are_used_then_removed(board: Any) -> None:
+    b = board()
+    npz = io.BytesIO()
+    shape = [d.dim_value for d in INPUTS[0].type.tensor_type.shape.dim]
+    np.savez(npz, **_arrays(np.zeros(shape, dtype=np.float32)))
+    request = b.submit(runs=0, warmup=0, inputs_npz=npz.getvalue())
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK, end.error
+    assert end.measured == 100 and b.measured(request.job_id) == 100
+    assert b.info(request.job_id).inputs_source == "npz"
+    assert not (b.work_dir / f"{request.job_id}.npz").exists()
+
+
+def test_a_worker_killed_mid_measure_is_a_crash_and_its_log_is_kept(board: Any) -> None:
+    b = board()
+    npz = io.BytesIO()
+    shape = [d.dim_value for d in INPUTS[0].type.tensor_type.shape.dim]
+    np.savez(npz, **_arrays(np.ones(shape, dtype=np.float32)))
+    request = b.submit(runs=10, min_duration_s=60, inputs_npz=npz.getvalue())
+    wait_for(lambda: b.started_measuring(request.job_id), 60, "the job to measure")
+    os.kill(b.info(request.job_id).worker_pid, signal.SIGKILL)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.ERROR and end.error_kind == "crash" and end.phase == "measure"
+    measured = b.measured(request.job_id)
+    assert end.measured == measured > 0
+    assert end.error == (
+        f"the worker was killed by SIGKILL (out of memory, or killed) during measure after {measured} measured"
+        " inferences"
+    )
+    assert b.journal.job(request.job_id).state == "error"
+    assert b.log_path(request.job_id).exists()  # kept for diagnosis
+    assert not (b.work_dir / f"{request.job_id}.npz").exists()
+
+
+def test_a_timeout_while_the_model_loads_is_a_timeout_in_prepare(board: Any) -> None:
+    # 50 ms: a worker cannot even import its runtime in that time.
+    b = board()
+    request = b.submit(timeout_s=0.05)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.ERROR and end.error_kind == "timeout"
+    assert end.error == "job timed out after 0.05 s during prepare after 0 measured inferences"
+    assert end.phase == "prepare" and end.measured == 0
+
+
+def test_a_job_longer_than_its_timeout_is_stopped_while_it_runs(board: Any) -> None:
+    # 3 s: time to load the model on a quiet machine, far less than the 60 s asked for.
+    b = board()
+    request = b.submit(runs=10, min_duration_s=60, timeout_s=3)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.ERROR and end.error_kind == "timeout" and end.phase in ("warmup", "measure")
+    measured = b.measured(request.job_id)
+    assert end.error == f"job timed out after 3 s during {end.phase} after {measured} measured inferences"
+    assert end.measured == measured and not psutil.pid_exists(b.info(request.job_id).worker_pid)
+
+
+def test_the_agents_default_timeout_applies_when_the_request_has_none(board: Any) -> None:
+    b = board(default_timeout_s=0.05)
+    request = b.submit()
+    end = b.wait_end(request.job_id)
+    assert end.error_kind == "timeout" and end.error.startswith("job timed out after 0.05 s during prepare")
+
+
+def test_settle_at_the_limit_is_settled_and_the_trip_point_is_noted(board: Any) -> None:
+    b = board(settle_temp_c=50.0, sensors=[Thermal(50.0, trip_temp_c=97.0)])
+    request = b.submit()
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK, end.error
+    assert [p.detail for p in b.phases(request.job_id, "settle")] == ["settled at 50.0 C"]
+    assert end.notes["trip_temp_c"] == "97.0"
+
+
+def test_a_board_that_stays_hot_runs_anyway_and_says_it_did_not_settle(board: Any) -> None:
+    b = board(settle_temp_c=50.0, sensors=[Thermal(61.0)])
+    request = b.submit(settle_timeout_s=1.0)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK, end.error
+    (settle,) = b.phases(request.job_id, "settle")
+    assert settle.detail == "not settled: 61.0 C after 1 s (limit 50.0 C)"
+    assert settle.end_ns - settle.start_ns >= 1e9
+
+
+def test_a_thermal_zone_that_cannot_be_read_does_not_hold_the_job(board: Any) -> None:
+    b = board(settle_temp_c=50.0, sensors=[Thermal(None)])
+    request = b.submit()
+    assert b.wait_end(request.job_id).status == pb.JobEnd.OK
+    assert [p.detail for p in b.phases(request.job_id, "settle")] == ["settled at unknown"]
+
+
+def test_no_settle_phase_without_a_settle_temperature(board: Any) -> None:
+    b = board(sensors=[Thermal(80.0)])
+    request = b.submit()
+    assert b.wait_end(request.job_id).status == pb.JobEnd.OK
+    assert b.phases(request.job_id, "settle") == []
+
+
+def test_idle_baseline_is_measured_only_with_a_power_sensor(board: Any) -> None:
+    without = board()
+    request = without.submit(idle_s=30.0)
+    assert without.wait_end(request.job_id).status == pb.JobEnd.OK
+    (idle,) = without.phases(request.job_id, "idle")
+    assert idle.detail == "skipped: no power sensor" and idle.start_ns == idle.end_ns
+
+    powered = board(sensors=[Rail()])
+    request = powered.submit(idle_s=0.3)
+    assert powered.wait_end(request.job_id).status == pb.JobEnd.OK
+    (idle,) = powered.phases(request.job_id, "idle")
+    assert idle.detail == "" and idle.end_ns - idle.start_ns >= 0.3e9
+    # The idle window lies before the measurement, which follows it.
+    (measure,) = [p for p in powered.phases(request.job_id, "measure") if p.end_ns]
+    assert measure.start_ns >= idle.end_ns
+
+
+def _prepared(b: Board, job_id: str) -> bool:
+    return any(p.end_ns for p in b.phases(job_id, "prepare"))
+
+
+def test_cancel_during_idle_ends_the_job_at_once_as_cancelled(board: Any) -> None:
+    b = board(sensors=[Rail()])
+    request = b.submit(idle_s=600.0)
+    wait_for(lambda: _prepared(b, request.job_id), 60, "the model to load")
+    assert b.runner.cancel(request.job_id) == "cancelling"
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.CANCELLED and end.phase == "idle"
+    assert end.error == "cancelled during idle after 0 measured inferences"
+    assert b.journal.job(request.job_id).state == "cancelled"
+
+
+def test_cancel_during_measure_reports_how_many_inferences_were_measured(board: Any) -> None:
+    b = board()
+    request = b.submit(runs=10, min_duration_s=60)
+    wait_for(lambda: b.started_measuring(request.job_id), 60, "the job to measure")
+    b.runner.cancel(request.job_id)
+    end = b.wait_end(request.job_id)
+    measured = b.measured(request.job_id)
+    assert end.status == pb.JobEnd.CANCELLED and end.phase == "measure" and end.measured == measured > 0
+    assert end.error == f"cancelled during measure after {measured} measured inferences"
+
+
+def test_a_queued_job_is_placed_and_cancelled_before_it_starts(board: Any) -> None:
+    b = board()
+    running = b.submit(runs=10, min_duration_s=60)
+    wait_for(lambda: b.started_measuring(running.job_id), 60, "the first job to measure")
+    waiting = b.submit()
+    (queued,) = b.phases(waiting.job_id, "queued")
+    assert queued.detail == "position 1 in queue" and b.runner.queued == 1
+    assert b.runner.cancel(waiting.job_id) == "cancelling"
+    end = b.wait_end(waiting.job_id, timeout_s=10)  # ended now, not when the first job is done
+    assert (end.status, end.error, end.phase) == (pb.JobEnd.CANCELLED, "cancelled before it started", "queued")
+    assert b.runner.queued == 0 and b.journal.job(running.job_id).state == "running"
+    assert b.cache._pinned == {b.sha: 1}  # the cancelled job's pin is released, the running job's kept
+    b.runner.cancel(running.job_id)
+    assert b.wait_end(running.job_id).status == pb.JobEnd.CANCELLED
+    # A job that has ended answers with its state; an unknown one is an error.
+    assert b.runner.cancel(running.job_id) == "cancelled"
+    with pytest.raises(UnknownJob):
+        b.runner.cancel("0" * 32)
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind"), [(RuntimeError("boom"), "internal"), (JournalWriteError("disk full"), "journal")]
+)
+def test_a_failure_inside_the_runner_ends_that_job_as_an_error_and_the_next_runs(
+    board: Any, monkeypatch: Any, raised: Exception, kind: str
+) -> None:
+    b = board()
+    original = jobs._JobExecution._start_worker
+    calls = []
+
+    def fail_once(self: Any) -> Any:
+        calls.append(self.req.job_id)
+        if len(calls) == 1:
+            raise raised
+        return original(self)
+
+    monkeypatch.setattr(jobs._JobExecution, "_start_worker", fail_once)
+    failed = b.submit()
+    end = b.wait_end(failed.job_id)
+    assert (end.status, end.error_kind, end.phase) == (pb.JobEnd.ERROR, kind, "prepare")
+    assert end.error == f"the agent failed while running this job: {type(raised).__name__}: {raised}"
+    assert b.journal.job(failed.job_id).state == "error"
+    following = b.submit()
+    assert b.wait_end(following.job_id).status == pb.JobEnd.OK
+    assert b.runner.alive and b.cache._pinned == {}
+
+
+def test_a_job_left_running_by_a_dead_agent_ends_as_a_crash_at_restart(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    journal.create_job("1" * 32, "ab" * 32)
+    journal.set_state("1" * 32, "running")
+    journal.create_job("2" * 32, "ab" * 32)
+    journal.set_state("2" * 32, "ok")
+    runner = jobs.JobRunner(journal, ModelCache(tmp_path / "models"), jobs.JobSettings(), tmp_path / "jobs")
+    try:
+        (payload,) = [p for _, p in journal.read("1" * 32, 0)]
+        end = pb.MeasurementBatch.FromString(payload).end
+        assert (end.status, end.error_kind) == (pb.JobEnd.ERROR, "crash")
+        assert end.error == "the agent restarted while this job was running"
+        assert journal.job("1" * 32).state == "error" and journal.job("2" * 32).state == "ok"
+        assert journal.read("2" * 32, 0) == []
+    finally:
+        runner.shutdown()
+        journal.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_runner_refuses_jobs_and_tells_its_listeners(board: Any, monkeypatch: Any) -> None:
+    class RunnerKilled(BaseException):
+        """What no per-job handler catches, as a bug in the loop itself would be."""
+
+    def die(self: Any, job: Any) -> None:
+        raise RunnerKilled()
+
+    b = board()
+    told: list[str] = []
+    b.runner.on_death(lambda: told.append("first"))
+    monkeypatch.setattr(jobs.JobRunner, "_run_one", die)
+    stranded = b.submit()
+    wait_for(lambda: not b.runner.alive, 30, "the runner to die")
+    assert told == ["first"]
+    b.runner.on_death(lambda: told.append("late"))  # registered after the death: told at once
+    assert told == ["first", "late"]
+    with pytest.raises(jobs.RunnerStopped) as err:
+        b.runner.submit(profile_request(b.sha))
+    assert str(err.value) == "the agent's job runner has stopped after an internal error: restart the agent"
+    with pytest.raises(JobAbandoned, match="restart the agent"):
+        list(b.journal.tail(stranded.job_id, 0, lambda: False, poll_s=0.05))
+
+
+def test_shutdown_does_not_wait_forever_for_a_stuck_job(board: Any, monkeypatch: Any) -> None:
+    class StuckBackend:
+        """A part that ignores cancellation (a phone whose adb hangs)."""
+
+        def __init__(self) -> None:
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def run_part(self, execution: Any, deadline: float) -> pb.JobEnd:
+            self.entered.set()
+            self.release.wait()
+            return pb.JobEnd(status=pb.JobEnd.ERROR)
+
+    backend = StuckBackend()
+    monkeypatch.setattr(jobs, "SHUTDOWN_WAIT_S", 0.2)
+    b = board(backend=backend)
+    b.submit()
+    assert backend.entered.wait(30)
+    done = threading.Event()
+
+    def shut_down() -> None:
+        b.runner.shutdown()
+        done.set()
+
+    threading.Thread(target=shut_down, daemon=True).start()
+    try:
+        assert done.wait(30), "shutdown waited for a job that does not end"
+    finally:
+        backend.release.set()
+
+
+def test_a_dead_warm_worker_is_replaced_by_a_cold_one_and_logged(board: Any, caplog: Any) -> None:
+    b = board(warm_worker=True)
+    spare = wait_for(lambda: b.runner._spare, 30, "the warm worker to start")
+    os.kill(spare.pid, signal.SIGKILL)
+    spare.wait(30)
+    caplog.set_level(logging.WARNING, logger="agent.jobs")
+    cold = b.submit()
+    assert b.wait_end(cold.job_id).status == pb.JobEnd.OK
+    assert "the warm worker had exited (the worker was killed by SIGKILL (out of memory, or killed));" in caplog.text
+    assert [p.detail for p in b.phases(cold.job_id, "prepare") if p.end_ns] == [""]
+    # Idle again: a new warm worker starts, and the next job takes it.
+    wait_for(lambda: b.runner._spare is not None and b.runner._spare.poll() is None, 30, "a new warm worker")
+    warm = b.submit()
+    assert b.wait_end(warm.job_id).status == pb.JobEnd.OK
+    assert [p.detail for p in b.phases(warm.job_id, "prepare") if p.end_ns] == ["warm worker"]
