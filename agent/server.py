@@ -34,6 +34,19 @@ OPEN_METHODS = frozenset({f"/{SERVICE_NAME}/Prove"})
 
 
 @dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 pings, both ways (tests scale them down to see them act within a test's time)."""
+
+    #: The agent pings each host this often, so a stream to a host that vanished frees its thread ...
+    ping_interval_ms: int = 30_000
+    #: ... when a ping is not answered within this (grpc 1.85 waits 60 s for any ping's ACK otherwise).
+    ping_timeout_ms: int = 10_000
+    #: Hosts ping every 5 s (host/client.py) to notice half-open links, also while a stream waits in the
+    #: queue with no data: allow pings this close rather than answer GOAWAY "too_many_pings".
+    min_host_ping_interval_ms: int = 4_000
+
+
+@dataclass(frozen=True)
 class TlsFiles:
     cert_pem: bytes
     key_pem: bytes
@@ -103,6 +116,7 @@ def create_server(
     max_workers: int = 16,
     max_streams: int | None = None,
     max_streams_per_client: int = DEFAULT_STREAMS_PER_CLIENT,
+    keepalive: Keepalive = Keepalive(),
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build and start a server on `address` ("127.0.0.1:0" picks a free port). Returns it and the port.
 
@@ -122,14 +136,13 @@ def create_server(
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-            # Hosts ping every 5 s (host/client.py) to notice half-open links, also while a stream waits in
-            # the queue with no data: allow that rather than answer GOAWAY "too_many_pings".
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
-            # And ping hosts too, so a stream to a host that vanished frees its thread within a minute.
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.ping_timeout_ms", 10_000),  # grpc 1.85 waits 60 s for any ping's ACK otherwise
+            # The C-core name is GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, its string this (an
+            # unknown key is ignored, and the 5-minute default sent a waiting host GOAWAY "too_many_pings").
+            ("grpc.http2.min_ping_interval_without_data_ms", keepalive.min_host_ping_interval_ms),
+            ("grpc.keepalive_time_ms", keepalive.ping_interval_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.ping_timeout_ms),
+            ("grpc.http2.ping_timeout_ms", keepalive.ping_timeout_ms),
         ],
         maximum_concurrent_rpcs=max_workers * 4,
     )
