@@ -9,9 +9,11 @@ the production defaults (agent.server.Keepalive) so each shows within a test's t
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -144,3 +146,20 @@ def test_calls_beyond_the_concurrency_bound_are_refused_not_queued(served: Any) 
             caller.join(60)
     assert codes.count(grpc.StatusCode.OK) == 8 and len(codes) == 12
     assert servicer.describing == 8  # the refused ones never reached the servicer
+
+
+def test_every_grpc_option_key_in_the_code_is_one_grpc_knows() -> None:
+    # gRPC ignores an option it does not know, silently: a misspelt key is a setting that never applies (the
+    # host-ping allowance was one). The keys gRPC reads are strings in its core library.
+    import grpc._cython.cygrpc as cygrpc
+
+    library = Path(cygrpc.__file__).read_bytes()
+    root = Path(__file__).resolve().parent.parent
+    keys = {
+        key
+        for folder in ("agent", "host")
+        for source in (root / folder).rglob("*.py")
+        for key in re.findall(r"\"(grpc\.[a-z0-9_.]+)\"", source.read_text())
+    }
+    assert {"grpc.keepalive_time_ms", "grpc.http2.min_ping_interval_without_data_ms"} <= keys
+    assert sorted(k for k in keys if k.encode() not in library) == []
