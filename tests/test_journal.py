@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,3 +289,52 @@ def test_a_waiting_tail_notices_its_stop_within_the_poll_period_without_any_writ
     reader.join(HANG_GUARD_S)
 
     assert not reader.is_alive(), "the stream never looked at its stop flag again"
+
+
+class _RollbackFails:
+    """The journal's SQLite connection, except that ROLLBACK itself fails (an I/O error while undoing)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+
+def test_a_rollback_that_fails_too_still_reports_the_write_that_failed(journal: Journal, tmp_path: Path) -> None:
+    journal.create_job("j", "a" * 64)
+    with sqlite3.connect(tmp_path / "journal" / "journal.sqlite") as db:  # a stray row where batch 1 goes
+        db.execute("INSERT INTO batches (job_id, seq, payload) VALUES ('j', 1, x'00')")
+    real = journal._db
+    journal._db = _RollbackFails(real)  # type: ignore[assignment]
+    try:
+        with pytest.raises(JournalWriteError, match="cannot write the agent's journal: UNIQUE constraint failed"):
+            journal.append("j", lambda seq: b"batch")
+    finally:
+        journal._db = real
+        real.execute("ROLLBACK")
+    assert journal.write_failures == 1 and journal.job("j").last_seq == 0
+
+
+def test_a_reader_never_sees_a_job_in_the_middle_of_an_append(journal: Journal) -> None:
+    # Readers (job, read, exists) and writers (append, set_state) share one lock: while an append builds
+    # its batch, a reader waits for the append to commit instead of reading the row before it.
+    journal.create_job("j", "a" * 64)
+    seen: list[int] = []
+
+    def build(seq: int) -> bytes:
+        reader = threading.Thread(target=lambda: seen.append(journal.job("j").last_seq))
+        reader.start()
+        reader.join(0.5)  # a reader that did not wait for the lock has finished by now
+        threads.append(reader)
+        return b"batch"
+
+    threads: list[threading.Thread] = []
+    assert journal.append("j", build) == 1
+    threads[0].join(HANG_GUARD_S)
+    assert seen == [1]
