@@ -44,6 +44,10 @@ FORMATS = ("onnx", "ort", "tflite", "genai")
 MAX_NPZ_BYTES = 64 * 1024**2
 MAX_SHAPE_CHARS = 256
 FLUSH_INTERVAL_S = 0.1
+#: Measured inferences when a request leaves runs at 0.
+DEFAULT_RUNS = 100
+#: The longest warmup when a request leaves max_warmup_s at 0: warmup ends there, stable or not.
+DEFAULT_MAX_WARMUP_S = 30.0
 #: Idle time before the warm worker is started: not while the host still reads the last job's stream
 #: or sends the next job at once (a job that arrives meanwhile starts its own worker).
 WARM_WORKER_DELAY_S = 1.0
@@ -537,10 +541,10 @@ class _JobExecution:
             "threads": req.threads,
             "providers": list(req.execution_providers) or list(self.settings.providers),
             "input_shapes": dict(req.input_shapes),
-            "runs": req.runs or 100,
+            "runs": req.runs or DEFAULT_RUNS,
             "warmup": req.warmup,
             "min_duration_s": req.min_duration_s,
-            "max_warmup_s": req.max_warmup_s or 30.0,
+            "max_warmup_s": req.max_warmup_s or DEFAULT_MAX_WARMUP_S,
             "options": dict(req.options),
             "op_profile": req.op_profile,
             "memory_limit_mb": self.settings.worker_memory_mb,

@@ -186,25 +186,46 @@ def test_runs_zero_means_the_default_hundred_and_npz_inputs_are_used_then_remove
     assert not (b.work_dir / f"{request.job_id}.npz").exists()
 
 
-def test_a_worker_killed_mid_measure_is_a_crash_and_its_log_is_kept(board: Any) -> None:
+@pytest.mark.parametrize(
+    ("sig", "hint"), [(signal.SIGKILL, " (out of memory, or killed)"), (signal.SIGTERM, "")], ids=["KILL", "TERM"]
+)
+def test_a_worker_killed_mid_measure_is_a_crash_and_its_log_is_kept(board: Any, sig: int, hint: str) -> None:
     b = board()
     npz = io.BytesIO()
     shape = [d.dim_value for d in INPUTS[0].type.tensor_type.shape.dim]
     np.savez(npz, **_arrays(np.ones(shape, dtype=np.float32)))
     request = b.submit(runs=10, min_duration_s=60, inputs_npz=npz.getvalue())
     wait_for(lambda: b.started_measuring(request.job_id), 60, "the job to measure")
-    os.kill(b.info(request.job_id).worker_pid, signal.SIGKILL)
+    os.kill(b.info(request.job_id).worker_pid, sig)
     end = b.wait_end(request.job_id)
     assert end.status == pb.JobEnd.ERROR and end.error_kind == "crash" and end.phase == "measure"
     measured = b.measured(request.job_id)
     assert end.measured == measured > 0
-    assert end.error == (
-        f"the worker was killed by SIGKILL (out of memory, or killed) during measure after {measured} measured"
-        " inferences"
-    )
+    name = signal.Signals(sig).name
+    assert end.error == f"the worker was killed by {name}{hint} during measure after {measured} measured inferences"
     assert b.journal.job(request.job_id).state == "error"
     assert b.log_path(request.job_id).exists()  # kept for diagnosis
     assert not (b.work_dir / f"{request.job_id}.npz").exists()
+
+
+def test_a_worker_over_its_memory_limit_ends_as_out_of_memory_said_once(board: Any) -> None:
+    # 1 MB on top of the imported runtime: SqueezeNet's session cannot even be created.
+    b = board(worker_memory_mb=1)
+    request = b.submit()
+    end = b.wait_end(request.job_id)
+    assert (end.status, end.error_kind, end.phase) == (pb.JobEnd.ERROR, "out_of_memory", "prepare")
+    assert end.error.startswith("out of memory: ") and end.error.endswith(" (limit 1 MB)")
+    assert not end.error.startswith("out of memory: out of memory")
+
+
+def test_the_requested_input_shape_reaches_the_worker(board: Any) -> None:
+    b = board()
+    request = b.submit(input_shapes={INPUTS[0].name: "2x3x224x224"})
+    end = b.wait_end(request.job_id)
+    assert (end.status, end.error_kind, end.phase) == (pb.JobEnd.ERROR, "invalid_input", "prepare")
+    assert end.error == (
+        f"--input-shape {INPUTS[0].name}=2x3x224x224 contradicts the model: axis 0 is fixed at 1 ([1, 3, 224, 224])"
+    )
 
 
 def test_a_timeout_while_the_model_loads_is_a_timeout_in_prepare(board: Any) -> None:
@@ -274,6 +295,8 @@ def test_idle_baseline_is_measured_only_with_a_power_sensor(board: Any) -> None:
     assert without.wait_end(request.job_id).status == pb.JobEnd.OK
     (idle,) = without.phases(request.job_id, "idle")
     assert idle.detail == "skipped: no power sensor" and idle.start_ns == idle.end_ns
+    (prepare,) = [p for p in without.phases(request.job_id, "prepare") if p.end_ns]
+    assert idle.start_ns >= prepare.end_ns  # stamped when it was skipped, after the model loaded
 
     powered = board(sensors=[Rail()])
     request = powered.submit(idle_s=0.3)
@@ -298,6 +321,16 @@ def test_cancel_during_idle_ends_the_job_at_once_as_cancelled(board: Any) -> Non
     assert end.status == pb.JobEnd.CANCELLED and end.phase == "idle"
     assert end.error == "cancelled during idle after 0 measured inferences"
     assert b.journal.job(request.job_id).state == "cancelled"
+
+
+def test_cancel_while_the_board_cools_ends_the_job_in_settle(board: Any) -> None:
+    b = board(settle_temp_c=50.0, sensors=[Thermal(80.0)])
+    request = b.submit(settle_timeout_s=600.0)
+    wait_for(lambda: _prepared(b, request.job_id), 60, "the model to load")
+    b.runner.cancel(request.job_id)
+    end = b.wait_end(request.job_id)
+    assert (end.status, end.phase) == (pb.JobEnd.CANCELLED, "settle")
+    assert end.error == "cancelled during settle after 0 measured inferences"
 
 
 def test_cancel_during_measure_reports_how_many_inferences_were_measured(board: Any) -> None:
@@ -399,6 +432,14 @@ def test_a_dead_runner_refuses_jobs_and_tells_its_listeners(board: Any, monkeypa
     assert str(err.value) == "the agent's job runner has stopped after an internal error: restart the agent"
     with pytest.raises(JobAbandoned, match="restart the agent"):
         list(b.journal.tail(stranded.job_id, 0, lambda: False, poll_s=0.05))
+
+
+def test_a_shutdown_is_not_a_death(board: Any) -> None:
+    b = board()
+    told: list[str] = []
+    b.runner.on_death(lambda: told.append("died"))
+    b.runner.shutdown()
+    assert told == [] and b.runner.alive
 
 
 def test_shutdown_does_not_wait_forever_for_a_stuck_job(board: Any, monkeypatch: Any) -> None:
