@@ -396,3 +396,60 @@ def test_unknown_gate_metrics_are_refused_naming_the_choices() -> None:
     with pytest.raises(CompareError) as empty:
         parse_gate_metrics(" , ")
     assert str(empty.value) == f"unknown gate metric ' , ' (choose from {choices})"
+
+
+def test_markdown_lists_each_difference_as_json_with_a_dash_for_missing() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", FIVE, ENERGY)])
+    base.document["settings"]["providers"] = ["CPUExecutionProvider"]
+    cand.document["settings"]["providers"] = ["XnnpackExecutionProvider", "CPUExecutionProvider"]
+    cand.document["settings"]["warmup"] = 10
+
+    md = render_markdown(compare_runs(base, cand))
+
+    assert md.startswith(
+        "### edgeprof compare: `cand-02` (candidate) vs `base-01` (base)\n\n"
+        "**Differs from the base besides the model:**\n\n"
+        '- providers: ["CPUExecutionProvider"] (base) vs ["XnnpackExecutionProvider", "CPUExecutionProvider"]'
+        " (candidate)\n"
+        "- warmup: – (base) vs 10 (candidate)\n"
+        "\n| device | metric |"
+    )
+    # An A/A pair: the same five repetitions a side.
+    p50 = next(r for r in md.splitlines() if r.startswith("| pi | latency p50 (ms) |"))
+    assert p50.endswith("| repetitions | no significant change (bootstrap over 5 + 5 repetitions) | – |")
+
+
+def test_the_noise_floor_asked_for_is_the_one_every_format_names() -> None:
+    base_entry = _entry("pi", [4.0], [20.0])
+    base_entry["latency_ms"]["p50_ci95"] = [3.98, 4.02]
+    cand_entry = _entry("pi", [4.06], [20.0])
+    cand_entry["latency_ms"]["p50_ci95"] = [4.04, 4.08]
+
+    result = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [cand_entry]), noise_floor_pct=20.0)
+
+    assert result.noise_floor_pct == 20.0
+    p50 = next(line for line in render_text(result).splitlines() if "latency p50" in line)
+    assert p50.endswith("within-run evidence only: under the 20.0% noise floor")
+
+
+def _generative(p50s: list[float], ttft_ms: float, tokens_per_s: float) -> dict[str, Any]:
+    entry = _entry("jetson", p50s, ENERGY)
+    entry["generation"] = [
+        {"prompt_len": 16, "ttft_ms": {"p50": ttft_ms}, "decode_tokens_per_s": tokens_per_s},
+        {"prompt_len": 64, "ttft_ms": {"p50": ttft_ms * 3}, "decode_tokens_per_s": tokens_per_s * 0.9},
+    ]
+    return entry
+
+
+def test_generative_runs_compare_ttft_and_decode_for_each_prompt_both_measured() -> None:
+    base = _run("base-01", [_generative(FIVE, 50.0, 40.0)])
+    cand_entry = _generative(FIVE, 60.0, 30.0)
+    cand_entry["generation"] = cand_entry["generation"][:1]  # the candidate measured prompt 16 only
+    result = compare_runs(base, _run("cand-02", [cand_entry]))
+
+    generative = {c.metric: (c.base, c.candidate) for c in result.changes if "prompt" in c.metric}
+    assert generative == {"TTFT p50, prompt 16": (50.0, 60.0), "decode tokens/s, prompt 16": (40.0, 30.0)}
+    # And none when one side is not generative.
+    plain = compare_runs(base, _run("cand-03", [_entry("jetson", FIVE, ENERGY)]))
+    assert [c.metric for c in plain.changes if "prompt" in c.metric] == []
