@@ -169,7 +169,7 @@ def test_latencies_of_each_phase_and_each_part_of_a_job() -> None:
     ]
     part1 = collector.part_raw(1)
     assert (part1.start_ns.tolist(), part1.end_ns.tolist()) == ([3000], [3200])
-    assert part1.warmup_start_ns.size == 0
+    assert part1.warmup_start_ns.size == 0 and part1.warmup_start_ns.dtype == part1.warmup_end_ns.dtype == np.int64
     assert part1.series[0].t_ns.tolist() == list(range(3000, 4001, 100))
     nothing = collector.part_raw(7)
     assert nothing.device == "pi" and nothing.start_ns.size == 0 and nothing.series == []
@@ -179,6 +179,8 @@ def test_live_power_is_the_mean_over_the_newest_window_of_samples() -> None:
     collector = _two_part_job()
 
     assert collector.recent_power_w(window_ns=500) == pytest.approx(4.0)  # 3500-4000: part 1 only
+    # 2000-4000 reaches back into the first batch's block: its last sample (2 W at 2000) and part 1's 11.
+    assert collector.recent_power_w(window_ns=2_000) == pytest.approx((2.0 + 11 * 4.0) / 12)
     # Everything: 12 samples at 2 W and 11 at 4 W.
     assert collector.recent_power_w(window_ns=10_000) == pytest.approx((12 * 2.0 + 11 * 4.0) / 23)
     assert JobCollector("pi").recent_power_w() is None
@@ -234,3 +236,35 @@ def test_what_the_collector_keeps_of_a_job_for_the_summary_and_the_live_display(
     part = collector.part_raw(1)
     assert part.device == "pi" and [s.name for s in part.series] == ["VDD_IN"]
     assert part.start_ns.tolist() == [3000, 4100, 4200]
+
+
+def test_an_empty_job_still_has_integer_nanosecond_arrays() -> None:
+    raw = JobCollector("pi").raw()
+    arrays = (raw.start_ns, raw.end_ns, raw.warmup_start_ns, raw.warmup_end_ns)
+    assert [(a.size, a.dtype) for a in arrays] == [(0, np.dtype(np.int64))] * 4
+
+
+def test_a_malformed_generation_is_refused_naming_the_batch_and_what_is_wrong() -> None:
+    first, second, _third = job_batches(JOB, [1, 2, 3], end=True)
+    collector = JobCollector("board")
+    collector.add(first)
+    second.tokens.add(phase=pb.MEASURE, prompt_tokens=0, start_ns=10, prefill_end_ns=20, token_end_ns=[30])
+
+    with pytest.raises(InvalidBatch) as err:
+        collector.add(second)
+
+    assert str(err.value) == "refused job ffffffff, batch 2 from the agent: a generation with 0 prompt tokens"
+    assert collector.last_seq == 1
+
+
+def test_generations_and_series_of_unknown_kinds_are_kept() -> None:
+    first, _second, _third = job_batches(JOB, [1, 2, 3], end=True)
+    collector = JobCollector("board")
+    t0 = int(first.latency[0].start_ns[0])
+    first.tokens.add(phase=pb.MEASURE, prompt_tokens=16, start_ns=t0, prefill_end_ns=t0 + 5, token_end_ns=[t0 + 9])
+    first.series.add(name="mystery", kind=99, t_ns=[t0], value=[1.0])  # a kind from a newer agent
+    collector.add(first)
+
+    series = {s.name: s for s in collector.raw().series}
+    assert series["mystery"].kind == "unknown" and series["mystery"].value.tolist() == [1.0]
+    assert series["gen_start"].t_ns.tolist() == [t0] and series["gen_start"].value.tolist() == [16.0]
