@@ -277,9 +277,26 @@ def test_a_genai_tar_unpacks_once_and_two_models_unpack_side_by_side(tmp_path: P
         shas.append(sha)
 
     first = cache.unpacked(shas[0])
-    inode = (first / "model.onnx").stat().st_ino
+    (first / "left-by-test").touch()  # gone if the directory is unpacked again
     second = cache.unpacked(shas[1])
 
     assert first == tmp_path / "cache" / ".unpacked" / shas[0] and second.parent == first.parent
-    assert cache.unpacked(shas[0]) == first and (first / "model.onnx").stat().st_ino == inode  # not unpacked again
+    assert cache.unpacked(shas[0]) == first and (first / "left-by-test").exists()  # not unpacked again
     assert sorted(p.name for p in first.parent.iterdir()) == sorted(shas)  # no scratch left behind
+
+
+def test_an_unpack_left_unfinished_is_done_again(tmp_path: Path) -> None:
+    from host.genai_pack import pack
+    from tests.genai_model import write_genai_dir
+
+    cache = ModelCache(tmp_path / "cache", disk_reserve_bytes=0)
+    tar = pack(write_genai_dir(tmp_path / "model"), tmp_path / "packed").read_bytes()
+    sha = hashlib.sha256(tar).hexdigest()
+    cache.store(sha, len(tar), [tar])
+    target = cache.unpacked(sha)
+    files = sorted(p.name for p in target.iterdir())
+    (target / ".complete").unlink()  # as if the agent died before it marked the unpack complete
+    (target / "model.onnx").write_bytes(b"half")
+
+    assert cache.unpacked(sha) == target
+    assert sorted(p.name for p in target.iterdir()) == files and (target / "model.onnx").stat().st_size > 4

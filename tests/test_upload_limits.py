@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -168,5 +170,35 @@ def test_model_uploaded_for_a_profile_is_not_evicted_by_a_concurrent_upload(tmp_
             assert [r[:2] for r in refused] == [("second", grpc.StatusCode.RESOURCE_EXHAUSTED)], refused
             assert "just uploaded" in refused[0][2]
             assert_still_serving(client, sha)  # the Profile that follows the upload still finds its model
+    finally:
+        agent.stop(grace_s=0)
+
+
+def test_space_another_writer_takes_mid_upload_is_refused_before_the_disk_is_full(small_disk: Path) -> None:
+    agent = _agent(small_disk, cache_limit_mb=1000, max_model_mb=100, disk_reserve_mb=4)
+    models = small_disk / "models"
+    try:
+        with AgentClient(f"127.0.0.1:{agent.port}") as client:
+            held = HeldUpload(client, os.urandom(8 * MIB))
+            wait_for(
+                lambda: [p.stat().st_size for p in (models / ".incoming").iterdir()] == [MIB],
+                30,
+                "the upload's first chunk on disk",
+            )
+            # Another writer leaves 6 MiB free: the next chunk still fits, but then 5 MiB are free for the
+            # 6 MiB this upload was promised and the 4 MiB kept free. It is refused there, not at ENOSPC.
+            with open(models / "filler", "wb") as filler:
+                filler.write(b"\0" * (shutil.disk_usage(models).free - 6 * MIB))
+
+            held.release()
+            err = held.error()
+
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert re.fullmatch(
+                r"the agent's disk filled up after 2\.1 MB of a 8\.4 MB model \(5\.\d MB free, 4\.2 MB kept free\):"
+                r" upload discarded",
+                err.details(),
+            ), err.details()
+            assert not any((models / ".incoming").iterdir()) and not client.has_model(held.sha)
     finally:
         agent.stop(grace_s=0)
