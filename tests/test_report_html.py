@@ -325,3 +325,112 @@ def test_a_measured_board_with_energy_and_temperature_fills_every_summary_cell()
     assert meta["throttling"] == "GPU clock held at 600 MHz"
     assert meta["execution providers"] == "CUDAExecutionProvider" and meta["intra-op threads"] == "4"
     assert meta["warmup / measured"] == "– / 500 inferences" and meta["agent"] == "–" and meta["inputs"] == "–"
+
+
+#: Elements whose content model has no place for text: browsers move stray text out of tables ("foster
+#: parenting") and show it above them, and a definition list holds only dt/dd.
+_NO_TEXT_INSIDE = frozenset({"table", "thead", "tbody", "tr", "dl", "head"})
+_VOID = frozenset({"meta", "br", "img", "link", "hr", "input", "col", "wbr"})
+
+
+class _Structure:
+    """Stray text, unbalanced tags and the head's meta tags of a page (html.parser, as lenient as a browser)."""
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        self.stray: list[tuple[str, str]] = []
+        self.unbalanced: list[str] = []
+        self.metas: list[dict[str, str | None]] = []
+        stack: list[str] = []
+        outer = self
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                if tag == "meta":
+                    outer.metas.append(dict(attrs))
+                if tag not in _VOID:
+                    stack.append(tag)
+
+            def handle_endtag(self, tag: str) -> None:
+                if not stack or stack[-1] != tag:
+                    outer.unbalanced.append(f"</{tag}> closes <{stack[-1] if stack else ''}>")
+                    return
+                stack.pop()
+
+            def handle_data(self, data: str) -> None:
+                if stack and stack[-1] in _NO_TEXT_INSIDE and data.strip():
+                    outer.stray.append((stack[-1], data.strip()))
+
+        Parser().feed(page)
+        self.unclosed = list(stack)
+
+
+def test_the_page_is_well_formed_where_browsers_are_strict() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    doc["devices"][0]["op_profile"] = {
+        "by_type": [
+            {"op_type": "Conv", "total_us": 900.0, "calls": 26},
+            {"op_type": "Relu", "total_us": 100.0, "calls": 26},
+        ],
+        "top_nodes": [{"node": "conv1", "op_type": "Conv", "total_us": 300.0, "calls": 1}],
+    }
+    doc["devices"].append({"device": "pi", "status": "error", "error": "worker died"})
+
+    page = _Structure(render_html(RunData(document=doc, raw=run.raw)))
+
+    assert page.stray == [] and page.unbalanced == [] and page.unclosed == []
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in page.metas
+    # Nothing the page could load: no scripts, no network, images only inline.
+    (csp,) = [m for m in page.metas if (m.get("http-equiv") or "").lower() == "content-security-policy"]
+    assert csp["content"] == "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def test_metadata_shows_a_dash_for_what_the_agent_did_not_say() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    d = doc["devices"][0]
+    d.pop("execution_providers", None)
+    d.pop("execution_provider", None)
+    d["board"]["sensors"] = [{"sensor": "ina3221", "name": "VDD_IN", "kind": "power_mw"}]
+
+    (meta,) = _Page(render_html(RunData(document=doc, raw=run.raw))).meta
+
+    assert meta["execution providers"] == "–" and meta["sensors"] == "ina3221:VDD_IN (power_mw, -)"
+
+
+def test_a_device_with_samples_but_no_inferences_still_gets_its_plots() -> None:
+    # A job that failed during warmup: the board's sensors ran, no inference was measured.
+    from host.report.html import render_html
+    from host.rundata import DeviceRaw, RunData
+
+    run = _real_run()
+    (d,) = run.document["devices"]
+    raw = run.raw[d["device"]]
+    only_samples = DeviceRaw(device=raw.device, series=raw.series, phases=raw.phases)
+
+    page = render_html(RunData(document=run.document, raw={d["device"]: only_samples}))
+
+    section = page.split('<section class="device">')[1]
+    assert "no raw samples stored" not in section and "<svg" in section
+
+
+def test_a_board_without_power_sensor_says_so_once_and_leaves_the_other_energy_cells_empty() -> None:
+    from host.report.html import render_html
+
+    header, row = _Page(render_html(_real_run())).rows[:2]
+    cells = {name: cell for (name, _), cell in zip(header, row, strict=True)}
+
+    assert cells["mJ/inf [95% CI]"] == ("no power sensor", {"class": "nosensor-cell"})
+    assert [cells[k] for k in ("dynamic mJ/inf [95% CI]", "avg W", "idle W")] == [("–", {})] * 3
