@@ -166,9 +166,12 @@ def test_a_job_reports_what_the_worker_loaded_and_measured(board: Any) -> None:
     assert (info.device.hostname, info.device.cpu_cores) == ("bench-7", 2)
     # The memory series follows the job's worker, not the agent.
     assert info.worker_pid > 0 and info.worker_pid != os.getpid() and b.memory_pids == [info.worker_pid]
-    # Each phase's count is the worker's.
-    assert [p.count for p in b.phases(request.job_id, "warmup") if p.end_ns] == [warmed]
-    assert [p.count for p in b.phases(request.job_id, "measure") if p.end_ns] == [7]
+    # Each phase's count is the worker's; warmup says whether latency settled, as the end's note does.
+    (warmup,) = [p for p in b.phases(request.job_id, "warmup") if p.end_ns]
+    assert warmup.count == warmed and warmup.end_ns > warmup.start_ns > 0
+    stable = {"true": "stable", "false": "not stable: time cap reached"}[end.notes["warmup_stable"]]
+    assert warmup.detail == stable
+    assert [(p.count, p.detail) for p in b.phases(request.job_id, "measure") if p.end_ns] == [(7, "")]
     assert b.journal.job(request.job_id).state == "ok"
     assert not b.log_path(request.job_id).exists()  # a finished job's files are removed
 
@@ -228,6 +231,58 @@ def test_the_requested_input_shape_reaches_the_worker(board: Any) -> None:
     )
 
 
+def test_a_warmup_cut_by_its_time_cap_says_so(board: Any) -> None:
+    b = board()
+    # One warmup inference, then a 1 ms cap: no time to see latency settle.
+    request = b.submit(warmup=1, max_warmup_s=0.001)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK and end.notes["warmup_stable"] == "false"
+    assert [p.detail for p in b.phases(request.job_id, "warmup") if p.end_ns] == ["not stable: time cap reached"]
+
+
+def test_a_journal_that_refuses_a_jobs_end_briefly_is_retried_not_given_up(board: Any) -> None:
+    b = board()
+    real_set_state, real_abandon = b.journal.set_state, b.journal.abandon
+    refused: list[str] = []
+    abandoned: list[str] = []
+
+    def set_state(job_id: str, state: str) -> None:
+        if state == "ok" and not refused:  # the first try at the end: a brief disk-full
+            refused.append(job_id)
+            raise JournalWriteError("database or disk is full")
+        real_set_state(job_id, state)
+
+    def abandon(job_id: str, reason: str) -> None:
+        abandoned.append(reason)
+        real_abandon(job_id, reason)
+
+    b.journal.set_state = set_state  # type: ignore[method-assign]
+    b.journal.abandon = abandon  # type: ignore[method-assign]
+    request = b.submit()
+    assert b.wait_end(request.job_id).status == pb.JobEnd.OK
+    assert refused == [request.job_id] and abandoned == [] and b.journal.job(request.job_id).state == "ok"
+
+
+def test_a_generative_job_streams_each_generations_tokens(board: Any, tmp_path: Path) -> None:
+    from host.genai_pack import pack
+    from tests.genai_model import write_genai_dir
+
+    b = board()
+    tar = pack(write_genai_dir(tmp_path / "decoder"), tmp_path / "packed").read_bytes()
+    sha = sha256_bytes(tar)
+    b.cache.store(sha, len(tar), [tar])
+    request = profile_request(sha, runs=2, warmup=1, max_warmup_s=0.5)
+    request.model_format = "genai"
+    request.generation.prompt_lens.extend([4, 8])
+    request.generation.gen_len = 3
+    assert b.runner.submit(request)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK, end.error
+    blocks = [t for x in b.batches(request.job_id) for t in x.tokens if t.phase == pb.MEASURE]
+    assert len(blocks) == end.measured and {t.prompt_tokens for t in blocks} == {4, 8}
+    assert all(len(t.token_end_ns) == 3 for t in blocks)
+
+
 def test_a_timeout_while_the_model_loads_is_a_timeout_in_prepare(board: Any) -> None:
     # 50 ms: a worker cannot even import its runtime in that time.
     b = board()
@@ -239,14 +294,14 @@ def test_a_timeout_while_the_model_loads_is_a_timeout_in_prepare(board: Any) -> 
 
 
 def test_a_job_longer_than_its_timeout_is_stopped_while_it_runs(board: Any) -> None:
-    # 3 s: time to load the model on a quiet machine, far less than the 60 s asked for.
+    # 3 s: time to load the model and warm up (at most 0.2 s) on a quiet machine, far less than the 60 s asked.
     b = board()
-    request = b.submit(runs=10, min_duration_s=60, timeout_s=3)
+    request = b.submit(runs=10, min_duration_s=60, timeout_s=3, max_warmup_s=0.2)
     end = b.wait_end(request.job_id)
-    assert end.status == pb.JobEnd.ERROR and end.error_kind == "timeout" and end.phase in ("warmup", "measure")
+    assert (end.status, end.error_kind, end.phase) == (pb.JobEnd.ERROR, "timeout", "measure")
     measured = b.measured(request.job_id)
-    assert end.error == f"job timed out after 3 s during {end.phase} after {measured} measured inferences"
-    assert end.measured == measured and not psutil.pid_exists(b.info(request.job_id).worker_pid)
+    assert end.error == f"job timed out after 3 s during measure after {measured} measured inferences"
+    assert end.measured == measured > 0 and not psutil.pid_exists(b.info(request.job_id).worker_pid)
 
 
 def test_the_agents_default_timeout_applies_when_the_request_has_none(board: Any) -> None:
