@@ -54,7 +54,12 @@ MODULES: dict[str, tuple[str, ...]] = {
     # The journal on its own: agent-level tests (test_job_lifecycle.py, test_faults_runner.py) reach it too,
     # but take a minute per mutant on this machine.
     "agent/journal.py": ("tests/test_journal.py",),
-    "agent/server.py": ("tests/test_auth.py", "tests/test_agent_server.py", "tests/test_server_limits.py"),
+    "agent/server.py": (
+        "tests/test_auth.py",
+        "tests/test_agent_server.py",
+        "tests/test_server_limits.py",
+        "tests/test_server_transport.py",
+    ),
     # Not the Chromium rendering test (7 s, which every mutant of the module would run): it checks how a
     # browser draws the page; the page's text and structure are checked by the tests below.
     "host/report/html.py": (
@@ -64,7 +69,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_report_escaping.py",
         "tests/test_report_real_run.py",
     ),
-    "agent/jobs.py": ("tests/test_runner_contracts.py", "tests/test_server_limits.py"),
+    # The runner driven directly with real workers (test_job_runner.py, ~25 s), and its gRPC contracts.
+    "agent/jobs.py": ("tests/test_job_runner.py", "tests/test_runner_contracts.py", "tests/test_server_limits.py"),
     "host/stats.py": ("tests/test_stats.py", "tests/test_compare_simulation.py"),
     "host/compare.py": ("tests/test_compare_verdicts.py", "tests/test_compare_json.py"),
     "host/collect.py": ("tests/test_collect_validation.py", "tests/test_collect_sequence.py"),
@@ -76,13 +82,9 @@ MODULES: dict[str, tuple[str, ...]] = {
 SAMPLE: dict[str, int] = {
     "host/energy.py": 150,
     "host/stats.py": 150,
-    "host/compare.py": 150,
-    "host/collect.py": 100,
-    "host/report/html.py": 100,
-    "agent/model_cache.py": 150,
-    "agent/journal.py": 120,
-    "agent/server.py": 60,
-    "agent/jobs.py": 40,
+    "host/report/html.py": 200,
+    "agent/server.py": 100,
+    "agent/jobs.py": 150,
 }
 SEED = 18
 
