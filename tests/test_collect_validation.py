@@ -161,7 +161,9 @@ def test_latencies_of_each_phase_and_each_part_of_a_job() -> None:
     part0 = collector.part_raw(0)
     assert (part0.start_ns.tolist(), part0.end_ns.tolist()) == ([1000, 1100], [1050, 1180])
     assert (part0.warmup_start_ns.tolist(), part0.warmup_end_ns.tolist()) == ([900], [950])
+    assert part0.start_ns.dtype == part0.end_ns.dtype == np.int64
     (power0,) = part0.series
+    assert (power0.name, power0.kind, power0.role, power0.sensor) == ("VDD_IN", "power_mw", "total", "ina3221")
     assert power0.t_ns.tolist() == list(range(900, 2001, 100)) and set(power0.value.tolist()) == {2000.0}
     assert [(p.name, p.start_ns, p.end_ns, p.count) for p in part0.phases] == [
         ("warmup", 900, 990, 0),
@@ -194,6 +196,7 @@ def test_the_whole_job_keeps_every_sample_in_time_order() -> None:
     (power,) = raw.series
     assert (power.name, power.kind, power.role, power.sensor) == ("VDD_IN", "power_mw", "total", "ina3221")
     assert power.t_ns.tolist() == [*range(900, 2001, 100), *range(3000, 4001, 100)]
+    assert power.t_ns.dtype == np.int64  # ns since boot pass 2^53 after 104 days: never through float64
     assert power.value.tolist() == [2000.0] * 12 + [4000.0] * 11
 
 
@@ -268,3 +271,85 @@ def test_generations_and_series_of_unknown_kinds_are_kept() -> None:
     series = {s.name: s for s in collector.raw().series}
     assert series["mystery"].kind == "unknown" and series["mystery"].value.tolist() == [1.0]
     assert series["gen_start"].t_ns.tolist() == [t0] and series["gen_start"].value.tolist() == [16.0]
+
+
+def test_a_phase_reported_in_pieces_keeps_what_each_event_said() -> None:
+    # The agent sends a phase when it starts (no end), and again when it ends, with its count and detail.
+    first = pb.MeasurementBatch(job_id=JOB, seq=1)
+    first.phases.add(phase=pb.SETTLE, start_ns=50, end_ns=90, detail="settled at 41.0 C", part=0)
+    first.phases.add(phase=pb.WARMUP, start_ns=100, part=0)
+    second = pb.MeasurementBatch(job_id=JOB, seq=2)
+    second.phases.add(phase=pb.WARMUP, start_ns=100, end_ns=900, count=12, detail="stable", part=0)
+    second.phases.add(phase=pb.SETTLE, start_ns=50, part=0)  # a repeat without end or detail keeps both
+    collector = JobCollector("pi")
+    collector.add(first)
+    assert collector.current_phase == "warmup"
+    collector.add(second)
+
+    whole = {p.name: (p.start_ns, p.end_ns, p.count, p.detail) for p in collector.raw().phases}
+    part = {p.name: (p.start_ns, p.end_ns, p.count, p.detail) for p in collector.part_raw(0).phases}
+    expected = {"settle": (50, 90, 0, "settled at 41.0 C"), "warmup": (100, 900, 12, "stable")}
+    assert whole == part == expected and collector.current_phase == "settle"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda b: b.phases.add(phase=99, start_ns=10, end_ns=5), "unknown phase ends before it starts"),
+        (lambda b: b.latency.add(phase=99, start_ns=[10], end_ns=[5]), "unknown inference 0 ends before it starts"),
+        (lambda b: b.series.add(name="x", kind=99, t_ns=[1], value=[math.nan]), "series 'x' (unknown) holds"),
+    ],
+    ids=["phase", "latency", "series"],
+)
+def test_a_refusal_names_what_a_newer_agent_sent_as_unknown(
+    mutate: Callable[[pb.MeasurementBatch], None], expected: str
+) -> None:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    mutate(batch)
+    with pytest.raises(InvalidBatch, match="refused job ffffffff, batch 1 from the agent: ") as err:
+        JobCollector("pi").add(batch)
+    assert expected in str(err.value)
+
+
+def _with_series(seq: int, names: list[str], samples: int = 1) -> pb.MeasurementBatch:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=seq)
+    for name in names:
+        batch.series.add(name=name, kind=pb.TEMP_C, t_ns=list(range(1, samples + 1)), value=[40.0] * samples)
+    return batch
+
+
+def test_the_caps_on_samples_and_series_are_inclusive() -> None:
+    from host import validate
+
+    exactly = JobCollector("pi", max_samples=6)
+    exactly.add(_with_series(1, ["a", "b"], samples=3))  # 6 samples: at the cap, kept
+    with pytest.raises(InvalidBatch, match="more than 6 samples for job ffffffff, batch 2"):
+        exactly.add(_with_series(2, ["a"], samples=1))
+
+    cap = validate.MAX_SERIES_PER_JOB
+    series = JobCollector("pi")
+    series.add(_with_series(1, [f"s{i}" for i in range(cap - 1)]))
+    series.add(_with_series(2, ["s0", f"s{cap - 1}"]))  # one known, one new: exactly at the cap
+    with pytest.raises(InvalidBatch) as err:
+        series.add(_with_series(3, ["s0", "one-too-many"]))
+    assert str(err.value) == f"the agent sent more than {cap} sensor series for job ffffffff, batch 3"
+
+
+def test_generated_tokens_count_towards_the_sample_cap() -> None:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    batch.tokens.add(phase=pb.MEASURE, prompt_tokens=4, start_ns=10, prefill_end_ns=20, token_end_ns=[30, 40, 50])
+    JobCollector("pi", max_samples=5).add(batch)  # 3 tokens + start + prefill
+    with pytest.raises(InvalidBatch, match="more than 4 samples"):
+        JobCollector("pi", max_samples=4).add(batch)
+
+
+def test_live_power_from_a_slow_meter_with_one_sample_per_batch_beside_other_series() -> None:
+    # A 1 Hz USB meter: each flush carries one sample or none; a temperature series comes first.
+    collector = JobCollector("pi")
+    for seq in range(1, 6):
+        batch = pb.MeasurementBatch(job_id=JOB, seq=seq)
+        batch.series.add(name="soc", kind=pb.TEMP_C, t_ns=[seq * 1000], value=[45.0])
+        batch.series.add(name="usb", kind=pb.POWER_MW, sensor="um25c", t_ns=[seq * 1000], value=[1000.0 * seq])
+        collector.add(batch)
+
+    assert collector.recent_power_w(window_ns=2_000) == pytest.approx((3.0 + 4.0 + 5.0) / 3)
