@@ -453,3 +453,69 @@ def test_generative_runs_compare_ttft_and_decode_for_each_prompt_both_measured()
     # And none when one side is not generative.
     plain = compare_runs(base, _run("cand-03", [_entry("jetson", FIVE, ENERGY)]))
     assert [c.metric for c in plain.changes if "prompt" in c.metric] == []
+
+
+def test_co2e_estimate_of_an_energy_change_per_million_inferences() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", FIVE, [e * 1.1 for e in ENERGY])])  # 20 -> 22 mJ per inference
+
+    md = render_markdown(compare_runs(base, cand, grid_g_per_kwh=400))
+
+    # 2 mJ x 1e6 inferences = 2000 J = 0.000556 kWh; x 400 g/kWh = 0.222 g.
+    assert md.endswith("- pi: +0.222 g CO2e per million inferences (estimate: energy × 400 g/kWh)\n")
+
+
+def test_a_significant_improvement_passes_any_gate_and_says_significant() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", [p * 0.9 for p in FIVE], ENERGY)])
+
+    result = compare_runs(base, cand, fail_on_regression_pct=0)
+
+    p50 = next(r for r in render_markdown(result).splitlines() if r.startswith("| pi | latency p50 (ms) |"))
+    assert p50.endswith("| repetitions | significant (bootstrap over 5 + 5 repetitions) | – |")
+    assert not result.failed
+
+
+def test_a_regression_within_the_gate_passes_and_beyond_it_fails() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", [p * 1.03 for p in FIVE], ENERGY)])  # +3%, tight repetitions
+
+    assert not compare_runs(base, cand, fail_on_regression_pct=5).failed
+    assert compare_runs(base, cand, fail_on_regression_pct=1).failed
+
+
+def test_a_device_that_failed_in_the_candidate_is_skipped_with_the_candidates_error() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [{"device": "pi", "status": "error", "error": "worker died"}])
+
+    assert compare_runs(base, cand).skipped == ["pi: failed in the candidate run (worker died)"]
+
+
+def test_json_keeps_finite_numbers_and_has_null_where_there_is_no_change(tmp_path: Path) -> None:
+    from host.compare import render_json
+
+    base_entry = _entry("pi", FIVE, ENERGY)
+    base_entry["peak_rss_mb"] = 0.0  # a change from zero has no percentage
+    result = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [_entry("pi", FIVE, ENERGY)]))
+
+    changes = {c["metric"]: c for c in json.loads(render_json(result))["changes"]}
+    peak = changes["peak memory"]
+    assert (peak["base"], peak["candidate"], peak["change_pct"]) == (0.0, 80.0, None)
+    assert changes["throughput"]["base"] == pytest.approx(1000 / 4.0) and changes["throughput"]["change_pct"] == 0.0
+
+
+def test_history_leaves_out_the_two_runs_being_compared(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.sqlite")
+    base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)
+    store.save_run(base)
+    store.save_run(cand)
+    store.save_run(_single("hist-04", 4.01))
+    # Runs whose model hash is unknown are no history for each other: their models may differ.
+    unknown = [_single(f"nohash-{i:02d}", 4.0) for i in (5, 6, 7)]
+    for run in unknown:
+        run.document["model"]["sha256"] = ""
+    store.save_run(unknown[2])
+
+    assert [d["run_id"] for d in history_for(store, base, cand).documents] == ["hist-04"]
+    assert history_for(store, unknown[0], unknown[1]).documents == []
+    store.close()
