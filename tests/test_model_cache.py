@@ -300,3 +300,47 @@ def test_an_unpack_left_unfinished_is_done_again(tmp_path: Path) -> None:
 
     assert cache.unpacked(sha) == target
     assert sorted(p.name for p in target.iterdir()) == files and (target / "model.onnx").stat().st_size > 4
+
+
+def test_eviction_removes_the_oldest_until_the_upload_fits_exactly(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=9_600, lease_s=0)
+    models = [_model(3_200, seed) for seed in range(3)]  # oldest first
+    for i, (data, sha) in enumerate(models):
+        _store(cache, data, sha)
+        os.utime(cache.path(sha), (time.time() - 100 + i, time.time() - 100 + i))
+    data, sha = _model(6_400, 7)
+
+    _store(cache, data, sha)
+
+    # 3 x 3 200 + 6 400 is over 9 600: the two oldest go, the newest stays, exactly at the limit.
+    assert [cache.has(s) for _, s in models] == [None, None, 3_200] and cache.has(sha) == 6_400
+    assert cache.total_bytes() == 9_600
+
+
+def test_every_held_model_counts_against_the_limit_and_the_refusal_says_how_much(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=998_400, lease_s=3600, disk_reserve_bytes=0)  # uploads stay leased
+    for seed in (1, 2):
+        _store(cache, *_model(320_000, seed))
+    data, sha = _model(360_000, 3)  # 640 000 held + 360 000 = 1 000 000
+
+    with pytest.raises(ModelTooLarge) as refused:
+        _store(cache, data, sha)
+
+    assert str(refused.value) == (
+        "no room in the agent's model cache for a 0.4 MB model: limit 1.0 MB, 0.6 MB held by models in use or"
+        " just uploaded, 0.0 MB by uploads in progress (agent serve --cache-limit-mb)"
+    )
+
+
+def test_an_upload_longer_or_shorter_than_announced_is_refused_saying_which(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    data, sha = _model(3_200, 5)
+
+    with pytest.raises(UploadCorrupt) as longer:
+        cache.store(sha, 3_199, [data])
+    with pytest.raises(UploadCorrupt) as shorter:
+        cache.store(sha, 3_200, [data[:1_000]])
+
+    assert str(longer.value) == "upload sent more than the announced 3199 bytes"
+    assert str(shorter.value) == "upload ended after 1000 of 3200 bytes"
+    assert cache.has(sha) is None and list((tmp_path / ".incoming").iterdir()) == []
