@@ -353,3 +353,22 @@ def test_live_power_from_a_slow_meter_with_one_sample_per_batch_beside_other_ser
         collector.add(batch)
 
     assert collector.recent_power_w(window_ns=2_000) == pytest.approx((3.0 + 4.0 + 5.0) / 3)
+
+
+def test_live_power_sums_the_rails_as_the_report_does() -> None:
+    # RAPL as older agents streamed it: the package with role "total" and DRAM beside it, which the rail plan
+    # adds (host/rails.py); telling RAPL apart takes each series' sensor. 0.2 W + 0.04 W over 2 s.
+    from host.energy import power_over_time_w
+
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    t_ns = list(range(0, 2_000_000_001, 20_000_000))
+    package_uj = [i * 4_000.0 for i in range(len(t_ns))]  # 4 mJ per 20 ms = 0.2 W
+    dram_uj = [i * 800.0 for i in range(len(t_ns))]
+    batch.series.add(name="package-0", kind=pb.ENERGY_UJ, sensor="rapl", role="total", t_ns=t_ns, value=package_uj)
+    batch.series.add(name="dram", kind=pb.ENERGY_UJ, sensor="rapl", role="dram", t_ns=t_ns, value=dram_uj)
+    collector = JobCollector("pi")
+    collector.add(batch)
+
+    t, watts = power_over_time_w(collector.raw().series)
+    report_w = float(np.mean(watts[t >= t.max() - 1_000_000_000]))
+    assert collector.recent_power_w() == pytest.approx(report_w) == pytest.approx(0.24)
