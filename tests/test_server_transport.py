@@ -163,3 +163,16 @@ def test_every_grpc_option_key_in_the_code_is_one_grpc_knows() -> None:
     }
     assert {"grpc.keepalive_time_ms", "grpc.http2.min_ping_interval_without_data_ms"} <= keys
     assert sorted(k for k in keys if k.encode() not in library) == []
+
+
+def test_a_pool_no_larger_than_the_control_reserve_still_serves_exactly_one_stream(served: Any) -> None:
+    servicer, port = served(max_workers=2)  # 2 threads, 4 kept for control RPCs: one stream all the same
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        first = stub.Attach(pb.AttachRequest(job_id="d" * 32), timeout=60)
+        assert servicer.attached.wait(30)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.Attach(pb.AttachRequest(job_id="e" * 32), timeout=60))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        servicer.release.set()
+        assert [b.seq for b in first] == [1]
