@@ -178,7 +178,8 @@ EXPLAINED.update(
             for n in (26, 27, 29, 31, 32, 33, 34)
         },
         "agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_10": "equivalent: a call without the token"
-        " header is compared with a placeholder; a fleet token is 32 random bytes, never b'' or b'XXXX'",
+        " header is compared with a placeholder, and the agent refuses tokens under 16 characters (agent/serve.py),"
+        " so b'' and b'XXXX' match none",
         "agent.server.x_create_server__mutmut_34": _THREAD_NAMES,
         "agent.server.x_create_server__mutmut_36": _THREAD_NAMES,
         **{f"agent.server.x_create_server__mutmut_{n}": _OPTION_KEYS for n in (39, 40, 44, 51, 52)},
