@@ -263,6 +263,48 @@ def test_a_journal_that_refuses_a_jobs_end_briefly_is_retried_not_given_up(board
     assert refused == [request.job_id] and abandoned == [] and b.journal.job(request.job_id).state == "ok"
 
 
+def test_runtime_options_and_op_profiling_reach_the_worker(board: Any) -> None:
+    # ONNX Runtime fuses Relu into Conv and drops Dropout when it optimises the graph; with optimisation off
+    # the per-operator profile shows them.
+    b = board()
+    optimised = b.submit(op_profile=True)
+    plain = b.submit(op_profile=True, options={"graph_optimization": "disable"})
+    ops = {}
+    for request in (optimised, plain):
+        end = b.wait_end(request.job_id)
+        assert end.status == pb.JobEnd.OK, end.error
+        ops[request.job_id] = {o.op_type for o in end.op_by_type}
+    assert "Conv" in ops[optimised.job_id] and not {"Relu", "Dropout"} & ops[optimised.job_id]
+    assert {"Conv", "Relu", "Dropout"} <= ops[plain.job_id]
+
+
+def test_a_jobs_end_the_journal_keeps_refusing_is_abandoned_then_written_when_it_accepts(board: Any) -> None:
+    b = board(journal_retry_s=0.3)
+    real_set_state = b.journal.set_state
+    disk_full = threading.Event()
+    disk_full.set()
+
+    def set_state(job_id: str, state: str) -> None:
+        if state in TERMINAL and disk_full.is_set():
+            raise JournalWriteError("database or disk is full")
+        real_set_state(job_id, state)
+
+    b.journal.set_state = set_state  # type: ignore[method-assign]
+    request = b.submit()
+    # Given up after journal_retry_s: a reader is told why instead of waiting for an end that is not written.
+    with pytest.raises(JobAbandoned) as err:
+        list(b.journal.tail(request.job_id, 0, lambda: False, poll_s=0.05))
+    assert str(err.value) == (
+        f"the agent could not write job {request.job_id}'s last measurements to its journal (database or disk is"
+        " full); they are kept in memory and written when the journal accepts them again"
+    )
+    disk_full.clear()  # the disk has room again: the idle runner writes what it kept
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK and b.journal.job(request.job_id).state == "ok"
+    following = b.submit()
+    assert b.wait_end(following.job_id).status == pb.JobEnd.OK and b.runner.alive
+
+
 def test_a_generative_job_streams_each_generations_tokens(board: Any, tmp_path: Path) -> None:
     from host.genai_pack import pack
     from tests.genai_model import write_genai_dir
