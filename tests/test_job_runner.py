@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,9 @@ def test_a_job_reports_what_the_worker_loaded_and_measured(board: Any) -> None:
     assert (info.device.hostname, info.device.cpu_cores) == ("bench-7", 2)
     # The memory series follows the job's worker, not the agent.
     assert info.worker_pid > 0 and info.worker_pid != os.getpid() and b.memory_pids == [info.worker_pid]
+    prepares = b.phases(request.job_id, "prepare")  # when it starts, and again when it ends
+    assert len(prepares) == 2 and all(0 < p.start_ns == prepares[0].start_ns for p in prepares)
+    assert prepares[-1].end_ns > prepares[-1].start_ns
     # Each phase's count is the worker's; warmup says whether latency settled, as the end's note does.
     (warmup,) = [p for p in b.phases(request.job_id, "warmup") if p.end_ns]
     assert warmup.count == warmed and warmup.end_ns > warmup.start_ns > 0
@@ -486,6 +490,71 @@ def test_a_failure_inside_the_runner_ends_that_job_as_an_error_and_the_next_runs
     following = b.submit()
     assert b.wait_end(following.job_id).status == pb.JobEnd.OK
     assert b.runner.alive and b.cache._pinned == {}
+
+
+@pytest.mark.parametrize("where", ["execution", "running state"])
+def test_a_failure_before_the_job_gets_going_ends_it_in_prepare(board: Any, monkeypatch: Any, where: str) -> None:
+    b = board()
+    if where == "execution":  # the job's execution cannot even be set up
+        monkeypatch.setattr(
+            jobs._JobExecution, "__init__", lambda self, runner, job: (_ for _ in ()).throw(OSError("boom"))
+        )
+    else:  # the journal fails in a way it does not translate
+        real_set_state = b.journal.set_state
+
+        def set_state(job_id: str, state: str) -> None:
+            if state == "running":
+                raise OSError("boom")
+            real_set_state(job_id, state)
+
+        monkeypatch.setattr(b.journal, "set_state", set_state)
+    failed = b.submit()
+    end = b.wait_end(failed.job_id)
+    assert (end.status, end.error_kind, end.phase) == (pb.JobEnd.ERROR, "internal", "prepare")
+    assert end.error == "the agent failed while running this job: OSError: boom"
+    monkeypatch.undo()
+    assert b.runner.alive and b.wait_end(b.submit().job_id).status == pb.JobEnd.OK
+
+
+def test_a_generative_model_that_does_not_unpack_fails_in_prepare_saying_why(board: Any) -> None:
+    b = board()
+    tar = b"not a tar archive" * 100
+    sha = sha256_bytes(tar)
+    b.cache.store(sha, len(tar), [tar])
+    request = profile_request(sha)
+    request.model_format = "genai"
+    request.generation.prompt_lens.append(4)
+    request.generation.gen_len = 2
+    assert b.runner.submit(request)
+    end = b.wait_end(request.job_id)
+    assert (end.status, end.phase, end.measured) == (pb.JobEnd.ERROR, "prepare", 0)
+    assert end.error_kind and end.error_kind != "internal" and "tar" in end.error
+
+
+def test_a_backend_runs_each_part_with_the_jobs_deadline(board: Any) -> None:
+    class Recording:
+        def __init__(self) -> None:
+            self.deadlines: list[float] = []
+
+        def run_part(self, execution: Any, deadline: float) -> pb.JobEnd:
+            self.deadlines.append(deadline - time.monotonic())
+            return pb.JobEnd(status=pb.JobEnd.OK)
+
+    backend = Recording()
+    b = board(backend=backend)
+    request = b.submit(timeout_s=120)
+    assert b.wait_end(request.job_id).status == pb.JobEnd.OK
+    (left_s,) = backend.deadlines
+    assert 100 < left_s <= 120
+
+
+def test_the_requested_sample_rate_is_the_one_the_sensors_run_at(board: Any) -> None:
+    # 5 Hz asked for over a 1 s measurement, against the default's 100 Hz and more.
+    b = board(sensors=[Rail()])
+    request = b.submit(runs=1, min_duration_s=1.0, sample_rate_hz=5.0)
+    assert b.wait_end(request.job_id).status == pb.JobEnd.OK
+    samples = [len(x.t_ns) for y in b.batches(request.job_id) for x in y.series if x.name == "board"]
+    assert b.info(request.job_id).sample_rate_hz == 5.0 and 2 <= sum(samples) <= 25
 
 
 def test_a_job_left_running_by_a_dead_agent_ends_as_a_crash_at_restart(tmp_path: Path) -> None:
