@@ -336,6 +336,50 @@ def run_module(module: str, command: str) -> ModuleScore:
     )
 
 
+def rerun_survivors(module: str) -> ModuleScore:
+    """Test the recorded run's survivors again against the current tests (after tests were added for them).
+
+    The mutants killed before stay killed (tests were only added); the source must be the one recorded, which
+    the same mutant count stands for, or the names would point at other mutants.
+    """
+    previous = load_record().get(module)
+    if previous is None:
+        raise SystemExit(f"mutation: {module} has no recorded run to take the survivors of")
+    again = sorted(previous["survivors"] + previous["no_tests"])
+    tests = MODULES[module]
+    box = make_sandbox(module, tests)
+    pythonpath = os.pathsep.join(p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pythonpath}
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", _GENERATE], cwd=box, env=env, check=True, stdout=subprocess.DEVNULL)
+    names = set(exit_codes(box, module))
+    if len(names) != previous["mutants_total"] or not set(again) <= names:
+        raise SystemExit(f"mutation: {module} changed since its recorded run: run it again in full")
+    print(f"mutation: {module}: testing the {len(again)} recorded survivors again against {' '.join(tests)}")
+    if again:
+        subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *again], cwd=box, env=env, check=False
+        )
+    codes = exit_codes(box, module)
+    statuses = {name: STATUS_BY_EXIT_CODE.get(codes.get(name), "suspicious") for name in again}
+    counts = {k: v for k, v in previous["counts"].items() if k in ("killed", "timeout", "skipped")}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    return ModuleScore(
+        module=module,
+        tests=list(tests),
+        mutants_total=previous["mutants_total"],
+        mutants_run=previous["mutants_run"],
+        sampled=previous["sampled"],
+        counts=counts,
+        survivors=sorted(n for n, s in statuses.items() if s in ("survived", "suspicious", "not checked")),
+        no_tests=sorted(n for n, s in statuses.items() if s == "no tests"),
+        date=dt.date.today().isoformat(),
+        command=f"{previous['command']}; python bench/mutation.py --survivors {module}",
+        wall_s=round(previous["wall_s"] + time.monotonic() - started, 1),
+    )
+
+
 _DIFFS = """
 import json, sys
 from mutmut.mutation.diff_apply import get_diff_for_mutant
@@ -516,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"modules to run (default all): {', '.join(MODULES)}")
     parser.add_argument("--record", action="store_true", help="write the rows to bench/RESULTS.md")
     parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run only the recorded survivors of each module again (after adding tests for them); implies --record",
+    )
+    parser.add_argument(
         "--rewrite",
         action="store_true",
         help="run nothing: write RESULTS.md's section and the survivors file again from bench/results/mutation.json"
@@ -538,11 +587,11 @@ def main(argv: list[str] | None = None) -> int:
     scores = []
     for module in args.modules or list(MODULES):
         command = f"python bench/mutation.py {module}"
-        score = run_module(module, command)
+        score = rerun_survivors(module) if args.survivors else run_module(module, command)
         diffs = mutant_diffs(module, score.survivors + score.no_tests)
         print_score(score, diffs)
         scores.append((score, diffs))
-    if args.record:
+    if args.record or args.survivors:
         record(scores)
     # Done: every module at the goal, or every mutant it left alive explained.
     done = [
