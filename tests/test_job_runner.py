@@ -167,6 +167,9 @@ def test_a_job_reports_what_the_worker_loaded_and_measured(board: Any) -> None:
     assert (info.device.hostname, info.device.cpu_cores) == ("bench-7", 2)
     # The memory series follows the job's worker, not the agent.
     assert info.worker_pid > 0 and info.worker_pid != os.getpid() and b.memory_pids == [info.worker_pid]
+    # Queued when submitted to an idle board: no position; and again, ended, when it left the queue.
+    queued = b.phases(request.job_id, "queued")
+    assert [p.detail for p in queued] == ["", ""] and all(0 < p.start_ns == queued[0].start_ns for p in queued)
     prepares = b.phases(request.job_id, "prepare")  # when it starts, and again when it ends
     assert len(prepares) == 2 and all(0 < p.start_ns == prepares[0].start_ns for p in prepares)
     assert prepares[-1].end_ns > prepares[-1].start_ns
