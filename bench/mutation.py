@@ -190,6 +190,25 @@ EXPLAINED.update(
     }
 )
 
+EXPLAINED.update(
+    {
+        "agent.jobs.xǁJobRunnerǁ_write_unjournaled__mutmut_9": "equivalent: the job id was just read from the dict,"
+        " under the lock, and only this runner thread removes entries, so pop never misses",
+        "agent.jobs.xǁ_JobExecutionǁ__init____mutmut_10": "equivalent: _begin_part gives every part its own Event"
+        " before anything waits on it",
+        "agent.jobs.xǁ_JobExecutionǁ_interrupted__mutmut_3": "equivalent: _outcome reads the cancel flag itself before"
+        " the outcome string, so a cancelled job ends CANCELLED whatever _interrupted returned",
+        "agent.jobs.xǁ_JobExecutionǁ_settle__mutmut_33": "equivalent: cancel() also terminates the worker, so a settle"
+        " that went on sends 'go' to a dead worker and _wait_exit returns at once: CANCELLED in settle either way",
+        "agent.jobs.xǁ_JobExecutionǁ_read_worker__mutmut_51": "equivalent: a phase event without end_ns: None and 0"
+        " both leave PhaseEvent.end_ns unset (0)",
+        "agent.jobs.xǁ_JobExecutionǁ_run_part__mutmut_128": "equivalent: the flusher stops as soon as it is told to"
+        " (an Event it checks every 0.1 s), so the 5 s bound on joining it never applies",
+        "agent.jobs.xǁ_JobExecutionǁ_run_part__mutmut_70": "equivalent: the initial outcome is only ever compared with"
+        " 'cancelled' and 'timeout'; any other string is the normal end",
+    }
+)
+
 #: Lines under the table: how to read it, and what is left (kept by hand, rewritten with every record).
 NOTES = (
     "score = (killed + timeout) / mutants run; a mutant none of the selected tests reaches counts as not killed."
