@@ -216,11 +216,12 @@ NOTES = (
     " unexplained = survivors that still need a test, each listed with its diff.",
     "Each module's tests are only its own fast ones, so code reached only from subprocesses or slow agent-level"
     " tests survives here even where the full suite would catch it.",
-    "Left (2026-12-01): agent/jobs.py (27.5%, 1342 mutants): the selection reaches validate() and submit(); the"
-    " job execution (settle, idle, worker start and exit, outcome, journal retry) runs inside real jobs whose"
-    " tests take minutes per mutant here; agent/server.py: the gRPC transport options (keepalive, message sizes)"
-    " need tests like test_message_caps.py and test_faults_hang.py in the selection (not run against these mutants);"
-    " agent/journal.py: a condition not sharing the journal's lock, and a ROLLBACK that itself fails.",
+    "A command ending in `--survivors MODULE` re-tested the recorded survivors against tests written for them"
+    " (the mutants killed before stay killed); a survivor killed only by a test added after the last such run is"
+    " still listed as surviving until the next one.",
+    "Full runs (no sample): journal, compare, collect, model_cache. Samples (seeded, so the command redraws the"
+    " same mutants): energy, stats, html, server, jobs (1357 mutants at ~20 s each: the job runner's tests run"
+    " real workers).",
 )
 
 STATUS_BY_EXIT_CODE = {
