@@ -338,3 +338,22 @@ def test_a_reader_never_sees_a_job_in_the_middle_of_an_append(journal: Journal) 
     assert journal.append("j", build) == 1
     threads[0].join(HANG_GUARD_S)
     assert seen == [1]
+
+
+def test_a_batch_written_between_a_read_and_the_wait_is_still_sent(journal: Journal) -> None:
+    # The writer races the reader: tail() read nothing, then a batch lands before it would wait. It must read
+    # again (last_seq says there is more), not wait and not end.
+    journal.create_job("j", "a" * 64)
+    real_read = journal.read
+    raced: list[bool] = []
+
+    def read(job_id: str, after_seq: int, limit: int = 64) -> list[tuple[int, bytes]]:
+        rows = real_read(job_id, after_seq, limit)
+        if not raced:
+            raced.append(True)
+            _append(journal, "j", 1)  # lands after this read, before tail() looks at last_seq
+            journal.set_state("j", "ok")
+        return rows
+
+    journal.read = read  # type: ignore[method-assign]
+    assert list(journal.tail("j", 0, lambda: False, poll_s=HANG_GUARD_S)) == [(1, b"batch 1")]
