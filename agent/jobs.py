@@ -779,12 +779,13 @@ class _JobExecution:
         finish_ns = time.monotonic_ns()
         self.emitter.phase("finish", finish_ns, finish_ns)
         state = {pb.JobEnd.OK: "ok", pb.JobEnd.CANCELLED: "cancelled"}.get(end.status, "error")
-        self.runner._journal_end(self.req.job_id, self.emitter, end, state)
+        # Scratch files go before the end is journaled: a job seen as ended has left nothing behind.
         for suffix in (".npz", ".log"):
             path = self.runner.work_dir / f"{self.req.job_id}{suffix}"
             if suffix == ".log" and state == "error":
                 continue  # keep the worker's stderr of a failed job for diagnosis
             path.unlink(missing_ok=True)
+        self.runner._journal_end(self.req.job_id, self.emitter, end, state)
 
     @staticmethod
     def _send(worker: subprocess.Popen[bytes], line: str) -> None:
