@@ -317,17 +317,23 @@ def exit_codes(box: Path, module: str) -> dict[str, int | None]:
     return json.loads(meta_path(box, module).read_text())["exit_code_by_key"]
 
 
+def generate_mutants(module: str, tests: tuple[str, ...]) -> tuple[Path, dict[str, str]]:
+    """A fresh sandbox for `module` with every mutant written into its copy; returns it and mutmut's env."""
+    box = make_sandbox(module, tests)
+    # bench/ on the path for the pytest plugin bench/mutmut_subprocesses.py (see its docstring).
+    pythonpath = os.pathsep.join(p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pythonpath}
+    subprocess.run([sys.executable, "-c", _GENERATE], cwd=box, env=env, check=True, stdout=subprocess.DEVNULL)
+    return box, env
+
+
 def run_module(module: str, command: str) -> ModuleScore:
     tests = MODULES[module]
     for test in tests:
         if not test.startswith("-") and not (REPO / test.partition("::")[0]).exists():
             raise SystemExit(f"mutation: {module}: test file {test} does not exist")
-    box = make_sandbox(module, tests)
-    # bench/ on the path for the pytest plugin bench/mutmut_subprocesses.py (see its docstring).
-    pythonpath = os.pathsep.join(p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pythonpath}
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", _GENERATE], cwd=box, env=env, check=True, stdout=subprocess.DEVNULL)
+    box, env = generate_mutants(module, tests)
     names = sorted(exit_codes(box, module))
     chosen = names
     if module in SAMPLE and SAMPLE[module] < len(names):
@@ -367,11 +373,8 @@ def rerun_survivors(module: str) -> ModuleScore:
         raise SystemExit(f"mutation: {module} has no recorded run to take the survivors of")
     again = sorted(previous["survivors"] + previous["no_tests"])
     tests = MODULES[module]
-    box = make_sandbox(module, tests)
-    pythonpath = os.pathsep.join(p for p in (str(REPO / "bench"), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": pythonpath}
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", _GENERATE], cwd=box, env=env, check=True, stdout=subprocess.DEVNULL)
+    box, env = generate_mutants(module, tests)
     names = set(exit_codes(box, module))
     if len(names) != previous["mutants_total"] or not set(again) <= names:
         raise SystemExit(f"mutation: {module} changed since its recorded run: run it again in full")
