@@ -29,6 +29,9 @@ from host.store_schema import MIGRATIONS, VERSION_TABLE, AddColumn
 LATENCY_MEASURE = "latency:measure"
 LATENCY_WARMUP = "latency:warmup"
 
+#: How long a statement waits for another host's write lock on the SQLite file before it fails.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
 #: How long a fetcher's claim on a pending job holds when it never releases it (a host killed mid-fetch).
 CLAIM_LEASE_S = 600.0
 
@@ -98,6 +101,14 @@ class StoreError(Exception):
     pass
 
 
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the file for now."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(err) or "busy" in str(err)
+
+
 def _blob(values: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(values, dtype=dtype).tobytes()
 
@@ -134,13 +145,36 @@ class Store:
         self.path = Path(target)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_S
+            )
+            self._use_wal()
             # In WAL mode NORMAL still survives a killed host (what pending jobs are for); only a power cut can
             # lose the newest commits. FULL paid an fsync per pending job, serialised across a fleet's threads.
             self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"cannot open the run store {self.path}: {err}") from err
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL once; WAL persists, so later opens only read the mode.
+
+        The switch needs the file to itself, and SQLite answers "database is locked" at once, without its busy
+        timeout, when two hosts open a new store together (both hold a read lock and each waits on the other).
+        So the switch is retried until the same timeout a busy statement gets.
+        """
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        pause_s = 0.005
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if not _is_busy(err) or time.monotonic() + pause_s > deadline:
+                    raise
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.2)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
