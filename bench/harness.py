@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import datetime as dt
 import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,22 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import parent_death
 from host.local_agent import read_listen_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
-#: Linux prctl option: the signal a process gets when the thread that started it exits.
-PR_SET_PDEATHSIG = 1
 #: Agents are started from this one long-lived thread: the parent-death signal follows the thread that
-#: forked, so an agent started from a pool thread (bench_fleet) would die with that thread otherwise.
+#: started a child, so an agent started from a pool thread (bench_fleet) would die with that thread otherwise.
+#: The signal (agent.parent_death) means no agent, and no worker, which the agent stops on SIGTERM, is left
+#: holding a core and skewing the next benchmark when a benchmark is killed.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-spawner")
-
-
-def _die_with_bench() -> None:
-    """In the child, before exec: SIGTERM it when the benchmark process dies, even by SIGKILL, so no agent
-    (and no worker, which the agent stops on SIGTERM) is left holding a core and skewing the next benchmark."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def light_model(name: str) -> Path:
@@ -128,14 +120,13 @@ def start_agent(
     with open(data_dir / "agent.log", "ab") as log:
         proc = _SPAWNER.submit(
             lambda: subprocess.Popen(
-                cmd,
+                parent_death.command(cmd),
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
                 env=env,
                 cwd=data_dir,
                 start_new_session=True,
-                preexec_fn=_die_with_bench,
             )
         ).result()
     port = read_listen_port(proc, timeout_s)

@@ -6,7 +6,6 @@ import fcntl
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,21 +14,13 @@ import time
 from pathlib import Path
 from typing import IO
 
+from agent import parent_death
 from host.client import Credentials
 
 #: How many hosts on one machine may each run an embedded agent at once (each has its own data dir).
 MAX_LOCAL_AGENTS = 32
 
 _LISTENING = re.compile(r"listening on (?P<host>[^\s]+):(?P<port>\d+)")
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM the local agent if the host dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def read_listen_port(proc: subprocess.Popen[str], timeout_s: float) -> int | None:
@@ -122,8 +113,9 @@ class LocalAgent:
         ]
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child, closed below
         try:
+            # Dies with the host, even a SIGKILLed one; armed after exec, never in a preexec_fn (see parent_death).
             self._proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, preexec_fn=_die_with_parent
+                parent_death.command(cmd), stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
             )
         finally:
             log.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ctypes
 import hashlib
 import os
 import select
@@ -27,6 +26,7 @@ from typing import Any
 import onnx
 import psutil
 
+from agent import parent_death
 from host.client import AgentClient, Credentials
 from host.local_agent import read_listen_port
 from protos import agent_pb2 as pb
@@ -47,26 +47,20 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: 
         time.sleep(poll_s)
 
 
-#: Linux prctl option: the signal a process gets when the thread that started it exits.
-PR_SET_PDEATHSIG = 1
 #: Children are started from this one thread, which lives as long as the test process: Linux sends the
-#: parent-death signal when the *thread* that forked a child exits, so a child started from a short-lived
+#: parent-death signal when the *thread* that started a child exits, so a child started from a short-lived
 #: thread (a pool's, a test's own) would otherwise be killed when that thread ends.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-spawner")
-
-
-def _die_with_test_run() -> None:
-    """In the child, before exec: SIGTERM it when the test process dies, even by SIGKILL (a CI timeout)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(cmd: list[str], **popen: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen(cmd, **popen)` for a process that must not outlive the test run.
 
-    It gets SIGTERM when the test process dies: an agent then stops its jobs and workers as on any SIGTERM.
+    It gets SIGTERM when the test process dies, even by SIGKILL (a CI timeout): an agent then stops its jobs
+    and workers as on any SIGTERM. The signal is armed after exec (agent.parent_death), never in a preexec_fn,
+    which hangs children of a process with gRPC threads now and then.
     """
-    return _SPAWNER.submit(lambda: subprocess.Popen(cmd, preexec_fn=_die_with_test_run, **popen)).result()
+    return _SPAWNER.submit(lambda: subprocess.Popen(parent_death.command(cmd), **popen)).result()
 
 
 def isolated_env(tmp: Path, **extra: str) -> dict[str, str]:
