@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from agent import parent_death
+from host import parent_death
 from host.client import Credentials
 
 #: How many hosts on one machine may each run an embedded agent at once (each has its own data dir).

@@ -1,4 +1,4 @@
-"""agent.parent_death: children that die with their starter, started without Python between fork and exec."""
+"""host.parent_death: children that die with their starter, started without Python between fork and exec."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import parent_death
+from host import parent_death
 from tests.faultlib import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
@@ -73,7 +73,7 @@ def test_a_child_whose_parent_is_already_gone_terminates_itself_before_running(t
 
 _PARENT = r"""
 import subprocess, sys, time
-from agent import parent_death
+from host import parent_death
 from tests.faultlib import REPO
 child_code = (
     "import os, signal, sys, time\n"
@@ -119,8 +119,8 @@ def test_the_child_gets_sigterm_when_its_parent_is_killed() -> None:
 
 def test_a_malformed_launch_is_refused_in_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.parent_death", "not-a-pid", "--", "true"], capture_output=True, text=True
+        [sys.executable, "-m", "host.parent_death", "not-a-pid", "--", "true"], capture_output=True, text=True
     )
 
     assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("usage: python -m agent.parent_death PARENT_PID -- COMMAND")
+    assert proc.stderr.strip().startswith("usage: python -m host.parent_death PARENT_PID -- COMMAND")
