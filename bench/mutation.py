@@ -94,6 +94,12 @@ _INT_MEDIANS = (
     "equivalent: integer ns latencies (below 2^53) give the same medians as float64; the results are float64 either way"
 )
 _JSON_WHITESPACE = "equivalent: the same JSON document, only its whitespace differs (every reader parses it)"
+#: Files listed under the cache's lock (or before the agent serves) vanish before their stat/unlink only if
+#: another process deletes them: two agents on one data directory are refused by its instance lock.
+_VANISHED_FILE = (
+    "reached only when another process deletes the file between its listing and its stat or unlink (the agent"
+    " removes its own under the cache's lock, and one data directory serves one agent)"
+)
 EXPLAINED: dict[str, str] = {
     "host.energy.x__block_edges__mutmut_14": "equivalent: block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
@@ -122,6 +128,17 @@ EXPLAINED: dict[str, str] = {
     " which exists (the cache made it), so `parents` changes nothing",
     "agent.model_cache.xǁModelCacheǁunpacked__mutmut_18": "equivalent: .unpacked's parent is the cache directory,"
     " which exists (the cache made it), so `parents` changes nothing",
+    "agent.model_cache.xǁModelCacheǁunpacked__mutmut_16": "equivalent: .unpacked's parent is the cache directory,"
+    " which exists (the cache made it), so `parents` changes nothing",
+    "agent.model_cache.x_check_sha256__mutmut_4": "equivalent: neither '' nor 'XXXX' is 64 hex digits; None fails"
+    " the same way in both (on sha256[:80])",
+    "agent.model_cache.x__size__mutmut_1": _VANISHED_FILE,
+    "agent.model_cache.xǁModelCacheǁ__init____mutmut_16": _VANISHED_FILE,
+    "agent.model_cache.xǁModelCacheǁ__init____mutmut_17": _VANISHED_FILE,
+    "agent.model_cache.xǁModelCacheǁ_evict__mutmut_25": _VANISHED_FILE,
+    "agent.model_cache.xǁModelCacheǁ_evict__mutmut_26": _VANISHED_FILE,
+    "agent.model_cache.xǁModelCacheǁ_held__mutmut_7": "equivalent in use: `until == now` needs the lease read at the"
+    " very monotonic nanosecond it ends; < and <= then differ for that one reading only",
     "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }

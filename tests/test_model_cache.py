@@ -344,3 +344,179 @@ def test_an_upload_longer_or_shorter_than_announced_is_refused_saying_which(tmp_
     assert str(longer.value) == "upload sent more than the announced 3199 bytes"
     assert str(shorter.value) == "upload ended after 1000 of 3200 bytes"
     assert cache.has(sha) is None and list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_a_name_that_is_not_a_sha256_is_quoted_in_the_refusal_up_to_80_characters(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    name = "../" + "x" * 200
+
+    with pytest.raises(InvalidInput) as refused:
+        cache.path(name)
+
+    assert str(refused.value) == f"'{name[:80]}' is not a sha256 (64 lower-case hex digits)"
+
+
+def test_a_leftover_the_cache_cannot_clear_does_not_stop_the_agent(tmp_path: Path) -> None:
+    leftover = tmp_path / ".unpacked" / ".tmp-file"  # not a directory: rmtree refuses it
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"?")
+    data, sha = _model(3_200, seed=40)
+
+    cache = ModelCache(tmp_path)
+    _store(cache, data, sha)
+
+    assert cache.has(sha) == 3_200
+
+
+def _old_unheld_models(cache: ModelCache, seeds: tuple[int, ...], size: int) -> list[str]:
+    """Models cached by an earlier agent run (no lease), oldest first."""
+    shas = []
+    for age, seed in enumerate(seeds):
+        data, sha = _model(size, seed)
+        _store(ModelCache(cache.directory, lease_s=0, disk_reserve_bytes=0), data, sha)
+        then = time.time() - 1000 + age
+        os.utime(cache.path(sha), (then, then))
+        shas.append(sha)
+    return shas
+
+
+def test_eviction_passes_over_a_leased_model_to_the_next_oldest(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=9_600, lease_s=3600, disk_reserve_bytes=0)
+    oldest, middle, newest = _old_unheld_models(cache, (41, 42, 43), 3_200)
+    assert cache.has(oldest, lease=True) == 3_200  # a host just asked: its Profile follows
+
+    _store(cache, *_model(3_200, seed=44))
+
+    assert cache.has(oldest) == 3_200 and cache.has(middle) is None and cache.has(newest) == 3_200
+
+
+def test_an_upload_finishing_while_another_is_in_flight_leaves_room_for_both(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=9_600, lease_s=0, disk_reserve_bytes=0)
+    oldest, newest = _old_unheld_models(cache, (45, 46), 3_200)
+    slow, slow_sha = _model(3_200, seed=47)
+    fast, fast_sha = _model(3_200, seed=48)
+    seen_mid_upload: list[object] = []
+
+    def slow_chunks() -> Iterator[bytes]:
+        yield slow[:1_600]
+        _store(cache, fast, fast_sha)  # a second host's upload completes meanwhile
+        seen_mid_upload.extend([cache.has(oldest), cache.has(newest), cache.has(fast_sha)])
+        yield slow[1_600:]
+
+    cache.store(slow_sha, len(slow), slow_chunks())
+
+    assert seen_mid_upload == [None, 3_200, 3_200]  # 2 cached + 1 stored + 1 in flight fit 9 600 only so
+    assert cache.has(slow_sha) == 3_200 and cache.total_bytes() == 9_600
+
+
+def test_a_job_starting_on_the_last_evictable_model_mid_upload_fails_the_upload_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    cache = ModelCache(tmp_path, limit_bytes=1_500_000, lease_s=0, disk_reserve_bytes=0)
+    (cached,) = _old_unheld_models(cache, (49,), 1_000_000)
+    data, sha = _model(1_000_000, seed=50)
+
+    def chunks() -> Iterator[bytes]:
+        yield data[:500_000]
+        cache.pin(cached)  # a job starts on the cached model: it can no longer make room
+        yield data[500_000:]
+
+    with pytest.raises(ModelTooLarge) as refused:
+        cache.store(sha, len(data), chunks())
+
+    assert str(refused.value) == (
+        "no room in the agent's model cache for a 1.0 MB model: limit 1.5 MB, the rest held by models in use,"
+        " just uploaded or in flight: upload discarded"
+    )
+    assert cache.has(cached) == 1_000_000 and cache.has(sha) is None
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_evicting_a_genai_tar_removes_its_unpacked_directory(tmp_path: Path) -> None:
+    from host.genai_pack import pack
+    from tests.genai_model import write_genai_dir
+
+    cache = ModelCache(tmp_path / "cache", lease_s=0, disk_reserve_bytes=0)
+    tar = pack(write_genai_dir(tmp_path / "model"), tmp_path / "packed").read_bytes()
+    sha = hashlib.sha256(tar).hexdigest()
+    cache.store(sha, len(tar), [tar])
+    unpacked = cache.unpacked(sha)
+    cache.limit_bytes = len(tar) + 3_200
+
+    _store(cache, *_model(3_200, seed=51))  # fits beside the tar
+    assert unpacked.is_dir()
+    os.utime(cache.path(sha), (time.time() - 1000, time.time() - 1000))
+    _store(cache, *_model(3_200, seed=52))  # the tar is the oldest: it goes
+
+    assert cache.has(sha) is None and not unpacked.exists()
+
+
+def test_a_tar_that_does_not_unpack_leaves_no_scratch_directory(tmp_path: Path) -> None:
+    from agent.errors import InvalidModel
+
+    cache = ModelCache(tmp_path, disk_reserve_bytes=0)
+    data, sha = _model(3_200, seed=53)  # not a tar at all
+    _store(cache, data, sha)
+
+    with pytest.raises(InvalidModel):
+        cache.unpacked(sha)
+
+    assert list((tmp_path / ".unpacked").iterdir()) == []
+
+
+class _Disk:
+    """shutil.disk_usage as the cache sees it: a disk with exactly `free` bytes free."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def __call__(self, path: object) -> tuple[int, int, int]:
+        import shutil
+
+        return shutil._ntuple_diskusage(10**12, 10**12 - self.free, self.free)  # type: ignore[attr-defined]
+
+
+def test_an_upload_that_leaves_exactly_the_reserve_free_is_taken_and_one_byte_more_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reserve = 1_000_000
+    data, sha = _model(3_200, seed=54)
+    cache = ModelCache(tmp_path, disk_reserve_bytes=reserve)
+    disk = _Disk(free=reserve + 3_200 - 1)
+    monkeypatch.setattr("agent.model_cache.shutil.disk_usage", disk)
+
+    with pytest.raises(ModelTooLarge) as refused:
+        _store(cache, data, sha)
+    disk.free += 1  # upload + reserve == free: exactly enough
+    _store(cache, data, sha)
+
+    assert str(refused.value) == (
+        "not enough free disk on the agent for a 0.0 MB model: 1.0 MB free, 0.0 MB promised to uploads in"
+        " progress, 1.0 MB kept free"
+    )
+    assert cache.has(sha) == 3_200
+
+
+def test_disk_taken_by_something_else_mid_upload_stops_it_at_the_reserve_not_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reserve = 1_000_000
+    cache = ModelCache(tmp_path, disk_reserve_bytes=reserve)
+    disk = _Disk(free=reserve + 3_200)
+    monkeypatch.setattr("agent.model_cache.shutil.disk_usage", disk)
+
+    def chunks(data: bytes, free_then: int) -> Iterator[bytes]:
+        yield data[:1_000]
+        disk.free = free_then  # another program wrote to the disk meanwhile
+        yield data[1_000:2_000]  # checked here: 1 200 bytes still to come
+        yield data[2_000:]
+
+    kept, kept_sha = _model(3_200, seed=55)
+    cache.store(kept_sha, len(kept), chunks(kept, reserve + 1_200))  # exactly enough left for the rest
+    disk.free = reserve + 3_200
+    lost, lost_sha = _model(3_200, seed=56)
+    with pytest.raises(ModelTooLarge) as refused:
+        cache.store(lost_sha, len(lost), chunks(lost, reserve + 1_199))
+
+    assert cache.has(kept_sha) == 3_200 and cache.has(lost_sha) is None
+    assert str(refused.value).startswith("the agent's disk filled up after 0.0 MB of a 0.0 MB model")
