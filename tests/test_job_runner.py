@@ -12,6 +12,8 @@ import io
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -448,6 +450,20 @@ def test_cancel_during_measure_reports_how_many_inferences_were_measured(board: 
     assert end.error == f"cancelled during measure after {measured} measured inferences"
 
 
+def test_a_cold_worker_loads_only_its_jobs_runtime_so_its_memory_is_that_models(board: Any) -> None:
+    # Only the warm worker preloads every installed runtime; a job's own worker must not carry LiteRT's
+    # libraries into an ONNX model's peak memory.
+    b = board()
+    request = b.submit(runs=10, min_duration_s=60)
+    wait_for(lambda: b.started_measuring(request.job_id), 60, "the job to measure")
+    maps = Path(f"/proc/{b.info(request.job_id).worker_pid}/maps").read_text()
+    b.runner.cancel(request.job_id)
+    b.wait_end(request.job_id)
+
+    assert "onnxruntime" in maps
+    assert "ai_edge_litert" not in maps and "tflite_runtime" not in maps
+
+
 def test_a_queued_job_is_placed_and_cancelled_before_it_starts(board: Any) -> None:
     b = board()
     running = b.submit(runs=10, min_duration_s=60)
@@ -466,6 +482,55 @@ def test_a_queued_job_is_placed_and_cancelled_before_it_starts(board: Any) -> No
     assert b.runner.cancel(running.job_id) == "cancelled"
     with pytest.raises(UnknownJob):
         b.runner.cancel("0" * 32)
+
+
+#: The real worker, with ONNX Runtime failing 0.3 s into measuring, after it has reported inferences (a GPU
+#: lost mid-run, a driver reset): `python -c` this instead of `-m agent.worker`.
+_WORKER_FAILING_MID_MEASURE = """
+import time
+from agent import worker
+from agent.runtimes.onnx import OnnxSession
+
+measuring_since = []
+real_measure, real_run = worker.Worker.measure, OnnxSession.run
+
+def measure(self, session):
+    measuring_since.append(time.monotonic())
+    return real_measure(self, session)
+
+def run(self):
+    if measuring_since and time.monotonic() - measuring_since[0] > 0.3:
+        raise RuntimeError("device lost")
+    real_run(self)
+
+worker.Worker.measure, OnnxSession.run = measure, run
+raise SystemExit(worker.main())
+"""
+
+
+def test_a_worker_error_mid_measure_keeps_the_count_of_inferences_it_reported(board: Any, monkeypatch: Any) -> None:
+    def spawn_failing(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
+        with open(log_path, "wb") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-c", _WORKER_FAILING_MID_MEASURE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+
+    monkeypatch.setattr(jobs, "_spawn_worker", spawn_failing)
+    b = board()
+    request = b.submit(runs=10, min_duration_s=60)
+    end = b.wait_end(request.job_id)
+
+    assert (end.status, end.error_kind, end.phase, end.error) == (
+        pb.JobEnd.ERROR,
+        "internal",
+        "measure",
+        "RuntimeError: device lost",
+    )
+    assert end.measured == b.measured(request.job_id) > 0
+    assert "RuntimeError: device lost" in b.log_path(request.job_id).read_text()  # kept for the user
 
 
 @pytest.mark.parametrize(
