@@ -10,7 +10,7 @@ import pytest
 from fake_agent import job_batches
 
 from host.collect import InvalidBatch, JobCollector, SequenceError
-from host.rundata import DeviceRaw
+from host.rundata import DeviceRaw, PhaseSpan
 from host.strict_json import dumps, finite_or_null
 from host.summary import device_entry
 from protos import agent_pb2 as pb
@@ -372,3 +372,80 @@ def test_live_power_sums_the_rails_as_the_report_does() -> None:
     t, watts = power_over_time_w(collector.raw().series)
     report_w = float(np.mean(watts[t >= t.max() - 1_000_000_000]))
     assert collector.recent_power_w() == pytest.approx(report_w) == pytest.approx(0.24)
+
+
+# Survivors of the mutation run (bench/results/mutation_survivors.md, host/collect.py) that needed a test.
+def test_a_refused_latency_block_names_its_phase() -> None:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    batch.latency.add(phase=pb.WARMUP, start_ns=[10], end_ns=[5])
+
+    with pytest.raises(InvalidBatch) as err:
+        JobCollector("pi").add(batch)
+
+    assert (
+        str(err.value)
+        == "refused job ffffffff, batch 1 from the agent: warmup inference 0 ends before it starts (10 ns -> 5 ns)"
+    )
+
+
+def test_a_phase_from_a_newer_agent_is_kept_and_shown_as_unknown() -> None:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    batch.phases.add(phase=99, start_ns=10, end_ns=20, detail="new", part=0)
+    collector = JobCollector("pi")
+
+    collector.add(batch)
+
+    assert collector.current_phase == "unknown"
+    expected = [PhaseSpan("unknown", 10, 20, "new", 0)]
+    assert collector.raw().phases == collector.part_raw(0).phases == expected
+
+
+def test_a_running_phase_ends_at_zero_and_one_reported_without_start_starts_at_zero() -> None:
+    # 0 is the protocol's "not known yet": the agent sends a phase when it starts, with no end.
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    batch.phases.add(phase=pb.FINISH, end_ns=500, part=0)
+    batch.phases.add(phase=pb.MEASURE, start_ns=100, part=0)
+    collector = JobCollector("pi")
+
+    collector.add(batch)
+
+    expected = [PhaseSpan("finish", 0, 500), PhaseSpan("measure", 100, 0)]
+    assert collector.raw().phases == expected
+    part = collector.part_raw(0)
+    assert part.phases == expected and part.series == []
+
+
+def test_a_phase_end_sent_without_its_start_keeps_the_start_already_known() -> None:
+    started = pb.MeasurementBatch(job_id=JOB, seq=1)
+    started.phases.add(phase=pb.WARMUP, start_ns=100, part=0)
+    ended = pb.MeasurementBatch(job_id=JOB, seq=2)
+    ended.phases.add(phase=pb.WARMUP, end_ns=900, count=12, part=0)
+    collector = JobCollector("pi")
+
+    collector.add(started)
+    collector.add(ended)
+
+    expected = [PhaseSpan("warmup", 100, 900, "", 12)]
+    assert collector.raw().phases == collector.part_raw(0).phases == expected
+
+
+def test_a_part_without_inference_windows_has_empty_arrays_of_both_ends() -> None:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    batch.phases.add(phase=pb.PREPARE, start_ns=100, end_ns=200, part=0)
+    collector = JobCollector("pi")
+    collector.add(batch)
+
+    part = collector.part_raw(0)
+
+    arrays = (part.start_ns, part.end_ns, part.warmup_start_ns, part.warmup_end_ns)
+    assert [(a.size, a.dtype) for a in arrays] == [(0, np.dtype(np.int64))] * 4
+
+
+def test_live_power_by_default_averages_the_last_second_including_its_first_instant() -> None:
+    batch = pb.MeasurementBatch(job_id=JOB, seq=1)
+    t_ns = [0, 1, 1_000_000_001]  # the second sample is exactly 1 s before the newest, the first 1 ns more
+    batch.series.add(name="usb", kind=pb.POWER_MW, sensor="um25c", t_ns=t_ns, value=[8000.0, 2000.0, 4000.0])
+    collector = JobCollector("pi")
+    collector.add(batch)
+
+    assert collector.recent_power_w() == pytest.approx(3.0)
