@@ -100,6 +100,14 @@ _VANISHED_FILE = (
     "reached only when another process deletes the file between its listing and its stat or unlink (the agent"
     " removes its own under the cache's lock, and one data directory serves one agent)"
 )
+_JSON_LOADED = (
+    "equivalent: `default` matters only for values JSON cannot hold, and every compared document was parsed from"
+    " JSON (a result file, the store) or just written by json.dumps without one"
+)
+_VERDICT_NOTED = (
+    "equivalent: every change that reaches this line carries a note (bootstrap, run-to-run spread or within-run"
+    " evidence), so the empty branch is never taken"
+)
 EXPLAINED: dict[str, str] = {
     "host.energy.x__block_edges__mutmut_14": "equivalent: block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
@@ -139,6 +147,15 @@ EXPLAINED: dict[str, str] = {
     "agent.model_cache.xǁModelCacheǁ_evict__mutmut_26": _VANISHED_FILE,
     "agent.model_cache.xǁModelCacheǁ_held__mutmut_7": "equivalent in use: `until == now` needs the lease read at the"
     " very monotonic nanosecond it ends; < and <= then differ for that one reading only",
+    "host.compare.x__shown__mutmut_8": _JSON_LOADED,
+    "host.compare.x__shown__mutmut_10": _JSON_LOADED,
+    "host.compare.x__verdict__mutmut_14": "equivalent: only evidence 'none' or 'missing' gets here, and metric_change"
+    " and plain_change always give those a note, so the dash fallback is never shown",
+    "host.compare.x__verdict__mutmut_3": _VERDICT_NOTED,
+    "host.compare.x__verdict__mutmut_4": _VERDICT_NOTED,
+    "host.compare.x_history_for__mutmut_13": "equivalent: 'XXXX' is never a stored model's sha256 (64 hex digits), so"
+    " the extra name in the SQL IN (...) matches no run",
+    "host.compare.x_load_side__mutmut_26": "equivalent: RunData.raw defaults to an empty dict (default_factory=dict)",
     "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }

@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -107,3 +108,32 @@ def test_result_files_that_are_not_documents_are_refused_in_one_line(tmp_path: P
         load_side(str(missing), None)
     loaded = load_side(str(good), None)
     assert loaded.run_id == "good.json" and loaded.raw == {}  # a document without run_id is named after its file
+
+
+def test_json_says_whether_the_gate_failed() -> None:
+    from host.compare import render_json
+
+    base = synthetic_run(n_devices=2, n_inferences=600, unpowered=0)
+
+    hungrier = json.loads(render_json(compare_runs(base, _hungrier(base, 1.3), fail_on_regression_pct=10)))
+    same = json.loads(render_json(compare_runs(base, _hungrier(base, 1.0), fail_on_regression_pct=10)))
+
+    assert hungrier["failed"] is True and len(hungrier["regressions"]) == 2
+    assert same["failed"] is False and same["regressions"] == []
+
+
+def test_markdown_shows_the_mann_whitney_p_of_the_raw_inferences_beside_the_verdict() -> None:
+    base = synthetic_run(n_devices=1, n_inferences=600, unpowered=1)
+    cand = copy.deepcopy(base)
+    cand.document["run_id"] = "candidate"
+    raw = cand.raw["dev00-jetson"]
+    raw.end_ns = raw.start_ns + (raw.latency_ns * 1.02).astype(np.int64)  # every inference 2% slower
+    cand.document["devices"][0]["latency_ms"]["p50"] *= 1.02
+
+    md = render_markdown(compare_runs(base, cand, noise_floor_pct=5.0))
+
+    p50 = next(r for r in md.splitlines() if r.startswith("| dev00-jetson | latency p50 (ms) |"))
+    assert p50 == (
+        "| dev00-jetson | latency p50 (ms) | 1.987 | 2.026 | +2.0% | [+1.3%, +2.7%] | within-run "
+        "| within-run evidence only: under the 5.00% noise floor | 5.1e-06 |"
+    )

@@ -519,3 +519,61 @@ def test_history_leaves_out_the_two_runs_being_compared(tmp_path: Path) -> None:
     assert [d["run_id"] for d in history_for(store, base, cand).documents] == ["hist-04"]
     assert history_for(store, unknown[0], unknown[1]).documents == []
     store.close()
+
+
+def test_markdown_table_right_aligns_the_number_columns() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+
+    rows = render_markdown(compare_runs(base, _run("cand-02", [_entry("pi", FIVE, ENERGY)]))).splitlines()
+
+    header = rows.index(
+        "| device | metric | base | candidate | change | 95% CI | evidence | verdict | Mann-Whitney p (info) |"
+    )
+    assert rows[header + 1] == "|---|---|---:|---:|---:|---|---|---|---:|"
+
+
+def test_a_significant_change_under_the_noise_floor_from_repetitions_says_significant() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", [p * 1.03 for p in FIVE], ENERGY)])  # +3%: the floor is for single runs
+
+    result = compare_runs(base, cand, fail_on_regression_pct=5)
+
+    p50 = next(r for r in render_markdown(result).splitlines() if r.startswith("| pi | latency p50 (ms) |"))
+    assert p50.endswith("| repetitions | significant (bootstrap over 5 + 5 repetitions) | – |")
+    assert not result.failed
+
+
+def test_a_within_run_change_beyond_the_noise_floor_is_not_called_under_it() -> None:
+    result = compare_runs(_single("base-01", 4.0), _single("cand-02", 4.0 * 0.7))  # 30% faster
+
+    p50 = next(r for r in render_markdown(result).splitlines() if r.startswith("| pi | latency p50 (ms) |"))
+    assert p50 == (
+        "| pi | latency p50 (ms) | 4.000 | 2.800 | -30.0% | [-30.2%, -29.8%] | within-run "
+        "| significant (within-run evidence only) | – |"
+    )
+
+
+def test_a_within_run_change_of_exactly_the_noise_floor_reaches_it() -> None:
+    base = _single("base-01", 4.0)
+
+    faster = compare_runs(base, _single("cand-02", 2.0), noise_floor_pct=50.0)  # exactly -50.0%
+    slower = compare_runs(base, _single("cand-03", 6.0), noise_floor_pct=50.0)  # exactly +50.0%
+
+    faster_p50 = next(r for r in render_markdown(faster).splitlines() if r.startswith("| pi | latency p50 (ms) |"))
+    assert faster_p50.endswith(
+        "| -50.0% | [-50.1%, -49.9%] | within-run | significant (within-run evidence only) | – |"
+    )
+    assert [c.metric for c in slower.regressions] == ["latency p50"]
+
+
+def test_a_change_too_large_for_a_float_shows_as_infinity_and_as_null_in_json() -> None:
+    from host.compare import render_json
+
+    # A base figure next to zero: candidate / base overflows a float.
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY, peak_rss_mb=1e-306)])
+    result = compare_runs(base, _run("cand-02", [_entry("pi", FIVE, ENERGY)]))
+
+    peak = next(r for r in render_markdown(result).splitlines() if r.startswith("| pi | peak memory (MB) |"))
+    assert peak.endswith("| 80.00 | ∞ | – | – | no test (higher is worse) | – |")
+    changes = {c["metric"]: c for c in json.loads(render_json(result))["changes"]}
+    assert changes["peak memory"]["change_pct"] is None
