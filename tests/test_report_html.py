@@ -434,3 +434,178 @@ def test_a_board_without_power_sensor_says_so_once_and_leaves_the_other_energy_c
 
     assert cells["mJ/inf [95% CI]"] == ("no power sensor", {"class": "nosensor-cell"})
     assert [cells[k] for k in ("dynamic mJ/inf [95% CI]", "avg W", "idle W")] == [("–", {})] * 3
+
+
+def test_a_device_with_one_inference_and_no_samples_is_plotted_and_one_with_nothing_says_so() -> None:
+    from host.report.html import render_html
+    from host.rundata import DeviceRaw, RunData
+
+    run = _real_run()
+    (d,) = run.document["devices"]
+    raw = run.raw[d["device"]]
+    one = DeviceRaw(device=raw.device, start_ns=raw.start_ns[:1], end_ns=raw.end_ns[:1], phases=raw.phases)
+    nothing = DeviceRaw(device=raw.device, phases=raw.phases)
+
+    with_one = render_html(RunData(document=run.document, raw={d["device"]: one}))
+    with_nothing = render_html(RunData(document=run.document, raw={d["device"]: nothing}))
+
+    section = with_one.split('<section class="device">')[1]
+    assert re.findall(r'<svg class="chart"[^>]* aria-label="([^"]+)"', section) == [
+        f"latency distribution, {d['device']}",
+        f"power over time, {d['device']}",
+    ]
+    assert re.findall(r'<div class="nodata">([^<]*)</div>', section) == ["no memory samples"]
+    section = with_nothing.split('<section class="device">')[1]
+    assert "<svg" not in section
+    assert re.findall(r'<div class="nodata">([^<]*)</div>', section) == [
+        "no raw samples stored (report built from a result document)"
+    ]
+
+
+def test_the_generation_power_line_is_drawn_in_its_devices_colour() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData, Series
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    d = doc["devices"][0]
+    raw = run.raw[d["device"]]
+    measure = next(p for p in raw.phases if p.name == "measure")
+    ms = 1_000_000
+    starts = measure.start_ns + np.array([100, 600]) * ms
+    tokens = np.concatenate([s + np.array([40, 50, 60, 70]) * ms for s in starts])
+    power_t = np.arange(measure.start_ns, measure.end_ns, 10 * ms)
+    raw.series += [
+        Series("VDD_IN", "power_mw", "total", "ina3221", power_t, np.full(power_t.size, 5000.0)),
+        Series("gen_start", "gen_start", t_ns=starts, value=np.array([16.0, 16.0])),
+        Series("gen_prefill", "gen_prefill", t_ns=starts + 20 * ms, value=np.array([0.0, 1.0])),
+        Series("gen_token", "gen_token", t_ns=tokens, value=np.repeat([0.0, 1.0], 4)),
+    ]
+    d["energy"].update(method="power-integration", sensor="whole board: ina3221:VDD_IN")
+    d["generation"] = [{"prompt_len": 16, "gen_len": 4, "n_generations": 2}]
+    doc["devices"].insert(0, {"device": "pi", "status": "error", "error": "worker died"})  # the run's device is 2nd
+
+    page = render_html(RunData(document=doc, raw=run.raw))
+
+    generation = page.split("<h4>Generation</h4>")[1].split("</section>")[0]
+    strokes = {
+        re.findall(r'aria-label="([^"]+)"', svg)[0]: re.findall(r'<polyline fill="none" stroke="([^"]+)"', svg)
+        for svg in re.findall(r"<svg .*?</svg>", generation, re.S)
+    }
+    assert strokes == {
+        f"inter-token latency, {d['device']}": [PALETTE[0]],  # one curve per prompt length
+        f"power during generation, {d['device']}": [PALETTE[1]],  # the device's own colour, as its swatch
+    }
+
+
+def test_metadata_shows_a_dash_when_the_board_names_neither_os_nor_kernel() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    board = doc["devices"][0]["board"]
+    del board["os"], board["kernel"]
+
+    (meta,) = _Page(render_html(RunData(document=doc, raw=run.raw))).meta
+
+    assert meta["OS / kernel"] == "–"
+
+
+def test_metadata_names_each_sensors_role() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    doc["devices"][0]["board"]["sensors"] = [
+        {"sensor": "ina3221", "name": "VDD_IN", "kind": "power_mw", "role": "total"},
+        {"sensor": "ina3221", "name": "VDD_CPU_GPU_CV", "kind": "power_mw", "role": "component"},
+    ]
+
+    (meta,) = _Page(render_html(RunData(document=doc, raw=run.raw))).meta
+
+    assert meta["sensors"] == "ina3221:VDD_IN (power_mw, total), ina3221:VDD_CPU_GPU_CV (power_mw, component)"
+
+
+def test_op_profile_tables_of_a_real_run_are_headed_by_their_columns() -> None:
+    from host.report.html import render_html
+
+    run = _real_run()
+    (d,) = run.document["devices"]
+
+    page = render_html(run)
+
+    ops = page.split('<div class="ops">')[1].split("</div>")[0]
+    assert re.findall(r"<h4>(.*?)</h4>", ops) == ["Time by operator type", "Slowest nodes"]
+    heads = [[text for text, _ in row] for row in _Page(ops).rows if row and row[0][0] in ("op type", "node")]
+    assert heads == [["op type", "total ms", "share", "calls"], ["node", "op type", "total ms", "share", "calls"]]
+    assert len(_Page(ops).rows) == 2 + min(len(d["op_profile"]["by_type"]), 12) + min(
+        len(d["op_profile"]["top_nodes"]), 12
+    )
+
+
+def test_a_measured_device_that_also_carries_an_error_text_gets_no_error_row() -> None:
+    import copy
+
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = _real_run()
+    doc = copy.deepcopy(run.document)
+    doc["devices"][0]["error"] = "first attempt timed out; retried"
+
+    parsed = _Page(render_html(RunData(document=doc, raw=run.raw)))
+
+    assert [cell for row in parsed.rows for cell in row if cell[1].get("class") == "text err"] == []
+    assert len([row for row in parsed.rows if row and row[0][0] == doc["devices"][0]["device"]]) == 1
+
+
+def test_a_device_entry_without_a_name_is_shown_as_a_question_mark() -> None:
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = RunData(document={"run_id": "r1", "model": {"path": "m.onnx"}, "devices": [{"status": "error"}]}, raw={})
+
+    page = render_html(run)
+
+    summary_row = _Page(page).rows[1]
+    assert summary_row[0][0] == "?" and summary_row[1][0] == "error"
+    assert re.findall(r"<h3>.*?</span>(.*?)</h3>", page) == ["?"]
+
+
+def test_the_runtime_and_provider_cell_is_text_aligned_left() -> None:
+    from host.report.html import render_html
+
+    run = _real_run()
+    (d,) = run.document["devices"]
+
+    page = render_html(run)
+
+    row = next(r for r in _Page(page).rows if r and r[0][0] == d["device"])
+    assert d["runtime"].startswith("onnxruntime ")  # the recorded run's runtime and version
+    assert row[2] == (f"{d['runtime']} / CPU", {"class": "text"})
+    assert "th:first-child, td:first-child, td.text { text-align: left; }" in page
+
+
+def test_page_head_leaves_out_what_a_document_does_not_record() -> None:
+    from host.report.html import render_html
+    from host.rundata import RunData
+
+    run = RunData(document={"run_id": "r1", "model": {"path": "models/m.onnx"}, "devices": []}, raw={})
+
+    page = render_html(run)
+
+    assert '<p class="sub">run <code>r1</code> · 0 device(s)</p>' in page
+    assert "None" not in page
+    dated = RunData(document={**run.document, "created_at": "2026-12-01T10:00:00Z", "model": {"sha256": "ab" * 32}})
+    assert (
+        '<p class="sub">run <code>r1</code> · 2026-12-01T10:00:00Z · model sha256 <code>abababababababab</code>'
+        " · 0 device(s)</p>"
+    ) in render_html(dated)

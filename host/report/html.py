@@ -242,6 +242,19 @@ trapezoid integral of power samples, with a batch-means 95% interval over blocks
 """
 
 
+def _subtitle(doc: dict[str, Any], model: dict[str, Any], n_devices: int, setting_text: str) -> str:
+    """Run, date, model hash, device count and settings: what the document records, nothing for what it does not."""
+    parts = [f"run <code>{escape(str(doc.get('run_id') or '?'))}</code>"]
+    if doc.get("created_at"):
+        parts.append(escape(str(doc["created_at"])))
+    if model.get("sha256"):
+        parts.append(f"model sha256 <code>{escape(str(model['sha256'])[:16])}</code>")
+    parts.append(f"{n_devices} device(s)")
+    if setting_text:
+        parts.append(escape(setting_text))
+    return " · ".join(parts)
+
+
 def render_html(run: RunData, grid_g_per_kwh: float | None = None) -> str:
     doc = run.document
     model = doc.get("model") or {}
@@ -260,10 +273,7 @@ def render_html(run: RunData, grid_g_per_kwh: float | None = None) -> str:
     )
     body = [
         f"<h1>{escape(PurePath(str(model.get('path', '?'))).name)}</h1>",
-        f'<p class="sub">run <code>{escape(str(doc.get("run_id", "?")))}</code>'
-        f" · {escape(str(doc.get('created_at', '')))}"
-        f" · model sha256 <code>{escape(str(model.get('sha256', ''))[:16])}</code>"
-        f" · {len(devices)} device(s)" + (f" · {escape(setting_text)}" if setting_text else "") + "</p>",
+        f'<p class="sub">{_subtitle(doc, model, len(devices), setting_text)}</p>',
         "<h2>Summary</h2>",
         _summary_table(devices, grid_g_per_kwh),
         co2,
