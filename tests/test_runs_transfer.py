@@ -8,7 +8,9 @@ import io
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,6 +144,31 @@ def test_a_bad_line_is_one_line_and_nothing_is_imported(tmp_path: Path, line: st
     good = host("export", "--all", db=source).stdout
 
     out = host("import", "-", db=target, stdin=good + line + "\n")
+
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    assert Store(target).runs() == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda devices: devices[0].pop("device"), "line 1: device entry 1 of the document has no device name"),
+        (lambda devices: devices.append("pi"), "line 1: device entry 3 of the document has no device name"),
+        (lambda devices: devices[1].update(device=devices[0]["device"]), "appears twice in the document"),
+    ],
+    ids=["no name", "not an object", "a name twice"],
+)
+def test_a_device_entry_without_a_unique_name_is_refused(
+    tmp_path: Path, damage: Callable[[list[Any]], Any], message: str
+) -> None:
+    # Stored, such a run could not be loaded again: its arrays are kept by device name.
+    source, target = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
+    Store(source).save_run(_runs()[0])
+    line = json.loads(host("export", "--all", db=source).stdout)
+    assert len(line["document"]["devices"]) == 2
+    damage(line["document"]["devices"])
+
+    out = host("import", "-", db=target, stdin=json.dumps(line) + "\n")
 
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
     assert Store(target).runs() == []
