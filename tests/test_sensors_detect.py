@@ -118,6 +118,40 @@ def test_only_the_first_board_total_keeps_the_total_role(root: Path) -> None:
     assert detection.sensors[1].read() == [1000.0]
 
 
+class _Rails(Sensor):
+    """A board rail and a part of it, under names another backend may also use."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def channels(self) -> Sequence[Channel]:
+        return [Channel("board", POWER_MW, "total"), Channel("cpu", POWER_MW, "cpu", part_of="board")]
+
+    def read(self) -> Sequence[float]:
+        return [5000.0, 2000.0]
+
+
+def test_a_channel_name_another_sensor_already_uses_is_renamed_and_said() -> None:
+    # The host keeps a job's series by name: two sensors' "board" would be merged into one series.
+    def backend(name: str, present: bool) -> Backend:
+        return Backend(name, lambda _: present, lambda _: _Rails(name))
+
+    backends = {name: backend(name, name in ("rapl", "nvml")) for name in ("rapl", "nvml", "thermal", "cpufreq")}
+
+    detection = detect_sensors(DeviceProfile(name="p", power_sensors=("rapl", "nvml")), None, backends)
+
+    channels = [(s.backend, [(c.name, c.role, c.part_of) for c in s.channels()]) for s in detection.sensors]
+    assert channels == [
+        ("rapl", [("board", "total", ""), ("cpu", "cpu", "board")]),
+        ("nvml", [("board@nvml", "", ""), ("cpu@nvml", "cpu", "board@nvml")]),  # its total steps back as well
+    ]
+    assert detection.sensors[1].read() == [5000.0, 2000.0]
+    assert detection.problems == [
+        "nvml: channel 'board' has the name of another sensor's; reported as 'board@nvml'",
+        "nvml: channel 'cpu' has the name of another sensor's; reported as 'cpu@nvml'",
+    ]
+
+
 def test_a_malformed_power_meter_spec_is_a_value_error(root: Path) -> None:
     with pytest.raises(ValueError, match="unknown kind"):
         detect_sensors(load_profile("rpi4"), "um99:/dev/ttyUSB0")

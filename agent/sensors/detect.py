@@ -84,19 +84,26 @@ class Relabelled(Sensor):
     table says which measured rail each channel is a part of (the host never sums a part with it).
     """
 
-    def __init__(self, inner: Sensor, demote_total: bool = False, part_of: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Sensor,
+        demote_total: bool = False,
+        part_of: Mapping[str, str] | None = None,
+        renames: Mapping[str, str] | None = None,
+    ) -> None:
         self.inner = inner
         self.backend = inner.backend
         self.max_rate_hz = inner.max_rate_hz
         self.min_rate_hz = inner.min_rate_hz
         self.dither = inner.dither
         parents = part_of or {}
+        new_name = renames or {}
         self._channels = [
             Channel(
-                ch.name,
+                new_name.get(ch.name, ch.name),
                 ch.kind,
                 "" if demote_total and ch.role == "total" else ch.role,
-                parents.get(ch.name, ch.part_of),
+                new_name.get(parent, parent) if (parent := parents.get(ch.name, ch.part_of)) else "",
             )
             for ch in inner.channels()
         ]
@@ -158,10 +165,31 @@ def detect_sensors(
         demote = _has_total(sensor) and any(_has_total(s) for s in detection.sensors)
         if demote:
             log.info("sensor backend %s: the board total is already measured; its total is informational", name)
-        if demote or any(ch.name in profile.rail_parents for ch in sensor.channels()):
-            sensor = Relabelled(sensor, demote, profile.rail_parents)
+        renames = _renames_for_unique_names(sensor, detection.sensors)
+        for old, new in renames.items():
+            detection.problems.append(f"{name}: channel {old!r} has the name of another sensor's; reported as {new!r}")
+        if demote or renames or any(ch.name in profile.rail_parents for ch in sensor.channels()):
+            sensor = Relabelled(sensor, demote, profile.rail_parents, renames)
         detection.sensors.append(sensor)
     return detection
+
+
+def _renames_for_unique_names(sensor: Sensor, earlier: Sequence[Sensor]) -> dict[str, str]:
+    """New names for this sensor's channels that an earlier sensor already uses ("<name>@<backend>").
+
+    The host keeps a job's series by channel name: two sensors' samples under one name would be merged.
+    """
+    taken = {ch.name for s in earlier for ch in s.channels()}
+    own = {ch.name for ch in sensor.channels()}
+    renames: dict[str, str] = {}
+    for ch in sensor.channels():
+        if ch.name in taken:
+            new, n = f"{ch.name}@{sensor.backend}", 2
+            while new in taken or new in own:
+                new, n = f"{ch.name}@{sensor.backend}{n}", n + 1
+            renames[ch.name] = new
+            taken.add(new)
+    return renames
 
 
 _DISPLAY: Mapping[str, tuple[str, float]] = {
