@@ -119,7 +119,7 @@ EXPLAINED: dict[str, str] = {
     "host.compare.x_render_json__mutmut_8": _JSON_WHITESPACE,
     "host.compare.x_render_json__mutmut_10": _JSON_WHITESPACE,
     "host.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
-    "host.report.html.x_render_html__mutmut_169": "equivalent: http-equiv values are case-insensitive in HTML",
+    "host.report.html.x_render_html__mutmut_141": "equivalent: http-equiv values are case-insensitive in HTML",
     "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
     "agent.journal.xǁJournalǁacknowledge__mutmut_18": "equivalent: acknowledging the acknowledged batch again goes on"
     " to delete batches that are already gone and set acked_seq to what it is: 0 pruned either way",

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import time
 import zlib
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -609,3 +610,17 @@ def test_page_head_leaves_out_what_a_document_does_not_record() -> None:
         '<p class="sub">run <code>r1</code> · 2026-12-01T10:00:00Z · model sha256 <code>abababababababab</code>'
         " · 0 device(s)</p>"
     ) in render_html(dated)
+
+
+def test_the_page_has_its_four_sections_and_every_validity_reason_separated() -> None:
+    from host.report.html import render_html
+
+    run = _real_run()
+    (d,) = run.document["devices"]
+    d["validity"]["reasons"] = [*d["validity"]["reasons"], "the board throttled: 1.2 s at reduced clocks"]
+
+    page = render_html(run)
+
+    assert re.findall(r"<h2>(.*?)</h2>", page) == ["Summary", "Across devices", "Per device", "How this was measured"]
+    reasons = escape("; ".join(d["validity"]["reasons"]))
+    assert f"NOT VALID: {reasons} (" in page and reasons.count("; ") == 1
