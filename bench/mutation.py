@@ -396,6 +396,11 @@ def run_module(module: str, command: str) -> ModuleScore:
     )
 
 
+def _with_step(command: str, step: str) -> str:
+    """The record's command with `step` appended once (re-testing survivors again repeats no step)."""
+    return command if command.split("; ")[-1] == step else f"{command}; {step}"
+
+
 def rerun_survivors(module: str) -> ModuleScore:
     """Test the recorded run's survivors again against the current tests (after tests were added for them).
 
@@ -432,7 +437,7 @@ def rerun_survivors(module: str) -> ModuleScore:
         survivors=sorted(n for n, s in statuses.items() if s in ("survived", "suspicious", "not checked")),
         no_tests=sorted(n for n, s in statuses.items() if s == "no tests"),
         date=dt.date.today().isoformat(),
-        command=f"{previous['command']}; python bench/mutation.py --survivors {module}",
+        command=_with_step(previous["command"], f"python bench/mutation.py --survivors {module}"),
         wall_s=round(previous["wall_s"] + time.monotonic() - started, 1),
     )
 
