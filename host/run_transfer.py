@@ -95,14 +95,13 @@ def parse_run_line(text: str) -> RunData:
         raise TransferError("the document has no model path and sha256")
     if not isinstance(doc.get("devices", []), list):
         raise TransferError("the document's devices is not a list")
-    names = []
+    phases: dict[str, Any] = {}  # device name -> its phase list; names checked unique (arrays are kept by name)
     for number, entry in enumerate(doc.get("devices") or [], start=1):
         if not isinstance(entry, dict) or not isinstance(entry.get("device"), str) or not entry["device"]:
             raise TransferError(f"device entry {number} of the document has no device name")
-        if entry["device"] in names:
+        if entry["device"] in phases:
             raise TransferError(f"device {entry['device']!r} appears twice in the document")
-        names.append(entry["device"])
-    phases = {str(d.get("device")): d.get("phases") or [] for d in doc.get("devices") or [] if isinstance(d, dict)}
+        phases[entry["device"]] = entry.get("phases") or []
     raw: dict[str, DeviceRaw] = {}
     for device, r in raw_in.items():
         if not isinstance(r, dict) or not isinstance(r.get("series", []), list):

@@ -353,15 +353,21 @@ def test_text_of_a_failing_comparison_ends_with_the_gate_line() -> None:
     ]
 
 
-def test_single_runs_under_the_noise_floor_say_so_in_every_format() -> None:
-    from host.compare import render_json
-
+def _single_runs_1_5_pct_apart() -> tuple[RunData, RunData]:
+    """One repetition a side: p50 4.00 ms [3.98, 4.02] vs 4.06 ms [4.04, 4.08], energy without an interval."""
     base_entry = _entry("pi", [4.0], [20.0])
     base_entry["latency_ms"]["p50_ci95"] = [3.98, 4.02]
     cand_entry = _entry("pi", [4.06], [20.0])
     cand_entry["latency_ms"]["p50_ci95"] = [4.04, 4.08]
+    return _run("base-01", [base_entry]), _run("cand-02", [cand_entry])
 
-    result = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [cand_entry]), fail_on_regression_pct=1)
+
+def test_single_runs_under_the_noise_floor_say_so_in_every_format() -> None:
+    from host.compare import render_json
+
+    base, cand = _single_runs_1_5_pct_apart()
+
+    result = compare_runs(base, cand, fail_on_regression_pct=1)
     lines = render_text(result).splitlines()
     as_json = json.loads(render_json(result))
 
@@ -377,7 +383,7 @@ def test_single_runs_under_the_noise_floor_say_so_in_every_format() -> None:
     ) in lines
     assert as_json["within_run_only"] == ["pi energy/inference", "pi latency p50"]
     # Under a 1% floor the same +1.5% (interval +0.8% to +2.2%, above the 0% default gate) is a regression.
-    lower = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [cand_entry]), noise_floor_pct=1.0)
+    lower = compare_runs(base, cand, noise_floor_pct=1.0)
     assert next(line for line in render_text(lower).splitlines() if "latency p50" in line).endswith(
         "within-run   ❌ regression (within-run evidence only)"
     )
@@ -421,12 +427,9 @@ def test_markdown_lists_each_difference_as_json_with_a_dash_for_missing() -> Non
 
 
 def test_the_noise_floor_asked_for_is_the_one_every_format_names() -> None:
-    base_entry = _entry("pi", [4.0], [20.0])
-    base_entry["latency_ms"]["p50_ci95"] = [3.98, 4.02]
-    cand_entry = _entry("pi", [4.06], [20.0])
-    cand_entry["latency_ms"]["p50_ci95"] = [4.04, 4.08]
+    base, cand = _single_runs_1_5_pct_apart()
 
-    result = compare_runs(_run("base-01", [base_entry]), _run("cand-02", [cand_entry]), noise_floor_pct=20.0)
+    result = compare_runs(base, cand, noise_floor_pct=20.0)
 
     assert result.noise_floor_pct == 20.0
     p50 = next(line for line in render_text(result).splitlines() if "latency p50" in line)
