@@ -9,7 +9,7 @@ Where it is announced follows where the agent listens:
   Linux delivers multicast sent with IP_MULTICAST_IF=127.0.0.1 to local group members even when `lo`
   lacks the MULTICAST flag, so a host on the same machine finds it with default settings.
 - a wildcard (0.0.0.0, ::): on every interface, with every interface's addresses, loopback included;
-  a host picks a non-loopback address when there is one (see host/discovery.py).
+  a host picks a non-loopback address when there is one (see host/fleet/discovery.py).
 - one specific address: on that interface, with that address.
 
 Registration (probing and announcing take about 1.5 s) runs in a thread so the agent starts at once;

@@ -9,6 +9,8 @@ from typing import IO, Any
 EVENT = b"E"
 LATENCY = b"L"
 _HEADER = struct.Struct("<Ic")  # payload length, frame type
+#: How often latency windows (and token timings) are flushed to the agent while measuring.
+FLUSH_INTERVAL_NS = 100_000_000
 
 
 def write_event(out: IO[bytes], event: dict[str, Any]) -> None:

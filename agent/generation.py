@@ -14,8 +14,9 @@ from typing import Any
 
 from agent import frames
 from agent.errors import InvalidInput
+from agent.frames import FLUSH_INTERVAL_NS
+from agent.rss import peak_rss_bytes
 from agent.runtimes.genai import GenAISession, Generation
-from agent.worker import FLUSH_INTERVAL_NS, peak_rss_bytes
 
 WARMUP = 5
 MEASURE = 6

@@ -70,7 +70,7 @@ def apply_to_this_process(limit_mb: int) -> int:
 def out_of_memory(limit_mb: int, err: BaseException) -> OutOfMemory:
     """The one-line error for an allocation that failed under the limit: what failed, then the limit.
 
-    "out of memory: " leads, as for an allocation that failed without a limit (agent/jobs.py); the
+    "out of memory: " leads, as for an allocation that failed without a limit (agent/jobs/); the
     detail starts at the runtime's own words for the failure, which a wrapped ORT error buries deep.
     """
     text = " ".join(str(err).split()) or type(err).__name__

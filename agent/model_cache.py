@@ -5,7 +5,7 @@ concurrent uploads cannot together overshoot either, and a refusal comes before 
 A model just uploaded (or confirmed by HasModel) is leased for LEASE_S, so a concurrent upload's
 eviction cannot remove it before the host's Profile, which then pins it for the job.
 
-A GenAI model directory arrives as a tar (host/genai_pack.py) and is cached like any model; a job unpacks it
+A GenAI model directory arrives as a tar (host/prepare/genai_pack.py) and is cached like any model; a job unpacks it
 once into .unpacked/<sha256>/ (agent/genai_unpack.py: no member may escape it, no links, sizes capped), and
 evicting the tar removes its unpacked directory.
 """

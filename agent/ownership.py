@@ -1,7 +1,7 @@
 """Who owns a job: a hash of the caller's credential and the host's own client key.
 
 A fleet usually shares one token, so the token alone cannot tell two colleagues' hosts apart. Every
-host therefore also keeps a random client key (host/client_key.py) and sends it as `edgeprof-client`
+host therefore also keeps a random client key (host/fleet/client_key.py) and sends it as `edgeprof-client`
 metadata on every call. The owner of a job is SHA-256 over (credential, client key), where the
 credential is the bearer token the call carried or, with mutual TLS, the client certificate. The
 agent stores only that hash: its journal holds neither tokens nor keys.

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RATE_HZ = 100.0
 #: Each interval is uniform in [1 - DITHER, 1 + DITHER] x the mean period.
 DITHER = 0.5
-#: An energy counter must advance this many times over the measure window (host/energy.py checks it).
+#: An energy counter must advance this many times over the measure window (host/analysis/energy.py checks it).
 MIN_COUNTER_UPDATES = 50
 
 #: Returns CLOCK_MONOTONIC ns; the sampler's timestamps. Tests pass a simulated clock.

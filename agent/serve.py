@@ -14,7 +14,8 @@ from typing import Any
 
 from agent import board, parts
 from agent.instance_lock import DataDirInUse, lock_data_dir
-from agent.jobs import JobRunner, JobSettings
+from agent.jobs.job import JobSettings
+from agent.jobs.runner import JobRunner
 from agent.journal import Journal
 from agent.membership import MembershipProver
 from agent.model_cache import ModelCache

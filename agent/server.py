@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agent.jobs import MAX_NPZ_BYTES
+from agent.jobs.validation import MAX_NPZ_BYTES
 from agent.servicer import MAX_CHUNK_BYTES
 from agent.stream_limits import (
     CONTROL_RESERVE_THREADS,
@@ -41,7 +41,7 @@ class Keepalive:
     ping_interval_ms: int = 30_000
     #: ... when a ping is not answered within this (grpc 1.85 waits 60 s for any ping's ACK otherwise).
     ping_timeout_ms: int = 10_000
-    #: Hosts ping every 5 s (host/client.py) to notice half-open links, also while a stream waits in the
+    #: Hosts ping every 5 s (host/fleet/client.py) to notice half-open links, also while a stream waits in the
     #: queue with no data: allow pings this close rather than answer GOAWAY "too_many_pings".
     min_host_ping_interval_ms: int = 4_000
 

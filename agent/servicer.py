@@ -9,7 +9,8 @@ from typing import Any, NoReturn
 import grpc
 
 from agent.errors import AgentError, Busy, InvalidInput, ModelNotFound, ModelTooLarge, RuntimeMissing, UploadCorrupt
-from agent.jobs import JobRunner, RunnerStopped
+from agent.jobs.job import RunnerStopped
+from agent.jobs.runner import JobRunner
 from agent.journal import TERMINAL, JobAbandoned, JobRow, Journal, UnknownJob
 from agent.membership import MembershipProver, ProveRefused
 from agent.model_cache import ModelCache

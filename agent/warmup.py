@@ -4,7 +4,7 @@ Latency is compared between the last two blocks of inferences, each spanning at 
 and at least MIN_BLOCK inferences: blocks of a fixed count are a fraction of a millisecond for a fast
 model, where timer and scheduler noise hide a ramp that is plain over a tenth of a second. A slow
 ramp (a clock or cache warming over hundreds of inferences) can still pass; the host's stationarity
-check on the measured phase (host/drift.py) makes such a run invalid.
+check on the measured phase (host/analysis/drift.py) makes such a run invalid.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import resource
 import sys
 import time
 import traceback
@@ -26,37 +25,16 @@ from typing import IO, Any
 
 from agent import frames
 from agent.errors import AgentError, InvalidInput
+from agent.frames import FLUSH_INTERVAL_NS
 from agent.memory_limit import apply_to_this_process, is_allocation_failure, out_of_memory
+from agent.rss import peak_rss_bytes, rss_bytes
 from agent.warmup import block_size, is_stable_in_time
 
 # Phase numbers as in protos/agent.proto (kept literal: the worker must not import grpc/protobuf).
 WARMUP = 5
 MEASURE = 6
-#: How often latency windows are flushed to the agent while measuring.
-FLUSH_INTERVAL_NS = 100_000_000
 #: Latency windows per block at most (keeps one frame well below a megabyte).
 MAX_BLOCK = 20_000
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes() -> int:
-    """This process's resident high-water mark: the kernel's own, which no sampler can miss.
-
-    VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the process that forked, so a worker
-    started by a 500 MB agent (or a test process hosting one) reported 500 MB for a 90 MB model.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; no /proc elsewhere
 
 
 class Worker:
@@ -145,7 +123,7 @@ class Worker:
     def load_session(self, runtime: Any) -> tuple[Any, int, int]:
         """The model loaded by `runtime` as the spec says: (session, load time ns, RSS growth in bytes)."""
         spec = self.spec
-        rss_before = _rss_bytes()
+        rss_before = rss_bytes()
         t0 = time.monotonic_ns()
         session = runtime.load(
             spec["model_path"],
@@ -154,7 +132,7 @@ class Worker:
             options=spec.get("options", {}),
             op_profile=False,
         )
-        return session, time.monotonic_ns() - t0, _rss_bytes() - rss_before
+        return session, time.monotonic_ns() - t0, rss_bytes() - rss_before
 
     def await_go(self) -> bool:
         """Wait while the agent settles the board and records idle power (nothing may run meanwhile).

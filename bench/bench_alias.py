@@ -2,7 +2,7 @@
 
 A rail draws 5 W for `duty` of every inference period and 3 W between (10 or 20 ms, 70% or 95%), the
 inference period an exact multiple of the 10 ms mean sampling period at 100 Hz. The real Sampler thread
-reads it, the real host code (host/energy.py) integrates it over the inference windows, and the result
+reads it, the real host code (host/analysis/energy.py) integrates it over the inference windows, and the result
 is compared with the exact energy. "before" is the fixed schedule (the sampler as it was, and what a
 sensor that cannot be dithered still gets); "after" is the dithered schedule.
 
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fa
 
 from agent.sampler import Sampler
 from agent.sensors.base import POWER_MW, Channel, Sensor
-from host.energy import energy_stats
-from host.rundata import PhaseSpan, Series
+from host.analysis.energy import energy_stats
+from host.store.rundata import PhaseSpan, Series
 from tests.sensor_fakes import PeriodicLoadSensor, SimulatedClock, periodic_inferences
 
 S = 1_000_000_000

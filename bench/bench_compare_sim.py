@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Row, load_average, record
-from host.significance import compare_metric
-from host.stats import quantile_ci, quantile_interval
+from host.analysis.significance import compare_metric
+from host.analysis.stats import quantile_ci, quantile_interval
 from tests.test_compare_simulation import (
     GATE_PCT,
     MEDIAN_MS,

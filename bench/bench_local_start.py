@@ -1,7 +1,7 @@
 """(m) Embedded agent start: what `host profile` waits for before its first job, and the launcher's share.
 
 The host's embedded agent (and every agent a test or benchmark starts) is started through
-`python -m host.parent_death PID -- CMD`, which arms the parent-death signal after exec instead of in a
+`python -m host.fleet.parent_death PID -- CMD`, which arms the parent-death signal after exec instead of in a
 preexec_fn (gRPC's fork handlers could hang the child before exec). The launcher is one more interpreter
 start; this measures it against a bare `python -c pass`, and the whole embedded-agent start.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from harness import Row, load_average, print_table, record
 
-from host import parent_death
-from host.local_agent import LocalAgent
+from host.fleet import parent_death
+from host.fleet.local_agent import LocalAgent
 
 
 def _timed_s(run: Callable[[], object]) -> float:
@@ -74,7 +74,9 @@ def main() -> None:
         record(
             "(m) embedded agent start",
             rows,
-            notes=["Wall time, machine otherwise idle; the launcher replaces a preexec_fn (host/parent_death.py)."],
+            notes=[
+                "Wall time, machine otherwise idle; the launcher replaces a preexec_fn (host/fleet/parent_death.py)."
+            ],
         )
 
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host.report import write_report
+from host.report.formats import write_report
 from host.report.synthetic import synthetic_run
 
 

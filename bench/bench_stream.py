@@ -61,7 +61,7 @@ def journal_batches(data_dir: Path, batches: int) -> str:
 
 def attach_rate(address: str, job_id: str) -> tuple[int, float]:
     """Read the whole job back through Attach; returns (samples, seconds)."""
-    from host.client import AgentClient
+    from host.fleet.client import AgentClient
 
     with AgentClient(address) as client:
         t0 = time.perf_counter()

@@ -27,7 +27,7 @@ def random_file(path: Path, size_mb: int) -> Path:
 
 
 def main() -> None:
-    from host.client import AgentClient, sha256_file
+    from host.fleet.client import AgentClient, sha256_file
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one upload instead of three")

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host import parent_death
-from host.local_agent import read_listen_port
+from host.fleet import parent_death
+from host.fleet.local_agent import read_listen_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
 #: Agents are started from this one long-lived thread: the parent-death signal follows the thread that
 #: started a child, so an agent started from a pool thread (bench_fleet) would die with that thread otherwise.
-#: The signal (host.parent_death) means no agent, and no worker, which the agent stops on SIGTERM, is left
+#: The signal (host.fleet.parent_death) means no agent, and no worker, which the agent stops on SIGTERM, is left
 #: holding a core and skewing the next benchmark when a benchmark is killed.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-spawner")
 

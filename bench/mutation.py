@@ -1,7 +1,7 @@
 """Mutation score of the modules users trust most (issue 18): mutmut per module, against that module's own tests.
 
     python bench/mutation.py                    # every module in MODULES, one after the other
-    python bench/mutation.py host/stats.py      # one module alone
+    python bench/mutation.py host/analysis/stats.py      # one module alone
     python bench/mutation.py --record ...       # and write its row of bench/RESULTS.md
 
 Each module runs in its own sandbox, `.mutation/<module>/`: links to the source and test folders and a
@@ -50,7 +50,7 @@ LINKED = ("agent", "host", "protos", "device_profiles", "tests")
 #: module -> the test files that are its own (fast, in-process: mutmut learns which test reaches which
 #: function by running them in its own process, so code reached only in a subprocess counts as "no tests").
 MODULES: dict[str, tuple[str, ...]] = {
-    "host/energy.py": ("tests/test_energy.py", "tests/test_energy_alias.py", "tests/test_energy_rails.py"),
+    "host/analysis/energy.py": ("tests/test_energy.py", "tests/test_energy_alias.py", "tests/test_energy_rails.py"),
     # The journal on its own: agent-level tests (test_job_lifecycle.py, test_faults_runner.py) reach it too,
     # but take a minute per mutant on this machine.
     "agent/journal.py": ("tests/test_journal.py",),
@@ -70,21 +70,24 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/test_report_real_run.py",
     ),
     # The runner driven directly with real workers (test_job_runner.py, ~25 s), and its gRPC contracts.
-    "agent/jobs.py": ("tests/test_job_runner.py", "tests/test_runner_contracts.py", "tests/test_server_limits.py"),
-    "host/stats.py": ("tests/test_stats.py", "tests/test_compare_simulation.py"),
-    "host/compare.py": ("tests/test_compare_verdicts.py", "tests/test_compare_json.py"),
-    "host/collect.py": ("tests/test_collect_validation.py", "tests/test_collect_sequence.py"),
+    "agent/jobs/runner.py": ("tests/test_job_runner.py", "tests/test_server_limits.py"),
+    "agent/jobs/execution.py": ("tests/test_job_runner.py", "tests/test_server_limits.py"),
+    "agent/jobs/validation.py": ("tests/test_runner_contracts.py", "tests/test_server_limits.py"),
+    "host/analysis/stats.py": ("tests/test_stats.py", "tests/test_compare_simulation.py"),
+    "host/analysis/compare.py": ("tests/test_compare_verdicts.py", "tests/test_compare_json.py"),
+    "host/run/collect.py": ("tests/test_collect_validation.py", "tests/test_collect_sequence.py"),
     "agent/model_cache.py": ("tests/test_model_cache.py", "tests/test_genai_pack.py", "tests/test_upload_limits.py"),
 }
 #: module -> how many mutants to draw (seeded) instead of running all, so that one module's run fits a
-#: shared 2-core machine (host/energy.py: 745 mutants took 8 minutes in full): fewer where each mutant's
+#: shared 2-core machine (host/analysis/energy.py: 745 mutants took 8 minutes in full): fewer where each mutant's
 #: tests start a real agent and run real jobs.
 SAMPLE: dict[str, int] = {
-    "host/energy.py": 150,
-    "host/stats.py": 150,
+    "host/analysis/energy.py": 150,
+    "host/analysis/stats.py": 150,
     "host/report/html.py": 200,
     "agent/server.py": 100,
-    "agent/jobs.py": 150,
+    "agent/jobs/runner.py": 100,
+    "agent/jobs/execution.py": 150,
 }
 SEED = 18
 
@@ -109,16 +112,16 @@ _VERDICT_NOTED = (
     " evidence), so the empty branch is never taken"
 )
 EXPLAINED: dict[str, str] = {
-    "host.energy.x__block_edges__mutmut_14": "equivalent: block edges are ns times below 2^53, exact as float64,"
+    "host.analysis.energy.x__block_edges__mutmut_14": "equivalent: block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
-    "host.stats.x_is_stable__mutmut_19": _INT_MEDIANS,
-    "host.stats.x_running_p50_ms__mutmut_3": _INT_MEDIANS,
-    "host.stats.x_running_p50_ms__mutmut_5": _INT_MEDIANS,
-    "host.stats.x_running_p50_ms__mutmut_28": "equivalent: partitioning at mid-2 and mid leaves exactly one value"
+    "host.analysis.stats.x_is_stable__mutmut_19": _INT_MEDIANS,
+    "host.analysis.stats.x_running_p50_ms__mutmut_3": _INT_MEDIANS,
+    "host.analysis.stats.x_running_p50_ms__mutmut_5": _INT_MEDIANS,
+    "host.analysis.stats.x_running_p50_ms__mutmut_28": "equivalent: partitioning at mid-2 and mid leaves exactly one value"
     " between them, so position mid-1 still holds the lower middle value",
-    "host.compare.x_render_json__mutmut_8": _JSON_WHITESPACE,
-    "host.compare.x_render_json__mutmut_10": _JSON_WHITESPACE,
-    "host.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
+    "host.analysis.compare.x_render_json__mutmut_8": _JSON_WHITESPACE,
+    "host.analysis.compare.x_render_json__mutmut_10": _JSON_WHITESPACE,
+    "host.analysis.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
     "host.report.html.x_render_html__mutmut_141": "equivalent: http-equiv values are case-insensitive in HTML",
     "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
     "agent.journal.xǁJournalǁacknowledge__mutmut_18": "equivalent: acknowledging the acknowledged batch again goes on"
@@ -147,16 +150,16 @@ EXPLAINED: dict[str, str] = {
     "agent.model_cache.xǁModelCacheǁ_evict__mutmut_26": _VANISHED_FILE,
     "agent.model_cache.xǁModelCacheǁ_held__mutmut_7": "equivalent in use: `until == now` needs the lease read at the"
     " very monotonic nanosecond it ends; < and <= then differ for that one reading only",
-    "host.compare.x__shown__mutmut_8": _JSON_LOADED,
-    "host.compare.x__shown__mutmut_10": _JSON_LOADED,
-    "host.compare.x__verdict__mutmut_14": "equivalent: only evidence 'none' or 'missing' gets here, and metric_change"
+    "host.analysis.compare.x__shown__mutmut_8": _JSON_LOADED,
+    "host.analysis.compare.x__shown__mutmut_10": _JSON_LOADED,
+    "host.analysis.compare.x__verdict__mutmut_14": "equivalent: only evidence 'none' or 'missing' gets here, and metric_change"
     " and plain_change always give those a note, so the dash fallback is never shown",
-    "host.compare.x__verdict__mutmut_3": _VERDICT_NOTED,
-    "host.compare.x__verdict__mutmut_4": _VERDICT_NOTED,
-    "host.compare.x_history_for__mutmut_13": "equivalent: 'XXXX' is never a stored model's sha256 (64 hex digits), so"
+    "host.analysis.compare.x__verdict__mutmut_3": _VERDICT_NOTED,
+    "host.analysis.compare.x__verdict__mutmut_4": _VERDICT_NOTED,
+    "host.analysis.compare.x_history_for__mutmut_13": "equivalent: 'XXXX' is never a stored model's sha256 (64 hex digits), so"
     " the extra name in the SQL IN (...) matches no run",
-    "host.compare.x_load_side__mutmut_26": "equivalent: RunData.raw defaults to an empty dict (default_factory=dict)",
-    "host.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
+    "host.analysis.compare.x_load_side__mutmut_26": "equivalent: RunData.raw defaults to an empty dict (default_factory=dict)",
+    "host.analysis.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
     " and _cumulative_j turns them back into int64 before any arithmetic",
 }
 
@@ -175,22 +178,22 @@ _PHASE_STARTS = (
 )
 EXPLAINED.update(
     {
-        "host.collect.xǁJobCollectorǁ_check__mutmut_70": _PB_DOUBLES,
-        "host.collect.xǁJobCollectorǁ_check__mutmut_72": _PB_DOUBLES,
-        "host.collect.xǁJobCollectorǁadd__mutmut_147": _PB_DOUBLES,
-        "host.collect.xǁJobCollectorǁadd__mutmut_149": _PB_DOUBLES,
-        "host.collect.xǁJobCollectorǁraw__mutmut_47": "equivalent: astype(None) is float64, which the values are",
-        "host.collect.xǁJobCollectorǁpart_raw__mutmut_16": _PHASE_STARTS,
-        "host.collect.xǁJobCollectorǁpart_raw__mutmut_19": _PHASE_STARTS,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_10": _NO_EMPTY_BLOCKS,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_15": _NO_EMPTY_BLOCKS,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_17": _NO_EMPTY_BLOCKS,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_12": _WINDOW_CUT,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_13": _WINDOW_CUT,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_20": _WINDOW_CUT,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_25": _WINDOW_CUT,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_29": _WINDOW_CUT,
-        "host.collect.xǁJobCollectorǁrecent_power_w__mutmut_3": "equivalent in result: other kinds reach the rail plan,"
+        "host.run.collect.xǁJobCollectorǁ_check__mutmut_70": _PB_DOUBLES,
+        "host.run.collect.xǁJobCollectorǁ_check__mutmut_72": _PB_DOUBLES,
+        "host.run.collect.xǁJobCollectorǁadd__mutmut_147": _PB_DOUBLES,
+        "host.run.collect.xǁJobCollectorǁadd__mutmut_149": _PB_DOUBLES,
+        "host.run.collect.xǁJobCollectorǁraw__mutmut_47": "equivalent: astype(None) is float64, which the values are",
+        "host.run.collect.xǁJobCollectorǁpart_raw__mutmut_16": _PHASE_STARTS,
+        "host.run.collect.xǁJobCollectorǁpart_raw__mutmut_19": _PHASE_STARTS,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_10": _NO_EMPTY_BLOCKS,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_15": _NO_EMPTY_BLOCKS,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_17": _NO_EMPTY_BLOCKS,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_12": _WINDOW_CUT,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_13": _WINDOW_CUT,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_20": _WINDOW_CUT,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_25": _WINDOW_CUT,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_29": _WINDOW_CUT,
+        "host.run.collect.xǁJobCollectorǁrecent_power_w__mutmut_3": "equivalent in result: other kinds reach the rail plan,"
         " which sums only power and energy series",
     }
 )
@@ -226,19 +229,19 @@ EXPLAINED.update(
 
 EXPLAINED.update(
     {
-        "agent.jobs.xǁJobRunnerǁ_write_unjournaled__mutmut_9": "equivalent: the job id was just read from the dict,"
+        "agent.jobs.runner.xǁJobRunnerǁ_write_unjournaled__mutmut_9": "equivalent: the job id was just read from the dict,"
         " under the lock, and only this runner thread removes entries, so pop never misses",
-        "agent.jobs.xǁ_JobExecutionǁ__init____mutmut_10": "equivalent: _begin_part gives every part its own Event"
+        "agent.jobs.execution.xǁJobExecutionǁ__init____mutmut_10": "equivalent: _begin_part gives every part its own Event"
         " before anything waits on it",
-        "agent.jobs.xǁ_JobExecutionǁ_interrupted__mutmut_3": "equivalent: _outcome reads the cancel flag itself before"
+        "agent.jobs.execution.xǁJobExecutionǁ_interrupted__mutmut_3": "equivalent: _outcome reads the cancel flag itself before"
         " the outcome string, so a cancelled job ends CANCELLED whatever _interrupted returned",
-        "agent.jobs.xǁ_JobExecutionǁ_settle__mutmut_33": "equivalent: cancel() also terminates the worker, so a settle"
+        "agent.jobs.execution.xǁJobExecutionǁ_settle__mutmut_33": "equivalent: cancel() also terminates the worker, so a settle"
         " that went on sends 'go' to a dead worker and _wait_exit returns at once: CANCELLED in settle either way",
-        "agent.jobs.xǁ_JobExecutionǁ_read_worker__mutmut_51": "equivalent: a phase event without end_ns: None and 0"
+        "agent.jobs.execution.xǁJobExecutionǁ_read_worker__mutmut_51": "equivalent: a phase event without end_ns: None and 0"
         " both leave PhaseEvent.end_ns unset (0)",
-        "agent.jobs.xǁ_JobExecutionǁ_run_part__mutmut_128": "equivalent: the flusher stops as soon as it is told to"
+        "agent.jobs.execution.xǁJobExecutionǁ_run_part__mutmut_128": "equivalent: the flusher stops as soon as it is told to"
         " (an Event it checks every 0.1 s), so the 5 s bound on joining it never applies",
-        "agent.jobs.xǁ_JobExecutionǁ_run_part__mutmut_70": "equivalent: the initial outcome is only ever compared with"
+        "agent.jobs.execution.xǁJobExecutionǁ_run_part__mutmut_70": "equivalent: the initial outcome is only ever compared with"
         " 'cancelled' and 'timeout'; any other string is the normal end",
     }
 )

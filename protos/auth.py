@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-#: gRPC metadata key carrying the host's random client key (host/client_key.py).
+#: gRPC metadata key carrying the host's random client key (host/fleet/client_key.py).
 CLIENT_KEY_METADATA = "edgeprof-client"
 #: Domain separation for the membership proof's HMAC.
 PROVE_DOMAIN = "edgeprof-prove-v1"

@@ -26,9 +26,9 @@ from typing import Any
 import onnx
 import psutil
 
-from host import parent_death
-from host.client import AgentClient, Credentials
-from host.local_agent import read_listen_port
+from host.fleet import parent_death
+from host.fleet.client import AgentClient, Credentials
+from host.fleet.local_agent import read_listen_port
 from protos import agent_pb2 as pb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def spawn(cmd: list[str], **popen: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen(cmd, **popen)` for a process that must not outlive the test run.
 
     It gets SIGTERM when the test process dies, even by SIGKILL (a CI timeout): an agent then stops its jobs
-    and workers as on any SIGTERM. The signal is armed after exec (host.parent_death), never in a preexec_fn,
+    and workers as on any SIGTERM. The signal is armed after exec (host.fleet.parent_death), never in a preexec_fn,
     which hangs children of a process with gRPC threads now and then.
     """
     return _SPAWNER.submit(lambda: subprocess.Popen(parent_death.command(cmd), **popen)).result()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.rundata import DeviceRaw, PhaseSpan, RunData, Series
+from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
 
 REAL_RUN = Path(__file__).parent / "fixtures" / "real_run"
 

@@ -17,8 +17,8 @@ import pytest
 
 from agent.adb import ort_perf
 from agent.errors import InvalidInput
-from host.compile import CompileError, CompileOptions, Compiler
-from host.modelfile import inspect
+from host.prepare.compile import CompileError, CompileOptions, Compiler
+from host.prepare.modelfile import inspect
 from tests.adb_emulator import PhoneConfig, write_ort_runner
 from tests.test_adb_bridge import adb_port, agent_cli, attach, bridge, detach, host, profile  # noqa: F401 - adb_port: fixture
 from tests.test_compile import SQUEEZENET, device

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host.config import DEFAULT_AGENT_PORT, ConfigError, agent_address
+from host.fleet.config import DEFAULT_AGENT_PORT, ConfigError, agent_address
 from tests.conftest import console_script
 
 

@@ -13,8 +13,8 @@ import grpc
 import numpy as np
 import pytest
 
-from host.client import AgentClient
-from host.collect import JobCollector
+from host.fleet.client import AgentClient
+from host.run.collect import JobCollector
 from protos import agent_pb2 as pb
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host.local_agent import read_listen_port
+from host.fleet.local_agent import read_listen_port
 
 
 def _serve(*args: str, data_dir: Path) -> subprocess.Popen[str]:

@@ -14,7 +14,7 @@ import pytest
 from faultlib import SQUEEZENET, AgentProc, generate_certs, isolated_env, profile_request, sha256_bytes, upload
 
 from agent.serve import AgentProcess, ServeOptions
-from host.client import AgentClient, Credentials
+from host.fleet.client import AgentClient, Credentials
 
 TOKEN_HINT = "--token-file, EDGEPROF_TOKEN or the fleet's token_file"
 

@@ -8,13 +8,14 @@ from typer.testing import CliRunner
 
 from host.cli import _register, app
 from host.report.synthetic import synthetic_run
-from host.store import PendingJob, Store
+from host.store.open import open_store
+from host.store.sqlite import PendingJob
 
 PENDING_ONLY = "20260102-000000-dead01"
 
 
 def _store_runs() -> tuple[str, str]:
-    store = Store()
+    store = open_store()
     first = synthetic_run(n_devices=2, seed=0x100001)
     first.document["model"]["path"] = "/very/long/site-packages/onnx/backend/test/data/light/light_squeezenet.onnx"
     first.document.setdefault("settings", {})["threads"] = 1
@@ -28,7 +29,7 @@ def _store_runs() -> tuple[str, str]:
 
 def test_runs_ls_shows_model_name_devices_p50_and_settings() -> None:
     first, _ = _store_runs()
-    doc = Store().load_run(first).document
+    doc = open_store().load_run(first).document
     p50 = doc["devices"][0]["latency_ms"]["p50"]
     _register()
 
@@ -53,7 +54,7 @@ def test_runs_rm_removes_a_run_by_prefix_and_gives_up_pending_jobs() -> None:
     assert removed.exit_code == 0, removed.output
     assert f"removed run {first}" in removed.output
     assert f"removed run {PENDING_ONLY} and 1 job(s) still to collect" in removed.output
-    store = Store()
+    store = open_store()
     assert [r.run_id for r in store.runs()] == [second]
     assert store.pending() == []
     assert unknown.exit_code == 1
@@ -64,7 +65,7 @@ def test_runs_rm_removes_a_run_by_prefix_and_gives_up_pending_jobs() -> None:
 
 def test_store_delete_keeps_other_runs_raw_samples(tmp_path: Path) -> None:
     first, second = _store_runs()
-    store = Store()
+    store = open_store()
     before = store.load_run(second)
 
     store.delete_run(first)

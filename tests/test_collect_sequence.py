@@ -14,8 +14,9 @@ from pathlib import Path
 from fake_agent import FakeAgentServer, job_batches
 from faultlib import SQUEEZENET, isolated_env
 
-from host.rundata import DeviceRaw
-from host.store import PendingJob, Store
+from host.store.open import open_store
+from host.store.rundata import DeviceRaw
+from host.store.sqlite import PendingJob, Store
 
 _HOST = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main()"]
 
@@ -25,7 +26,7 @@ def _run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _store(tmp: Path) -> Store:
-    return Store(Path(isolated_env(tmp)["EDGEPROF_DB"]))
+    return open_store(Path(isolated_env(tmp)["EDGEPROF_DB"]))
 
 
 def _profile_against(tmp: Path, seqs: list[int]) -> tuple[subprocess.CompletedProcess[str], str, FakeAgentServer]:

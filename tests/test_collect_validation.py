@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from fake_agent import job_batches
 
-from host.collect import InvalidBatch, JobCollector, SequenceError
-from host.rundata import DeviceRaw, PhaseSpan
-from host.strict_json import dumps, finite_or_null
-from host.summary import device_entry
+from host.analysis.summary import device_entry
+from host.run.collect import InvalidBatch, JobCollector, SequenceError
+from host.store.rundata import DeviceRaw, PhaseSpan
+from host.store.strict_json import dumps, finite_or_null
 from protos import agent_pb2 as pb
 
 JOB = "f" * 32
@@ -319,7 +319,7 @@ def _with_series(seq: int, names: list[str], samples: int = 1) -> pb.Measurement
 
 
 def test_the_caps_on_samples_and_series_are_inclusive() -> None:
-    from host import validate
+    from host.run import validate
 
     exactly = JobCollector("pi", max_samples=6)
     exactly.add(_with_series(1, ["a", "b"], samples=3))  # 6 samples: at the cap, kept
@@ -357,8 +357,8 @@ def test_live_power_from_a_slow_meter_with_one_sample_per_batch_beside_other_ser
 
 def test_live_power_sums_the_rails_as_the_report_does() -> None:
     # RAPL as older agents streamed it: the package with role "total" and DRAM beside it, which the rail plan
-    # adds (host/rails.py); telling RAPL apart takes each series' sensor. 0.2 W + 0.04 W over 2 s.
-    from host.energy import power_over_time_w
+    # adds (host/analysis/rails.py); telling RAPL apart takes each series' sensor. 0.2 W + 0.04 W over 2 s.
+    from host.analysis.energy import power_over_time_w
 
     batch = pb.MeasurementBatch(job_id=JOB, seq=1)
     t_ns = list(range(0, 2_000_000_001, 20_000_000))
@@ -374,7 +374,7 @@ def test_live_power_sums_the_rails_as_the_report_does() -> None:
     assert collector.recent_power_w() == pytest.approx(report_w) == pytest.approx(0.24)
 
 
-# Survivors of the mutation run (bench/results/mutation_survivors.md, host/collect.py) that needed a test.
+# Survivors of the mutation run (bench/results/mutation_survivors.md, host/run/collect.py) that needed a test.
 def test_a_refused_latency_block_names_its_phase() -> None:
     batch = pb.MeasurementBatch(job_id=JOB, seq=1)
     batch.latency.add(phase=pb.WARMUP, start_ns=[10], end_ns=[5])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from host.analysis.compare import compare_runs, render_markdown
 from host.cli import _register, app
-from host.compare import compare_runs, render_markdown
 from host.report.synthetic import synthetic_run
-from host.rundata import RunData
+from host.store.rundata import RunData
 
 
 def _hungrier(run: RunData, factor: float) -> RunData:
@@ -90,7 +90,7 @@ def test_unknown_run_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:  
 
 
 def test_result_files_that_are_not_documents_are_refused_in_one_line(tmp_path: Path) -> None:
-    from host.compare import CompareError, load_side
+    from host.analysis.compare import CompareError, load_side
 
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
@@ -111,7 +111,7 @@ def test_result_files_that_are_not_documents_are_refused_in_one_line(tmp_path: P
 
 
 def test_json_says_whether_the_gate_failed() -> None:
-    from host.compare import render_json
+    from host.analysis.compare import render_json
 
     base = synthetic_run(n_devices=2, n_inferences=600, unpowered=0)
 

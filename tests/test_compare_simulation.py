@@ -2,7 +2,7 @@
 
 Latency per inference is lognormal around a median that moves with AR(1) drift inside a run (phi = 0.9) and
 by a run-level shift from one repetition (process start) to the next, as on real boards. Each simulated run
-becomes a result document with ``repetitions`` (the contract host/repetitions.py writes) and goes through
+becomes a result document with ``repetitions`` (the contract host/analysis/repetitions.py writes) and goes through
 the real `compare_runs` with ``--fail-on-regression 5``. bench/bench_compare_sim.py runs the same at full size.
 """
 
@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from host.compare import compare_runs
-from host.rundata import RunData
-from host.stats import quantile_interval
+from host.analysis.compare import compare_runs
+from host.analysis.stats import quantile_interval
+from host.store.rundata import RunData
 
 K = 5
 PAIRS = 200
@@ -57,7 +57,7 @@ def simulated_runs(
 
 
 def document(run_id: str, reps: np.ndarray) -> RunData:
-    """A result document with K repetitions for one device; top-level figures pooled as host/repetitions.py does."""
+    """A result document with K repetitions for one device; figures pooled as in host/analysis/repetitions.py."""
     entry = {
         "device": "sim",
         "status": "ok",

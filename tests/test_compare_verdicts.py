@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from host.analysis.compare import compare_runs, history_for, render_markdown, render_text
 from host.cli import _register, app
-from host.compare import compare_runs, history_for, render_markdown, render_text
-from host.rundata import RunData
-from host.store import Store
+from host.store.open import open_store
+from host.store.rundata import RunData
 
 
 def _entry(device: str, p50s: list[float], energies: list[float], **extra: Any) -> dict[str, Any]:
-    """A device entry as host/repetitions.py writes it: repetitions plus pooled top-level figures."""
+    """A device entry as host/analysis/repetitions.py writes it: repetitions plus pooled top-level figures."""
     reps = [
         {
             "index": i,
@@ -151,7 +151,7 @@ def _single(run_id: str, p50: float, width: float = 0.002) -> RunData:
 
 
 def test_single_runs_without_history_never_fail_under_the_noise_floor(tmp_path: Path) -> None:
-    store = Store(tmp_path / "runs.sqlite")
+    store = open_store(tmp_path / "runs.sqlite")
     base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)  # 7%: tight intervals, disjoint
 
     result = compare_runs(base, cand, 5, history=history_for(store, base, cand))
@@ -165,7 +165,7 @@ def test_single_runs_without_history_never_fail_under_the_noise_floor(tmp_path: 
 
 
 def test_single_runs_use_the_run_to_run_spread_the_store_has_seen(tmp_path: Path) -> None:
-    store = Store(tmp_path / "runs.sqlite")
+    store = open_store(tmp_path / "runs.sqlite")
     for i, p50 in enumerate([4.0, 4.01, 3.99, 4.005, 3.995], start=10):  # earlier A/A runs: 0.2% apart
         store.save_run(_single(f"hist-{i:02d}", p50))
     base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)
@@ -184,7 +184,7 @@ def test_single_runs_use_the_run_to_run_spread_the_store_has_seen(tmp_path: Path
 
 
 def test_history_of_other_settings_is_not_used(tmp_path: Path) -> None:
-    store = Store(tmp_path / "runs.sqlite")
+    store = open_store(tmp_path / "runs.sqlite")
     for i, p50 in enumerate([4.0, 4.01, 3.99, 4.005], start=10):
         run = _single(f"hist-{i:02d}", p50)
         run.document["settings"]["threads"] = 4
@@ -199,7 +199,7 @@ def test_history_of_other_settings_is_not_used(tmp_path: Path) -> None:
 
 def test_cli_gate_metrics_and_stored_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
-    store = Store()
+    store = open_store()
     store.save_run(_single("base-01", 4.0))
     store.save_run(_single("cand-02", 4.0 * 1.3))
     store.close()
@@ -363,7 +363,7 @@ def _single_runs_1_5_pct_apart() -> tuple[RunData, RunData]:
 
 
 def test_single_runs_under_the_noise_floor_say_so_in_every_format() -> None:
-    from host.compare import render_json
+    from host.analysis.compare import render_json
 
     base, cand = _single_runs_1_5_pct_apart()
 
@@ -390,7 +390,7 @@ def test_single_runs_under_the_noise_floor_say_so_in_every_format() -> None:
 
 
 def test_unknown_gate_metrics_are_refused_naming_the_choices() -> None:
-    from host.compare import DEFAULT_GATE_METRICS, GATEABLE, CompareError, parse_gate_metrics
+    from host.analysis.compare import DEFAULT_GATE_METRICS, GATEABLE, CompareError, parse_gate_metrics
 
     choices = ", ".join(GATEABLE)
 
@@ -495,7 +495,7 @@ def test_a_device_that_failed_in_the_candidate_is_skipped_with_the_candidates_er
 
 
 def test_json_keeps_finite_numbers_and_has_null_where_there_is_no_change(tmp_path: Path) -> None:
-    from host.compare import render_json
+    from host.analysis.compare import render_json
 
     base_entry = _entry("pi", FIVE, ENERGY)
     base_entry["peak_rss_mb"] = 0.0  # a change from zero has no percentage
@@ -508,7 +508,7 @@ def test_json_keeps_finite_numbers_and_has_null_where_there_is_no_change(tmp_pat
 
 
 def test_history_leaves_out_the_two_runs_being_compared(tmp_path: Path) -> None:
-    store = Store(tmp_path / "runs.sqlite")
+    store = open_store(tmp_path / "runs.sqlite")
     base, cand = _single("base-01", 4.0), _single("cand-02", 4.0 * 1.07)
     store.save_run(base)
     store.save_run(cand)
@@ -570,7 +570,7 @@ def test_a_within_run_change_of_exactly_the_noise_floor_reaches_it() -> None:
 
 
 def test_a_change_too_large_for_a_float_shows_as_infinity_and_as_null_in_json() -> None:
-    from host.compare import render_json
+    from host.analysis.compare import render_json
 
     # A base figure next to zero: candidate / base overflows a float.
     base = _run("base-01", [_entry("pi", FIVE, ENERGY, peak_rss_mb=1e-306)])

@@ -13,10 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-import host.compile as compile_mod
-from host.compile import Compiler
-from host.compile_options import CompileError, CompileOptions
-from host.modelfile import ModelFile, inspect
+import host.prepare.compile as compile_mod
+from host.prepare.compile import Compiler
+from host.prepare.compile_options import CompileError, CompileOptions
+from host.prepare.modelfile import ModelFile, inspect
 from protos import agent_pb2 as pb
 
 SQUEEZENET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"

@@ -18,9 +18,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from host.compile import Compiler
-from host.compile_options import CompileOptions
-from host.modelfile import ModelFile, inspect
+from host.prepare.compile import Compiler
+from host.prepare.compile_options import CompileOptions
+from host.prepare.modelfile import ModelFile, inspect
 from protos import agent_pb2 as pb
 
 SQUEEZENET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"

@@ -18,8 +18,8 @@ import ifaddr
 import pytest
 
 from agent.discovery import Advertiser, advertised_addresses
-from host.discovery import DiscoveredAgent, discover, pick_address
-from host.local_agent import read_listen_port
+from host.fleet.discovery import DiscoveredAgent, discover, pick_address
+from host.fleet.local_agent import read_listen_port
 from tests.conftest import console_script
 from tests.faultlib import spawn, wait_for
 

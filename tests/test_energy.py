@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from host.energy import co2e_g, empty, energy_stats, peak_bytes, power_over_time_w, thermal_stats
-from host.rundata import PhaseSpan, Series
+from host.analysis.energy import co2e_g, empty, energy_stats, peak_bytes, power_over_time_w, thermal_stats
+from host.store.rundata import PhaseSpan, Series
 
 S = 1_000_000_000  # ns per second
 T0 = 100 * S  # boards' monotonic clocks do not start at zero
@@ -494,7 +494,7 @@ def test_a_counter_that_advances_often_enough_gives_no_warning() -> None:
 
 
 def test_dynamic_interval_combines_two_standard_errors_by_welch_satterthwaite() -> None:
-    from host.energy import dynamic_interval
+    from host.analysis.energy import dynamic_interval
 
     # se = hypot(3, 4) = 5; df = 625 / (81/9 + 256/4) = 8.56, floored to 8 for the t quantile.
     interval, se, df = dynamic_interval(10.0, 3.0, 9, 4.0, 4)
@@ -570,7 +570,7 @@ def test_peak_bytes_within_a_span_over_several_series_skips_other_kinds() -> Non
 
 
 def test_energy_of_each_window_integrates_the_total_rail() -> None:
-    from host.energy import windows_energy_j
+    from host.analysis.energy import windows_energy_j
 
     series, _measure, _idle, _start, _end = _linear_job()
     starts = T0 + np.array([3 * S, 5 * S])

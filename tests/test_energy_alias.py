@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from agent.sampler import Sampler
-from host.energy import EnergyStats, energy_stats
-from host.rundata import PhaseSpan, Series
+from host.analysis.energy import EnergyStats, energy_stats
+from host.store.rundata import PhaseSpan, Series
 from tests.sensor_fakes import PeriodicLoadSensor, SimulatedClock, periodic_inferences
 
 S = 1_000_000_000

@@ -14,9 +14,9 @@ from agent.profiles import load_profile
 from agent.sensors.base import wire_role
 from agent.sensors.detect import DEFAULT_BACKENDS, Backend, detect_sensors
 from agent.sensors.nvml import NvmlSensor
-from host.energy import energy_stats
-from host.rundata import PhaseSpan, Series
-from host.validity import assess
+from host.analysis.energy import energy_stats
+from host.analysis.validity import assess
+from host.store.rundata import PhaseSpan, Series
 from tests.sensor_fakes import FakeGpu, ScriptedNvml, build_rapl_zone, write
 
 S = 1_000_000_000

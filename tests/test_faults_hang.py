@@ -21,8 +21,9 @@ import pytest
 from fake_agent import FakeAgentServer, job_batches
 from faultlib import SQUEEZENET, AgentProc, TcpProxy, isolated_env, sha256_bytes, wait_for
 
-from host.client import AgentClient
-from host.store import PendingJob, Store
+from host.fleet.client import AgentClient
+from host.store.open import open_store
+from host.store.sqlite import PendingJob
 
 _HOST = [sys.executable, "-m", "host"]
 # `host runs fetch` registers itself on import (see tests/test_faults_host.py).
@@ -30,7 +31,7 @@ _FETCH = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main(
 _FAST = ["--warmup", "1", "--idle", "0", "-q"]
 #: Slack on top of a bound for a loaded 2-core box (process start, imports, scheduling).
 _SLACK_S = 10.0
-#: How long keepalive takes at most to notice a link that carries nothing (host/client.py: 5 s + 10 s).
+#: How long keepalive takes at most to notice a link that carries nothing (host/fleet/client.py: 5 s + 10 s).
 _KEEPALIVE_DETECT_S = 15.0
 
 
@@ -80,7 +81,7 @@ def test_stream_ending_without_job_end_gives_up_within_the_reconnect_budget(tmp_
     assert f"lost the agent at {fake.address}" in line and "its stream ended before the job did" in line
     assert "collect it later with `host runs fetch`" in line
     assert set(fake.servicer.attaches) == {3}, "every re-attach resumes after the last batch received"
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         [pending] = store.pending()
         [entry] = store.load_run(pending.run_id).document["devices"]
@@ -94,7 +95,7 @@ def test_runs_fetch_of_a_stream_ending_without_job_end_leaves_the_job_pending_wi
     fake = FakeAgentServer(lambda job_id: job_batches(job_id, [1, 2], end=False))
     run_id = "20260101-120000-abcdef"
     job_id = uuid.uuid4().hex
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         store.add_pending(PendingJob(run_id, "board-a", fake.address, job_id, {"model": {"sha256": "ab"}}, {}))
         fetch = subprocess.Popen(
@@ -192,7 +193,7 @@ def test_frozen_link_that_never_thaws_gives_up_within_the_reconnect_budget(
     [line] = _error_lines(out)
     assert f"lost the agent at {proxy.address} during " in line
     assert "collect it later with `host runs fetch`" in line
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         [pending] = store.pending()
     finally:

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from faultlib import SQUEEZENET, AgentProc, isolated_env, wait_for
 
-from host.client import sha256_file
-from host.store import PendingJob, Store
+from host.fleet.client import sha256_file
+from host.store.open import open_store
+from host.store.sqlite import PendingJob
 
 # `host runs fetch` registers itself on import; importing it first works whether or not host.cli does.
 _HOST = [sys.executable, "-c", "import host.cli.fetch, host.cli; host.cli.main()"]
@@ -44,7 +45,7 @@ def _phase(entry: dict[str, Any], name: str) -> dict[str, Any]:
 def test_host_killed_mid_run_then_runs_fetch_collects_the_finished_job(agent: AgentProc, tmp_path: Path) -> None:
     command = ["profile", str(SQUEEZENET), "--device", agent.address, "--runs", "20", "--min-duration", "1.5", *_FAST]
     host = _host(tmp_path, *command)
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         with agent.client() as client:
             wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 30, "the job to start")
@@ -91,7 +92,7 @@ def test_host_killed_mid_run_then_runs_fetch_collects_the_finished_job(agent: Ag
 def test_fetched_run_of_a_compiled_model_records_the_users_model_not_the_artifact(tmp_path: Path) -> None:
     agent = AgentProc(tmp_path, "--profile", "rpi5").start()  # rpi5's recipe compiles (ort-optimize)
     host = _host(tmp_path, "profile", str(SQUEEZENET), "--device", agent.address, "--min-duration", "1.5", *_FAST)
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         with agent.client() as client:
             wait_for(lambda: any(j.state == "running" for j in client.list_jobs()), 60, "the job to start")
@@ -136,13 +137,13 @@ def test_store_written_before_pending_settings_opens_and_keeps_its_pending_jobs(
     old.commit()
     old.close()
 
-    store = Store(path)
+    store = open_store(path)
     try:
         [legacy] = store.pending()
         store.add_pending(
             PendingJob("20250101-130000-bbbbbb", "board-b", "10.0.0.6:50051", "b" * 32, {}, {"runs": 7, "idle_s": 0.0})
         )
-        reopened = Store(path)  # a second host opening the migrated store changes nothing
+        reopened = open_store(path)  # a second host opening the migrated store changes nothing
         newer = reopened.pending("20250101-13")
         reopened.close()
     finally:

@@ -13,7 +13,7 @@ import pytest
 from faultlib import SQUEEZENET, assert_still_serving, isolated_env, profile_request, sha256_bytes, upload
 
 from agent.serve import AgentProcess, ServeOptions
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from faultlib import assert_still_serving, profile_request, upload, wait_for
 
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 SQLITE_MAX_PAGES = 1073741823  # SQLite's default max_page_count
@@ -160,7 +160,7 @@ def test_a_job_that_fails_inside_the_runner_ends_as_error_and_the_next_runs(agen
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_health_is_not_serving_when_the_runner_thread_dies(agent_process: Any, monkeypatch: Any) -> None:
-    import agent.jobs
+    import agent.jobs.runner
 
     class RunnerKilled(BaseException):
         """Not an Exception: what no per-job handler catches (as a bug in the loop itself would be)."""
@@ -171,7 +171,7 @@ def test_health_is_not_serving_when_the_runner_thread_dies(agent_process: Any, m
     with _client(agent_process) as client:
         sha = upload(client)
         assert client.health() == "SERVING"
-        monkeypatch.setattr(agent.jobs.JobRunner, "_run_one", die)
+        monkeypatch.setattr(agent.jobs.runner.JobRunner, "_run_one", die)
         stream = _Stream(client.profile(profile_request(sha), timeout_s=60))
         wait_for(lambda: client.health() == "NOT_SERVING", 30, "health to report NOT_SERVING")
         # The job the runner died on does not wait forever: its stream ends with the reason.

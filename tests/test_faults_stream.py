@@ -11,12 +11,13 @@ import psutil
 import pytest
 from faultlib import SQUEEZENET, AgentProc, TcpProxy, assert_still_serving, profile_request, upload, wait_for
 
-from host.client import AgentClient
-from host.collect import JobCollector
-from host.fetch import fetch_runs
-from host.modelfile import inspect
-from host.profiling import DeviceProgress, ProfileSettings, Target, run_profile, stream_job
-from host.store import Store
+from host.fleet.client import AgentClient
+from host.fleet.target import Target
+from host.prepare.modelfile import inspect
+from host.run.collect import JobCollector
+from host.run.fetch import fetch_runs
+from host.run.profiling import DeviceProgress, ProfileSettings, run_profile, stream_job
+from host.store.open import open_store
 from protos import agent_pb2 as pb
 
 
@@ -118,7 +119,7 @@ def test_connection_cut_mid_stream_resumes_with_every_batch_exactly_once(agent: 
 
 def test_host_that_gave_up_reattaching_collects_the_job_with_runs_fetch(agent: AgentProc, tmp_path: Path) -> None:
     proxy = TcpProxy(agent.port)
-    store = Store(tmp_path / "runs.sqlite")
+    store = open_store(tmp_path / "runs.sqlite")
     model = inspect(SQUEEZENET)
     progress: list[DeviceProgress] = []
     settings = ProfileSettings(runs=20, warmup=1, min_duration_s=2.0, idle_s=0, reconnect_s=0.5)

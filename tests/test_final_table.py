@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from host.progress import PIPE_WIDTH, final_table, significant
 from host.report.synthetic import synthetic_run
+from host.run.progress import PIPE_WIDTH, final_table, significant
 
 NAMES = [f"jetson-orin-nano-lab-{i:02d}.local:50051" for i in range(3)]
 

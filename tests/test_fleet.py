@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from host.config import Fleet
-from host.discovery import DiscoveredAgent
-from host.fleet import fleet_members, fleet_targets
-from host.modelfile import inspect
-from host.profiling import DeviceProgress, ProfileSettings, run_profile
+from host.fleet.config import Fleet
+from host.fleet.discovery import DiscoveredAgent
+from host.fleet.members import fleet_members, fleet_targets
+from host.prepare.modelfile import inspect
+from host.run.profiling import DeviceProgress, ProfileSettings, run_profile
 from tests.conftest import console_script
 from tests.test_discovery import AgentProc, fleet_token, spawn_agents
 
@@ -163,9 +163,9 @@ def test_fleet_without_tags_does_not_browse() -> None:
 
 
 def test_stored_run_acknowledges_each_agents_job_after_saving(squeezenet: Path, tmp_path: Path) -> None:
-    from host.client import AgentClient
-    from host.profiling import Target
-    from host.store import Store
+    from host.fleet.client import AgentClient
+    from host.fleet.target import Target
+    from host.store.open import open_store
     from tests.faultlib import AgentProc as PlainAgent
 
     for i in range(3):
@@ -174,7 +174,7 @@ def test_stored_run_acknowledges_each_agents_job_after_saving(squeezenet: Path, 
     try:
         targets = [Target(name=f"board-{i}", address=a.address) for i, a in enumerate(agents)]
         settings = ProfileSettings(runs=5, min_duration_s=0.0, idle_s=0, warmup=1, threads=1)
-        store = Store(tmp_path / "runs.sqlite")
+        store = open_store(tmp_path / "runs.sqlite")
         run = run_profile(inspect(squeezenet), targets, settings, store=store, progress=lambda p: None)
         for agent, entry in zip(agents, run.document["devices"], strict=True):
             with AgentClient(agent.address) as client:

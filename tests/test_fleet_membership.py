@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from agent.discovery import Advertiser
 from agent.membership import MembershipProver, ProveRefused
 from agent.serve import AgentProcess, ServeOptions
-from host.client import Credentials
-from host.config import Fleet
-from host.fleet import Member, admit_members
-from host.membership import prove
+from host.fleet.client import Credentials
+from host.fleet.config import Fleet
+from host.fleet.members import Member, admit_members
+from host.fleet.membership import prove
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 from protos.auth import prove_mac
@@ -324,7 +324,8 @@ def test_fleet_ls_lists_rogues_as_left_out_without_sending_them_the_token(
 
 def test_runs_fetch_proves_a_discovered_address_again_before_sending_the_token(tmp_path: Path) -> None:
     """A zeroconf address taken over by a stranger since the run: the fetch gives it no token."""
-    from host.store import PendingJob, Store
+    from host.store.open import open_store
+    from host.store.sqlite import PendingJob
 
     token_file = fleet_token(tmp_path / "agents")
     rogue = RogueAgent()
@@ -334,7 +335,7 @@ def test_runs_fetch_proves_a_discovered_address_again_before_sending_the_token(t
     server.start()
     address = f"127.0.0.1:{port}"
     run_id, job_id = "20260101-000000-feed01", uuid.uuid4().hex
-    store = Store()
+    store = open_store()
     store.add_pending(
         PendingJob(run_id, "jetson-07", address, job_id, {"model": {"sha256": "ab" * 32}, "discovered": True}, {})
     )

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.serve import AgentProcess, ServeOptions
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 EXPECTED = {
@@ -130,7 +130,7 @@ _PROFILE_FIELDS = {
 
 
 # The request contract, written out here rather than imported, so that a check dropped from
-# agent/jobs.py `validate` shows up as an accepted request that should have been refused.
+# agent/jobs/validation.py `validate` shows up as an accepted request that should have been refused.
 _BOUNDS = {
     "runs": (0, 10_000_000),
     "warmup": (0, 1_000_000),

@@ -12,7 +12,7 @@ import pytest
 
 from agent.errors import InvalidModel
 from agent.model_cache import ModelCache
-from host.genai_pack import pack
+from host.prepare.genai_pack import pack
 from protos import agent_pb2 as pb
 from tests.genai_model import write_genai_dir
 
@@ -104,7 +104,7 @@ def test_config_naming_a_missing_file_is_refused_on_the_board(tmp_path: Path) ->
 
 
 def test_collector_refuses_a_generation_with_tokens_out_of_order() -> None:
-    from host.collect import InvalidBatch, JobCollector
+    from host.run.collect import InvalidBatch, JobCollector
 
     collector = JobCollector("dev")
     batch = pb.MeasurementBatch(job_id="a" * 32, seq=1)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.report import render, write_report
+from host.report.formats import render, write_report
 from host.report.generation import DECODE_FILL, PREFILL_FILL
-from host.rundata import DeviceRaw, RunData
-from host.store import Store
+from host.store.open import open_store
+from host.store.rundata import DeviceRaw, RunData
 from tests.genai_model import write_genai_dir
 from tests.genai_runs import profile_genai, rapl_agent
 from tests.test_report_html import CHROMIUM, needs_chromium, pixels_near, screenshot
@@ -34,7 +34,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> RunData:
     model_dir = write_genai_dir(tmp / "tiny_genai_dir")
     with rapl_agent(tmp) as address:
         document = profile_genai(model_dir, address, tmp / "runs.db", tmp / "run.json", prompt_lens="16,512", gen_len=8)
-    stored = Store(tmp / "runs.db").load_run(document["run_id"])
+    stored = open_store(tmp / "runs.db").load_run(document["run_id"])
     (entry,) = stored.document["devices"]
     raw = stored.raw.pop(entry["device"])
     entry["device"] = raw.device = HOSTILE

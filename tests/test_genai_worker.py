@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from agent import frames
-from agent.worker import FLUSH_INTERVAL_NS
+from agent.frames import FLUSH_INTERVAL_NS
 from tests.genai_model import write_genai_dir
 
 MEASURE = 6

@@ -15,7 +15,7 @@ from agent.errors import InvalidInput
 from agent.inputs import MAX_NPZ_DECOMPRESSED_BYTES, load_npz
 from agent.runtimes.base import TensorSpec
 from agent.serve import AgentProcess
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 SQUEEZENET_INPUT = TensorSpec("data_0", "float32", (1, 3, 224, 224))

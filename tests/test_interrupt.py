@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from host.store import Store
+from host.store.open import open_store
 from tests.conftest import console_script
 from tests.faultlib import AgentProc, TcpProxy, isolated_env, spawn, wait_for
 
@@ -98,7 +98,7 @@ def test_signal_on_the_embedded_agent_stops_keeps_the_samples_and_leaves_no_proc
     assert device["status"] == "error" and device["error_kind"] == "interrupted"
     assert device["error"].startswith(f"interrupted by {sig.name} during measure")
     assert device["n_inferences"] > 0 and device["latency_ms"]["p50"] > 0
-    store = Store(Path(host.env["EDGEPROF_DB"]))
+    store = open_store(Path(host.env["EDGEPROF_DB"]))
     stored = store.load_run(store.last_run_id())
     assert stored.raw["local"].end_ns.size == device["n_inferences"]  # the samples are kept, not only counted
     assert store.pending() == []  # nothing left that `host runs fetch` could never collect
@@ -127,7 +127,7 @@ def test_ctrl_c_cancels_the_job_on_a_remote_agent(squeezenet: Path, tmp_path: Pa
     (device,) = json.loads(host.json.read_text())["devices"]
     assert device["error_kind"] == "interrupted" and device["n_inferences"] > 0
     # The job ended and its end was collected: nothing is pending, so nothing needs a fetch later.
-    assert Store(Path(host.env["EDGEPROF_DB"])).pending() == []
+    assert open_store(Path(host.env["EDGEPROF_DB"])).pending() == []
 
 
 def test_second_ctrl_c_quits_at_once_when_the_agent_does_not_answer(squeezenet: Path, tmp_path: Path) -> None:

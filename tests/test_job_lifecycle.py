@@ -19,7 +19,7 @@ from faultlib import AgentProc, profile_request, upload, wait_for
 from sensor_fakes import build_thermal
 
 from agent.serve import AgentProcess, ServeOptions
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 HOT_C, COOL_C, LIMIT_C = 80.0, 45.0, 50.0

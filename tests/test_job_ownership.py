@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from agent.serve import AgentProcess, ServeOptions
-from host.client import AgentClient, Credentials
-from host.client_key import client_key, client_key_path
+from host.fleet.client import AgentClient, Credentials
+from host.fleet.client_key import client_key, client_key_path
 from protos import agent_pb2 as pb
 from tests.faultlib import generate_certs, profile_request, upload, wait_for
 
@@ -135,7 +135,7 @@ def test_host_client_key_is_made_once_private_and_shared_by_later_processes(
     key = client_key()
     path = client_key_path()
     in_another_process = subprocess.run(
-        [sys.executable, "-c", "from host.client_key import client_key; print(client_key())"],
+        [sys.executable, "-c", "from host.fleet.client_key import client_key; print(client_key())"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,4 +1,4 @@
-"""The job runner on its own (agent/jobs.py): a real journal, model cache and worker subprocesses running
+"""The job runner on its own (agent/jobs/): a real journal, model cache and worker subprocesses running
 SqueezeNet in ONNX Runtime, driven without gRPC so each promise is checked where it is made and the tests
 stay fast enough to run against every mutant of the module (bench/mutation.py).
 
@@ -27,8 +27,10 @@ import psutil
 import pytest
 from faultlib import SQUEEZENET, profile_request, sha256_bytes, wait_for
 
-from agent import jobs
 from agent.errors import SensorError
+from agent.jobs import execution as job_execution
+from agent.jobs import job as job_data
+from agent.jobs import runner as job_runner
 from agent.journal import TERMINAL, JobAbandoned, Journal, JournalWriteError, UnknownJob
 from agent.model_cache import ModelCache
 from agent.sampler import DEFAULT_RATE_HZ
@@ -91,10 +93,10 @@ class Board:
         settings.setdefault("profile", "test-board")
         settings.setdefault("describe", lambda: pb.DeviceInfo(hostname="bench-7", cpu_cores=2))
         settings.setdefault("memory_sensor", self._memory_sensor)
-        self.settings = jobs.JobSettings(**settings)
+        self.settings = job_data.JobSettings(**settings)
         # Nested: the runner makes every missing folder of its work directory.
         self.work_dir = root / "data" / "jobs"
-        self.runner = jobs.JobRunner(self.journal, self.cache, self.settings, self.work_dir)
+        self.runner = job_runner.JobRunner(self.journal, self.cache, self.settings, self.work_dir)
 
     def _memory_sensor(self, pid: int) -> Sensor:
         self.memory_pids.append(pid)
@@ -315,7 +317,7 @@ def test_a_jobs_end_the_journal_keeps_refusing_is_abandoned_then_written_when_it
 
 
 def test_a_generative_job_streams_each_generations_tokens(board: Any, tmp_path: Path) -> None:
-    from host.genai_pack import pack
+    from host.prepare.genai_pack import pack
     from tests.genai_model import write_genai_dir
 
     b = board()
@@ -518,7 +520,7 @@ def test_a_worker_error_mid_measure_keeps_the_count_of_inferences_it_reported(bo
                 stderr=stderr,
             )
 
-    monkeypatch.setattr(jobs, "_spawn_worker", spawn_failing)
+    monkeypatch.setattr(job_runner, "spawn_worker", spawn_failing)
     b = board()
     request = b.submit(runs=10, min_duration_s=60)
     end = b.wait_end(request.job_id)
@@ -540,7 +542,7 @@ def test_a_failure_inside_the_runner_ends_that_job_as_an_error_and_the_next_runs
     board: Any, monkeypatch: Any, raised: Exception, kind: str
 ) -> None:
     b = board()
-    original = jobs._JobExecution._start_worker
+    original = job_execution.JobExecution._start_worker
     calls = []
 
     def fail_once(self: Any) -> Any:
@@ -549,7 +551,7 @@ def test_a_failure_inside_the_runner_ends_that_job_as_an_error_and_the_next_runs
             raise raised
         return original(self)
 
-    monkeypatch.setattr(jobs._JobExecution, "_start_worker", fail_once)
+    monkeypatch.setattr(job_execution.JobExecution, "_start_worker", fail_once)
     failed = b.submit()
     end = b.wait_end(failed.job_id)
     assert (end.status, end.error_kind, end.phase) == (pb.JobEnd.ERROR, kind, "prepare")
@@ -565,7 +567,7 @@ def test_a_failure_before_the_job_gets_going_ends_it_in_prepare(board: Any, monk
     b = board()
     if where == "execution":  # the job's execution cannot even be set up
         monkeypatch.setattr(
-            jobs._JobExecution, "__init__", lambda self, runner, job: (_ for _ in ()).throw(OSError("boom"))
+            job_execution.JobExecution, "__init__", lambda self, runner, job: (_ for _ in ()).throw(OSError("boom"))
         )
     else:  # the journal fails in a way it does not translate
         real_set_state = b.journal.set_state
@@ -631,7 +633,7 @@ def test_a_job_left_running_by_a_dead_agent_ends_as_a_crash_at_restart(tmp_path:
     journal.set_state("1" * 32, "running")
     journal.create_job("2" * 32, "ab" * 32)
     journal.set_state("2" * 32, "ok")
-    runner = jobs.JobRunner(journal, ModelCache(tmp_path / "models"), jobs.JobSettings(), tmp_path / "jobs")
+    runner = job_runner.JobRunner(journal, ModelCache(tmp_path / "models"), job_data.JobSettings(), tmp_path / "jobs")
     try:
         (payload,) = [p for _, p in journal.read("1" * 32, 0)]
         end = pb.MeasurementBatch.FromString(payload).end
@@ -655,13 +657,13 @@ def test_a_dead_runner_refuses_jobs_and_tells_its_listeners(board: Any, monkeypa
     b = board()
     told: list[str] = []
     b.runner.on_death(lambda: told.append("first"))
-    monkeypatch.setattr(jobs.JobRunner, "_run_one", die)
+    monkeypatch.setattr(job_runner.JobRunner, "_run_one", die)
     stranded = b.submit()
     wait_for(lambda: not b.runner.alive, 30, "the runner to die")
     assert told == ["first"]
     b.runner.on_death(lambda: told.append("late"))  # registered after the death: told at once
     assert told == ["first", "late"]
-    with pytest.raises(jobs.RunnerStopped) as err:
+    with pytest.raises(job_data.RunnerStopped) as err:
         b.runner.submit(profile_request(b.sha))
     assert str(err.value) == "the agent's job runner has stopped after an internal error: restart the agent"
     with pytest.raises(JobAbandoned, match="restart the agent"):
@@ -690,7 +692,7 @@ def test_shutdown_does_not_wait_forever_for_a_stuck_job(board: Any, monkeypatch:
             return pb.JobEnd(status=pb.JobEnd.ERROR)
 
     backend = StuckBackend()
-    monkeypatch.setattr(jobs, "SHUTDOWN_WAIT_S", 0.2)
+    monkeypatch.setattr(job_runner, "SHUTDOWN_WAIT_S", 0.2)
     b = board(backend=backend)
     b.submit()
     assert backend.entered.wait(30)

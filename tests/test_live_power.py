@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from host.collect import JobCollector
-from host.profiling import DeviceProgress
-from host.progress import PlainProgress
+from host.run.collect import JobCollector
+from host.run.profiling import DeviceProgress
+from host.run.progress import PlainProgress
 from protos import agent_pb2 as pb
 
 RATE_HZ = 100

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from host.contention import OTHER_CPU_INVALID_PCT, OTHER_CPU_WARN_PCT, findings, machine_load
-from host.rundata import PhaseSpan, Series
+from host.analysis.contention import OTHER_CPU_INVALID_PCT, OTHER_CPU_WARN_PCT, findings, machine_load
+from host.store.rundata import PhaseSpan, Series
 from tests.conftest import console_script
 
 FAST = ["--runs", "20", "--min-duration", "1.0", "--idle", "0", "--warmup", "2", "--threads", "1", "--quiet"]

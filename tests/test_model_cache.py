@@ -265,7 +265,7 @@ def test_uploading_a_cached_model_again_leases_it_for_its_profile(tmp_path: Path
 
 
 def test_a_genai_tar_unpacks_once_and_two_models_unpack_side_by_side(tmp_path: Path) -> None:
-    from host.genai_pack import pack
+    from host.prepare.genai_pack import pack
     from tests.genai_model import write_genai_dir
 
     cache = ModelCache(tmp_path / "cache", disk_reserve_bytes=0)
@@ -286,7 +286,7 @@ def test_a_genai_tar_unpacks_once_and_two_models_unpack_side_by_side(tmp_path: P
 
 
 def test_an_unpack_left_unfinished_is_done_again(tmp_path: Path) -> None:
-    from host.genai_pack import pack
+    from host.prepare.genai_pack import pack
     from tests.genai_model import write_genai_dir
 
     cache = ModelCache(tmp_path / "cache", disk_reserve_bytes=0)
@@ -433,7 +433,7 @@ def test_a_job_starting_on_the_last_evictable_model_mid_upload_fails_the_upload_
 
 
 def test_evicting_a_genai_tar_removes_its_unpacked_directory(tmp_path: Path) -> None:
-    from host.genai_pack import pack
+    from host.prepare.genai_pack import pack
     from tests.genai_model import write_genai_dir
 
     cache = ModelCache(tmp_path / "cache", lease_s=0, disk_reserve_bytes=0)

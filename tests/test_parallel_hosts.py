@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from host.local_agent import claim_data_dir
+from host.fleet.local_agent import claim_data_dir
 from tests.conftest import console_script
 
 FAST = ["--runs", "20", "--min-duration", "0.2", "--idle", "0", "--warmup", "2", "--threads", "1", "--quiet"]

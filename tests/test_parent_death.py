@@ -1,4 +1,4 @@
-"""host.parent_death: children that die with their starter, started without Python between fork and exec."""
+"""host.fleet.parent_death: children that die with their starter, started without Python between fork and exec."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from host import parent_death
+from host.fleet import parent_death
 from tests.faultlib import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
@@ -24,7 +24,7 @@ _START_AGENTS = """
 import os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from host.local_agent import LocalAgent
+from host.fleet.local_agent import LocalAgent
 from tests.faultlib import AgentProc
 os.register_at_fork(after_in_child=lambda: os.write(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT), b"forked"))
 with LocalAgent(Path(sys.argv[3]) / "local") as local:
@@ -73,7 +73,7 @@ def test_a_child_whose_parent_is_already_gone_terminates_itself_before_running(t
 
 _PARENT = r"""
 import subprocess, sys, time
-from host import parent_death
+from host.fleet import parent_death
 from tests.faultlib import REPO
 child_code = (
     "import os, signal, sys, time\n"
@@ -119,8 +119,8 @@ def test_the_child_gets_sigterm_when_its_parent_is_killed() -> None:
 
 def test_a_malformed_launch_is_refused_in_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "host.parent_death", "not-a-pid", "--", "true"], capture_output=True, text=True
+        [sys.executable, "-m", "host.fleet.parent_death", "not-a-pid", "--", "true"], capture_output=True, text=True
     )
 
     assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("usage: python -m host.parent_death PARENT_PID -- COMMAND")
+    assert proc.stderr.strip().startswith("usage: python -m host.fleet.parent_death PARENT_PID -- COMMAND")

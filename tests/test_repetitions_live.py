@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from bench.model_variants import append_work
-from host.client import AgentClient
-from host.collect import JobCollector
-from host.modelfile import inspect
-from host.profiling import ProfileSettings, Target
-from host.sequence import ab_order, run_parts
-from host.store import Store
+from host.fleet.client import AgentClient
+from host.fleet.target import Target
+from host.prepare.modelfile import inspect
+from host.run.collect import JobCollector
+from host.run.profiling import ProfileSettings
+from host.run.sequence import ab_order, run_parts
+from host.store.open import open_store
 from protos import agent_pb2 as pb
 from tests.faultlib import profile_request, upload
 
@@ -46,7 +47,7 @@ def test_repeat_measures_each_repetition_in_a_fresh_worker(tmp_path: Path) -> No
     assert [m[0] for m in measures] == [0, 1, 2]
     assert all(measures[i][2] <= measures[i + 1][1] for i in range(2))  # back to back, never overlapping
     assert entry["latency_ms"]["ci_method"] == "hierarchical bootstrap over 3 repetitions"
-    stored = Store().load_run(json.loads(out.read_text())["run_id"])
+    stored = open_store().load_run(json.loads(out.read_text())["run_id"])
     assert stored.document["settings"]["repeat"] == 3
     assert stored.raw["local"].start_ns.size == entry["n_inferences"]
     report = tmp_path / "report.md"
@@ -68,16 +69,16 @@ def test_ab_interleaves_stores_two_runs_and_gates(tmp_path: Path, squeezenet: Pa
     assert caught.returncode == 1, caught.stdout + caught.stderr
     assert calibration.returncode == 0, calibration.stdout + calibration.stderr
     assert json.loads(calibration.stdout)["differences"] == []  # the two sides were measured alike
-    runs = Store().runs()
+    runs = open_store().runs()
     assert len(runs) == 4
     for run_row in runs:
-        run = Store().load_run(run_row.run_id)
+        run = open_store().load_run(run_row.run_id)
         ab = run.document["ab"]
         assert ab["order"] == "ABABAB" and run.run_id == ab["runs"][ab["role"]]
         parts = [r["part"] for r in run.document["devices"][0]["repetitions"]]
         assert parts == ([0, 2, 4] if ab["role"] == "base" else [1, 3, 5])
     cand = next(r for r in runs if r.model_path == str(heavier))
-    assert Store().load_run(cand.run_id).document["model"]["sha256"] == inspect(heavier).sha256
+    assert open_store().load_run(cand.run_id).document["model"]["sha256"] == inspect(heavier).sha256
 
 
 def _collect(client: AgentClient, request: pb.ProfileRequest, started: threading.Event | None = None) -> JobCollector:
@@ -162,4 +163,4 @@ def test_ab_refuses_an_unknown_gate_metric_before_measuring(tmp_path: Path, sque
         "host: unknown gate metric 'p77' (choose from latency-p50, energy, dynamic-energy, ttft-p50,"
         " decode-tokens-per-s)"
     )
-    assert Store().runs() == []  # nothing was measured or stored
+    assert open_store().runs() == []  # nothing was measured or stored

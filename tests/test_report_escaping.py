@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from host.profiling import DeviceProgress
-from host.progress import PlainProgress, final_table
-from host.report import ReportError, render
 from host.report.escape import csv_cell, markdown_text, terminal_text
+from host.report.formats import ReportError, render
 from host.report.synthetic import synthetic_run
-from host.rundata import RunData
+from host.run.profiling import DeviceProgress
+from host.run.progress import PlainProgress, final_table
+from host.store.rundata import RunData
 
 
 def tag(field: str) -> str:

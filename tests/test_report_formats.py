@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from host.cli import _register, app
-from host.report import ReportError, render, write_report
 from host.report.fields import CSV_COLUMNS
+from host.report.formats import ReportError, render, write_report
 from host.report.synthetic import synthetic_run
-from host.store import Store
+from host.store.open import open_store
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_format_follows_the_suffix(tmp_path: Path, run) -> None:  # type: ignore
 def test_cli_report_last_writes_each_format_from_the_store(tmp_path: Path, monkeypatch, run) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
     monkeypatch.chdir(tmp_path)
-    Store().save_run(run)
+    open_store().save_run(run)
     _register()
     runner = CliRunner()
 
@@ -166,7 +166,7 @@ def test_cli_report_last_writes_each_format_from_the_store(tmp_path: Path, monke
 def test_cli_report_without_output_names_the_file_after_its_format(tmp_path: Path, monkeypatch, run) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
     monkeypatch.chdir(tmp_path)
-    Store().save_run(run)
+    open_store().save_run(run)
     _register()
     runner = CliRunner()
 

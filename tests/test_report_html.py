@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.report import write_report
+from host.report.formats import write_report
 from host.report.svg import PALETTE, PHASE_FILL
 from host.report.synthetic import synthetic_run
 
@@ -224,7 +224,7 @@ def test_summary_of_a_failed_and_a_measured_device_with_the_co2e_column() -> Non
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -284,7 +284,7 @@ def test_page_head_names_the_model_run_and_settings() -> None:
 
 def test_a_measured_board_with_energy_and_temperature_fills_every_summary_cell() -> None:
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     entry = {
         "device": "jetson",
@@ -371,7 +371,7 @@ def test_the_page_is_well_formed_where_browsers_are_strict() -> None:
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -397,7 +397,7 @@ def test_metadata_shows_a_dash_for_what_the_agent_did_not_say() -> None:
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -414,7 +414,7 @@ def test_metadata_shows_a_dash_for_what_the_agent_did_not_say() -> None:
 def test_a_device_with_samples_but_no_inferences_still_gets_its_plots() -> None:
     # A job that failed during warmup: the board's sensors ran, no inference was measured.
     from host.report.html import render_html
-    from host.rundata import DeviceRaw, RunData
+    from host.store.rundata import DeviceRaw, RunData
 
     run = _real_run()
     (d,) = run.document["devices"]
@@ -439,7 +439,7 @@ def test_a_board_without_power_sensor_says_so_once_and_leaves_the_other_energy_c
 
 def test_a_device_with_one_inference_and_no_samples_is_plotted_and_one_with_nothing_says_so() -> None:
     from host.report.html import render_html
-    from host.rundata import DeviceRaw, RunData
+    from host.store.rundata import DeviceRaw, RunData
 
     run = _real_run()
     (d,) = run.document["devices"]
@@ -467,7 +467,7 @@ def test_the_generation_power_line_is_drawn_in_its_devices_colour() -> None:
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData, Series
+    from host.store.rundata import RunData, Series
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -505,7 +505,7 @@ def test_metadata_shows_a_dash_when_the_board_names_neither_os_nor_kernel() -> N
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -521,7 +521,7 @@ def test_metadata_names_each_sensors_role() -> None:
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -556,7 +556,7 @@ def test_a_measured_device_that_also_carries_an_error_text_gets_no_error_row() -
     import copy
 
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = _real_run()
     doc = copy.deepcopy(run.document)
@@ -570,7 +570,7 @@ def test_a_measured_device_that_also_carries_an_error_text_gets_no_error_row() -
 
 def test_a_device_entry_without_a_name_is_shown_as_a_question_mark() -> None:
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = RunData(document={"run_id": "r1", "model": {"path": "m.onnx"}, "devices": [{"status": "error"}]}, raw={})
 
@@ -597,7 +597,7 @@ def test_the_runtime_and_provider_cell_is_text_aligned_left() -> None:
 
 def test_page_head_leaves_out_what_a_document_does_not_record() -> None:
     from host.report.html import render_html
-    from host.rundata import RunData
+    from host.store.rundata import RunData
 
     run = RunData(document={"run_id": "r1", "model": {"path": "models/m.onnx"}, "devices": []}, raw={})
 

@@ -21,9 +21,9 @@ from real_run import REAL_RUN, load_real_run, measured_latency_ms
 from typer.testing import CliRunner
 
 from host.cli import _register, app
-from host.report import render
-from host.rundata import DeviceRaw, RunData
-from host.store import Store
+from host.report.formats import render
+from host.store.open import open_store
+from host.store.rundata import DeviceRaw, RunData
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_host_report_writes_every_format_of_the_real_run_from_the_store(
 ) -> None:
     monkeypatch.setenv("EDGEPROF_DB", str(tmp_path / "runs.sqlite"))
     monkeypatch.chdir(tmp_path)
-    Store().save_run(run)
+    open_store().save_run(run)
     _register()
     runner = CliRunner()
     (entry,) = run.document["devices"]

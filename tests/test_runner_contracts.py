@@ -15,7 +15,7 @@ from faultlib import profile_request, upload, wait_for
 from onnx import TensorProto, helper
 from test_faults_runner import _Stream
 
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 
@@ -150,7 +150,7 @@ SHA = "ab" * 32
 @pytest.mark.parametrize(("name", "low", "high"), BOUNDS)
 def test_each_request_bound_is_inclusive_and_refused_beyond(name: str, low: float, high: float) -> None:
     from agent.errors import InvalidInput
-    from agent.jobs import validate
+    from agent.jobs.validation import validate
 
     validate(profile_request(SHA, **{name: low}))
     validate(profile_request(SHA, **{name: high}))
@@ -167,7 +167,7 @@ def test_each_request_bound_is_inclusive_and_refused_beyond(name: str, low: floa
 
 def test_a_sampling_rate_slower_than_one_sample_in_ten_seconds_is_refused_but_zero_means_the_default() -> None:
     from agent.errors import InvalidInput
-    from agent.jobs import validate
+    from agent.jobs.validation import validate
 
     validate(profile_request(SHA, sample_rate_hz=0.0))
     validate(profile_request(SHA, sample_rate_hz=0.1))
@@ -180,7 +180,7 @@ def test_a_sampling_rate_slower_than_one_sample_in_ten_seconds_is_refused_but_ze
 
 def test_request_identity_format_and_shapes_are_checked_in_one_line() -> None:
     from agent.errors import InvalidInput
-    from agent.jobs import validate
+    from agent.jobs.validation import validate
 
     cases = [
         ({"job_id": "A" * 32}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
@@ -206,7 +206,7 @@ def test_request_identity_format_and_shapes_are_checked_in_one_line() -> None:
 
 def test_a_genai_request_needs_sane_generation_sizes() -> None:
     from agent.errors import InvalidInput
-    from agent.jobs import validate
+    from agent.jobs.validation import validate
 
     def genai(**spec: Any) -> pb.ProfileRequest:
         request = profile_request(SHA)

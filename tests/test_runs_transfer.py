@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from host.report.synthetic import synthetic_run
-from host.rundata import RunData
-from host.store import Store
+from host.store.open import open_store
+from host.store.rundata import RunData
 from tests.conftest import console_script
 
 
@@ -62,7 +62,7 @@ def _same_samples(a: RunData, b: RunData) -> None:
 def test_runs_round_trip_from_sqlite_through_postgresql_and_back(tmp_path: Path, pg_url: str) -> None:
     laptop, back = str(tmp_path / "laptop.sqlite"), str(tmp_path / "back.sqlite")
     runs = _runs()
-    store = Store(laptop)
+    store = open_store(laptop)
     for run in runs:
         store.save_run(run)
     exported = tmp_path / "runs.jsonl"
@@ -79,32 +79,32 @@ def test_runs_round_trip_from_sqlite_through_postgresql_and_back(tmp_path: Path,
     assert again.stdout == exported.read_text()  # byte for byte, oldest first
     assert into_sqlite.returncode == 0, into_sqlite.stderr
     for run in runs:
-        _same_samples(run, Store(pg_url).load_run(run.run_id))
-        _same_samples(run, Store(back).load_run(run.run_id))
+        _same_samples(run, open_store(pg_url).load_run(run.run_id))
+        _same_samples(run, open_store(back).load_run(run.run_id))
 
 
 def test_import_skips_runs_already_stored_unless_replace(tmp_path: Path) -> None:
     source, target = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
     runs = _runs()
     for run in runs:
-        Store(source).save_run(run)
+        open_store(source).save_run(run)
     line = host("export", runs[0].run_id, db=source).stdout
     changed = runs[0]
     changed.document["settings"]["threads"] = 99
-    Store(target).save_run(changed)
+    open_store(target).save_run(changed)
 
     skipped = host("import", "-", db=target, stdin=line)
     assert skipped.returncode == 0 and "imported 0 run(s)" in skipped.stdout and "skipped 1" in skipped.stdout
-    assert Store(target).load_run(changed.run_id).document["settings"]["threads"] == 99
+    assert open_store(target).load_run(changed.run_id).document["settings"]["threads"] == 99
     replaced = host("import", "-", "--replace", db=target, stdin=line)
     assert replaced.returncode == 0 and "imported 1 run(s)" in replaced.stdout
-    assert Store(target).load_run(changed.run_id).document["settings"]["threads"] == 2
+    assert open_store(target).load_run(changed.run_id).document["settings"]["threads"] == 2
 
 
 def test_export_selects_by_date_and_model(tmp_path: Path) -> None:
     db = str(tmp_path / "a.sqlite")
     for run in _runs():
-        Store(db).save_run(run)
+        open_store(db).save_run(run)
 
     by_date = host("export", "--since", "2026-03-02", "--until", "2026-03-02", db=db)
     by_model = host("export", "--model", "mobilenet", db=db)
@@ -118,7 +118,7 @@ def test_export_selects_by_date_and_model(tmp_path: Path) -> None:
 def test_csv_export_has_a_row_per_device_with_formulas_defused(tmp_path: Path) -> None:
     db = str(tmp_path / "a.sqlite")
     for run in _runs():
-        Store(db).save_run(run)
+        open_store(db).save_run(run)
 
     out = host("export", "--all", "--format", "csv", db=db)
 
@@ -140,13 +140,13 @@ def test_csv_export_has_a_row_per_device_with_formulas_defused(tmp_path: Path) -
 )
 def test_a_bad_line_is_one_line_and_nothing_is_imported(tmp_path: Path, line: str, message: str) -> None:
     source, target = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
-    Store(source).save_run(_runs()[0])
+    open_store(source).save_run(_runs()[0])
     good = host("export", "--all", db=source).stdout
 
     out = host("import", "-", db=target, stdin=good + line + "\n")
 
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
-    assert Store(target).runs() == []
+    assert open_store(target).runs() == []
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_a_device_entry_without_a_unique_name_is_refused(
 ) -> None:
     # Stored, such a run could not be loaded again: its arrays are kept by device name.
     source, target = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
-    Store(source).save_run(_runs()[0])
+    open_store(source).save_run(_runs()[0])
     line = json.loads(host("export", "--all", db=source).stdout)
     assert len(line["document"]["devices"]) == 2
     damage(line["document"]["devices"])
@@ -171,12 +171,12 @@ def test_a_device_entry_without_a_unique_name_is_refused(
     out = host("import", "-", db=target, stdin=json.dumps(line) + "\n")
 
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
-    assert Store(target).runs() == []
+    assert open_store(target).runs() == []
 
 
 def test_damaged_arrays_are_refused(tmp_path: Path) -> None:
     source, target = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
-    Store(source).save_run(_runs()[0])
+    open_store(source).save_run(_runs()[0])
     good = host("export", "--all", db=source).stdout
     line = json.loads(good)
     device = next(iter(line["raw"].values()))

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from host.modelfile import inspect
-from host.ort_steps import ort_optimize
+from host.prepare.modelfile import inspect
+from host.prepare.ort_steps import ort_optimize
 
 
 def _model_with_unused_initializer(path: Path) -> Path:

@@ -16,8 +16,9 @@ import pytest
 
 from host.report.svg import PALETTE
 from host.report.synthetic import _entry, synthetic_run
-from host.rundata import RunData
-from host.store import Store
+from host.store.open import open_store
+from host.store.rundata import RunData
+from host.store.sqlite import Store
 from tests.conftest import console_script
 from tests.test_report_html import CHROMIUM, decode_png, needs_chromium, pixels_near
 
@@ -84,7 +85,7 @@ def start_serve(env: dict[str, str], *args: str) -> Served:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Served, list[RunData]]]:
     target = str(tmp_path / "runs.sqlite") if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    runs = _fill(Store(target))
+    runs = _fill(open_store(target))
     server = start_serve({**os.environ, "EDGEPROF_DB": target})
     yield server, runs
     server.proc.terminate()
@@ -150,14 +151,14 @@ def test_the_dashboard_is_read_only(served: tuple[Served, list[RunData]]) -> Non
     assert status == 405
     status, _, _ = server.get(f"/runs/{runs[0].run_id}", method="DELETE")
     assert status == 405
-    assert Store(os.environ["EDGEPROF_DB"]) is not None
+    assert open_store(os.environ["EDGEPROF_DB"]) is not None
 
 
 def test_fleet_page_shows_a_live_agent_and_a_dead_one(agent_process: object, tmp_path: Path) -> None:
     config = tmp_path / "edgeprof.toml"
     address = f"127.0.0.1:{agent_process.port}"  # type: ignore[attr-defined]
     config.write_text(f'[fleets.lab]\nagents = ["{address}", "127.0.0.1:1"]\n')
-    Store().save_run(_run(1))
+    open_store().save_run(_run(1))
     server = start_serve({**os.environ, "EDGEPROF_CONFIG": str(config)})
     try:
         status, body, _ = server.get("/fleet")
@@ -222,7 +223,7 @@ def _shot(url: str, tmp_path: Path, name: str) -> np.ndarray:
 
 @needs_chromium
 def test_pages_render_in_headless_chromium(tmp_path: Path) -> None:
-    runs = _fill(Store())
+    runs = _fill(open_store())
     server = start_serve(dict(os.environ))
     shots = Path(os.environ.get("EDGEPROF_SCREENSHOTS", tmp_path))
     try:

@@ -10,7 +10,7 @@ import pytest
 from faultlib import profile_request, upload, wait_for
 from test_faults_runner import _Stream
 
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 CONTROL_DEADLINE_S = 5.0

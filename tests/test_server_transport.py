@@ -90,7 +90,7 @@ def test_a_stream_to_a_host_that_vanished_is_ended_by_the_agents_pings(served: A
 
 def test_a_hosts_frequent_pings_are_tolerated_while_its_stream_waits(served: Any) -> None:
     servicer, port = served(keepalive=Keepalive(min_host_ping_interval_ms=100))
-    # The host's settings (host/client.py), pinging as often as grpc lets it (once a second) instead of every
+    # The host's settings (host/fleet/client.py), pinging as often as grpc lets it (once a second) instead of every
     # 5 s, also while no data flows.
     options = [
         ("grpc.keepalive_time_ms", 150),

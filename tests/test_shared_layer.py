@@ -1,39 +1,15 @@
-"""Host and agent share only protos/ and device_profiles/: a host runs without the board package, and back."""
+"""A host runs without the board package: compile, shape checks and TFLite inputs need no agent/ installed.
+
+That host and agent share only protos/ and device_profiles/ is an import-linter contract (tests/test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _imports(package: str) -> dict[str, set[str]]:
-    """Every top-level package each module of ``package`` imports (absolute imports, lazy ones too)."""
-    found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-        found[str(path.relative_to(ROOT))] = names
-    return found
-
-
-@pytest.mark.parametrize(("package", "other"), [("host", "agent"), ("agent", "host")])
-def test_neither_side_imports_the_other(package: str, other: str) -> None:
-    offenders = sorted(module for module, names in _imports(package).items() if other in names)
-
-    assert offenders == [], (
-        f"{package}/ imports {other}/ in {offenders}: move what both use to protos/ or device_profiles/"
-    )
 
 
 def test_host_checks_shapes_compiles_and_reads_tflite_without_the_agent_package(tmp_path: Path) -> None:
@@ -41,10 +17,10 @@ def test_host_checks_shapes_compiles_and_reads_tflite_without_the_agent_package(
         f"""
         import sys
         sys.modules["agent"] = None  # as on a laptop that never installed the board package
-        from host import examples
-        from host.compile import Compiler
-        from host.compile_options import CompileOptions
-        from host.modelfile import ModelFileError, check_input_shapes, inspect
+        from host.prepare import examples
+        from host.prepare.compile import Compiler
+        from host.prepare.compile_options import CompileOptions
+        from host.prepare.modelfile import ModelFileError, check_input_shapes, inspect
         from protos import agent_pb2 as pb
 
         squeezenet = inspect(examples.resolve("example:squeezenet"))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from host.significance import (
+from host.analysis.significance import (
     EVIDENCE_HISTORY,
     EVIDENCE_REPETITIONS,
     EVIDENCE_WITHIN_RUN,

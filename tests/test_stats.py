@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from host.stats import (
+from host.analysis.stats import (
     P99_MIN_N,
     batch_means_ci95,
     is_stable,
@@ -258,7 +258,7 @@ def test_pooled_interval_over_repetitions_includes_the_between_run_spread() -> N
 
 
 def test_a_short_run_warns_that_its_p99_is_unreliable() -> None:
-    from host.validity import assess
+    from host.analysis.validity import assess
 
     def entry(n: int) -> dict:
         start_ns, end_ns = _back_to_back(np.full(n, 5.0))
@@ -281,7 +281,7 @@ def test_a_short_run_warns_that_its_p99_is_unreliable() -> None:
 
 # Edges of the rules (issue 18: mutation testing found each of these unchecked).
 def test_outliers_are_strictly_beyond_the_far_out_fence() -> None:
-    from host.stats import count_outliers
+    from host.analysis.stats import count_outliers
 
     # Q1 = 2, Q3 = 4 (IQR 2): the fence is 4 + 3 * 2 = 10; a value on it is not an outlier.
     values = np.array([2.0] * 40 + [3.0] * 20 + [4.0] * 40 + [10.0, 10.000001])

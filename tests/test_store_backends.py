@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from host.report.synthetic import synthetic_run
-from host.rundata import RunData
-from host.store import PendingJob, Store, StoreError
-from host.store_schema import SCHEMA_VERSION
+from host.store.open import open_store
+from host.store.rundata import RunData
+from host.store.schema import SCHEMA_VERSION
+from host.store.sqlite import PendingJob, Store, StoreError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,9 +40,9 @@ def _job(run_id: str, device: str) -> PendingJob:
 
 def test_raw_arrays_round_trip_exactly(target: str) -> None:
     run = _run("20260301-101010-aaaaaa", "2026-03-01T10:10:10+00:00")
-    store = Store(target)
+    store = open_store(target)
     store.save_run(run)
-    loaded = Store(target).load_run("20260301-101010")  # a prefix, through a second connection
+    loaded = open_store(target).load_run("20260301-101010")  # a prefix, through a second connection
 
     assert loaded.document == json.loads(json.dumps(run.document))
     for device, raw in run.raw.items():
@@ -60,7 +61,7 @@ def test_raw_arrays_round_trip_exactly(target: str) -> None:
 
 
 def test_runs_are_listed_newest_first_with_their_counts(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     store.save_run(_run("20260301-000000-000001", "2026-03-01T00:00:00+00:00"))
     store.save_run(_run("20260302-000000-000002", "2026-03-02T00:00:00+00:00", n_devices=3))
 
@@ -72,7 +73,7 @@ def test_runs_are_listed_newest_first_with_their_counts(target: str) -> None:
 
 
 def test_saving_a_run_again_replaces_its_arrays_and_clears_its_pending_jobs(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     store.add_pending(_job("20260301-000000-000001", "dev01-raspberry"))
     store.save_run(_run("20260301-000000-000001", "2026-03-01T00:00:00+00:00", n_devices=2))
     store.save_run(_run("20260301-000000-000001", "2026-03-01T00:00:00+00:00", n_devices=1))
@@ -84,7 +85,7 @@ def test_saving_a_run_again_replaces_its_arrays_and_clears_its_pending_jobs(targ
 
 
 def test_history_of_models_is_oldest_first_without_excluded_runs(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     for day, sha in ((3, "aa"), (1, "aa"), (2, "bb"), (4, "cc")):
         store.save_run(_run(f"2026030{day}-000000-00000{day}", f"2026-03-0{day}T00:00:00+00:00", sha=sha * 32))
 
@@ -95,7 +96,7 @@ def test_history_of_models_is_oldest_first_without_excluded_runs(target: str) ->
 
 
 def test_prefixes_resolve_to_one_run_or_say_why_not(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     store.save_run(_run("20260301-000000-aaaaaa", "2026-03-01T00:00:00+00:00"))
     store.save_run(_run("20260301-000000-aabbbb", "2026-03-01T00:00:01+00:00"))
     store.add_pending(_job("20260309-000000-cccccc", "dev00"))  # a run known only by its pending jobs
@@ -109,7 +110,7 @@ def test_prefixes_resolve_to_one_run_or_say_why_not(target: str) -> None:
 
 
 def test_deleting_a_run_removes_document_arrays_and_pending_jobs(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     store.save_run(_run("20260301-000000-000001", "2026-03-01T00:00:00+00:00"))
     store.add_pending(_job("20260301-000000-000001", "late-device"))
 
@@ -120,7 +121,7 @@ def test_deleting_a_run_removes_document_arrays_and_pending_jobs(target: str) ->
 
 
 def test_pending_jobs_are_recorded_replaced_and_listed_by_prefix(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     store.add_pending(_job("20260301-000000-000001", "a"))
     store.add_pending(_job("20260301-000000-000001", "b"))
     store.add_pending(_job("20260302-000000-000002", "a"))
@@ -135,10 +136,10 @@ def test_pending_jobs_are_recorded_replaced_and_listed_by_prefix(target: str) ->
 
 
 def test_two_fetchers_never_claim_the_same_job(target: str) -> None:
-    seed = Store(target)
+    seed = open_store(target)
     for i in range(40):
         seed.add_pending(_job(f"20260301-000000-{i:06d}", "dev"))
-    stores = [Store(target) for _ in range(4)]
+    stores = [open_store(target) for _ in range(4)]
     claimed: dict[str, list[str]] = {}
     barrier = threading.Barrier(len(stores))
 
@@ -160,12 +161,12 @@ def test_two_fetchers_never_claim_the_same_job(target: str) -> None:
 
 
 def test_a_claim_whose_lease_ran_out_can_be_taken_over(target: str) -> None:
-    store = Store(target)
+    store = open_store(target)
     store.add_pending(_job("20260301-000000-000001", "dev"))
     assert len(store.claim_pending(None, "died", lease_s=0)) == 1  # its lease has already run out
 
-    assert [j.device for j in Store(target).claim_pending("20260301", "next")] == ["dev"]
-    assert Store(target).claim_pending(None, "third") == []
+    assert [j.device for j in open_store(target).claim_pending("20260301", "next")] == ["dev"]
+    assert open_store(target).claim_pending(None, "third") == []
     store.add_pending(_job("20260301-000000-000001", "dev"))  # recorded again: unclaimed
     assert len(store.claim_pending(None, "third")) == 1
 
@@ -176,7 +177,7 @@ def test_many_writers_at_once_store_every_run_complete(target: str) -> None:
 
     def writer(run: RunData) -> None:
         try:
-            store = Store(target)  # its own connection, as another host has
+            store = open_store(target)  # its own connection, as another host has
             store.save_run(run)
             store.close()
         except BaseException as err:  # reported by the assertion below
@@ -189,7 +190,7 @@ def test_many_writers_at_once_store_every_run_complete(target: str) -> None:
         t.join()
 
     assert errors == []
-    store = Store(target)
+    store = open_store(target)
     assert len(store.runs(limit=100)) == 12
     for run in runs:
         loaded = store.load_run(run.run_id)
@@ -199,7 +200,7 @@ def test_many_writers_at_once_store_every_run_complete(target: str) -> None:
 
 
 def test_hosts_opening_a_new_store_at_once_migrate_it_once(target: str) -> None:
-    code = "import sys; from host.store import Store; print(Store(sys.argv[1]).schema_version())"
+    code = "import sys; from host.store.sqlite import Store; print(open_store(sys.argv[1]).schema_version())"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, target], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -210,19 +211,19 @@ def test_hosts_opening_a_new_store_at_once_migrate_it_once(target: str) -> None:
 
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {str(SCHEMA_VERSION)}
-    store = Store(target)
+    store = open_store(target)
     assert store._query("SELECT COUNT(*) FROM schema_version") == [(1,)]
 
 
 #: Run in a fresh interpreter: forked openers wait on one barrier, so they really do open each new store together.
 _OPEN_TOGETHER = """
 import multiprocessing, sys
-from host.store import Store
+from host.store.sqlite import Store
 
 def open_store(path, barrier, errors):
     barrier.wait()
     try:
-        Store(path).close()
+        open_store(path).close()
     except Exception as err:
         errors.put(str(err))
 
@@ -273,23 +274,23 @@ def test_a_store_from_before_versioning_is_migrated_and_keeps_its_jobs(target: s
             for sql in old_tables:
                 conn.execute(sql)
 
-    store = Store(target)
+    store = open_store(target)
     assert store.schema_version() == SCHEMA_VERSION
     assert [(j.run_id, j.settings) for j in store.pending()] == [("20250101-000000-000001", {})]
     store.save_run(_run("20260301-000000-000001", "2026-03-01T00:00:00+00:00"))  # the arrays table was created
-    assert Store(target).load_run("20260301-000000-000001").raw
+    assert open_store(target).load_run("20260301-000000-000001").raw
 
 
 def test_edgeprof_db_and_the_config_file_choose_the_backend(
     target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EDGEPROF_DB", target)
-    from_env = Store()
+    from_env = open_store()
     monkeypatch.delenv("EDGEPROF_DB")
     config = tmp_path / "config.toml"
     config.write_text(f"db = {json.dumps(target)}\n")
     monkeypatch.setenv("EDGEPROF_CONFIG", str(config))
-    from_file = Store()
+    from_file = open_store()
 
     expected = "PgStore" if target.startswith("postgresql://") else "Store"
     assert type(from_env).__name__ == type(from_file).__name__ == expected
@@ -300,18 +301,18 @@ def test_edgeprof_db_and_the_config_file_choose_the_backend(
 def test_an_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
     pytest.importorskip("psycopg")
     with pytest.raises(StoreError) as err:
-        Store("postgresql://ci:secret@127.0.0.1:1/edgeprof")
+        open_store("postgresql://ci:secret@127.0.0.1:1/edgeprof")
     assert "cannot open the run store postgresql://ci:***@127.0.0.1:1/edgeprof" in str(err.value)
     assert "secret" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_fetching_jobs_another_fetcher_holds_says_so(target: str) -> None:
-    from host.client import Credentials
-    from host.fetch import fetch_runs
+    from host.fleet.client import Credentials
+    from host.run.fetch import fetch_runs
 
-    store = Store(target)
+    store = open_store(target)
     store.add_pending(_job("20260301-000000-000001", "dev"))
-    Store(target).claim_pending(None, "other-host")
+    open_store(target).claim_pending(None, "other-host")
 
     with pytest.raises(StoreError, match="being collected by another `host runs fetch`"):
         fetch_runs(store, "20260301", lambda _job: Credentials())

@@ -43,9 +43,9 @@ def test_eight_hosts_profiling_at_once_all_store_complete_runs(squeezenet: Path,
     assert listed.returncode == 0, listed.stderr
     rows = {row["run_id"]: row for row in json.loads(listed.stdout)}
     assert set(rows) == {doc["run_id"] for doc in docs}  # every host's run, none lost or merged
-    from host.store import Store
+    from host.store.open import open_store
 
-    store = Store(pg_url)
+    store = open_store(pg_url)
     for doc in docs:
         assert rows[doc["run_id"]]["n_ok"] == 1 and not rows[doc["run_id"]]["pending_jobs"]
         run = store.load_run(doc["run_id"])

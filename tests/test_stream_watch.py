@@ -16,12 +16,13 @@ from fake_agent import FakeAgentServer, job_batches
 from faultlib import AgentProc, profile_request, upload, wait_for
 from grpc_health.v1 import health_pb2
 
-from host import profiling
-from host.client import AgentClient, Credentials
-from host.collect import JobCollector
-from host.fetch import fetch_runs
-from host.profiling import STALL_S, DeviceFailed, ProfileSettings, stall_bound_s, stream_job
-from host.store import PendingJob, Store
+from host.fleet.client import AgentClient, Credentials
+from host.run import profiling
+from host.run.collect import JobCollector
+from host.run.fetch import fetch_runs
+from host.run.profiling import STALL_S, DeviceFailed, ProfileSettings, stall_bound_s, stream_job
+from host.store.open import open_store
+from host.store.sqlite import PendingJob
 from protos import agent_pb2 as pb
 
 #: Far beyond every bound these tests set: reaching it means stream_job waited without one.
@@ -140,7 +141,7 @@ def test_runs_fetch_allows_the_silence_of_the_jobs_own_slow_sampling_rate(
         yield from rest
 
     fake = FakeAgentServer(pause_then_finish)
-    store = Store(tmp_path / "runs.sqlite")
+    store = open_store(tmp_path / "runs.sqlite")
     job = PendingJob("20260101-120000-abcdef", "board-a", fake.address, uuid.uuid4().hex, {}, {"sample_rate_hz": 0.5})
     try:
         store.add_pending(job)

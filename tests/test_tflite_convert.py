@@ -19,9 +19,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import host.tflite_convert as tflite_convert
-from host.modelfile import inspect
-from host.tflite_convert import ConversionError, available, compare_outputs, convert_onnx_to_tflite
+import host.prepare.tflite_convert as tflite_convert
+from host.prepare.modelfile import inspect
+from host.prepare.tflite_convert import ConversionError, available, compare_outputs, convert_onnx_to_tflite
 from tests.conftest import console_script
 from tests.faultlib import AgentProc, isolated_env
 
@@ -174,7 +174,7 @@ def test_squeezenet_converts_and_agrees_with_onnx_runtime(squeezenet: Path, tmp_
     assert recipe["version"] == tflite_convert._dist_version("onnx2tf") != "none"
     assert recipe["check"]["inputs"] == [{"name": "data_0", "shape": [1, 3, 224, 224]}]
     assert recipe["check"]["max_rel_error"] <= 1e-5
-    artifact = inspect(dst)  # what host/compile.py does with every artifact
+    artifact = inspect(dst)  # what host/prepare/compile.py does with every artifact
     assert artifact.format == "tflite"
     assert [(d.name, d.dtype, d.shape) for d in artifact.inputs] == [("data_0", "float32", (1, 3, 224, 224))]
     feed = np.random.default_rng(42).standard_normal((1, 3, 224, 224)).astype(np.float32)

@@ -19,7 +19,8 @@ import pytest
 from fake_agent import FakeAgentServer, job_batches
 from faultlib import SQUEEZENET, isolated_env
 
-from host.store import PendingJob, Store
+from host.store.open import open_store
+from host.store.sqlite import PendingJob
 from protos import agent_pb2 as pb
 
 # `host runs fetch` registers itself on import; importing it first works whether or not host.cli does.
@@ -166,7 +167,7 @@ def test_runs_fetch_all_reports_mismatched_arrays_for_that_job_and_collects_the_
         del batches[1].latency[0].end_ns[-3:]
 
     broken, healthy, hostile = agents(mismatch), agents(None), agents(_failing_with_hostile_error)
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     model = {"model": {"path": str(SQUEEZENET), "format": "onnx", "sha256": "0" * 64, "size_bytes": 1}}
     # The broken run sorts first, so a crash there would also have stopped the healthy one.
     store.add_pending(PendingJob("20250101-000000-aaaaaa", "board-a", broken.address, "a" * 32, model, {}))
@@ -184,7 +185,7 @@ def test_runs_fetch_all_reports_mismatched_arrays_for_that_job_and_collects_the_
     assert any("board-b" in line and "ok" in line and "30 inferences" in line for line in lines), result.stdout
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout  # the agent's error text is printed inert
     assert any("board-c" in line and RICH_MARKUP in line and "error heading" in line for line in lines)
-    store = Store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
+    store = open_store(Path(isolated_env(tmp_path)["EDGEPROF_DB"]))
     try:
         good_run = store.load_run("20250101-000001-bbbbbb")
         bad_run = store.load_run("20250101-000000-aaaaaa")

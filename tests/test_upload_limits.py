@@ -15,7 +15,7 @@ import pytest
 from faultlib import SQUEEZENET, assert_still_serving, sha256_bytes, upload, wait_for
 
 from agent.serve import AgentProcess, ServeOptions
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 MIB = 1024**2

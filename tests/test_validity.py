@@ -9,10 +9,10 @@ import numpy as np
 
 from agent.profiles import load_profile
 from agent.sensors.thermal import ThermalSensor
-from host.drift import latency_drift
-from host.rundata import PhaseSpan, Series
-from host.thermal import thermal_stats
-from host.validity import assess
+from host.analysis.drift import latency_drift
+from host.analysis.thermal import thermal_stats
+from host.analysis.validity import assess
+from host.store.rundata import PhaseSpan, Series
 from tests.sensor_fakes import build_thermal
 
 

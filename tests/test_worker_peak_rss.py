@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.client import AgentClient
+from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 from tests.faultlib import profile_request, upload
 

@@ -1,6 +1,6 @@
 """The phone's job backend: one job part measured with benchmark_model on the phone instead of a local worker.
 
-The job runner (agent/jobs.py) hands each part to `PhoneBackend.run_part`. The protocol is DESIGN.md §2's:
+The job runner (agent/jobs/) hands each part to `PhoneBackend.run_part`. The protocol is DESIGN.md §2's:
 prepare (model pushed content-addressed, one checked run that loads it with the delegate), settle (thermal
 zones), idle baseline, warmup, measure. benchmark_model prints aggregates only, so the measure phase runs
 as blocks, one runner invocation each: a block's mean is the sample, laid out as its runs' windows
@@ -35,7 +35,7 @@ from agent.sensors.base import POWER_MW, TEMP_C
 from protos import agent_pb2 as pb
 
 if TYPE_CHECKING:
-    from agent.jobs import _JobExecution
+    from agent.jobs.execution import JobExecution
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class PhoneBackend:
         self.thermal_zones = tuple(thermal_zones)
         self.max_temp_c = max_temp_c
 
-    def run_part(self, execution: _JobExecution, deadline: float) -> pb.JobEnd:
+    def run_part(self, execution: JobExecution, deadline: float) -> pb.JobEnd:
         execution.emitter.phase("prepare", time.monotonic_ns())
         execution._flush()
         run = _PhoneRun(self, execution, deadline)
@@ -104,7 +104,7 @@ class PhoneBackend:
 
 
 class _PhoneRun:
-    def __init__(self, backend: PhoneBackend, execution: _JobExecution, deadline: float) -> None:
+    def __init__(self, backend: PhoneBackend, execution: JobExecution, deadline: float) -> None:
         self.backend = backend
         self.phone = backend.phone
         self.ex = execution

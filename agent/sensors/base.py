@@ -29,7 +29,7 @@ class Channel:
 
     ``kind`` is one of the constants above and fixes the unit. ``role`` says what the rail powers
     ("total", "cpu", "gpu", "soc", "dram") when the device profile knows it, else "". The host sums
-    the "total" rail, else the rails that are a part of nothing measured (see host/rails.py).
+    the "total" rail, else the rails that are a part of nothing measured (see host/analysis/rails.py).
     """
 
     name: str
@@ -39,7 +39,7 @@ class Channel:
     part_of: str = ""
 
 
-#: How a channel's parent travels in the series' role string; host/rails.py reads it back.
+#: How a channel's parent travels in the series' role string; host/analysis/rails.py reads it back.
 PART_OF = ";part_of="
 
 

@@ -2,8 +2,8 @@
 
 The run (repetition), not the inference, is the unit of evidence (DESIGN.md §7). A metric's change is the
 ratio of the geometric means of the two sides' repetition figures with a bootstrap 95% interval over
-repetitions when each side has enough (host/compare_metrics.py); otherwise its interval uses the
-run-to-run spread the store has seen for that device, model and settings (host/run_history.py); with no
+repetitions when each side has enough (host/analysis/compare_metrics.py); otherwise its interval uses the
+run-to-run spread the store has seen for that device, model and settings (host/analysis/run_history.py); with no
 such history only the runs' own intervals remain ("within-run evidence only") and no change below the
 noise floor fails the gate. A regression is a whole interval beyond the gate in the worse direction. p50
 latency and gross energy gate by default, and when both runs are generative TTFT p50 and decode tokens/s (higher
@@ -22,13 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from host.compare_metrics import PLAIN, SPECS, MetricChange, Side, generation_specs, metric_change, plain_change
-from host.energy import co2e_g
-from host.report.fields import get, num
-from host.run_history import RunHistory
-from host.rundata import RunData
-from host.significance import EVIDENCE_WITHIN_RUN
-from host.store import Store, StoreError
+from host.analysis.compare_metrics import (
+    PLAIN,
+    SPECS,
+    MetricChange,
+    Side,
+    generation_specs,
+    metric_change,
+    plain_change,
+)
+from host.analysis.document import get, num
+from host.analysis.energy import co2e_g
+from host.analysis.run_history import RunHistory
+from host.analysis.significance import EVIDENCE_WITHIN_RUN
+from host.store.rundata import RunData
+from host.store.sqlite import Store, StoreError
 
 #: With within-run evidence only, no change smaller than this fails the gate: the 95% bound of the p50
 #: difference between two fresh processes of `example:squeezenet --threads 1` on the 2-core dev box

@@ -1,8 +1,8 @@
 """One metric of one device in `host compare`: its run-level change, the evidence behind its interval, its verdict.
 
-The figures come from the device entries' ``repetitions`` (host/repetitions.py) when both sides have at least
-MIN_REPETITIONS; else from the run-to-run spread of earlier runs (host/run_history.py); else from the runs'
-own intervals (within-run evidence only). host/compare.py puts the metrics of every device together.
+The figures come from the device entries' ``repetitions`` (host/analysis/repetitions.py) when both sides have at least
+MIN_REPETITIONS; else from the run-to-run spread of earlier runs (host/analysis/run_history.py); else from the runs'
+own intervals (within-run evidence only). host/analysis/compare.py puts the metrics of every device together.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from host.report.fields import NO_SENSOR, get
-from host.run_history import RunHistory
-from host.rundata import RunData
-from host.significance import (
+from host.analysis.document import NO_SENSOR, get
+from host.analysis.run_history import RunHistory
+from host.analysis.significance import (
     EVIDENCE_WITHIN_RUN,
     RunLevelChange,
     bootstrap_repetitions_change,
@@ -27,7 +26,8 @@ from host.significance import (
     mann_whitney_u,
     within_run_change,
 )
-from host.stats import quantile_interval
+from host.analysis.stats import quantile_interval
+from host.store.rundata import RunData
 
 #: A side needs this many repetitions for a bootstrap over its own repetitions.
 MIN_REPETITIONS = 3

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from host.rundata import PhaseSpan, Series
+from host.store.rundata import PhaseSpan, Series
 
 KIND = "cpu_other_pct"
 #: Other processes used at least this share of all cores: said as a warning.

@@ -1,6 +1,6 @@
-"""Energy, power and memory figures of one job, computed from the raw sensor series (thermal: host/thermal.py).
+"""Energy, power and memory figures of one job, computed from the raw sensor series (thermal: host/analysis/thermal.py).
 
-Which rails are summed is host/rails.py's job (the profile's rail hierarchy: the whole-board rail, else
+Which rails are summed is host/analysis/rails.py's job (the profile's rail hierarchy: the whole-board rail, else
 the top-level parts, never a parent with its part). Each rail becomes a cumulative-energy function of
 time (a counter interpolated, power integrated with the trapezoid rule), so window edges are
 interpolated and block energies add up exactly to the window's energy. Energy is given only when every
@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from host import rails as rail_plan
-from host.rails import ENERGY_KINDS, ENERGY_UJ, POWER_MW, Channel, Rail
-from host.rundata import PhaseSpan, Series
-from host.stats import t_critical_95
-from host.thermal import in_span, thermal_stats
+from host.analysis import rails as rail_plan
+from host.analysis.rails import ENERGY_KINDS, ENERGY_UJ, POWER_MW, Channel, Rail
+from host.analysis.stats import t_critical_95
+from host.analysis.thermal import in_span, thermal_stats
+from host.store.rundata import PhaseSpan, Series
 
-# thermal_stats lives in host/thermal.py; callers that read every figure of a job from here keep working.
+# thermal_stats lives in host/analysis/thermal.py; callers that read every figure of a job from here keep working.
 __all__ = ["ENERGY_KINDS", "ENERGY_UJ", "POWER_MW", "thermal_stats"]
 
 #: Blocks of inferences for the batch-means interval, and the fewest that still give one.
@@ -103,7 +103,7 @@ def _cumulative_j(ch: Channel, t_ns: np.ndarray) -> np.ndarray:
 
     Power is taken as linear between samples (so the integral is the trapezoid rule, exact at window
     edges too); a counter is interpolated linearly. Outside the samples the edge power is held (only
-    within the coverage tolerance of host/rails.py: a window the samples do not cover is refused).
+    within the coverage tolerance of host/analysis/rails.py: a window the samples do not cover is refused).
     """
     t_s = (ch.t_ns - ch.t_ns[0]).astype(np.float64) / 1e9
     q_s = (np.asarray(t_ns, dtype=np.int64) - ch.t_ns[0]).astype(np.float64) / 1e9

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from host import energy, stats
-from host.rundata import DeviceRaw, Series
+from host.analysis import energy, stats
+from host.store.rundata import DeviceRaw, Series
 from protos import agent_pb2 as pb
 
 TOKEN_KINDS = ("gen_start", "gen_prefill", "gen_token")
@@ -95,7 +95,7 @@ def generations(raw: DeviceRaw, phase: str = "measure") -> list[Generation]:
     start, prefill, token = by_name["gen_start"], by_name["gen_prefill"], by_name["gen_token"]
     # A worker runs one generation at a time and the parts of a job (--repeat, host ab) one after another, so
     # every prefill end and token belongs to the latest generation that started before it. The index in value
-    # restarts in each part, so after the parts' series are merged (host/repetitions.py) only time tells.
+    # restarts in each part, so after the parts' series are merged (host/analysis/repetitions.py) only time tells.
     start_order = np.argsort(start.t_ns, kind="stable")
     start_t, start_prompt = start.t_ns[start_order], start.value[start_order]
     prefill_gen = np.searchsorted(start_t, prefill.t_ns, side="left") - 1

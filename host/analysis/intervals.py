@@ -2,7 +2,7 @@
 
 Distribution-free throughout (latency is skewed and multi-modal). Each interval says the coverage it has:
 autocorrelated inferences (drift, frequency and thermal state) and small samples are accounted for or
-reported, never given a 95% label they do not earn. host/stats.py builds the latency summary on these.
+reported, never given a 95% label they do not earn. host/analysis/stats.py builds the latency summary on these.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.rundata import Series
+from host.store.rundata import Series
 
 POWER_MW = "power_mw"
 ENERGY_UJ = "energy_uj"

@@ -15,7 +15,7 @@ The run's raw latency arrays are the repetitions' measured inferences concatenat
 are pooled over all repetitions (`pool`): percentiles over every inference, throughput and energy as
 totals over the measured time, and intervals that include the spread BETWEEN repetitions once there are at
 least two: latency by a hierarchical bootstrap (repetitions, then blocks of consecutive inferences;
-host/stats.py pooled_quantile_ci), energy by a Student-t interval over the repetitions' own values.
+host/analysis/stats.py pooled_quantile_ci), energy by a Student-t interval over the repetitions' own values.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from host import energy, stats
-from host.generation import generation_block, ttft_ms_by_prompt
-from host.rundata import DeviceRaw
+from host.analysis import energy, stats
+from host.analysis.generation import generation_block, ttft_ms_by_prompt
+from host.store.rundata import DeviceRaw
 from protos import agent_pb2 as pb
 
 
@@ -166,7 +166,7 @@ def pool(entry: dict[str, Any], reps: list[dict[str, Any]], parts: list[DeviceRa
     entry["throughput_ips"] = total_n / entry["duration_s"] if entry["duration_s"] else None
     latency = entry.get("latency_ms")
     if latency:
-        # Hierarchical bootstrap (host/stats.py): repetitions, then blocks of consecutive inferences in each.
+        # Hierarchical bootstrap (host/analysis/stats.py): repetitions, then blocks of consecutive inferences in each.
         groups = [p.latency_ns.astype(np.float64) / 1e6 for p in parts]
         for key, q in (("p50", 0.5), ("p90", 0.9)):
             pooled = stats.pooled_quantile_ci(groups, q)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from host.stats import t_critical_95
+from host.analysis.stats import t_critical_95
 
 
 def _as_samples(values: np.ndarray, name: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Latency statistics from measured inference windows: percentiles with intervals honest about coverage.
 
 Every figure is in milliseconds unless its name says otherwise. The intervals themselves live in
-host/intervals.py; the names other modules use are importable from here as well (``__all__``).
+host/analysis/intervals.py; the names other modules use are importable from here as well (``__all__``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from host.intervals import (
+from host.analysis.intervals import (
     EXACT_RANKS_MAX_N,
     QuantileInterval,
     batch_means_ci95,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from host import energy, stats
-from host.contention import machine_load
-from host.drift import latency_drift
-from host.generation import generation_block
-from host.rundata import DeviceRaw
-from host.strict_json import finite_or_null
+from host.analysis import energy, stats
+from host.analysis.contention import machine_load
+from host.analysis.drift import latency_drift
+from host.analysis.generation import generation_block
+from host.store.rundata import DeviceRaw
+from host.store.strict_json import finite_or_null
 from protos import agent_pb2 as pb
 
 _STATUS = {pb.JobEnd.OK: "ok", pb.JobEnd.ERROR: "error", pb.JobEnd.CANCELLED: "error"}
@@ -80,7 +80,7 @@ def device_entry(
         entry["first_inference_ms"] = end.first_inference_ns / 1e6
     peak_rss = max(float(end.peak_rss_bytes), energy.peak_bytes(raw.series, "rss_bytes") or 0.0)
     entry["peak_rss_mb"] = peak_rss / 1024**2 if peak_rss else None
-    generation = generation_block(raw, entry["peak_rss_mb"])  # a generative model (host/generation.py)
+    generation = generation_block(raw, entry["peak_rss_mb"])  # a generative model (host/analysis/generation.py)
     if generation is not None:
         entry["generation"] = generation
     entry["notes"] = dict(end.notes)

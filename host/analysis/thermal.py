@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from host.rundata import PhaseSpan, Series
+from host.store.rundata import PhaseSpan, Series
 
 #: cpu_freq_khz below this fraction of its reference (idle/settle, early warmup) counts as throttling.
 FREQ_DROP_FRACTION = 0.85

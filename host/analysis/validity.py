@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from host import contention
+from host.analysis import contention
 
 #: A result with more far-out latency outliers than this fraction gets a warning, not a failure.
 OUTLIER_WARNING_FRACTION = 0.01

@@ -1,4 +1,7 @@
-"""The `host` command line: one Typer app, one module per command group, registered here."""
+"""The `host` command line: one Typer app (host/cli/app.py), one module per command group, registered here.
+
+The cli wing is the top of host/: it may import every other wing, and nothing imports it.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +9,7 @@ from typing import Any, get_args, get_origin
 
 import typer
 
-app = typer.Typer(
-    name="host",
-    help="edgeprof host: profile models on edge agents and report latency, energy, memory, temperature.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from host import __version__
-
-        print(f"edgeprof host {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
-    ),
-) -> None:
-    """edgeprof host: profile models on edge agents and report latency, energy, memory, temperature."""
+from host.cli.app import app
 
 
 def _register() -> None:

@@ -1,6 +1,6 @@
 """`host ab BASE CAND`: measure two models interleaved (A B A B …) on each device, store both runs, compare.
 
-Interleaving in one agent job (host/sequence.py) means drift, heat and a colleague's job cannot land on one
+Interleaving in one agent job (host/run/sequence.py) means drift, heat and a colleague's job cannot land on one
 side only. `host ab M M` is an A/A calibration: it shows what the gate does when nothing changed.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from host.cli import app
+from host.cli.app import app
 from host.cli.common import (
     CalibrationOption,
     CompareFormatOption,
@@ -55,8 +55,8 @@ from host.cli.profile import (
     read_inputs,
     resolve_targets,
 )
-from host.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
-from host.profiling import ProfileSettings
+from host.run.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
+from host.run.profiling import ProfileSettings
 
 _FORMATS = ("text", "md", "json")
 ROLES = ("base", "candidate")
@@ -99,7 +99,7 @@ def ab(
     them; with --fail-on-regression PCT, exit 1 when the candidate regresses by more than PCT."""
     if fmt not in _FORMATS:
         fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
-    from host.compare import CompareError, parse_gate_metrics
+    from host.analysis.compare import CompareError, parse_gate_metrics
 
     try:
         gates = parse_gate_metrics(gate_metrics)  # a typo fails now, not after the whole A/B sequence
@@ -125,8 +125,8 @@ def ab(
         prompt_text=_prompt_text(prompt_file),
     )
     compiler = make_compiler(quantize, quantize_mode, calibration, shapes, inputs)
-    from host.progress import make_progress
-    from host.sequence import ab_order, run_parts
+    from host.run.progress import make_progress
+    from host.run.sequence import ab_order, run_parts
 
     store = open_store()
     stop = StopSignal()
@@ -157,8 +157,8 @@ def ab(
     failed = [d for run in (base_run, cand_run) for d in run.document["devices"] if d["status"] != "ok"]
     for entry in failed:
         print(f"host: {entry['device']}: {entry.get('error') or 'failed'}", file=sys.stderr)
+    from host.analysis.compare import compare_runs, history_for, render_json, render_markdown, render_text
     from host.cli.report import default_grid_g_per_kwh
-    from host.compare import compare_runs, history_for, render_json, render_markdown, render_text
 
     try:
         result = compare_runs(

@@ -8,9 +8,10 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from host.store import Store, StoreError
+from host.store import open as store_open
+from host.store.sqlite import Store, StoreError
 
-#: `--tls-ca PATH` of every command that talks to agents; read by host.config.credentials_for.
+#: `--tls-ca PATH` of every command that talks to agents; read by host.fleet.config.credentials_for.
 TlsCaOption = Annotated[
     Path | None,
     typer.Option("--tls-ca", help="CA certificate (PEM) the agents' TLS certificates chain to"),
@@ -24,8 +25,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def open_store() -> Store:
+    """The configured run store, or one line saying why it cannot be opened."""
     try:
-        return Store()
+        return store_open.open_store()
     except StoreError as err:
         fail(str(err))
 

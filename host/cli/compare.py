@@ -7,16 +7,7 @@ from typing import Annotated
 
 import typer
 
-from host.cli import app
-from host.cli.common import (
-    CompareFormatOption,
-    CompareOutputOption,
-    FailOnRegressionOption,
-    GateMetricsOption,
-    fail,
-)
-from host.cli.report import default_grid_g_per_kwh
-from host.compare import (
+from host.analysis.compare import (
     CompareError,
     compare_runs,
     history_for,
@@ -26,7 +17,17 @@ from host.compare import (
     render_markdown,
     render_text,
 )
-from host.store import Store, StoreError
+from host.cli.app import app
+from host.cli.common import (
+    CompareFormatOption,
+    CompareOutputOption,
+    FailOnRegressionOption,
+    GateMetricsOption,
+    fail,
+)
+from host.cli.report import default_grid_g_per_kwh
+from host.store.open import open_store
+from host.store.sqlite import StoreError
 
 _FORMATS = ("text", "md", "json")
 
@@ -51,7 +52,7 @@ def compare(
     store = None
     if not all(Path(s).suffix.lower() == ".json" and Path(s).is_file() for s in (base, candidate)):
         try:
-            store = Store()
+            store = open_store()
         except StoreError as err:
             fail(str(err))
     try:

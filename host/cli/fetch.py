@@ -10,11 +10,11 @@ import typer
 
 from host.cli.common import TlsCaOption, fail, open_store
 from host.cli.runs import runs_app
-from host.client import Credentials
-from host.config import Config, ConfigError, credentials_for, load_config
-from host.fetch import FetchOutcome, fetch_runs
+from host.fleet.client import Credentials
+from host.fleet.config import Config, ConfigError, credentials_for, load_config
 from host.report.escape import terminal_text
-from host.store import PendingJob, StoreError
+from host.run.fetch import FetchOutcome, fetch_runs
+from host.store.sqlite import PendingJob, StoreError
 
 
 def _credentials(config: Config, token_file: Path | None, tls_ca: Path | None) -> dict[str, Credentials]:

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from host import examples
-from host.cli import app
+from host.cli.app import app
 from host.cli.common import (
     CalibrationOption,
     DeviceOption,
@@ -39,14 +38,16 @@ from host.cli.common import (
     fail,
     open_store,
 )
-from host.config import ConfigError, agent_address, credentials_for, load_config
-from host.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
-from host.modelfile import ModelFile, ModelFileError, check_input_shapes, inspect
-from host.profiling import ProfileSettings, Target, run_profile
-from host.strict_json import dumps as strict_dumps
+from host.fleet.config import ConfigError, agent_address, credentials_for, load_config
+from host.fleet.target import Target
+from host.prepare import examples
+from host.prepare.modelfile import ModelFile, ModelFileError, check_input_shapes, inspect
+from host.run.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
+from host.run.profiling import ProfileSettings, run_profile
+from host.store.strict_json import dumps as strict_dumps
 
 if TYPE_CHECKING:
-    from host.compile import Compiler
+    from host.prepare.compile import Compiler
 
 
 def _input_shapes(flags: list[str]) -> dict[str, str]:
@@ -80,7 +81,7 @@ def resolve_targets(
                 known = ", ".join(sorted(config.fleets)) or "none"
                 where = config.path or "no config file found"
                 fail(f"no fleet named '{name}' (fleets: {known}; config: {where})")
-            from host.fleet import fleet_targets
+            from host.fleet.members import fleet_targets
 
             targets = fleet_targets(config.fleets[name], token_file, tls_ca)
             if not targets:
@@ -91,7 +92,7 @@ def resolve_targets(
             return targets
     except ConfigError as err:
         fail(str(err))
-    from host.local_agent import LocalAgent, LocalAgentError
+    from host.fleet.local_agent import LocalAgent, LocalAgentError
 
     local = LocalAgent()
     try:
@@ -124,8 +125,8 @@ def read_inputs(inputs: Path | None) -> bytes:
 def make_compiler(
     quantize: str | None, quantize_mode: str, calibration: Path | None, shapes: dict[str, str], inputs: Path | None
 ) -> Compiler:
-    from host.compile import Compiler
-    from host.compile_options import CompileError, CompileOptions
+    from host.prepare.compile import Compiler
+    from host.prepare.compile_options import CompileError, CompileOptions
 
     try:
         # The run's shapes (--input-shape, or the --inputs arrays) are what compile fixes dynamic dims to.
@@ -188,7 +189,7 @@ def profile(
     prompt_lens = _prompt_lens(prompt_len)
     prompt_text = _prompt_text(prompt_file)
     if report is not None:
-        from host.report import ReportError, format_for
+        from host.report.formats import ReportError, format_for
 
         try:
             format_for(report)  # a bad name fails now, not after the whole profile has run
@@ -211,7 +212,7 @@ def profile(
         gen_len=gen_len,
         prompt_text=prompt_text,
     )
-    from host.progress import final_table, make_progress
+    from host.run.progress import final_table, make_progress
 
     compiler = make_compiler(quantize, quantize_mode, calibration, shapes, inputs)
     store = open_store()
@@ -222,7 +223,7 @@ def profile(
         progress = make_progress(quiet)
         try:
             if repeat > 1:
-                from host.sequence import repeat_order, run_parts
+                from host.run.sequence import repeat_order, run_parts
 
                 run = run_parts(
                     [model_file],
@@ -244,14 +245,14 @@ def profile(
                 close()
     document = run.document
     final_table(document)
-    from host.generation import generation_lines
+    from host.analysis.generation import generation_lines
 
     for line in generation_lines(document):
         print(line)
     if json_path is not None:
         _write(json_path, strict_dumps(document, indent=2) + "\n")
     if report is not None:
-        from host.report import ReportError, write_report
+        from host.report.formats import ReportError, write_report
 
         try:
             write_report(run, report, grid_g_per_kwh=load_config().grid_g_per_kwh)

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from host.cli import app
+from host.cli.app import app
 from host.cli.common import fail, open_store
-from host.config import ConfigError, load_config
-from host.report import FORMATS, ReportError, format_for, write_report
-from host.store import StoreError
+from host.fleet.config import ConfigError, load_config
+from host.report.formats import FORMATS, ReportError, format_for, write_report
+from host.store.sqlite import StoreError
 
 
 def default_grid_g_per_kwh() -> float | None:

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from host.cli import app
+from host.cli.app import app
 from host.cli.common import fail, open_store
 from host.report.escape import terminal_text
-from host.run_transfer import TransferError, read_runs, run_line, write_summary_csv
-from host.store import Store, StoreError
+from host.report.flat import write_summary_csv
+from host.store.sqlite import Store, StoreError
+from host.store.transfer import TransferError, read_runs, run_line
 
 runs_app = typer.Typer(help="stored runs", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")

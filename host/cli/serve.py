@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from host.cli import app
+from host.cli.app import app
 from host.cli.common import fail, open_store
-from host.config import ConfigError, read_token_file
 from host.dashboard.fleet_view import FleetWatch
-from host.serve import Dashboard, ServeError, ServeOptions
+from host.dashboard.serve import Dashboard, ServeError, ServeOptions
+from host.fleet.config import ConfigError, read_token_file
 
 
 @app.command("serve")

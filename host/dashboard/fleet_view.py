@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc
 
-from host.cli.fleet import PROBE_TIMEOUT_S, _shared_discovery, left_out
-from host.client import AgentClient, Credentials
-from host.config import Config, ConfigError, Fleet, credentials_for, load_config
 from host.dashboard.layout import link
-from host.fleet import Member, admit_members, fleet_members
-from host.rpc_errors import describe_rpc_error
+from host.fleet.client import AgentClient, Credentials
+from host.fleet.config import Config, ConfigError, Fleet, credentials_for, load_config
+from host.fleet.members import Member, admit_members, fleet_members
+from host.fleet.rpc_errors import describe_rpc_error
+from host.fleet.status import PROBE_TIMEOUT_S, left_out, shared_discovery
 
 
 @dataclass
@@ -103,7 +103,7 @@ class FleetWatch:
     def _probe_all(self) -> tuple[list[AgentStatus], str]:
         try:
             fleets: list[Fleet] = list(self._load_config().fleets.values())
-            discover_fn = _shared_discovery(fleets)
+            discover_fn = shared_discovery(fleets)
             plans = []
             for fleet in fleets:
                 members, creds = fleet_members(fleet, discover_fn), credentials_for(fleet, self._token_file)

@@ -27,7 +27,7 @@ from host.dashboard.layout import CONTENT_SECURITY_POLICY, page
 from host.dashboard.runs_view import FilterError, RunFilter, render_runs
 from host.dashboard.trend import mark_gate_failures, render_trend, render_trend_index, trend_points
 from host.report.html import render_html
-from host.store import Store, StoreError
+from host.store.sqlite import Store, StoreError
 
 #: How many of the newest runs the trend pages read (one point per run).
 TREND_RUNS = 5000
@@ -162,7 +162,7 @@ class Dashboard:
 
 
 def _config_path() -> str:
-    from host.config import ConfigError, config_path
+    from host.fleet.config import ConfigError, config_path
 
     try:
         return str(config_path() or "no config file found")

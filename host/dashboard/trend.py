@@ -1,7 +1,7 @@
 """Trends: one model on one device over time, a point per run, p50 and energy per inference with intervals.
 
 A point is marked as a gate failure when `host compare PREVIOUS RUN --fail-on-regression PCT` would fail
-for this device (the same rule and code: host.compare), so the chart shows where a change regressed.
+for this device (the same rule and code: host.analysis.compare), so the chart shows where a change regressed.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from host.compare import compare_runs
+from host.analysis.compare import compare_runs
 from host.dashboard.layout import link
 from host.dashboard.runs_view import model_name
 from host.report.svg import Chart, colour, padded_range
-from host.store import Store, StoreError
+from host.store.sqlite import Store, StoreError
 
 #: Runs whose gate is checked against their predecessor (each check loads two runs' raw arrays).
 GATE_CHECKED_RUNS = 200
 _GATE_COLOUR = "#b00020"
-#: Which gate failures each chart marks: host.compare's metric names.
+#: Which gate failures each chart marks: host.analysis.compare's metric names.
 _KEYWORD = {"p50": "latency", "energy": "energy"}
 _VALID, _INVALID = "valid", '<span class="partial">invalid</span>'
 

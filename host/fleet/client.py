@@ -11,7 +11,7 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from host.client_key import client_key
+from host.fleet.client_key import client_key
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 from protos.auth import CLIENT_KEY_METADATA
@@ -37,7 +37,7 @@ class Credentials:
     root_ca_pem: bytes | None = None
     client_cert_pem: bytes | None = None
     client_key_pem: bytes | None = None
-    #: Which host this is, for job ownership (host/client_key.py); None = the key this machine keeps.
+    #: Which host this is, for job ownership (host/fleet/client_key.py); None = the key this machine keeps.
     host_key: str | None = None
 
     @property

@@ -15,7 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-log = logging.getLogger("host.client_key")
+log = logging.getLogger("host.fleet.client_key")
 
 #: 32 random bytes as hex.
 KEY_HEX_CHARS = 64

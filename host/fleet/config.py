@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.client import Credentials
+from host.fleet.client import Credentials
 
 if sys.version_info >= (3, 11):
     import tomllib

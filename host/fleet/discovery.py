@@ -19,7 +19,7 @@ from typing import Any
 
 SERVICE_TYPE = "_edgeprof._tcp.local."
 
-log = logging.getLogger("host.discovery")
+log = logging.getLogger("host.fleet.discovery")
 
 
 class DiscoveryError(Exception):

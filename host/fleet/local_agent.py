@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from host import parent_death
-from host.client import Credentials
+from host.fleet import parent_death
+from host.fleet.client import Credentials
 
 #: How many hosts on one machine may each run an embedded agent at once (each has its own data dir).
 MAX_LOCAL_AGENTS = 32

@@ -1,6 +1,6 @@
 """Resolve a configured fleet into targets: its static agents plus the agents discovered with its tags.
 
-Discovered agents are strangers until they prove they belong to the fleet (host/membership.py): only
+Discovered agents are strangers until they prove they belong to the fleet (host/fleet/membership.py): only
 the ones that do are given the fleet's credentials.
 """
 
@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.client import Credentials
-from host.config import Fleet, credentials_for
-from host.discovery import DiscoveredAgent, DiscoveryError, discover
-from host.membership import can_prove, prove_all
-from host.profiling import Target
+from host.fleet.client import Credentials
+from host.fleet.config import Fleet, credentials_for
+from host.fleet.discovery import DiscoveredAgent, DiscoveryError, discover
+from host.fleet.membership import can_prove, prove_all
+from host.fleet.target import Target
 
-log = logging.getLogger("host.fleet")
+log = logging.getLogger("host.fleet.members")
 
 #: How long resolving static host names may take in all, so one dead DNS name cannot stall a run.
 RESOLVE_BUDGET_S = 1.0

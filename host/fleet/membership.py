@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from host.client import Credentials
-from host.rpc_errors import describe_rpc_error
+from host.fleet.client import Credentials
+from host.fleet.rpc_errors import describe_rpc_error
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 from protos.auth import prove_mac

@@ -6,7 +6,7 @@ in `subprocess.Popen(preexec_fn=...)` is unsafe in a process with gRPC threads: 
 fork(), gRPC's fork handlers then restart a poller in the child, and the child can log "epoll_wait error: Bad
 file descriptor" and hang before exec (grpc/grpc#43055; seen as agents that "did not start" in 30 s).
 
-So the child arms the signal itself: `command(cmd)` prefixes `cmd` with `python -m host.parent_death PID --`,
+So the child arms the signal itself: `command(cmd)` prefixes `cmd` with `python -m host.fleet.parent_death PID --`,
 which arms SIGTERM-on-parent-death, checks that its parent is still PID (it may have died before the signal
 was armed), and execs `cmd`; the signal survives exec. Popen can then use vfork, which runs no fork handlers.
 """
@@ -25,7 +25,7 @@ def command(cmd: list[str]) -> list[str]:
     """`cmd` run so that it gets SIGTERM when the calling thread (not merely process) of this process exits."""
     if not sys.platform.startswith("linux"):
         return list(cmd)
-    return [sys.executable, "-m", "host.parent_death", str(os.getpid()), "--", *cmd]
+    return [sys.executable, "-m", "host.fleet.parent_death", str(os.getpid()), "--", *cmd]
 
 
 def arm(parent_pid: int) -> None:
@@ -41,7 +41,7 @@ def arm(parent_pid: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--" or not argv[0].isdigit():
-        sys.exit("usage: python -m host.parent_death PARENT_PID -- COMMAND [ARG ...]")
+        sys.exit("usage: python -m host.fleet.parent_death PARENT_PID -- COMMAND [ARG ...]")
     arm(int(argv[0]))
     cmd = argv[2:]
     try:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles import GENERIC_PROFILE, DeviceProfile, load_profile
-from host.compile_options import CompileError, CompileOptions
-from host.modelfile import InputDecl, ModelFile, ModelFileError, inspect
-from host.onnx_passes import check_onnx, conform_ir3_inputs, convert_opset, default_opset, fix_dims
-from host.ort_steps import fold_constants, ort_format, ort_optimize, quantize_int8
+from host.prepare.compile_options import CompileError, CompileOptions
+from host.prepare.modelfile import InputDecl, ModelFile, ModelFileError, inspect
+from host.prepare.onnx_passes import check_onnx, conform_ir3_inputs, convert_opset, default_opset, fix_dims
+from host.prepare.ort_steps import fold_constants, ort_format, ort_optimize, quantize_int8
 from protos import agent_pb2 as pb
 
 #: File suffix of each target format's artifact.
@@ -118,7 +118,7 @@ class Compiler:
             steps.append("fix-dims")
             recipe["input_shapes"] = {name: list(dims) for name, dims in shapes.items()}
         if target == "tflite":
-            from host.tflite_convert import converter_recipe
+            from host.prepare.tflite_convert import converter_recipe
 
             # Converter versions and options go into the recipe, hence the cache key: a new onnx2tf rebuilds.
             steps += ["fold-constants", "tflite-convert"]
@@ -201,7 +201,7 @@ class Compiler:
 
     def _check_convertible(self, info: pb.DeviceInfo, profile: DeviceProfile) -> None:
         """An ONNX model for a TFLite board: the optional converter must be installed, and float32 is all it makes."""
-        from host.tflite_convert import EXTRA_HINT, available
+        from host.prepare.tflite_convert import EXTRA_HINT, available
 
         needs = f"device {_device(info)} (profile {profile.name}) runs .tflite models"
         if self.options.quantize:
@@ -294,7 +294,7 @@ def _intact(path: Path) -> ModelFile | None:
 
 def _convert_to_tflite(src: Path, dst: Path, name: str) -> dict[str, Any]:
     """ONNX (static shapes by now) to float32 .tflite, checked against ONNX Runtime; returns that check."""
-    from host.tflite_convert import ConversionError, convert_onnx_to_tflite
+    from host.prepare.tflite_convert import ConversionError, convert_onnx_to_tflite
 
     try:
         return dict(convert_onnx_to_tflite(src, dst)["check"])

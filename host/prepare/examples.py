@@ -24,7 +24,7 @@ def resolve(model: str) -> Path:
     name = model[len(PREFIX) :]
     path = examples_dir() / f"light_{name}.onnx"
     if not path.is_file():
-        from host.modelfile import ModelFileError
+        from host.prepare.modelfile import ModelFileError
 
         raise ModelFileError(f"no example model '{name}' (examples: {', '.join(available())})")
     return path

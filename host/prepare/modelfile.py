@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.client import sha256_file
+from host.fleet.client import sha256_file
 
 
 class ModelFileError(Exception):
@@ -129,8 +129,8 @@ def inspect(path: Path) -> ModelFile:
 
 
 def _genai_dir(path: Path) -> ModelFile:
-    """A GenAI model directory, checked and packed into a deterministic tar (host/genai_pack.py)."""
-    from host.genai_pack import pack
+    """A GenAI model directory, checked and packed into a deterministic tar (host/prepare/genai_pack.py)."""
+    from host.prepare.genai_pack import pack
     from protos.genai_dir import GenAIDirError
 
     try:
@@ -146,7 +146,7 @@ def _genai_dir(path: Path) -> ModelFile:
 
 def _tflite_inputs(path: Path) -> tuple[InputDecl, ...]:
     """Inputs from the flatbuffer when a TFLite runtime is on the host; the agent checks in any case."""
-    from host.tflite_inputs import TFLiteInputsError, tflite_inputs
+    from host.prepare.tflite_inputs import TFLiteInputsError, tflite_inputs
 
     try:
         found = tflite_inputs(path)

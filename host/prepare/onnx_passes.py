@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from host.compile_options import CompileError, short_reason
+from host.prepare.compile_options import CompileError, short_reason
 
 
 def check_onnx(src: Path, dst: Path) -> None:
@@ -181,7 +181,7 @@ def convert_opset(src: Path, dst: Path, target: int, profile: str, name: str) ->
     onnx.save(converted, str(dst))
     try:
         onnx.checker.check_model(str(dst), full_check=True)  # full: input types against the older schemas too
-        from host.ort_steps import quiet_session_options
+        from host.prepare.ort_session import quiet_session_options
 
         ort.InferenceSession(str(dst), quiet_session_options(), providers=["CPUExecutionProvider"])
     except Exception as err:

@@ -6,22 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from host.compile_options import CompileError, CompileOptions, short_reason
-from host.modelfile import InputDecl
-from host.onnx_passes import conform_ir3_inputs
-
-#: ONNX Runtime's own severity for the sessions the host opens: errors only. Its warnings ("Removing
-#: initializer …", coloured, on the terminal) are about the user's graph and need no action from them.
-ORT_LOG_SEVERITY_ERROR = 3
-
-
-def quiet_session_options() -> Any:
-    """SessionOptions for a session the host opens for itself (compile, checks): ORT logs errors only."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = ORT_LOG_SEVERITY_ERROR
-    return options
+from host.prepare.compile_options import CompileError, CompileOptions, short_reason
+from host.prepare.modelfile import InputDecl
+from host.prepare.onnx_passes import conform_ir3_inputs
+from host.prepare.ort_session import quiet_session_options
 
 
 def _session_options(dst: Path, basic: bool = False) -> Any:

@@ -160,7 +160,7 @@ def _run_child(work: Path, src: Path, timeout_s: float) -> dict[str, Any]:
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "host.tflite_convert", str(work / "request.json")],
+                [sys.executable, "-m", "host.prepare.tflite_convert", str(work / "request.json")],
                 cwd=work,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -223,7 +223,7 @@ def _dist_version(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The child process: python -m host.tflite_convert REQUEST.json (cwd and TMPDIR are the scratch dir)
+# The child process: python -m host.prepare.tflite_convert REQUEST.json (cwd and TMPDIR are the scratch dir)
 
 
 def _child_main(request_path: str) -> int:
@@ -388,7 +388,7 @@ def _check_tflite(
     import onnxruntime as ort
 
     feeds = _random_feeds(onnx_inputs, shapes)
-    from host.ort_steps import quiet_session_options
+    from host.prepare.ort_session import quiet_session_options
 
     session = ort.InferenceSession(str(src), quiet_session_options(), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)

@@ -5,26 +5,12 @@ One list of columns, so the HTML table, the Markdown table and the CSV agree on 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from host.energy import CO2E_LABEL, co2e_g
-
-NO_SENSOR = "no power sensor"
-
-
-def _get(entry: dict[str, Any], *path: str | int) -> Any:
-    value: Any = entry
-    for key in path:
-        if value is None:
-            return None
-        if isinstance(key, int):
-            value = value[key] if isinstance(value, list) and len(value) > key else None
-        else:
-            value = value.get(key) if isinstance(value, dict) else None
-    return value
+from host.analysis.document import NO_SENSOR, get, num
+from host.analysis.energy import CO2E_LABEL, co2e_g
 
 
 @dataclass(frozen=True)
@@ -36,7 +22,7 @@ class Column:
 
 
 def _path(*path: str | int) -> Callable[[dict[str, Any]], Any]:
-    return lambda entry: _get(entry, *path)
+    return lambda entry: get(entry, *path)
 
 
 CSV_COLUMNS: tuple[Column, ...] = (
@@ -75,39 +61,19 @@ CSV_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def get(entry: dict[str, Any], *path: str | int) -> Any:
-    """``entry[path...]``, None where any step is missing or null."""
-    return _get(entry, *path)
-
-
 def has_energy(entry: dict[str, Any]) -> bool:
-    return _get(entry, "energy", "energy_mj_per_inference") is not None
+    return get(entry, "energy", "energy_mj_per_inference") is not None
 
 
 def co2e_g_per_1m_inferences(entry: dict[str, Any], grid_g_per_kwh: float | None) -> float | None:
     """Estimated g CO2e per million inferences (gross energy x grid intensity); None without both."""
-    mj = _get(entry, "energy", "energy_mj_per_inference")
+    mj = get(entry, "energy", "energy_mj_per_inference")
     if mj is None or grid_g_per_kwh is None:
         return None
     return co2e_g(float(mj) * 1e-3 * 1e6, grid_g_per_kwh)
 
 
 CO2E_NOTE = f"CO2e is an {CO2E_LABEL}"
-
-
-def num(value: Any, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits (thousands kept whole); "–" for null."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    v = float(value)
-    if v == 0:
-        return "0"
-    if abs(v) >= 10**digits:
-        return f"{v:.0f}"
-    decimals = max(digits - 1 - math.floor(math.log10(abs(v))), 0)
-    return f"{v:.{decimals}f}"
 
 
 def with_interval(value: Any, interval: Any, digits: int = 4) -> str:
@@ -124,12 +90,12 @@ def energy_text(entry: dict[str, Any], key: str, digits: int = 4) -> str:
     if entry.get("status") != "ok":
         return "–"
     if not has_energy(entry):
-        return NO_SENSOR if _get(entry, "energy", "method") is None else "no usable window"
-    return with_interval(_get(entry, "energy", key), _get(entry, "energy", f"{key}_ci95"), digits)
+        return NO_SENSOR if get(entry, "energy", "method") is None else "no usable window"
+    return with_interval(get(entry, "energy", key), get(entry, "energy", f"{key}_ci95"), digits)
 
 
 def board_text(entry: dict[str, Any]) -> str:
-    board = _get(entry, "board") or {}
+    board = get(entry, "board") or {}
     parts = [
         board.get("board") or board.get("hostname") or "",
         board.get("machine") or "",

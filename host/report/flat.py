@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
-from host.report import ReportError, generation
 from host.report import fields as f
+from host.report import generation
+from host.report.errors import ReportError
 from host.report.escape import csv_cell
-from host.rundata import RunData
-from host.strict_json import dumps
+from host.store.rundata import RunData
+from host.store.strict_json import dumps
 
 
 def _csv_value(value: Any) -> str:
@@ -62,3 +64,22 @@ def render_json(run: RunData) -> str:
         raise ReportError(
             f"run {run.run_id} holds a number that is not finite ({err}): strict JSON cannot carry it"
         ) from err
+
+
+_FRONT = ("created_at", "model_path", "model_sha256")
+
+
+def write_summary_csv(runs: Iterable[RunData], out: TextIO) -> int:
+    """One row per device of every run (`host report --format csv`'s columns, plus when and which model)."""
+    writer = csv.writer(out, lineterminator="\n")
+    count = 0
+    for run in runs:
+        rows = list(csv.reader(io.StringIO(render_csv(run))))
+        if count == 0:
+            writer.writerow([rows[0][0], *_FRONT, *rows[0][1:]])
+        model = run.document.get("model") or {}
+        front = [str(run.document.get("created_at", "")), str(model.get("path", "")), str(model.get("sha256", ""))]
+        for row in rows[1:]:
+            writer.writerow([row[0], *(csv_cell(v) for v in front), *row[1:]])
+        count += 1
+    return count

@@ -1,6 +1,6 @@
 """The generation section of the reports (generative models): per prompt length TTFT, ITL, tokens/s, energy per token.
 
-Figures come from each device entry's `generation` list (host/generation.py); the plots from the raw token
+Figures come from each device entry's `generation` list (host/analysis/generation.py); the plots from the raw token
 timestamps: the inter-token latency distribution per prompt length, and power over time with every measured
 generation's prefill and decode shaded. The same rows feed HTML, Markdown and CSV, so the three agree.
 """
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from host.energy import power_over_time_w
-from host.generation import generations
+from host.analysis.energy import power_over_time_w
+from host.analysis.generation import generations
 from host.report import fields as f
 from host.report.escape import markdown_text
 from host.report.plots import no_data, time_origin_ns
 from host.report.svg import Chart, colour, padded_range
-from host.rundata import DeviceRaw
+from host.store.rundata import DeviceRaw
 
 #: Shading of a generation's two phases on the power plot.
 PREFILL_FILL = "#f4a6a6"

@@ -12,7 +12,7 @@ from host.report import plots
 from host.report.generation import generation_html
 from host.report.repetitions import repetitions_html
 from host.report.svg import colour
-from host.rundata import DeviceRaw, RunData
+from host.store.rundata import DeviceRaw, RunData
 
 _CSS = """
 :root { color-scheme: light; }

@@ -9,7 +9,7 @@ from host.report import fields as f
 from host.report.escape import markdown_code, markdown_html_text, markdown_text
 from host.report.generation import generation_markdown
 from host.report.repetitions import repetitions_markdown
-from host.rundata import RunData
+from host.store.rundata import RunData
 
 SUMMARY_HEADER = (
     "device",

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from host.energy import power_over_time_w
+from host.analysis.energy import power_over_time_w
 from host.report import fields as f
 from host.report.svg import PHASE_FILL, Chart, colour, padded_range
-from host.rundata import DeviceRaw
+from host.store.rundata import DeviceRaw
 
 #: Phases shaded on time plots, in protocol order.
 SHADED_PHASES = ("idle", "warmup", "measure")

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from host import energy, stats
-from host.rundata import DeviceRaw, PhaseSpan, RunData, Series
+from host.analysis import energy, stats
+from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
 
 _BOARDS = ("Jetson Orin Nano", "Raspberry Pi 5", "Coral Dev Board", "Intel NUC 13", "Rock 5B")
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from host import validate
-from host.generation import TokenBlockError, TokenSeries, check_block
-from host.rundata import DeviceRaw, PhaseSpan, Series
+from host.analysis.generation import TokenBlockError, TokenSeries, check_block
+from host.run import validate
+from host.store.rundata import DeviceRaw, PhaseSpan, Series
 from protos import agent_pb2 as pb
 
 PHASE_NAMES = {int(v): k.lower() for k, v in pb.Phase.items() if v}
@@ -20,7 +20,7 @@ class SequenceError(Exception):
 
 
 class InvalidBatch(SequenceError):
-    """A batch holds numbers the host refuses (host/validate.py), or more samples than the job may hold.
+    """A batch holds numbers the host refuses (host/run/validate.py), or more samples than the job may hold.
 
     A SequenceError, so every caller that refuses an out-of-order stream refuses this one the same way:
     that device's job fails with this one-line message, nothing of the batch is kept.
@@ -52,7 +52,7 @@ class JobCollector:
     _part_lat: dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     _part_phases: dict[int, dict[str, PhaseSpan]] = field(default_factory=dict)
     infos: dict[int, pb.JobInfo] = field(default_factory=dict)
-    #: A generative model's token timestamps (host/generation.py), kept as series with the raw samples.
+    #: A generative model's token timestamps (host/analysis/generation.py), kept as series with the raw samples.
     _tokens: TokenSeries = field(default_factory=TokenSeries.empty)
 
     def add(self, batch: pb.MeasurementBatch) -> None:
@@ -110,7 +110,7 @@ class JobCollector:
             self.end = batch.end
 
     def _check(self, batch: pb.MeasurementBatch) -> None:
-        """InvalidBatch unless every number in the batch passes host/validate.py and the job stays under its cap.
+        """InvalidBatch unless every number in the batch passes host/run/validate.py and the job stays under its cap.
 
         Checked whole before anything of it is kept, so a refused batch leaves the collector as it was.
         """
@@ -157,7 +157,7 @@ class JobCollector:
 
         Reads only the newest chunks of each power/energy series, so its cost does not grow with the job.
         """
-        from host.energy import ENERGY_KINDS, power_over_time_w
+        from host.analysis.energy import ENERGY_KINDS, power_over_time_w
 
         recent = []
         for s, ts, vs in self._series.values():

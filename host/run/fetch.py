@@ -19,14 +19,14 @@ from typing import Any
 import grpc
 
 from host import __version__
-from host.client import AgentClient, Credentials
-from host.collect import JobCollector, SequenceError
-from host.membership import prove
-from host.profiling import DeviceFailed, ProfileSettings, stall_bound_s, stream_job
-from host.rpc_errors import describe_rpc_error
-from host.rundata import DeviceRaw, RunData
-from host.store import PendingJob, Store, StoreError
-from host.summary import device_entry, error_entry
+from host.analysis.summary import device_entry, error_entry
+from host.fleet.client import AgentClient, Credentials
+from host.fleet.membership import prove
+from host.fleet.rpc_errors import describe_rpc_error
+from host.run.collect import JobCollector, SequenceError
+from host.run.profiling import DeviceFailed, ProfileSettings, stall_bound_s, stream_job
+from host.store.rundata import DeviceRaw, RunData
+from host.store.sqlite import PendingJob, Store, StoreError
 from protos import agent_pb2 as pb
 
 CredentialsFor = Callable[[PendingJob], Credentials]

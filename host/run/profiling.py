@@ -14,16 +14,17 @@ from typing import Any
 import grpc
 
 from host import __version__
-from host.client import AgentClient, Credentials
-from host.collect import JobCollector, SequenceError
-from host.interrupt import StopSignal
-from host.modelfile import ModelFile
-from host.rpc_errors import describe_rpc_error
-from host.rundata import DeviceRaw, RunData
-from host.store import PendingJob, Store
-from host.stream_watch import StallWatch
-from host.summary import device_entry, error_entry
-from host.validity import assess
+from host.analysis.summary import device_entry, error_entry
+from host.analysis.validity import assess
+from host.fleet.client import AgentClient
+from host.fleet.rpc_errors import describe_rpc_error
+from host.fleet.target import Target
+from host.prepare.modelfile import ModelFile
+from host.run.collect import JobCollector, SequenceError
+from host.run.interrupt import StopSignal
+from host.run.stream_watch import StallWatch
+from host.store.rundata import DeviceRaw, RunData
+from host.store.sqlite import PendingJob, Store
 from protos import agent_pb2 as pb
 
 #: Stream errors after which the host re-attaches (with backoff) instead of failing the device.
@@ -66,24 +67,10 @@ class ProfileSettings:
     timeout_s: float = 0.0
     #: How long the host keeps re-attaching to a job whose stream broke.
     reconnect_s: float = 300.0
-    #: GenAI models (host/generation.py): prompt lengths swept, tokens per generation, or a text prompt.
+    #: GenAI models (host/analysis/generation.py): prompt lengths swept, tokens per generation, or a text prompt.
     prompt_lens: tuple[int, ...] = (128,)
     gen_len: int = 64
     prompt_text: str = ""
-
-
-@dataclass
-class Target:
-    """One agent to profile on: a display name, its address, and how to authenticate."""
-
-    name: str
-    address: str
-    credentials: Credentials = field(default_factory=Credentials)
-    #: The embedded local agent: it ends with this host, so its jobs are never left pending for a later fetch.
-    ephemeral: bool = False
-    #: Found over zeroconf (it proved it belongs to the fleet): whoever answers at its address later must
-    #: prove it again before it gets the token (host runs fetch).
-    discovered: bool = False
 
 
 @dataclass

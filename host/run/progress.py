@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from host.profiling import DeviceProgress
+from host.analysis.document import NO_SENSOR
 from host.report.escape import rich_text, terminal_text
-from host.report.fields import NO_SENSOR
+from host.run.profiling import DeviceProgress
 
 
 class PlainProgress:

@@ -2,7 +2,7 @@
 
 Each device gets ONE job whose parts run back to back in fresh workers (agent/parts.py), so no other
 host's job can run between the repetitions or between A and B. The parts' measurements are split by
-model into one run per model, each device entry carrying its `repetitions` (host/repetitions.py).
+model into one run per model, each device entry carrying its `repetitions` (host/analysis/repetitions.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from typing import Any
 import grpc
 
 from host import __version__
-from host.client import AgentClient
-from host.collect import JobCollector, SequenceError
-from host.interrupt import StopSignal
-from host.modelfile import ModelFile
-from host.profiling import (
+from host.analysis.repetitions import merge_raw, pool, repetition_summary
+from host.analysis.summary import device_entry, error_entry
+from host.analysis.validity import assess
+from host.fleet.client import AgentClient
+from host.fleet.rpc_errors import describe_rpc_error
+from host.prepare.modelfile import ModelFile
+from host.run.collect import JobCollector, SequenceError
+from host.run.interrupt import StopSignal
+from host.run.profiling import (
     CompileFn,
     DeviceFailed,
     DeviceProgress,
@@ -34,12 +38,8 @@ from host.profiling import (
     settings_document,
     stream_job,
 )
-from host.repetitions import merge_raw, pool, repetition_summary
-from host.rpc_errors import describe_rpc_error
-from host.rundata import DeviceRaw, RunData
-from host.store import Store
-from host.summary import device_entry, error_entry
-from host.validity import assess
+from host.store.rundata import DeviceRaw, RunData
+from host.store.sqlite import Store
 
 #: DeviceInfo.capabilities entry of an agent that runs multi-part jobs (agent/parts.py CAPABILITY).
 PARTS_CAPABILITY = "parts"

@@ -1,6 +1,6 @@
 """A stall watchdog for one server stream: cancels the call when no message arrives within a bound.
 
-Keepalive pings (host/client.py) catch a dead link; this catches a live link that carries nothing: an
+Keepalive pings (host/fleet/client.py) catch a dead link; this catches a live link that carries nothing: an
 agent whose job stopped producing batches, or a connection attempt through a frozen proxy that never
 completes its handshake. While a job waits in the agent's queue it legitimately sends nothing for as
 long as the job ahead runs, so there a stall first asks the agent (a unary call with its own deadline)

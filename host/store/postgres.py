@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from host.store import Store, StoreError
+from host.store.sqlite import Store, StoreError
 
 #: pg_advisory_xact_lock key that serialises schema migrations across hosts ("edgeprof" in ASCII, truncated).
 _MIGRATION_LOCK_KEY = 0x6564676570726F66 >> 1

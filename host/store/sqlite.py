@@ -1,10 +1,10 @@
 """The host's run store: result documents, every raw sample, and jobs still to collect.
 
-`Store()` opens what `EDGEPROF_DB` (else the config file's `db`) names: a SQLite file by default (this
-module), or a team's PostgreSQL server for a `postgresql://…` URL (host.store_pg, psycopg imported only
-then). Both run the same SQL and the same numbered migrations (host.store_schema). Raw arrays are stored
-as little-endian int64/float64 blobs: one row per channel, not per sample, so 10 devices × 100k samples
-store and load in milliseconds.
+`open_store()` (host/store/open.py) opens what `EDGEPROF_DB` (else the config file's `db`) names: a SQLite
+file by default (this module), or a team's PostgreSQL server for a `postgresql://…` URL (host.store.postgres,
+psycopg imported only then). Both run the same SQL and the same numbered migrations (host.store.schema).
+Raw arrays are stored as little-endian int64/float64 blobs: one row per channel, not per sample, so
+10 devices × 100k samples store and load in milliseconds.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from host.rundata import DeviceRaw, PhaseSpan, RunData, Series
-from host.store_schema import MIGRATIONS, VERSION_TABLE, AddColumn
+from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
+from host.store.schema import MIGRATIONS, VERSION_TABLE, AddColumn
 
 #: Names of the latency "channels" in the arrays table (a = start_ns, b = end_ns).
 LATENCY_MEASURE = "latency:measure"
@@ -45,7 +45,7 @@ def is_postgres_url(target: object) -> bool:
 
 def _configured_db() -> str | None:
     """The config file's `db` (a path or a postgresql:// URL), or None."""
-    from host.config import ConfigError, load_config  # the config module pulls in the gRPC client
+    from host.fleet.config import ConfigError, load_config  # the config module pulls in the gRPC client
 
     try:
         value = load_config().raw.get("db")
@@ -114,21 +114,17 @@ def _blob(values: np.ndarray, dtype: str) -> bytes:
 
 
 class Store:
-    """The run store. This class is the SQLite backend; `Store(url)` with a postgresql:// URL is a PgStore."""
+    """The run store's interface and its SQLite backend; host/store/postgres.py's PgStore runs the same SQL.
 
-    #: The column types that differ between backends, as host.store_schema spells them.
+    Open one with `open_store()` (host/store/open.py), which picks the backend for the target.
+    """
+
+    #: The column types that differ between backends, as host.store.schema spells them.
     _TYPES = {"blob": "BLOB", "int64": "INTEGER"}
     #: Appended to the claim's SELECT: PostgreSQL locks the rows it claims and skips those another fetcher holds.
     _CLAIM_LOCK = ""
 
     path: Path | str
-
-    def __new__(cls, target: Path | str | None = None) -> Store:
-        if cls is Store and is_postgres_url(store_target(target)):
-            from host.store_pg import PgStore
-
-            return super().__new__(PgStore)
-        return super().__new__(cls)
 
     def __init__(self, target: Path | str | None = None) -> None:
         self._lock = threading.RLock()  # one connection, shared by a fleet's threads: one statement or tx at a time
@@ -139,7 +135,7 @@ class Store:
             self.close()
             raise
 
-    # -- the backend: SQLite here, overridden by host.store_pg --------------------------------------------------
+    # -- the backend: SQLite here, overridden by host.store.postgres --------------------------------------------------
 
     def _open(self, target: Path | str) -> None:
         self.path = Path(target)

@@ -1,4 +1,6 @@
-"""Runs moved between stores: `host runs export` (JSON lines with raw arrays, or a CSV summary), `host runs import`.
+"""Runs moved between stores: `host runs export` (JSON lines with raw arrays), `host runs import`.
+
+The CSV summary that `runs export -f csv` writes is a report (host/report/flat.py).
 
 One JSON line per run: its result document and every raw array, base64 of the same little-endian
 int64/float64 bytes the store keeps, so a run exported from a laptop's SQLite and imported into the team's
@@ -8,17 +10,13 @@ PostgreSQL loads back identical, samples included.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-from host.report.escape import csv_cell
-from host.report.flat import render_csv
-from host.rundata import DeviceRaw, PhaseSpan, RunData, Series
+from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
 
 FORMAT = "edgeprof-run"
 VERSION = 1
@@ -152,22 +150,3 @@ def read_runs(lines: Iterable[str]) -> Iterator[RunData]:
             yield parse_run_line(text)
         except TransferError as err:
             raise TransferError(f"line {number}: {err}") from err
-
-
-_FRONT = ("created_at", "model_path", "model_sha256")
-
-
-def write_summary_csv(runs: Iterable[RunData], out: TextIO) -> int:
-    """One row per device of every run (`host report --format csv`'s columns, plus when and which model)."""
-    writer = csv.writer(out, lineterminator="\n")
-    count = 0
-    for run in runs:
-        rows = list(csv.reader(io.StringIO(render_csv(run))))
-        if count == 0:
-            writer.writerow([rows[0][0], *_FRONT, *rows[0][1:]])
-        model = run.document.get("model") or {}
-        front = [str(run.document.get("created_at", "")), str(model.get("path", "")), str(model.get("sha256", ""))]
-        for row in rows[1:]:
-            writer.writerow([row[0], *(csv_cell(v) for v in front), *row[1:]])
-        count += 1
-    return count

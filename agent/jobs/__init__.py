@@ -1,0 +1,6 @@
+"""The job runner's rooms: request checks (validation), the queue with its warm worker and journal retries
+(runner), one job's phases (execution), the worker subprocess (worker_process) and the job's data (job).
+
+Imports run one way: runner -> execution -> job, worker_process; validation stands alone. Nothing here
+imports agent.server or agent.servicer (they call in).
+"""
