@@ -48,3 +48,19 @@ def test_version_prints_one_line_and_exits_zero() -> None:
 
     assert result.returncode == 0
     assert result.stdout.strip() == f"edgeprof host {__version__}"
+
+
+def test_profile_and_ab_take_every_profiling_option_with_the_same_default() -> None:
+    import dataclasses
+
+    from host.cli import build_command
+    from host.cli.profile_setup import ProfileOptions
+
+    commands = build_command().commands
+    shared = {f.name: f.default for f in dataclasses.fields(ProfileOptions) if f.default is not dataclasses.MISSING}
+    for name in ("profile", "ab"):
+        params = {p.name: p.default for p in commands[name].params}
+        missing = sorted(set(shared) - set(params))
+        assert missing == [], f"`host {name}` lacks {missing}"
+        differing = {k: (params[k], v) for k, v in shared.items() if params[k] != v and params[k] is not None}
+        assert differing == {}, f"`host {name}` defaults differ from ProfileOptions: {differing}"

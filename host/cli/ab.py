@@ -7,8 +7,6 @@ side only. `host ab M M` is an A/A calibration: it shows what the gate does when
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,17 +44,8 @@ from host.cli.common import (
     fail,
     open_store,
 )
-from host.cli.profile import (
-    _input_shapes,
-    _prompt_lens,
-    _prompt_text,
-    load_model,
-    make_compiler,
-    read_inputs,
-    resolve_targets,
-)
-from host.run.interrupt import EXIT_INTERRUPTED, StopSignal, stop_on_signals
-from host.run.profiling import ProfileSettings
+from host.cli.profile_setup import ProfileOptions, driven, prepare, write_file
+from host.run.interrupt import EXIT_INTERRUPTED
 
 _FORMATS = ("text", "md", "json")
 ROLES = ("base", "candidate")
@@ -105,51 +94,47 @@ def ab(
         gates = parse_gate_metrics(gate_metrics)  # a typo fails now, not after the whole A/B sequence
     except CompareError as err:
         fail(str(err))
-    shapes = _input_shapes(input_shape or [])
-    models = [load_model(base, shapes), load_model(candidate, shapes)]
-    settings = ProfileSettings(
+    options = ProfileOptions(
+        fleet=fleet,
+        device=device or [],
         runs=runs,
         warmup=warmup,
-        min_duration_s=min_duration,
-        idle_s=idle,
+        min_duration=min_duration,
+        idle=idle,
         threads=threads,
-        input_shapes=shapes,
-        inputs_npz=read_inputs(inputs),
-        sample_rate_hz=sample_rate,
-        settle_timeout_s=settle_timeout,
+        input_shape=input_shape or [],
+        inputs=inputs,
+        sample_rate=sample_rate,
+        settle_timeout=settle_timeout,
         op_profile=op_profile,
-        timeout_s=timeout,
-        reconnect_s=reconnect,
-        prompt_lens=_prompt_lens(prompt_len),
+        quantize=quantize,
+        quantize_mode=quantize_mode,
+        calibration=calibration,
+        timeout=timeout,
+        reconnect=reconnect,
+        prompt_len=prompt_len,
         gen_len=gen_len,
-        prompt_text=_prompt_text(prompt_file),
+        prompt_file=prompt_file,
+        token_file=token_file,
+        tls_ca=tls_ca,
+        quiet=quiet,
     )
-    compiler = make_compiler(quantize, quantize_mode, calibration, shapes, inputs)
-    from host.run.progress import make_progress
+    prepared = prepare(options, [base, candidate])
     from host.run.sequence import ab_order, run_parts
 
     store = open_store()
-    stop = StopSignal()
-    with ExitStack() as stack:
-        stack.enter_context(stop_on_signals(stop))
-        targets = resolve_targets(fleet, device or [], token_file, stack, tls_ca)
-        progress = make_progress(quiet)
-        try:
-            base_run, cand_run = run_parts(
-                models,
-                ab_order(repeat),
-                targets,
-                settings,
-                store=store,
-                progress=progress,
-                compile_fn=compiler,
-                roles=ROLES,
-                stop=stop,
-            )
-        finally:
-            close = getattr(progress, "close", None)
-            if close:
-                close()
+    with driven(options) as (targets, progress, stop):
+        base_run, cand_run = run_parts(
+            prepared.models,
+            ab_order(repeat),
+            targets,
+            prepared.settings,
+            store=store,
+            progress=progress,
+            compile_fn=prepared.compiler,
+            roles=ROLES,
+            stop=stop,
+        )
     print(f"host: stored base run {base_run.run_id} and candidate run {cand_run.run_id}", file=sys.stderr)
     if stop.is_set():
         print(f"host: interrupted by {stop.reason}: no comparison of an unfinished A/B sequence", file=sys.stderr)
@@ -176,13 +161,5 @@ def ab(
     text = {"text": render_text, "md": render_markdown, "json": render_json}[fmt](result)
     print(text, end="")
     if output is not None:
-        _write(output, text)
+        write_file(output, text)
     raise typer.Exit(1 if result.failed or failed else 0)
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as err:
-        fail(f"cannot write {path}: {err.strerror}")
