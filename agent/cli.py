@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics (power, temperatures, queue, jobs, health) on HOST:PORT, e.g. 127.0.0.1:9464",
     )
     serve.add_argument(
+        "--power-mode",
+        type=int,
+        metavar="ID",
+        help="Jetson: the nvpmodel power mode to set for each job and restore after it (needs root or sudo -n)",
+    )
+    serve.add_argument(
         "--warm-worker",
         action="store_true",
         help="keep a worker with the runtimes imported ready for the next job: faster job starts "
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             adb=args.adb,
             delegate=args.delegate,
             metrics_listen=args.metrics_listen,
+            power_mode=args.power_mode,
         )
         sys.exit(serve(opts))
     if args.command == "info":

@@ -67,6 +67,8 @@ class ServeOptions:
     delegate: str = ""
     #: HOST:PORT of the Prometheus /metrics endpoint (agent/metrics.py); None = no endpoint.
     metrics_listen: str | None = None
+    #: A Jetson's nvpmodel mode set for each job and restored after it (agent/power_mode.py); None = leave it.
+    power_mode: int | None = None
 
 
 def _read_token(path: Path) -> str:
@@ -169,6 +171,8 @@ class AgentProcess:
             backend=self.phone.backend(self.profile) if self.phone else None,
             warm_worker=opts.warm_worker,
             worker_memory_mb=self._worker_memory_mb(),
+            runtime_options=self.profile.runtime_options(),
+            board_state=_board_state(opts, self.profile.name, phone=self.phone is not None),
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
         prover = MembershipProver(self.token, host, lambda: self.port)
@@ -258,6 +262,26 @@ class AgentProcess:
     def wait(self) -> None:
         """Until stop() has completed (not merely begun): jobs cancelled, streams ended, journal closed."""
         self._stop_done.wait()
+
+
+def _board_state(opts: ServeOptions, profile: str, phone: bool) -> Any:
+    """On a Jetson, what records its power mode and clocks per job (and sets --power-mode); None elsewhere."""
+    from agent.jetson_state import JetsonBoardState
+    from agent.power_mode import PowerModeControl, PowerModeRefused
+    from agent.sensors.base import under_root
+
+    jetson = not phone and (profile.startswith("jetson") or under_root("/etc/nv_tegra_release").is_file())
+    if not jetson:
+        if opts.power_mode is not None:
+            raise ServeError("--power-mode is for Jetson boards (nvpmodel): this agent does not serve one")
+        return None
+    control = None
+    if opts.power_mode is not None:
+        try:
+            control = PowerModeControl.checked(opts.power_mode)
+        except PowerModeRefused as err:
+            raise ServeError(str(err)) from err
+    return JetsonBoardState(control)
 
 
 def _connect_phone(opts: ServeOptions) -> Any:

@@ -51,6 +51,7 @@ class JobExecution:
         self.phase = "prepare"
         self.measured = 0
         self.extended = ""
+        self.prepare_detail = ""
         self.part = Part(0, self.req.model_sha256, self.req.model_format)
         self.model_dir: Path | None = None
 
@@ -70,12 +71,21 @@ class JobExecution:
         deadline = time.monotonic() + timeout_s
         parts = job_parts(req)
         ends: list[pb.JobEnd] = []
-        for part in parts:  # agent/parts.py: each part in a fresh worker, no other job in between
-            self._begin_part(part)
-            ends.append(self._run_part(deadline))
-            if ends[-1].status != pb.JobEnd.OK:
-                break
-        self._finish(combine_ends(ends, len(parts), multi_part=bool(req.parts)))
+        board = self.settings.board_state  # a Jetson's power mode and clocks (agent/jetson_state.py)
+        try:
+            if board is not None:
+                board.begin()
+            for part in parts:  # agent/parts.py: each part in a fresh worker, no other job in between
+                self._begin_part(part)
+                ends.append(self._run_part(deadline))
+                if ends[-1].status != pb.JobEnd.OK:
+                    break
+        except AgentError as err:  # the board could not be put in the state the job asks for
+            ends.append(job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare"))
+        end = combine_ends(ends, len(parts), multi_part=bool(req.parts))
+        if board is not None:
+            end.notes.update(board.end())
+        self._finish(end)
 
     def _begin_part(self, part: Part) -> None:
         self.part = part
@@ -122,7 +132,8 @@ class JobExecution:
             if not self._wait(lambda: self.info_ready.is_set() or worker.poll() is not None, deadline):
                 outcome = self._interrupted()
             elif self.info_ready.is_set() and self.error_event is None:
-                self.emitter.phase("prepare", now, time.monotonic_ns(), detail="warm worker" if warm else "")
+                detail = "; ".join(d for d in ("warm worker" if warm else "", self.prepare_detail) if d)
+                self.emitter.phase("prepare", now, time.monotonic_ns(), detail=detail)
                 if not self._settle(deadline) or not self._idle(req.idle_s, deadline):
                     outcome = self._interrupted()
                 else:
@@ -154,7 +165,8 @@ class JobExecution:
             "warmup": req.warmup,
             "min_duration_s": req.min_duration_s,
             "max_warmup_s": req.max_warmup_s or DEFAULT_MAX_WARMUP_S,
-            "options": dict(req.options),
+            "options": {**self.settings.runtime_options, **req.options},
+            "engine_dir": str(self.runner.work_dir.parent / "engines"),
             "op_profile": req.op_profile,
             "memory_limit_mb": self.settings.worker_memory_mb,
         }
@@ -191,6 +203,7 @@ class JobExecution:
                 continue
             etype = payload.get("type")
             if etype == "info":
+                self.prepare_detail = str(payload.get("prepare_detail") or "")
                 self.emitter.info(self._job_info(payload))
                 self.info_ready.set()
             elif etype == "phase":
@@ -372,6 +385,7 @@ class JobExecution:
                 notes=notes,
             )
         ev = self.end_event
+        notes = {**{str(k): str(v) for k, v in (ev.get("notes") or {}).items()}, **notes}  # the runtime's own
         notes["warmup_stable"] = "true" if ev.get("warmup_stable") else "false"
         return job_end(
             pb.JobEnd.OK,

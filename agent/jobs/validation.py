@@ -54,6 +54,30 @@ def validate(request: pb.ProfileRequest) -> None:
         raise InvalidInput(f"inputs .npz is larger than {MAX_NPZ_BYTES // 1024**2} MB")
     validate_parts(request, FORMATS)
     _validate_generation(request)
+    _validate_runtime_options(request)
+
+
+#: Options only the agent sets (where it keeps engines, the run's shapes): a host may not choose them.
+RESERVED_OPTIONS = ("tensorrt.engine_dir", "input_shapes_json")
+RUNTIME_CHOICES = ("", "onnxruntime", "tensorrt")
+
+
+def _validate_runtime_options(request: pb.ProfileRequest) -> None:
+    """`runtime` and the TensorRT options (precision, DLA core) are checked before the job is queued."""
+    options = request.options
+    for key in RESERVED_OPTIONS:
+        if key in options:
+            raise InvalidInput(f"option '{key}' is set by the agent, not by a request")
+    runtime = options.get("runtime", "")
+    if runtime not in RUNTIME_CHOICES:
+        raise InvalidInput(f"runtime '{runtime[:40]}' is not one of onnxruntime, tensorrt")
+    if runtime == "tensorrt":
+        from agent.runtimes.tensorrt_engines import TensorRTOptions
+
+        TensorRTOptions.from_options(options)
+        formats = {request.model_format, *(p.model_format for p in request.parts)}
+        if formats - {"onnx"}:
+            raise InvalidInput(f"TensorRT builds engines from ONNX models, not {', '.join(sorted(formats - {'onnx'}))}")
 
 
 def _validate_generation(request: pb.ProfileRequest) -> None:

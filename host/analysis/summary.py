@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from host.analysis import energy, stats
+from host.analysis import accelerator, energy, stats
 from host.analysis.contention import machine_load
 from host.analysis.drift import latency_drift
 from host.analysis.generation import generation_block
@@ -118,12 +118,29 @@ def device_entry(
     if end.notes.get("energy_refused"):
         # The agent would not measure energy (a phone on USB power): say why instead of an empty figure.
         entry["energy"]["problem"] = end.notes["energy_refused"]
+    _accelerator(entry, raw, end)
     if end.op_by_type:
         entry["op_profile"] = {
             "by_type": [_op(o) for o in end.op_by_type],
             "top_nodes": [_op(o) for o in end.op_top_nodes],
         }
     return finite_or_null(entry)  # strict JSON (DESIGN.md §4): null, never NaN or Infinity
+
+
+def _accelerator(entry: dict[str, Any], raw: DeviceRaw, end: pb.JobEnd) -> None:
+    """TensorRT engine, Jetson power mode and clocks, rails the work moved (host/analysis/accelerator.py)."""
+    notes = accelerator.merged_notes(end)
+    tensorrt = accelerator.tensorrt_block(notes)
+    if tensorrt is not None:
+        entry["tensorrt"] = tensorrt
+    jetson = accelerator.jetson_block(notes)
+    if jetson is not None:
+        entry["jetson"] = jetson
+    if raw.start_ns.size:
+        window = (int(raw.start_ns.min()), int(raw.end_ns.max()))
+        moved = accelerator.rail_movement(raw.series, window, raw.phase("idle"))
+        if moved is not None:
+            entry["rail_movement"] = moved
 
 
 def _float_note(notes: Any, key: str) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from host.analysis import contention
+from host.analysis.accelerator import jetson_warnings
 
 #: A result with more far-out latency outliers than this fraction gets a warning, not a failure.
 OUTLIER_WARNING_FRACTION = 0.01
@@ -39,6 +40,7 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
     reasons += _measurement_rules(entry, notes)
     warnings += _measurement_warnings(entry, notes)
     warnings += _quantization_hints(entry)
+    warnings += jetson_warnings(entry)
     load_reasons, load_warnings = contention.findings(entry.get("machine_load"))
     reasons += load_reasons
     warnings += load_warnings

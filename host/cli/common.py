@@ -67,7 +67,32 @@ SettleTimeoutOption = Annotated[
 OpProfileOption = Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")]
 QuantizeOption = Annotated[str | None, typer.Option(help="quantize for every target: int8")]
 QuantizeModeOption = Annotated[str, typer.Option(help="int8 quantization: dynamic or static")]
-CalibrationOption = Annotated[Path | None, typer.Option(help=".npz of calibration inputs for static int8")]
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(help=".npz of calibration inputs for static int8 (and for --runtime tensorrt --precision int8)"),
+]
+RuntimeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        metavar="NAME",
+        help="onnxruntime, or tensorrt: an engine built on the board (default: each board profile's runtime)",
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        metavar="P",
+        help="--runtime tensorrt: fp32, fp16 (default) or int8 (scales from --calibration, or the model's Q/DQ)",
+    ),
+]
+DlaOption = Annotated[
+    int | None,
+    typer.Option(
+        "--dla", min=0, max=7, metavar="N", help="--runtime tensorrt: run on DLA core N, the GPU taking what it cannot"
+    ),
+]
 TimeoutOption = Annotated[float, typer.Option(min=0, help="per-job timeout in seconds (0 = agent default)")]
 ReconnectOption = Annotated[
     float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")

@@ -23,6 +23,10 @@ from protos import agent_pb2 as pb
 _EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite"}
 
 
+#: Static int8 as TensorRT takes it: symmetric int8 Q/DQ pairs (zero points 0), calibrated from --calibration.
+TENSORRT_QDQ_STEP = "quantize-int8-qdq-tensorrt"
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "edgeprof" / "compiled"
@@ -123,11 +127,20 @@ class Compiler:
             # Converter versions and options go into the recipe, hence the cache key: a new onnx2tf rebuilds.
             steps += ["fold-constants", "tflite-convert"]
             recipe["converter"] = converter_recipe()
+        # TensorRT builds and optimizes its own engine on the board: ONNX Runtime's fused ops would not parse there.
+        tensorrt = self.options.runtime == "tensorrt" or (not self.options.runtime and profile.runtime == "tensorrt")
+        if tensorrt and target != "onnx":
+            raise CompileError(f"profile {profile.name}: TensorRT takes ONNX models, the profile compiles to {target}")
         if self.options.quantize:
             steps.append(f"quantize-{self.options.quantize}-{self.options.quantize_mode}")
             if self.options.quantize_mode == "static":
                 recipe["calibration"] = self._calibration_doc()
-        if target == "ort":
+        elif tensorrt and self.options.precision == "int8" and self.options.calibration_npz is not None:
+            steps.append(TENSORRT_QDQ_STEP)  # explicit quantization: TensorRT takes the scales from Q/DQ nodes
+            recipe["calibration"] = self._calibration_doc()
+        if tensorrt:
+            recipe["runtime"] = "tensorrt"
+        elif target == "ort":
             steps += ["ort-optimize", "ort-format"]
         elif optimize == "ort-offline":
             steps.append("ort-optimize")
@@ -250,7 +263,7 @@ class Compiler:
                     # After fix-dims the graph takes only the fixed shapes: calibration feeds get them too.
                     fixed = recipe.get("input_shapes", {})
                     inputs = tuple(replace(d, shape=tuple(fixed.get(d.name, d.shape))) for d in model.inputs)
-                    quantize_int8(current, out, self.options, inputs)
+                    quantize_int8(current, out, self.options, inputs, for_tensorrt=step == TENSORRT_QDQ_STEP)
                 if out.suffix == ".onnx" and step != "check":
                     conform_ir3_inputs(out)
                 current = out

@@ -71,6 +71,8 @@ class ProfileSettings:
     prompt_lens: tuple[int, ...] = (128,)
     gen_len: int = 64
     prompt_text: str = ""
+    #: Job options every device gets: {"runtime": "tensorrt", "tensorrt.precision": "fp16", ...}.
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +125,7 @@ def _inference_request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.
         settle_timeout_s=s.settle_timeout_s,
         op_profile=s.op_profile,
         timeout_s=s.timeout_s,
+        options=s.options,
     )
 
 
