@@ -131,6 +131,8 @@ class AgentProcess:
             self.profile = load_profile(name)
         except ValueError as err:
             raise ServeError(str(err)) from err
+        # Before anything is started or written: a --power-mode the agent may not set refuses the start.
+        board_state = _board_state(opts, self.profile.name, phone=self.phone is not None)
         try:
             detection = detect_sensors(self.profile, opts.power_meter)
         except ValueError as err:  # a malformed --power-meter spec
@@ -172,7 +174,7 @@ class AgentProcess:
             warm_worker=opts.warm_worker,
             worker_memory_mb=self._worker_memory_mb(),
             runtime_options=self.profile.runtime_options(),
-            board_state=_board_state(opts, self.profile.name, phone=self.phone is not None),
+            board_state=board_state,
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
         prover = MembershipProver(self.token, host, lambda: self.port)

@@ -4,7 +4,7 @@ Like benchmark_model on phones (agent/adb/), the runner times inferences itself;
 inference's own times (--exportTimes), so the result stays `latency_source: per_inference`. One job is:
 - prepare (in the worker's load): the engine from the cache (agent/runtimes/tensorrt_engines.py), checked by one
   loading run, or built from the ONNX model with the shared timing cache (`--saveEngine`), timed on its own;
-- warmup and measure as ONE invocation (`--warmUp=0 --iterations=W+R --duration=…`), split afterwards with the
+- warmup and measure as ONE invocation (`--warmUp=0 --iterations=… --duration=…`), split afterwards with the
   same stability rule as the Python timing loop (agent/warmup.py): no engine reload between them;
 - with --op-profile, one more invocation with `--exportProfile` (per-layer times, DLA layers marked).
 trtexec's times are milliseconds from its "Starting inference" line, which the worker reads as it is printed:
@@ -235,12 +235,15 @@ class TrtexecSession(ModelSession):
         # Time for warmup to settle: two 0.1 s blocks at least (agent/warmup.py), more for a slow model.
         budget_s = min(cap_s, max(1.0, 3 * minimum * mean_ms / 1000.0))
         duration_s = math.ceil(min_duration_s + budget_s)
+        # Warmup may take its whole budget: count it in, with room for a steady latency 4x below the cold first one,
+        # so that at least `runs` inferences remain to be measured after the split.
+        warmup_room = max(minimum, math.ceil(budget_s * 1000.0 / mean_ms * 4))
         times_path = self.scratch / "times.json"
         worker.phase = "warmup"
         worker.event(type="phase", phase="warmup", start_ns=time.monotonic_ns())
         run = self.trtexec.invoke(
             [f"--loadEngine={self.engine.path}", *self.run_args, *self.input_args, "--warmUp=0",
-             f"--iterations={minimum + runs}", f"--duration={duration_s}", f"--exportTimes={times_path}"]
+             f"--iterations={warmup_room + runs}", f"--duration={duration_s}", f"--exportTimes={times_path}"]
         )  # fmt: skip
         if run.returncode != 0:
             raise failure(run, "measuring", self.trtexec.path)
