@@ -93,7 +93,8 @@ def quantize_int8(
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                # TensorRT's explicit quantization: int8 with zero points 0, biases left float (it fuses them).
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
         elif options.quantize_mode == "dynamic":
             quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
