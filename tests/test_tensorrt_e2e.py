@@ -53,8 +53,15 @@ def _profile(jetson: dict[str, object], model: Path, out: Path, *extra: str) -> 
 def test_tensorrt_fp16_on_dla_builds_once_and_reports_engine_power_mode_and_layers(
     jetson: dict[str, object], squeezenet: Path, tmp_path: Path
 ) -> None:
-    first = _profile(jetson, squeezenet, tmp_path / "1.json", "--precision", "fp16", "--dla", "0", "--op-profile")
+    first = _profile(
+        jetson, squeezenet, tmp_path / "1.json", "--precision", "fp16", "--dla", "0", "--op-profile",
+        "--report", str(tmp_path / "1.md"),
+    )  # fmt: skip
     assert first.returncode == 0, first.stderr
+    assert "TensorRT fp16 on DLA0+GPU (trtexec 8.6.2" in first.stdout
+    assert "Jetson power mode 15W (0), clocks floating (gpu 306-625 MHz" in first.stdout
+    assert "rails moved by the work: VDD_CPU_GPU_CV (measured minus idle: VDD_CPU_GPU_CV +3." in first.stdout
+    assert "rails moved by the work: VDD\\_CPU\\_GPU\\_CV" in (tmp_path / "1.md").read_text()  # Markdown-escaped
     (dev,) = json.loads((tmp_path / "1.json").read_text())["devices"]
 
     assert dev["status"] == "ok" and dev["latency_source"] == "per_inference"
@@ -68,6 +75,8 @@ def test_tensorrt_fp16_on_dla_builds_once_and_reports_engine_power_mode_and_laye
     assert trt["gpu_compute_ms_p50"] <= dev["latency_ms"]["p50"]
     providers = {row["provider"] for row in dev["op_profile"]["top_nodes"]}
     assert providers == {"DLA", "GPU"}
+    kinds = {row["op_type"] for row in dev["op_profile"]["by_type"]}
+    assert "ForeignNode" in kinds and "Softmax" in kinds  # types from trtexec's placement report
     jetson_state = dev["jetson"]
     assert jetson_state["power_mode"] == "15W" and jetson_state["power_mode_id"] == 0
     assert jetson_state["clocks_pinned"] is False and "gpu 306-625 MHz" in jetson_state["clocks_floating"]

@@ -89,3 +89,14 @@ def test_tensorrt_takes_onnx_models_only() -> None:
     )
     with pytest.raises(InvalidInput, match="TensorRT builds engines from ONNX models, not tflite"):
         validate(request)
+
+
+def test_onnx_runtime_tensorrt_provider_keeps_its_engines_in_the_agents_engine_directory(tmp_path: Path) -> None:
+    from agent.runtimes.onnx import provider_options
+
+    options = {"tensorrt.engine_dir": str(tmp_path)}
+    trt = provider_options("TensorrtExecutionProvider", options)
+    assert trt["trt_engine_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(tmp_path / "onnxruntime-trt")
+    assert provider_options("CUDAExecutionProvider", options) == {}
+    assert provider_options("CPUExecutionProvider", options) == {}

@@ -211,7 +211,7 @@ def infer(plan: dict[str, Any], args: dict[str, str]) -> str | None:
     rails = [item.rpartition(":") for item in os.environ.get("EDGEPROF_STANDIN_RAIL", "").split(";") if item]
     saved = {path: Path(path).read_text() for path, _, _ in rails}
     for path, _, value in rails:
-        Path(path).write_text(value + "\n")
+        _replace(path, value + "\n")
     log("Starting inference")
     zero = time.monotonic()
     trace = []
@@ -234,7 +234,7 @@ def infer(plan: dict[str, Any], args: dict[str, str]) -> str | None:
                           "startD2hMs": t2, "endD2hMs": t3})  # fmt: skip
     finally:
         for path, text in saved.items():
-            Path(path).write_text(text)
+            _replace(path, text)
     warm = [t for t in trace if t["startComputeMs"] < warmup_ms]
     timed = trace[len(warm) :]
     log(f"Warmup completed {len(warm)} queries over {warmup_ms:g} ms")
@@ -253,6 +253,13 @@ def infer(plan: dict[str, Any], args: dict[str, str]) -> str | None:
     if args.get("exportProfile") is not None:
         _profile(plan, inputs, iterations, args["exportProfile"])
     return None
+
+
+def _replace(path: str, text: str) -> None:
+    """Write a fake sysfs file at once (a reader never sees it empty, as with the kernel's attributes)."""
+    staging = f"{path}.standin"
+    Path(staging).write_text(text)
+    os.replace(staging, path)
 
 
 def _time_entry(t: dict[str, float]) -> dict[str, float]:

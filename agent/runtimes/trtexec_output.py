@@ -179,6 +179,19 @@ def parse_profile(text: str) -> tuple[int, list[LayerTime]]:
     return count, layers
 
 
+_TYPED = re.compile(r"^([A-Z][A-Z0-9_]+): (.+)$")
+
+
+def placement_types(gpu_layers: list[str]) -> dict[str, str]:
+    """Layer name -> type from the placement report where it names types (8.6+: `[GpuLayer] CONVOLUTION: /c/Conv`)."""
+    found = {}
+    for line in gpu_layers:
+        match = _TYPED.match(line.strip())
+        if match:
+            found[match.group(2).strip()] = match.group(1).capitalize()
+    return found
+
+
 def layer_kind(name: str) -> str:
     """A coarse type for an engine layer from its name (TensorRT fuses ONNX nodes: "/l1/Conv + /l1/Relu").
 
@@ -193,21 +206,30 @@ def layer_kind(name: str) -> str:
     if text.startswith("PWN(") or text.startswith("PointWise"):
         return "PointWise"
     first = text.split(" + ")[0].strip("{}[] ")
+    if "/" not in first:
+        return "Layer"  # a bare node name ("n12") says nothing of its type
     tail = first.rstrip("/").rsplit("/", 1)[-1]
     kind = re.split(r"[_.:\s\d]", tail, maxsplit=1)[0]
     return kind or "Layer"
 
 
 def layer_profile(
-    count: int, layers: list[LayerTime], dla_layers: list[str], top: int = 15
+    count: int,
+    layers: list[LayerTime],
+    dla_layers: list[str],
+    types: dict[str, str] | None = None,
+    top: int = 15,
 ) -> tuple[list[OpTiming], list[OpTiming]]:
-    """(time by layer kind, slowest layers) as per-operator rows; `provider` says DLA or GPU per layer."""
+    """(time by layer kind, slowest layers) as per-operator rows; `provider` says DLA or GPU per layer.
+
+    A layer's kind is its type from the placement report where trtexec printed one, else guessed from its name."""
     on_dla = {name.strip() for name in dla_layers}
+    types = types or {}
     by_kind: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     nodes = []
     for layer in layers:
         provider = "DLA" if layer.name.strip() in on_dla else "GPU"
-        kind = layer_kind(layer.name)
+        kind = types.get(layer.name.strip()) or layer_kind(layer.name)
         row = by_kind[(kind, provider)]
         row[0] += layer.total_ms * 1000.0
         row[1] += count

@@ -36,7 +36,7 @@ from agent.runtimes.tensorrt_engines import (
     resolve_engine_shapes,
 )
 from agent.runtimes.trtexec import Invocation, Trtexec, TrtexecFailed, dims_text, failure, has_qdq, precision_flags
-from agent.runtimes.trtexec_output import layer_profile, parse_profile, parse_times
+from agent.runtimes.trtexec_output import layer_profile, parse_profile, parse_times, placement_types
 from agent.warmup import block_size, is_stable_in_time
 
 WARMUP, MEASURE = 5, 6  # protos Phase numbers, as agent/worker.py keeps them
@@ -99,6 +99,7 @@ def load_trtexec_session(
                 "compute_capability": build.log.compute_capability,
                 "dla_layers": build.log.dla_layers,
                 "gpu_layers_count": len(build.log.gpu_layers),
+                "layer_types": placement_types(build.log.gpu_layers),
                 "int8_scales": _int8_scales(opts, qdq),
             },
         )
@@ -314,7 +315,7 @@ class TrtexecSession(ModelSession):
         except (OSError, ValueError) as err:
             self.notes_["op_profile"] = f"trtexec wrote no usable --exportProfile file: {err}"
             return [], []
-        return layer_profile(count, layers, self._dla_layer_names)
+        return layer_profile(count, layers, self._dla_layer_names, dict(self.engine.meta.get("layer_types") or {}))
 
 
 def split_warmup(starts: np.ndarray, ends: np.ndarray, minimum: int, budget_ns: int) -> tuple[int, bool]:

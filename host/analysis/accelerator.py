@@ -126,9 +126,7 @@ def _mean_power_w(series: Series, start_ns: int, end_ns: int) -> float | None:
     return integral / (end_ns - start_ns) / 1000.0  # mW·ns / ns -> W
 
 
-def rail_movement(
-    series: Sequence[Series], window: tuple[int, int], idle: PhaseSpan | None
-) -> dict[str, Any] | None:
+def rail_movement(series: Sequence[Series], window: tuple[int, int], idle: PhaseSpan | None) -> dict[str, Any] | None:
     """Each power rail's idle and measured power, and which rails the work moved; None with fewer than 2 rails."""
     rails = [s for s in series if s.kind in ("power_mw", "energy_uj") and not s.name.endswith("_power")]
     if len(rails) < 2 or idle is None or idle.end_ns <= idle.start_ns:
@@ -159,3 +157,55 @@ def rail_movement(
         "rails": rows,
         "moved": [r["name"] for r in rows if r["moved"] and r["role"] != "total"],
     }
+
+
+def device_lines(entry: Mapping[str, Any]) -> list[str]:
+    """What a reader needs about one device's engine, power mode and rails, one plain line each (no device name)."""
+    lines = []
+    trt = entry.get("tensorrt")
+    if trt:
+        where = (
+            f"DLA{trt['dla_core']}" + ("+GPU" if trt.get("gpu_fallback") else "")
+            if trt.get("dla_core") is not None
+            else "GPU"
+        )
+        built = (
+            "engine from the agent's cache"
+            if trt.get("engine_cached")
+            else f"engine built in {trt['engine_build_ms'] / 1000:.1f} s"
+            if trt.get("engine_build_ms")
+            else "engine built"
+        )
+        gpu_layers = trt.get("gpu_layers")
+        layers = f"{trt.get('dla_layers') or 0} DLA / {'?' if gpu_layers is None else gpu_layers} GPU layers"
+        compute = f", GPU compute p50 {trt['gpu_compute_ms_p50']:.3f} ms" if trt.get("gpu_compute_ms_p50") else ""
+        lines.append(f"TensorRT {trt.get('precision')} on {where} ({trt.get('runner')}): {built}, {layers}{compute}")
+        if trt.get("int8_scales"):
+            lines.append(f"int8 scales: {trt['int8_scales']}")
+    jetson = entry.get("jetson")
+    if jetson:
+        mode = jetson.get("power_mode") or "unknown"
+        if jetson.get("power_mode_id") is not None:
+            mode += f" ({jetson['power_mode_id']})"
+        pinned = {
+            True: "clocks pinned",
+            False: f"clocks floating ({jetson.get('clocks_floating')})",
+            None: "clocks unknown",
+        }
+        lines.append(f"Jetson power mode {mode}, {pinned[jetson.get('clocks_pinned')]}")
+    moved = entry.get("rail_movement")
+    if moved:
+        parts = [
+            f"{r['name']} {r['delta_w']:+.2f} W"
+            for r in moved["rails"]
+            if r.get("delta_w") is not None and r["role"] != "total"
+        ]
+        if parts:
+            which = ", ".join(moved["moved"]) or "none above idle"
+            lines.append(f"rails moved by the work: {which} (measured minus idle: {', '.join(parts)})")
+    return lines
+
+
+def accelerator_lines(document: Mapping[str, Any]) -> list[str]:
+    """Per device, its accelerator lines prefixed by its name (printed after the final table)."""
+    return [f"{d.get('device', '?')}  {line}" for d in document.get("devices", []) for line in device_lines(d)]

@@ -161,6 +161,10 @@ def profile(
 
     for line in generation_lines(document):
         print(line)
+    from host.analysis.accelerator import accelerator_lines
+
+    for line in accelerator_lines(document):  # TensorRT engine, Jetson power mode, rails that moved
+        print(line)
     if json_path is not None:
         write_file(json_path, strict_dumps(document, indent=2) + "\n")
     if report is not None:

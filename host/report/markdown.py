@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
+from host.analysis.accelerator import device_lines
 from host.report import fields as f
 from host.report.escape import markdown_code, markdown_html_text, markdown_text
 from host.report.generation import generation_markdown
@@ -108,6 +109,9 @@ def render_markdown(run: RunData, grid_g_per_kwh: float | None = None) -> str:
             reasons = "; ".join(markdown_text(r) for r in validity.get("reasons") or [])
             out += ["", f"⚠️ **{markdown_text(d.get('device'))}: not valid**: {reasons}"]
         out += generation_markdown(d)
+        accelerator = device_lines(d)  # TensorRT engine, Jetson power mode and clocks, rails that moved
+        if accelerator:
+            out += ["", *(f"- {markdown_text(d.get('device'))}: {markdown_text(line)}" for line in accelerator)]
         out += repetitions_markdown(d, markdown_html_text(d.get("device")))
         ops = (d.get("op_profile") or {}).get("by_type") or []
         if ops:
