@@ -100,3 +100,13 @@ def test_onnx_runtime_tensorrt_provider_keeps_its_engines_in_the_agents_engine_d
     assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(tmp_path / "onnxruntime-trt")
     assert provider_options("CUDAExecutionProvider", options) == {}
     assert provider_options("CPUExecutionProvider", options) == {}
+
+
+def test_a_device_without_tensorrt_fails_in_one_line_instead_of_measuring_something_else(
+    squeezenet: Path, tmp_path: Path
+) -> None:
+    from host.prepare.compile_options import CompileError
+
+    cpu_only = pb.DeviceInfo(hostname="pi", profile="rpi5", runtimes=[pb.RuntimeInfo(name="onnxruntime")])
+    with pytest.raises(CompileError, match=r"^device pi has no TensorRT \(it reports: onnxruntime\)"):
+        Compiler(CompileOptions(runtime="tensorrt"), cache_dir=tmp_path)(inspect(squeezenet), cpu_only)

@@ -131,6 +131,12 @@ class Compiler:
         tensorrt = self.options.runtime == "tensorrt" or (not self.options.runtime and profile.runtime == "tensorrt")
         if tensorrt and target != "onnx":
             raise CompileError(f"profile {profile.name}: TensorRT takes ONNX models, the profile compiles to {target}")
+        if tensorrt and "tensorrt" not in {r.name for r in info.runtimes}:
+            found = ", ".join(sorted(r.name for r in info.runtimes)) or "none"
+            raise CompileError(
+                f"device {_device(info)} has no TensorRT (it reports: {found}): install JetPack's TensorRT (trtexec) or"
+                " `pip install 'edgeprof[tensorrt]'` on an x86 GPU box, and run an agent new enough to offer it"
+            )
         if self.options.quantize:
             steps.append(f"quantize-{self.options.quantize}-{self.options.quantize_mode}")
             if self.options.quantize_mode == "static":
