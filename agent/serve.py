@@ -21,6 +21,7 @@ from agent.membership import MembershipProver
 from agent.model_cache import ModelCache
 from agent.server import TlsFiles, create_server, is_loopback, split_address
 from agent.servicer import AgentServicer
+from agent.token_file import TokenFileError, read_token
 from protos import agent_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -73,14 +74,11 @@ class ServeOptions:
 
 def _read_token(path: Path) -> str:
     try:
-        token = path.expanduser().read_text().strip()
-    except OSError as err:
-        raise ServeError(f"cannot read the token file {path}: {err.strerror}") from err
-    if len(token) < 16:
-        raise ServeError(f"the token in {path} is too short ({len(token)} chars): use at least 16 random characters")
-    mode = path.expanduser().stat().st_mode & 0o777
-    if mode & 0o077:  # other users of the board could read it and control every agent sharing the token
-        log.warning("the token file %s is accessible by other users (mode %03o): chmod 600 %s", path, mode, path)
+        token, warning = read_token(path)
+    except TokenFileError as err:
+        raise ServeError(str(err)) from err
+    if warning:  # other users of the board could read it and control every agent sharing the token
+        log.warning("%s", warning)
     return token
 
 
