@@ -39,7 +39,8 @@ Where systemd is not running (a container, a chroot, an image being built) it in
 enables the unit for the next boot with systemd (the link `systemctl enable` makes; systemctl need
 not be installed), starts nothing, exits 0, and prints the exact command that starts the agent by
 hand as the service user, e.g.:
-  runuser -u edgeprof -- /opt/edgeprof/venv/bin/agent serve --listen 0.0.0.0:50051 \
+  setpriv --reuid=edgeprof --regid=edgeprof --init-groups --reset-env -- \
+      /opt/edgeprof/venv/bin/agent serve --listen 0.0.0.0:50051 \
       --token-file /etc/edgeprof/agent.token --data-dir /var/lib/edgeprof --profile rpi5
 
 Where to install from:
@@ -385,8 +386,11 @@ fi
 # ---- start ------------------------------------------------------------------------------------
 # The command the unit runs, as the service user, for where no systemd runs it: a container, a chroot,
 # an image being built. Printed at the end; its arguments are those of ExecStart= with agent.env applied.
-hand_command=(runuser -u "$SERVICE_USER" -- "$VENV/bin/agent" serve --listen "$LISTEN"
-    --token-file "$TOKEN_FILE" --data-dir "$DATA_DIR" "${agent_args[@]}")
+# setpriv (util-linux) becomes the user with its groups and a clean environment (HOME is the data
+# directory, as under the unit) and then execs the agent, so a container's stop signal reaches the
+# agent itself; runuser and su stay as a parent that kills it 2 s after SIGTERM, cutting its shutdown.
+hand_command=(setpriv "--reuid=$SERVICE_USER" "--regid=$SERVICE_USER" --init-groups --reset-env --
+    "$VENV/bin/agent" serve --listen "$LISTEN" --token-file "$TOKEN_FILE" --data-dir "$DATA_DIR" "${agent_args[@]}")
 started=0
 if [[ $LIVE -eq 1 && ! -d /run/systemd/system ]]; then
     # No systemd here (container, chroot, image build): nothing can start the unit now, and systemctl may

@@ -34,6 +34,7 @@ RAPL_RULE = Path("etc/udev/rules.d/99-edgeprof-rapl.rules")
 DATA_DIR = Path("var/lib/edgeprof")
 WANTS_LINK = Path("etc/systemd/system/multi-user.target.wants/edgeprof-agent.service")
 HAND_START = "Without systemd (container, chroot), start the agent by hand with: "
+SETPRIV_EDGEPROF = ["setpriv", "--reuid=edgeprof", "--regid=edgeprof", "--init-groups", "--reset-env", "--"]
 
 
 def install(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -148,7 +149,7 @@ def test_hand_start_command_is_the_units_command_as_the_service_user(tmp_path: P
         .replace("${EDGEPROF_LISTEN}", settings["EDGEPROF_LISTEN"])
         .replace("$EDGEPROF_AGENT_ARGS", settings["EDGEPROF_AGENT_ARGS"])
     )
-    assert hand_command(result.stdout) == ["runuser", "-u", "edgeprof", "--", *shlex.split(unit_command)]
+    assert hand_command(result.stdout) == [*SETPRIV_EDGEPROF, *shlex.split(unit_command)]
 
 
 def _primary_group_has_others() -> str | None:
@@ -399,8 +400,8 @@ def test_live_install_without_systemd_exits_0_and_the_agent_starts_by_hand(tmp_p
     installer prints starts the agent as `edgeprof` on the token it wrote, without a warning."""
     if not _can_unshare_mounts():
         pytest.skip("needs root and a private mount namespace (unshare -m)")
-    if shutil.which("runuser") is None:
-        pytest.skip("runuser (util-linux) is not installed")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
     etc, opt, var_lib = tmp_path / "etc", tmp_path / "opt", tmp_path / "var-lib"
     subprocess.run(["cp", "-a", "/etc", str(etc)], check=True)
     opt.mkdir()
@@ -429,8 +430,8 @@ def test_live_install_without_systemd_exits_0_and_the_agent_starts_by_hand(tmp_p
     assert "root:edgeprof 640\nroot:edgeprof 750\nedgeprof:edgeprof 750\n" in installed.stdout
     assert "/etc/systemd/system/edgeprof-agent.service\n" in installed.stdout
     command = hand_command(second)
-    assert command[:5] == ["runuser", "-u", "edgeprof", "--", "/opt/edgeprof/venv/bin/agent"]
-    assert command[5:] == [
+    assert command[:7] == [*SETPRIV_EDGEPROF, "/opt/edgeprof/venv/bin/agent"]
+    assert command[7:] == [
         "serve",
         "--listen",
         f"127.0.0.1:{port}",
@@ -450,7 +451,7 @@ def test_live_install_without_systemd_exits_0_and_the_agent_starts_by_hand(tmp_p
     if python is None:
         pytest.skip(f"no Python {sys.version_info.major}.{sys.version_info.minor} here that other users may run")
     agent = ["env", f"PYTHONPATH={os.pathsep.join([str(REPO), *_site_packages()])}", python, "-m", "agent"]
-    by_hand = shlex.join([*command[:4], *agent, *command[5:], "--no-advertise"])
+    by_hand = shlex.join([*command[:6], *agent, *command[7:], "--no-advertise"])
     log = tmp_path / "agent.log"
     describe = (
         "from host.fleet.client import AgentClient, Credentials; "
@@ -467,9 +468,11 @@ def test_live_install_without_systemd_exits_0_and_the_agent_starts_by_hand(tmp_p
             sleep 0.1
         done
         PYTHONPATH={REPO} {sys.executable} -c "{describe}" || true
-        ps -o user=,args= --ppid $pid || true
+        ps -o user=,args= -p $pid || true
         kill -TERM $pid 2>/dev/null || true
-        wait $pid || true
+        status=0
+        wait $pid || status=$?
+        echo "agent exit status $status"
         {install_cmd} --uninstall --purge
         if getent passwd edgeprof; then echo "user still there"; exit 1; fi
         test ! -e /etc/systemd/system/multi-user.target.wants/edgeprof-agent.service
@@ -481,5 +484,7 @@ def test_live_install_without_systemd_exits_0_and_the_agent_starts_by_hand(tmp_p
     assert f"edgeprof agent listening on 127.0.0.1:{port} (profile rpi4, auth token)" in agent_log
     assert "auth_required True" in served.stdout
     assert re.search(r"^edgeprof +\S+ -m agent serve", served.stdout, re.MULTILINE), served.stdout
+    # The command execs the agent: a container's SIGTERM reaches it, and it stops cleanly.
+    assert "agent exit status 0" in served.stdout, served.stdout + agent_log
     assert "accessible by other users" not in agent_log
     assert not (etc / "edgeprof").exists()
