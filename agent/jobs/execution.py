@@ -15,6 +15,7 @@ from typing import Any
 from agent import frames
 from agent.batches import BatchEmitter, job_end
 from agent.errors import AgentError, SensorError
+from agent.jobs import settle
 from agent.jobs.job import Job, RunnerContext
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
 from agent.journal import JournalWriteError
@@ -52,6 +53,8 @@ class JobExecution:
         self.measured = 0
         self.extended = ""
         self.prepare_detail = ""
+        #: The rule that ended this part's settle wait (agent/jobs/settle.py), "" when there was none.
+        self.settle_rule = ""
         self.part = Part(0, self.req.model_sha256, self.req.model_format)
         self.model_dir: Path | None = None
 
@@ -96,6 +99,7 @@ class JobExecution:
         self.phase = "prepare"
         self.measured = 0
         self.extended = ""
+        self.settle_rule = ""
 
     def _run_part(self, deadline: float) -> pb.JobEnd:
         """One worker from PREPARE to its exit; returns how it ended."""
@@ -271,15 +275,23 @@ class JobExecution:
         return f"go {need[0]:.3f}\n"
 
     def _measurement_notes(self) -> dict[str, str]:
-        """What the host needs to judge the measurement: window extension, the lowest trip temperature."""
+        """What the host needs to judge the measurement: window extension, the lowest trip temperature, and the
+        rule that ended the settle wait."""
         notes = {"measure_extended": self.extended} if self.extended else {}
-        trips = [t for s in self.settings.sensors if (t := getattr(s, "trip_temp_c", None)) is not None]
-        if trips:
-            notes["trip_temp_c"] = f"{min(trips):.1f}"
+        trip_c = self._trip_temp_c()
+        if trip_c is not None:
+            notes["trip_temp_c"] = f"{trip_c:.1f}"
+        if self.settle_rule:
+            notes["settle"] = self.settle_rule
         return notes
 
+    def _trip_temp_c(self) -> float | None:
+        """The lowest temperature at which the board throttles (zones' trip points, else the profile's max)."""
+        trips = [t for s in self.settings.sensors if (t := getattr(s, "trip_temp_c", None)) is not None]
+        return min(trips) if trips else None
+
     def _settle(self, deadline: float) -> bool:
-        """Wait for the board to cool below the profile's temperature, or the request's timeout."""
+        """Wait until the board is cool or no longer cooling, or the timeout (agent/jobs/settle.py); False on cancel."""
         limit_c = self.settings.settle_temp_c
         timeout_s = self.req.settle_timeout_s or self.settings.settle_timeout_s
         if limit_c is None or timeout_s <= 0:
@@ -289,20 +301,13 @@ class JobExecution:
             return True
         start = time.monotonic_ns()
         self.phase = "settle"
+        plan = settle.SettlePlan(limit_c, timeout_s, hot_limit_c=self._trip_temp_c())
         end_by = min(deadline, time.monotonic() + timeout_s)
-        temp_c = _max_temp_c(thermal)
-        while temp_c is not None and temp_c > limit_c and time.monotonic() < end_by:
-            if self.job.cancelled.wait(1.0):
-                return False
-            temp_c = _max_temp_c(thermal)
-        settled = temp_c is None or temp_c <= limit_c
-        shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
-        detail = (
-            f"settled at {shown}"
-            if settled
-            else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
-        )
-        self.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
+        outcome = settle.wait(plan, lambda: _max_temp_c(thermal), self.job.cancelled, end_by)
+        if outcome is None:
+            return False
+        self.settle_rule = outcome.rule
+        self.emitter.phase("settle", start, time.monotonic_ns(), detail=outcome.detail)
         return True
 
     def _idle(self, idle_s: float, deadline: float) -> bool:
