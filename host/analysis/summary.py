@@ -7,6 +7,7 @@ from typing import Any
 
 from host.analysis import accelerator, energy, stats
 from host.analysis.contention import machine_load
+from host.analysis.document import ONE_WORD
 from host.analysis.drift import latency_drift
 from host.analysis.generation import generation_block
 from host.store.rundata import DeviceRaw
@@ -116,8 +117,9 @@ def device_entry(
         entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
         entry["machine_load"] = machine_load(raw.series, measure)
     if end.notes.get("energy_refused"):
-        # The agent would not measure energy (a phone on USB power): say why instead of an empty figure.
-        entry["energy"]["problem"] = end.notes["energy_refused"]
+        # The agent would not measure energy (a phone on USB power): the figures are absent by design, not
+        # broken, so the latency stays valid; the reason goes in full to the warnings and in a word to the table.
+        entry["energy"].update(refused=end.notes["energy_refused"], refused_short=_one_word(end.notes))
     _accelerator(entry, raw, end)
     if end.op_by_type:
         entry["op_profile"] = {
@@ -141,6 +143,12 @@ def _accelerator(entry: dict[str, Any], raw: DeviceRaw, end: pb.JobEnd) -> None:
         moved = accelerator.rail_movement(raw.series, window, raw.phase("idle"))
         if moved is not None:
             entry["rail_movement"] = moved
+
+
+def _one_word(notes: Any) -> str:
+    """The agent's one-word refusal ("charging", "plugged-in"), or "refused" when it sent none or not a word."""
+    word = str(notes.get("energy_refused_short", ""))
+    return word if ONE_WORD.fullmatch(word) else "refused"
 
 
 def _float_note(notes: Any, key: str) -> float | None:

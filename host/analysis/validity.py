@@ -101,7 +101,11 @@ def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str
 
 def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[str]:
     """Doubts worth showing that do not make the result untrustworthy on their own."""
-    warnings = list((entry.get("energy") or {}).get("warnings") or [])
+    energy = entry.get("energy") or {}
+    warnings = list(energy.get("warnings") or [])
+    if energy.get("refused"):
+        # A phone on a USB cable: latency is as valid as ever, energy is absent and the user is told why.
+        warnings.append(f"energy not measured: {energy['refused']}")
     thermal = entry.get("thermal") or {}
     if thermal.get("throttle_monitored") is False:
         judged = (

@@ -79,9 +79,11 @@ def _key_figures(devices: list[dict[str, Any]], grid_g_per_kwh: float | None) ->
                     f"- {markdown_text(d['device'])}: ~{f.num(g, 3)} g CO2e per million inferences "
                     f"(estimate at {f.num(grid_g_per_kwh, 3)} g/kWh)"
                 )
-    unpowered = [markdown_text(d["device"]) for d in ok if not f.has_energy(d)]
+    unpowered = [
+        f"{markdown_text(d['device'])} ({markdown_text(f.no_energy_text(d))})" for d in ok if not f.has_energy(d)
+    ]
     if unpowered:
-        lines.append(f"- Energy not measured ({f.NO_SENSOR}): {', '.join(unpowered)}")
+        lines.append(f"- Energy not measured: {', '.join(unpowered)}")
     for d in devices:
         if d.get("status") != "ok":
             lines.append(f"- ❌ {markdown_text(d.get('device'))}: {markdown_text(d.get('error') or 'failed')}")

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from host.analysis.document import NO_SENSOR
+from host.analysis.document import no_energy_text
 from host.report.escape import rich_text, terminal_text
 from host.run.profiling import DeviceProgress
 
@@ -128,7 +128,7 @@ def _row(d: dict[str, Any]) -> dict[str, str]:
     ci = lat.get("p50_ci95")
     p50 = significant(lat.get("p50")) + (f" [{significant(ci[0])}–{significant(ci[1])}]" if ci else "")
     if energy.get("energy_mj_per_inference") is None:
-        mj = NO_SENSOR if d["status"] == "ok" else "-"
+        mj = no_energy_text(d) if d["status"] == "ok" else "-"
     else:
         mj = significant(energy["energy_mj_per_inference"])
     provider = d.get("execution_provider") or ""
