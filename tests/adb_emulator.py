@@ -88,7 +88,7 @@ class PhoneConfig:
     #: constant reading (battery current zones read mA as m°C).
     zones: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "cpu-0-0", "temp_c": 36.0}])
     #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3,
-    #: "start_delay_s": 0.5}
+    #: "start_delay_s": 0.5, "external_delegate_nodes": [0, 31]}
     runner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -562,6 +562,15 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     print(f"INFO: Loaded model {flags['graph']}")
     if delegate:
         print(f"INFO: Created TensorFlow Lite delegate for {delegate.upper()}.")
+    if flags.get("external_delegate_path"):
+        # As Qualcomm's QNN delegate logged it on a phone whose backend took nothing (tensorflow#83344).
+        print("INFO: EXTERNAL delegate created.")
+    if flags.get("external_delegate_path") and "external_delegate_nodes" in config:
+        taken, total = config["external_delegate_nodes"]
+        print(
+            f"INFO: TfLiteQnnDelegate delegate: {taken} nodes delegated out of {total} nodes"
+            f" with {int(taken > 0)} partitions."
+        )
     print(f"INFO: Initialized session in {init_us / 1000:.3f}ms.")
     if config.get("crash_on_invocation") == invocation:
         sys.stdout.flush()

@@ -85,6 +85,37 @@ def test_delegate_that_rejects_the_model_says_so(
     assert dev["error_kind"] == "invalid_model"
 
 
+@pytest.mark.parametrize("taken", [0, 31])
+def test_delegate_that_takes_no_node_ends_the_job_instead_of_measuring_the_cpu(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+    taken: int,
+) -> None:
+    phone = attach(adb_port, tmp_path, config=PhoneConfig(runner={"external_delegate_nodes": [taken, 31]}))
+    library = tmp_path / "libQnnTFLiteDelegate.so"
+    library.write_bytes(b"\x7fELF stand-in")
+    agent_cli(adb_port, "adb", "install-runner", str(library), "--serial", phone.serial, check=True)
+    (tmp_path / "agent").mkdir()
+    agent = bridge(tmp_path, adb_port, phone, "agent", "--delegate", "qnn").start(timeout_s=60)
+    try:
+        run = profile(adb_port, tflite_model, tmp_path / "r.json", agent.address)
+    finally:
+        agent.stop()
+        detach(adb_port, phone)
+    (dev,) = run["result"]["devices"]
+    if taken:  # the whole graph on the delegate: measured, and the result says how much it took
+        assert dev["status"] == "ok", dev["error"]
+        assert dev["notes"]["delegated_nodes"] == "31 of 31"
+        return
+    assert run["proc"].returncode == 1
+    assert dev["status"] == "error" and dev["error_kind"] == "invalid_model"
+    assert dev["error"] == (
+        f"the qnn delegate was not used on phone {phone.serial}, benchmark_model would measure the CPU instead:"
+        " TfLiteQnnDelegate delegate: 0 nodes delegated out of 31 nodes with 0 partitions."
+    )
+
+
 def test_phone_unplugged_mid_run_fails_the_job_and_the_agent_keeps_serving(
     adb_port: str,  # noqa: F811
     tflite_model: Path,
