@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 #: Cooling slower than this (°C per minute, least-squares trend) counts as no longer cooling: 0.5 °C in 20 s.
 STABLE_RATE_C_PER_MIN = 1.5
 #: Seconds of readings the trend is judged over; a third of the wait's timeout when that is shorter, so that
@@ -88,12 +86,8 @@ class SettleWatch:
         recent = [(t, c) for t, c in self.readings if t >= now - self.plan.window_s]
         if len(recent) < 2 or (need_full_window and now - self.readings[0][0] < _WINDOW_COVERED * self.plan.window_s):
             return None
-        times = np.array([t for t, _ in recent])
-        temps = np.array([c for _, c in recent])
-        if np.ptp(times) <= 0:
-            return None
-        slope_c_per_s = np.polyfit(times - times[0], temps, 1)[0]
-        return float(-slope_c_per_s * 60.0)
+        slope_c_per_s = _slope([t for t, _ in recent], [c for _, c in recent])
+        return None if slope_c_per_s is None else -slope_c_per_s * 60.0
 
     def _hot(self, temp_c: float) -> bool:
         return self.plan.hot_limit_c is not None and temp_c >= self.plan.hot_limit_c
@@ -138,6 +132,16 @@ class SettleWatch:
             return SettleOutcome(TIMEOUT, False, f"not settled: {after}, {why} ({trend}{limit})", temp_c)
         detail = f"settled at {temp_c:.1f} C: not cooling at the timeout ({trend}{limit})"
         return SettleOutcome(TIMEOUT, True, detail, temp_c)
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of ys over xs (plain Python: an idle agent loads no numpy); None when xs do not vary."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx <= 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
 def wait(
