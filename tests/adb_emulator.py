@@ -88,7 +88,7 @@ class PhoneConfig:
     #: constant reading (battery current zones read mA as m°C).
     zones: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "cpu-0-0", "temp_c": 36.0}])
     #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3,
-    #: "start_delay_s": 0.5, "external_delegate_nodes": [0, 31]}
+    #: "start_delay_s": 0.5, "external_delegate_nodes": [0, 31], "omit_lines": ["count="]}
     runner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -524,6 +524,26 @@ def _flags(argv: list[str]) -> dict[str, str]:
     return flags
 
 
+class _Omitting:
+    """stdout without the lines that contain any of ``omitted``."""
+
+    def __init__(self, out: Any, omitted: tuple[str, ...]) -> None:
+        self.out = out
+        self.omitted = omitted
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not any(o in line for o in self.omitted):
+                self.out.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def benchmark_main(argv: list[str] | None = None) -> int:
     """Run a .tflite model with LiteRT and print as TensorFlow Lite's benchmark_model does."""
     flags = _flags(sys.argv[1:] if argv is None else argv)
@@ -537,6 +557,8 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     counter.write_text(str(invocation))
     # A phone's runner can take long to start (loading, page cache, a busy little core): it lies between blocks.
     time.sleep(float(config.get("start_delay_s", 0.0)))
+    if config.get("omit_lines"):  # a build that prints less than the upstream tool
+        sys.stdout = _Omitting(sys.stdout, tuple(config["omit_lines"]))
     print("INFO: STARTING!")
     print(f"INFO: Graph: [{flags.get('graph', '')}]")
     delegate = next((d for d in ("gpu", "nnapi", "xnnpack") if flags.get(f"use_{d}") == "true"), "")

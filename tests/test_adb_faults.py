@@ -72,6 +72,19 @@ def test_runner_that_crashes_ends_the_job_with_one_line(
     assert "Traceback" not in stderr
 
 
+def test_runner_that_prints_no_run_statistics_ends_the_job_saying_what_is_missing(
+    adb_port: str,  # noqa: F811
+    tflite_model: Path,
+    tmp_path: Path,
+) -> None:
+    dev, stderr = _run_one(adb_port, tmp_path, tflite_model, PhoneConfig(runner={"omit_lines": ["count="]}))
+    assert dev["status"] == "error" and dev["error_kind"] == "crash"
+    assert dev["error"].startswith(
+        "benchmark_model printed no statistics of measured runs during prepare (loading the model): "
+    )
+    assert "Traceback" not in stderr
+
+
 def test_delegate_that_rejects_the_model_says_so(
     adb_port: str,  # noqa: F811
     tflite_model: Path,

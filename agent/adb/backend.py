@@ -456,6 +456,8 @@ class _PhoneRun:
             except ValueError:
                 name = f"signal {rc - 128}"
             raise RunnerFailed(f"{self.runner_name} crashed ({name}) during {self.phase} ({what}): {line}")
+        if rc == 0:  # exited normally with its statistics missing (a build that prints less, a cut stream)
+            raise RunnerFailed(f"{self.runner_name} printed {result.missing()} during {self.phase} ({what}): {line}")
         raise RunnerFailed(f"{self.runner_name} failed (exit {rc}) during {self.phase} ({what}): {line}")
 
     def _check_delegation(self, result: benchmark_output.BenchmarkResult, delegate: str) -> None:

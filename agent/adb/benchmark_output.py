@@ -75,8 +75,8 @@ class BenchmarkResult:
         if self.complete:
             return ""
         if not self.runs:
-            return "no statistics of measured runs (no `count=` line after the measured runs' announcement)"
-        return "no mean latency (neither an inference timings summary nor `avg=` in the runs' statistics)"
+            return "no statistics of measured runs"
+        return "no mean latency of the measured runs"
 
 
 def parse(output: str) -> BenchmarkResult:
