@@ -218,9 +218,9 @@ def test_a_genai_request_needs_sane_generation_sizes() -> None:
     validate(genai(gen_len=1_000_000, prompt_lens=[1_000_000] * 64))
     validate(genai(gen_len=8, prompt_text="hello"))
     cases = [
-        (genai(gen_len=0, prompt_lens=[4]), "a GenAI model needs generation.gen_len between 1 and 1000000, got 0"),
+        (genai(gen_len=0, prompt_lens=[4]), "a generative model needs generation.gen_len between 1 and 1000000, got 0"),
         (genai(gen_len=1_000_001, prompt_lens=[4]), "generation.gen_len between 1 and 1000000, got 1000001"),
-        (genai(gen_len=8), "a GenAI model needs generation.prompt_lens or generation.prompt_text"),
+        (genai(gen_len=8), "a generative model needs generation.prompt_lens or generation.prompt_text"),
         (genai(gen_len=8, prompt_lens=[4] * 65), "generation.prompt_lens takes at most 64 lengths"),
         (genai(gen_len=8, prompt_lens=[0]), "generation.prompt_lens takes at most 64 lengths"),
         (genai(gen_len=8, prompt_lens=[1_000_001]), "generation.prompt_lens takes at most 64 lengths"),
