@@ -18,9 +18,9 @@ from typing import Any
 
 from agent.errors import InvalidInput
 from agent.generation import MAX_TOKENS, MEASURE, WARMUP, send
+from agent.rss import peak_rss_bytes
 from agent.runtimes import llama_bench
 from agent.runtimes.llamacpp import int_options, model_info
-from agent.worker import peak_rss_bytes
 
 
 def _lengths(generation: dict[str, Any]) -> tuple[list[int], int]:

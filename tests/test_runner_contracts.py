@@ -185,7 +185,7 @@ def test_request_identity_format_and_shapes_are_checked_in_one_line() -> None:
     cases = [
         ({"job_id": "A" * 32}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
         ({"job_id": "a" * 32 + "\n"}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
-        ({"model_format": "pt"}, "model_format 'pt' is not one of onnx, ort, tflite, genai"),
+        ({"model_format": "pt"}, "model_format 'pt' is not one of onnx, ort, tflite, genai, gguf"),
         ({"input_shapes": {"": "1x3"}}, "input_shapes has an empty or overlong input name"),
         ({"input_shapes": {"x" * 1025: "1x3"}}, "input_shapes has an empty or overlong input name"),
     ]
