@@ -22,6 +22,8 @@ from agent.rss import peak_rss_bytes
 from agent.runtimes import llama_bench
 from agent.runtimes.llamacpp import int_options, model_info
 
+GGUF_MISSING = "the gguf package reads a GGUF model's header (its quantization type): pip install gguf on the agent"
+
 
 def _lengths(generation: dict[str, Any]) -> tuple[list[int], int]:
     if generation.get("prompt_text"):
@@ -40,7 +42,7 @@ def run_llama_bench(worker: Any, path: str) -> None:
     """The whole job; `worker` is agent.worker.Worker (events, control line, progress)."""
     spec = worker.spec
     model = spec["model_path"]
-    info = model_info(Path(model))
+    info = model_info(Path(model), GGUF_MISSING)
     lengths, gen_len = _lengths(spec.get("generation", {}))
     bench = llama_bench.LlamaBench(path, int(spec.get("threads", 0)), int_options(spec.get("options", {})))
     # One short run loads the model the way the measurement will: a bad file or binary fails here, in prepare.

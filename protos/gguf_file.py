@@ -51,13 +51,17 @@ def _scalar(field: Any) -> Any:
     return value.item() if value.size == 1 else value.tolist()
 
 
-def read_gguf(path: Path) -> GGUFInfo:
-    """The file's description; GGUFFileError for a malformed file, ImportError when `gguf` is not installed."""
+def read_gguf(path: Path, label: str = "") -> GGUFInfo:
+    """The file's description; GGUFFileError for a malformed file, ImportError when `gguf` is not installed.
+
+    Messages name the file as `label` (default: its file name).
+    """
+    label = label or path.name
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head[:4] != MAGIC:
-        raise GGUFFileError(f"{path.name} is not a GGUF file (it does not start with the GGUF magic)")
+        raise GGUFFileError(f"{label} is not a GGUF file (it does not start with the GGUF magic)")
     import gguf
 
     try:
@@ -68,13 +72,13 @@ def read_gguf(path: Path) -> GGUFInfo:
         arch_field = fields.get("general.architecture")
         architecture = str(_scalar(arch_field)) if arch_field is not None else ""
     except Exception as err:  # the reader raises ValueError, struct.error, IndexError, ... on a damaged file
-        raise GGUFFileError(f"{path.name} is not a valid GGUF file (damaged or truncated?): {_one_line(err)}") from err
+        raise GGUFFileError(f"{label} is not a valid GGUF file (damaged or truncated?): {_one_line(err)}") from err
     if end > size:
-        raise GGUFFileError(f"{path.name} is truncated: its tensors need {end} bytes, the file has {size}")
+        raise GGUFFileError(f"{label} is truncated: its tensors need {end} bytes, the file has {size}")
     if not architecture:
-        raise GGUFFileError(f"{path.name} names no architecture (general.architecture): not a llama.cpp model")
+        raise GGUFFileError(f"{label} names no architecture (general.architecture): not a llama.cpp model")
     if not tensors:
-        raise GGUFFileError(f"{path.name} has no tensors (a vocabulary-only GGUF file is not a model)")
+        raise GGUFFileError(f"{label} has no tensors (a vocabulary-only GGUF file is not a model)")
     quantization, source = _quantization(gguf, fields, tensors)
 
     def number(key: str) -> int | None:

@@ -44,14 +44,14 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
-def model_info(path: Path) -> GGUFInfo:
-    """The GGUF file's header; InvalidModel (one line) when it is malformed."""
+def model_info(path: Path, missing: str = MISSING) -> GGUFInfo:
+    """The GGUF file's header; InvalidModel (one line) when it is malformed, RuntimeMissing(missing) without gguf."""
     try:
-        return read_gguf(path)
+        return read_gguf(path, "the model")
     except GGUFFileError as err:
         raise InvalidModel(str(err)) from err
     except ImportError as err:
-        raise RuntimeMissing(MISSING) from err
+        raise RuntimeMissing(missing) from err
 
 
 def int_options(options: Mapping[str, str]) -> dict[str, int]:
