@@ -14,7 +14,8 @@ quantization type the file declares (protos/gguf_file.py) in the session's `sett
 
 from __future__ import annotations
 
-import logging
+import ctypes
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -70,17 +71,36 @@ def int_options(options: Mapping[str, str]) -> dict[str, int]:
     return found
 
 
-class _LoadLog(logging.Handler):
-    """Keeps llama.cpp's last error lines (llama-cpp-python logs them to "llama-cpp-python"), for one-line errors."""
+class _ErrorLog:
+    """llama.cpp's log callback while the worker runs: error lines kept (for one-line load errors) and printed.
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    llama-cpp-python's own callback prints them to stderr, which it sends to /dev/null while it loads a model
+    quietly, so the reason a model is refused ("unknown model architecture: 'foo'") would be lost.
+    """
+
+    #: ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the line before).
+    ERROR, CONTINUED = 4, 5
+
+    def __init__(self, lib: Any) -> None:
         self.lines: list[str] = []
+        self._last_level = 0
 
-    def emit(self, record: logging.LogRecord) -> None:
-        text = " ".join(record.getMessage().split())
-        if text:
-            self.lines = [*self.lines[-2:], text]
+        def record(level: int, text: bytes, user_data: Any) -> None:
+            line = " ".join(text.decode("utf-8", errors="replace").split())
+            if level == self.CONTINUED:
+                level = self._last_level
+            self._last_level = level
+            if level == self.ERROR and line:
+                self.lines = [*self.lines[-4:], line]
+                print(line, file=sys.stderr, flush=True)
+
+        self._callback = lib.llama_log_callback(record)  # kept referenced: llama.cpp calls it until exit
+        lib.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def reason(self) -> str:
+        """The most telling error line: llama.cpp's own reason, not its closing "failed to load model"."""
+        specific = [line for line in self.lines if "failed to load model" not in line]
+        return (specific or self.lines or [""])[-1]
 
 
 class LlamaCppSession(ModelSession):
@@ -200,16 +220,12 @@ class LlamaCppBackend(RuntimeBackend):
         kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_batch": n_batch, "n_gpu_layers": n_gpu_layers}
         if threads:
             kwargs.update(n_threads=int(threads), n_threads_batch=int(threads))
-        log = _LoadLog()
-        logger = logging.getLogger("llama-cpp-python")
-        logger.addHandler(log)
+        log = _ErrorLog(lib)
         try:
             llm = lib.Llama(model_path=model_path, verbose=False, **kwargs)
         except Exception as err:  # llama-cpp-python raises ValueError for every load problem
-            reason = log.lines[-1] if log.lines else _one_line(err)
+            reason = _one_line(log.reason()) if log.reason() else _one_line(err)
             raise InvalidModel(f"llama.cpp cannot load the model: {reason}") from err
-        finally:
-            logger.removeHandler(log)
         params = llm.context_params
         settings = {
             "quantization": info.quantization,
