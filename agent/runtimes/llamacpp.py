@@ -224,7 +224,7 @@ class LlamaCppBackend(RuntimeBackend):
         try:
             llm = lib.Llama(model_path=model_path, verbose=False, **kwargs)
         except Exception as err:  # llama-cpp-python raises ValueError for every load problem
-            reason = _one_line(log.reason()) if log.reason() else _one_line(err)
+            reason = _one_line(log.reason() or err)
             raise InvalidModel(f"llama.cpp cannot load the model: {reason}") from err
         params = llm.context_params
         settings = {
@@ -242,6 +242,6 @@ class LlamaCppBackend(RuntimeBackend):
         return LlamaCppSession(lib, llm, info, settings, ["GPU", "CPU"] if n_gpu_layers else ["CPU"])
 
 
-def _one_line(err: BaseException) -> str:
+def _one_line(err: BaseException | str) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 300 else text[:297] + "..."
