@@ -41,8 +41,18 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_gguf(path: Path, quant: str = "Q8_0", seed: int = 0, layers: int = LAYERS) -> Path:
-    """Write the model to `path` (deterministic for a seed) and return the path."""
+def write_gguf(
+    path: Path,
+    quant: str = "Q8_0",
+    seed: int = 0,
+    layers: int = LAYERS,
+    hidden: int = HIDDEN,
+    feed_forward: int = FEED_FORWARD,
+) -> Path:
+    """Write the model to `path` (deterministic for a seed) and return the path.
+
+    `hidden` and `feed_forward` must be multiples of 32 (Q8_0 blocks) and `hidden` of HEADS.
+    """
     import gguf
 
     if quant not in FILE_TYPES:
@@ -51,13 +61,13 @@ def write_gguf(path: Path, quant: str = "Q8_0", seed: int = 0, layers: int = LAY
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("edgeprof tiny llama")
     writer.add_context_length(CONTEXT_LENGTH)
-    writer.add_embedding_length(HIDDEN)
+    writer.add_embedding_length(hidden)
     writer.add_block_count(layers)
-    writer.add_feed_forward_length(FEED_FORWARD)
+    writer.add_feed_forward_length(feed_forward)
     writer.add_head_count(HEADS)
     writer.add_head_count_kv(KV_HEADS)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(HIDDEN // HEADS)
+    writer.add_rope_dimension_count(hidden // HEADS)
     writer.add_vocab_size(VOCAB)
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -82,23 +92,23 @@ def write_gguf(path: Path, quant: str = "Q8_0", seed: int = 0, layers: int = LAY
             writer.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)  # shape from the bytes
 
     def norm(name: str) -> None:
-        writer.add_tensor(name, np.ones(HIDDEN, dtype=np.float32))  # 1-D tensors stay F32, as llama.cpp keeps them
+        writer.add_tensor(name, np.ones(hidden, dtype=np.float32))  # 1-D tensors stay F32, as llama.cpp keeps them
 
-    head_dim = HIDDEN // HEADS
-    weight("token_embd.weight", VOCAB, HIDDEN)
+    head_dim = hidden // HEADS
+    weight("token_embd.weight", VOCAB, hidden)
     for layer in range(layers):
         prefix = f"blk.{layer}"
         norm(f"{prefix}.attn_norm.weight")
-        weight(f"{prefix}.attn_q.weight", HIDDEN, HIDDEN)
-        weight(f"{prefix}.attn_k.weight", KV_HEADS * head_dim, HIDDEN)
-        weight(f"{prefix}.attn_v.weight", KV_HEADS * head_dim, HIDDEN)
-        weight(f"{prefix}.attn_output.weight", HIDDEN, HIDDEN)
+        weight(f"{prefix}.attn_q.weight", hidden, hidden)
+        weight(f"{prefix}.attn_k.weight", KV_HEADS * head_dim, hidden)
+        weight(f"{prefix}.attn_v.weight", KV_HEADS * head_dim, hidden)
+        weight(f"{prefix}.attn_output.weight", hidden, hidden)
         norm(f"{prefix}.ffn_norm.weight")
-        weight(f"{prefix}.ffn_gate.weight", FEED_FORWARD, HIDDEN)
-        weight(f"{prefix}.ffn_up.weight", FEED_FORWARD, HIDDEN)
-        weight(f"{prefix}.ffn_down.weight", HIDDEN, FEED_FORWARD)
+        weight(f"{prefix}.ffn_gate.weight", feed_forward, hidden)
+        weight(f"{prefix}.ffn_up.weight", feed_forward, hidden)
+        weight(f"{prefix}.ffn_down.weight", hidden, feed_forward)
     norm("output_norm.weight")
-    weight("output.weight", VOCAB, HIDDEN)
+    weight("output.weight", VOCAB, hidden)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
