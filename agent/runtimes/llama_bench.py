@@ -117,7 +117,7 @@ class LlamaBench:
             errors.seek(0)
             stderr = errors.read().decode("utf-8", errors="replace")
         if code != 0:
-            reason = _last_error(stderr) or f"exit code {code}"
+            reason = last_error(stderr) or f"exit code {code}"
             if "failed to load model" in stderr or "error loading model" in stderr:
                 raise InvalidModel(f"llama-bench cannot load the model: {reason}")
             raise RunnerFailed(f"llama-bench failed ({' '.join(cmd[1:])}): {reason}")
@@ -125,7 +125,7 @@ class LlamaBench:
         return Invocation(tests, started, last_ns, cmd)
 
 
-def _last_error(stderr: str) -> str:
+def last_error(stderr: str) -> str:
     lines = [" ".join(line.split()) for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
     text = (errors or lines or [""])[-1]

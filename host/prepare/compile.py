@@ -304,7 +304,8 @@ def _check_gguf_runtime(info: pb.DeviceInfo, profile: DeviceProfile) -> None:
         found = ", ".join(sorted(runtimes)) or "none"
         raise CompileError(
             f"device {_device(info)} (profile {profile.name}) runs no llama.cpp (it reports: {found}): pip install"
-            " 'edgeprof[gguf]' on the agent, or give it a llama-bench binary (agent serve --llama-bench PATH)"
+            " 'edgeprof[gguf]' on the agent, or give it a llama-bench binary (agent serve --llama-bench PATH;"
+            " a phone: agent adb install-runner PATH)"
         )
 
 
