@@ -106,7 +106,10 @@ def main() -> None:
     rows = [
         Row("ITL p50, agent / bare", "0.98-1.02", f"{statistics.median(itl_ratios):.3f}", _each(itl_ratios)),
         Row(
-            "decode tokens/s, agent / bare", "0.98-1.02", f"{statistics.median(decode_ratios):.3f}", _each(decode_ratios)
+            "decode tokens/s, agent / bare",
+            "0.98-1.02",
+            f"{statistics.median(decode_ratios):.3f}",
+            _each(decode_ratios),
         ),
         Row("TTFT p50, agent / bare", "0.98-1.02", f"{statistics.median(ttft_ratios):.3f}", _each(ttft_ratios)),
     ]
