@@ -159,3 +159,27 @@ def test_a_truncated_gguf_is_refused_in_one_line(tmp_path: Path) -> None:
 
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "damaged or truncated" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_dashboard_trend_of_a_gguf_model_shows_ttft_and_energy_per_generated_token(
+    lab: tuple[Path, Path, Path, str], tmp_path: Path
+) -> None:
+    from host.dashboard.trend import render_trend, trend_points
+    from host.store.sqlite import Store
+
+    db, small, _, address = lab
+    for name in ("t1.json", "t2.json"):
+        assert _profile(db, small, address, tmp_path / name).returncode in (0, 1)
+    store = Store(db)
+
+    points = trend_points(store.documents_between(limit=100), small.name, address)
+    page = render_trend(points, small.name, address, 5.0)
+
+    assert len(points) >= 2
+    docs = [json.loads((tmp_path / n).read_text())["devices"][0] for n in ("t1.json", "t2.json")]
+    # each point is the run's TTFT p50 and energy per generated token of its first prompt length (16)
+    assert [p.p50_ms for p in points[-2:]] == [d["generation"][0]["ttft_ms"]["p50"] for d in docs]
+    assert [p.energy_mj for p in points[-2:]] == [d["generation"][0]["energy_mj_per_generated_token"] for d in docs]
+    assert all(p.prompt_len == 16 for p in points)
+    assert "Time to first token p50, prompt 16 tokens" in page and "Energy per generated token" in page
+    assert page.count("<circle") == 2 * len(points)  # a point per run on each chart
