@@ -129,6 +129,14 @@ def test_ab_gates_a_slower_gguf_candidate(lab: tuple[Path, Path, Path, str]) -> 
     for metric in ("TTFT p50, prompt 16", "decode tokens/s, prompt 16"):
         assert changes[metric]["gated"] and changes[metric]["regression"], changes[metric]
     assert changes["decode tokens/s, prompt 16"]["change_pct"] < -50  # 3.5 times the bytes per token
+    stored = json.loads(proc.stdout)
+    for run_id, quantization in ((stored["base_id"], "Q8_0"), (stored["candidate_id"], "F32")):
+        out = db.parent / f"{run_id}.json"
+        assert host(db, "report", run_id, "--format", "json", "-o", str(out)).returncode == 0
+        (entry,) = json.loads(out.read_text())["devices"]
+        # each side keeps its own model's facts and how llama-bench measured it, across its repetitions
+        assert entry["quantization"] == quantization and len(entry["repetitions"]) == 3
+        assert entry["latency_source"] == "block_means"
 
 
 @pytest.mark.parametrize(
