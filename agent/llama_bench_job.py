@@ -10,7 +10,6 @@ peak reported is the larger of the worker's and llama-bench's (RUSAGE_CHILDREN).
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from pathlib import Path
@@ -118,15 +117,6 @@ def _phase(worker: Any, bench: llama_bench.LlamaBench, model: str, lengths: list
             measured_ns += span_ns
             if phase == MEASURE:
                 worker.done = count
-            reps = _more(wanted - done, min_ns - measured_ns, span_ns / len(found))
+            reps = llama_bench.next_reps(wanted - done, min_ns - measured_ns, span_ns / len(found))
     worker.event(type="phase", phase=name, start_ns=begin, end_ns=time.monotonic_ns(), count=count, stable=True)
     return count
-
-
-def _more(missing: int, left_ns: int, per_rep_ns: float) -> int:
-    """Repetitions the next invocation needs: the missing count, or enough to fill the minimum duration."""
-    if missing > 0:
-        return missing
-    if left_ns <= 0:
-        return 0
-    return min(100_000, max(1, math.ceil(left_ns / max(1.0, per_rep_ns))))

@@ -135,12 +135,7 @@ def _phase(run: _PhoneRun, base: str, lengths: list[int], gen_len: int, phase: i
             done += len(found)
             count += len(found)
             measured_ns += span_ns
-            if done < wanted:
-                reps = wanted - done
-            elif measured_ns < min_ns:
-                reps = min(100_000, max(1, -(-(min_ns - measured_ns) * len(found) // max(1, span_ns))))
-            else:
-                reps = 0
+            reps = llama_bench.next_reps(wanted - done, min_ns - measured_ns, span_ns / len(found))
     run.ex.emitter.phase(name, first_ns, last_ns, count=count, detail="llama-bench repetitions (block means)")
     run.ex._flush()
     return count

@@ -13,6 +13,7 @@ split the invocation's energy by time. A build without `-o jsonl` (older than mi
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import tempfile
@@ -183,6 +184,16 @@ def version(tests: Sequence[BenchTest]) -> str:
     if number in (None, "") and not commit:
         return "unknown build"
     return f"b{number} ({commit})" if commit else f"b{number}"
+
+
+def next_reps(missing: int, left_ns: float, per_rep_ns: float) -> int:
+    """Repetitions the next invocation needs: the `missing` count, else enough to fill the minimum duration
+    (`left_ns` of it still to measure, at `per_rep_ns` per repetition), else none."""
+    if missing > 0:
+        return missing
+    if left_ns <= 0:
+        return 0
+    return min(100_000, max(1, math.ceil(left_ns / max(1.0, per_rep_ns))))
 
 
 def check_reps(reps: int) -> int:
