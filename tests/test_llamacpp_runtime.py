@@ -170,3 +170,25 @@ def test_agent_info_says_why_llamacpp_is_missing(tmp_path: Path) -> None:
     (line,) = [ln for ln in proc.stdout.splitlines() if "llamacpp" in ln]
     assert line.startswith("runtime   llamacpp missing: llama-cpp-python is not installed on this board")
     assert "edgeprof[gguf]" in line and "--llama-bench" in line
+
+
+def test_models_loaded_one_after_another_in_one_process_keep_working(tiny: Path) -> None:
+    # llama.cpp keeps calling the log callback it was given: one freed with the first load crashed the second.
+    script = f"""
+import gc
+import llama_cpp
+from agent.runtimes.llamacpp import LlamaCppBackend
+for _ in range(3):
+    session = LlamaCppBackend().load({str(tiny)!r}, threads=1, providers=[], options={{}}, op_profile=False)
+    session.generate(session.synthetic_prompt(16), 8)
+    session.close()
+    gc.collect()
+    other = llama_cpp.Llama(model_path={str(tiny)!r}, n_threads=1, verbose=False)
+    list(zip(range(4), other.generate(other.tokenize(b"the edge"), temp=0.0)))
+    other.close()
+print("ok")
+"""
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.returncode

@@ -71,6 +71,9 @@ def int_options(options: Mapping[str, str]) -> dict[str, int]:
     return found
 
 
+_ERROR_LOG: _ErrorLog | None = None
+
+
 class _ErrorLog:
     """llama.cpp's log callback while the worker runs: error lines kept (for one-line load errors) and printed.
 
@@ -94,8 +97,18 @@ class _ErrorLog:
                 self.lines = [*self.lines[-4:], line]
                 print(line, file=sys.stderr, flush=True)
 
-        self._callback = lib.llama_log_callback(record)  # kept referenced: llama.cpp calls it until exit
+        self._callback = lib.llama_log_callback(record)
         lib.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    @classmethod
+    def installed(cls, lib: Any) -> _ErrorLog:
+        """The process's one log: llama.cpp keeps calling the callback it was given (also while it generates and
+        frees), so it must outlive every model; a callback freed with its load crashed the next one."""
+        global _ERROR_LOG
+        if _ERROR_LOG is None:
+            _ERROR_LOG = cls(lib)
+        _ERROR_LOG.lines = []
+        return _ERROR_LOG
 
     def reason(self) -> str:
         """The most telling error line: llama.cpp's own reason, not its closing "failed to load model"."""
@@ -220,7 +233,7 @@ class LlamaCppBackend(RuntimeBackend):
         kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_batch": n_batch, "n_gpu_layers": n_gpu_layers}
         if threads:
             kwargs.update(n_threads=int(threads), n_threads_batch=int(threads))
-        log = _ErrorLog(lib)
+        log = _ErrorLog.installed(lib)
         try:
             llm = lib.Llama(model_path=model_path, verbose=False, **kwargs)
         except Exception as err:  # llama-cpp-python raises ValueError for every load problem
