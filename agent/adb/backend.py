@@ -220,6 +220,11 @@ class _PhoneRun:
             **ops,
         )
 
+    def check_cancelled(self) -> None:
+        """Raise _Cancelled once the job is cancelled or past its deadline (after a runner invocation)."""
+        if self.ex.job.cancelled.is_set() or time.monotonic() >= self.deadline:
+            raise _Cancelled()
+
     def energy_refusal(self) -> str | None:
         """Why the battery cannot measure this run's energy (charging, on USB power), noted; None when it can."""
         power = self.phone.shell(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -28,13 +28,12 @@ from agent.runtimes.llamacpp import int_options
 from protos import agent_pb2 as pb
 from protos.gguf_file import GGUFFileError, read_gguf
 
-if TYPE_CHECKING:
-    from agent.adb.backend import _PhoneRun
-
 _ERRORS = f"{PHONE_DIR}/llama-bench.err"
+# `run` below is agent/adb/backend.py's _PhoneRun (its phone, job, notes, clock offset and phone-side steps); it
+# calls this module, so this module does not import it back.
 
 
-def measure_generations(run: _PhoneRun, model: str, runner: runners.Runner) -> pb.JobEnd:
+def measure_generations(run: Any, model: str, runner: runners.Runner) -> pb.JobEnd:
     """The whole part on the phone; returns its JobEnd (errors raise, as in _PhoneRun.execute)."""
     ex, req = run.ex, run.req
     gen = req.generation
@@ -95,7 +94,7 @@ def measure_generations(run: _PhoneRun, model: str, runner: runners.Runner) -> p
     )
 
 
-def _note_quantization(run: _PhoneRun) -> None:
+def _note_quantization(run: Any) -> None:
     """The model's quantization type, from its header in this computer's cache (the phone has no gguf package)."""
     local = run.ex.runner.cache.use(run.ex.part.model_sha256)
     try:
@@ -113,7 +112,7 @@ def _note_quantization(run: _PhoneRun) -> None:
     )
 
 
-def _phase(run: _PhoneRun, base: str, lengths: list[int], gen_len: int, phase: int) -> int:
+def _phase(run: Any, base: str, lengths: list[int], gen_len: int, phase: int) -> int:
     """Warmup (one invocation of `--warmup` repetitions per prompt length) or measure (runs and min duration)."""
     name = "warmup" if phase == pb.WARMUP else "measure"
     run.phase = name
@@ -141,7 +140,7 @@ def _phase(run: _PhoneRun, base: str, lengths: list[int], gen_len: int, phase: i
     return count
 
 
-def _emit(run: _PhoneRun, phase: int, prompt_len: int, found: list[Generation]) -> None:
+def _emit(run: Any, phase: int, prompt_len: int, found: list[Generation]) -> None:
     for g in found:
         run.ex.emitter.tokens(
             {
@@ -158,7 +157,7 @@ def _emit(run: _PhoneRun, phase: int, prompt_len: int, found: list[Generation]) 
 
 
 def _invoke(
-    run: _PhoneRun, base: str, prompt_len: int, gen_len: int, reps: int, what: str
+    run: Any, base: str, prompt_len: int, gen_len: int, reps: int, what: str
 ) -> tuple[list[llama_bench.BenchTest], int, int]:
     """One llama-bench run on the phone: (its tests, start and end on this computer's clock)."""
     command = (
@@ -172,10 +171,7 @@ def _invoke(
     finally:
         run._active = None
         stream.close()
-    if run.ex.job.cancelled.is_set() or time.monotonic() >= run.deadline:
-        from agent.adb.backend import _Cancelled
-
-        raise _Cancelled()
+    run.check_cancelled()
     errors = lines[lines.index("@stderr") + 1 :] if "@stderr" in lines else []
     lines = lines[: lines.index("@stderr")] if "@stderr" in lines else lines
     uptimes = [round(float(ln.split()[0]) * 1e9) for ln in lines if _is_uptime(ln)]
