@@ -8,7 +8,9 @@ at its end (llama-bench times no sampling), then N-1 tokens tg_i/N apart. They a
 the last ends when llama-bench printed its last result, as a phone's benchmark_model blocks are
 (agent/adb/backend.py), which keeps counts, tokens/s and energy per token; the result says
 `latency_source: block_means`: ITL percentiles are over repetitions' means, and prefill and decode energy
-split the invocation's energy by time. A build without `-o jsonl` (older than mid-2024) is asked for `json`.
+split the invocation's energy by time. The tg test decodes from an empty context (no `-d`, which older builds
+lack and which would time a depth fill once, not per repetition), so its per-token time does not grow with the
+prompt length. A build without `-o jsonl` (older than mid-2024) is asked for `json`.
 """
 
 from __future__ import annotations
