@@ -10,7 +10,7 @@ the last ends when llama-bench printed its last result, as a phone's benchmark_m
 `latency_source: block_means`: ITL percentiles are over repetitions' means, and prefill and decode energy
 split the invocation's energy by time. The tg test decodes from an empty context (no `-d`, which older builds
 lack and which would time a depth fill once, not per repetition), so its per-token time does not grow with the
-prompt length. A build without `-o jsonl` (older than mid-2024) is asked for `json`.
+prompt length. A build whose llama-bench has no `-o jsonl` printer (an older one) is asked for `json`.
 """
 
 from __future__ import annotations
