@@ -22,6 +22,7 @@ from agent.model_cache import ModelCache
 from agent.server import TlsFiles, create_server, is_loopback, split_address
 from agent.servicer import AgentServicer
 from agent.token_file import TokenFileError, read_token
+from device_profiles import DeviceProfile
 from protos import agent_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -70,6 +71,20 @@ class ServeOptions:
     metrics_listen: str | None = None
     #: A Jetson's nvpmodel mode set for each job and restored after it (agent/power_mode.py); None = leave it.
     power_mode: int | None = None
+    #: The board's llama-bench binary for GGUF models; None = the profile's [runners] llama_bench, if any.
+    llama_bench: str | None = None
+
+
+def _llama_bench(flag: str | None, profile: DeviceProfile) -> str:
+    """--llama-bench, else the profile's [runners] llama_bench: checked now, so a wrong path fails at start."""
+    path = flag if flag is not None else profile.runners.get("llama_bench", "")
+    if not path:
+        return ""
+    resolved = Path(path).expanduser()
+    if not resolved.is_file() or not os.access(resolved, os.X_OK):
+        where = "--llama-bench" if flag is not None else f"profile {profile.name} [runners] llama_bench"
+        raise ServeError(f"{where}: {path} is not an executable file")
+    return str(resolved.resolve())
 
 
 def _read_token(path: Path) -> str:
@@ -138,10 +153,11 @@ class AgentProcess:
         self.sensors = [] if self.phone else list(detection.sensors)  # a phone's power: its own gauge (agent/adb)
         for problem in detection.problems:
             log.warning("sensor: %s", problem)
+        self.llama_bench = "" if self.phone else _llama_bench(opts.llama_bench, self.profile)
         self._board = (
             self.phone.board(self.profile)
             if self.phone
-            else board.describe(self.profile.name, board.runtimes_via_subprocess())
+            else board.describe(self.profile.name, board.runtimes_via_subprocess(self.llama_bench))
         )
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -173,6 +189,7 @@ class AgentProcess:
             worker_memory_mb=self._worker_memory_mb(),
             runtime_options=self.profile.runtime_options(),
             board_state=board_state,
+            llama_bench=self.llama_bench,
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
         prover = MembershipProver(self.token, host, lambda: self.port)

@@ -60,14 +60,21 @@ class Worker:
 
     def _run(self, limit_mb: int) -> None:
         from agent.inputs import load_npz, random_inputs, resolve_shapes
-        from agent.runtimes import backend_for_format
+        from agent.runtimes import GENERATIVE_FORMATS, backend_for_format
 
         spec = self.spec
+        if spec["format"] == "gguf" and spec.get("llama_bench"):  # the board's own llama-bench binary
+            from agent.llama_bench_job import run_llama_bench
+
+            if limit_mb:
+                apply_to_this_process(limit_mb)  # inherited by llama-bench
+            run_llama_bench(self, spec["llama_bench"])
+            return
         runtime = backend_for_format(spec["format"], spec.get("options", {}).get("runtime", ""))
         if limit_mb:
             runtime.version()  # import the runtime first: the limit is on top of what it reserves
             apply_to_this_process(limit_mb)
-        if spec["format"] == "genai":  # a generative model: generations, not inferences (agent/generation.py)
+        if spec["format"] in GENERATIVE_FORMATS:  # generations, not inferences (agent/generation.py)
             from agent.generation import run_generation
 
             run_generation(self, runtime)

@@ -72,6 +72,8 @@ class DeviceProfile:
     worker_memory_mb: int = 0
     #: ``[tensorrt]`` as job options ("tensorrt.precision": "fp16", ...), for runtime = "tensorrt".
     tensorrt: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: ``[runners]``: native benchmark binaries on the board, e.g. {"llama_bench": "/opt/llama.cpp/llama-bench"}.
+    runners: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def runtime_options(self) -> dict[str, str]:
         """Options every job on this board gets unless it says otherwise (runtime = "tensorrt" and its table)."""
@@ -134,6 +136,9 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
     rail_parents = _table(data, "rail_parents", path)
     if not all(isinstance(v, str) for v in rail_parents.values()):
         raise ValueError(f"{path}: every [rail_parents] value must be a rail name (a string)")
+    runners = _table(data, "runners", path)
+    if not all(isinstance(v, str) for v in runners.values()):
+        raise ValueError(f"{path}: every [runners] value must be the path of a binary (a string)")
     max_temp = data.get("max_temp_c")
     settle = data.get("settle_temp_c")
     runtime = str(data.get("runtime", "onnxruntime"))
@@ -157,6 +162,7 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
         detect=_table(data, "detect", path),
         worker_memory_mb=_worker_memory_mb(_table(data, "limits", path), path),
         tensorrt=_tensorrt_table(_table(data, "tensorrt", path), path),
+        runners=runners,
     )
 
 

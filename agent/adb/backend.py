@@ -51,7 +51,12 @@ MIN_BLOCKS = 6
 MIN_GAUGE_PERIOD_S = 0.1
 _UPTIME = re.compile(r"^(\d+\.\d+) \d+\.\d+$")
 #: Model formats and the runner that runs each.
-RUNNER_FOR = {"tflite": runners.BENCHMARK_MODEL, "onnx": runners.ORT_PERF_TEST, "ort": runners.ORT_PERF_TEST}
+RUNNER_FOR = {
+    "tflite": runners.BENCHMARK_MODEL,
+    "onnx": runners.ORT_PERF_TEST,
+    "ort": runners.ORT_PERF_TEST,
+    "gguf": runners.LLAMA_BENCH,
+}
 _PROFILE_MARK = "@profile"
 
 
@@ -140,6 +145,10 @@ class _PhoneRun:
         model = self._push_model()
         self.runner_name = RUNNER_FOR[ex.part.model_format]
         runner = runners.require(self.phone, self.runner_name)
+        if self.runner_name == runners.LLAMA_BENCH:  # a GGUF model: generations, not inferences
+            from agent.adb.llama_phone import measure_generations
+
+            return measure_generations(self, model, runner)
         available = runners.installed(self.phone)
         delegate = (list(req.execution_providers) or [req.options.get("delegate", "") or self.backend.delegate])[0]
         if not delegate.startswith("external:"):
@@ -162,12 +171,7 @@ class _PhoneRun:
             )
         self.notes.update(runner=f"{runner.name} {runner.version}", delegate=delegate or "cpu", cpu_mask=mask or "all")
         self._sync_clock()
-        power = battery.power_state(self.phone.shell(battery.POWER_COMMAND, doing="while reading the battery"))
-        refused = power.refusal()
-        if refused:
-            # Latency from a phone on a cable is a valid latency: the host shows the word and warns with the line.
-            self.notes["energy_refused"] = refused
-            self.notes["energy_refused_short"] = power.refusal_word() or "refused"
+        refused = self.energy_refusal()
 
         # prepare: one run loads the model with the delegate; a delegate that rejects it fails here.
         load = self._invoke(warmup_runs=0, num_runs=1, what="loading the model")
@@ -222,12 +226,29 @@ class _PhoneRun:
             **ops,
         )
 
+    def check_cancelled(self) -> None:
+        """Raise _Cancelled once the job is cancelled or past its deadline (after a runner invocation)."""
+        if self.ex.job.cancelled.is_set() or time.monotonic() >= self.deadline:
+            raise _Cancelled()
+
+    def energy_refusal(self) -> str | None:
+        """Why the battery cannot measure this run's energy (charging, on USB power), noted; None when it can.
+
+        Latency from a phone on a cable is a valid latency: the host shows the one word and warns with the line.
+        """
+        power = battery.power_state(self.phone.shell(battery.POWER_COMMAND, doing="while reading the battery"))
+        refused = power.refusal()
+        if refused:
+            self.notes["energy_refused"] = refused
+            self.notes["energy_refused_short"] = power.refusal_word() or "refused"
+        return refused
+
     def _push_model(self) -> str:
         part = self.ex.part
         if part.model_format not in RUNNER_FOR:
             raise InvalidInput(
-                f"phone {self.phone.serial} runs .tflite models (benchmark_model) and .onnx/.ort models "
-                f"(onnxruntime_perf_test); this job's model is {part.model_format}"
+                f"phone {self.phone.serial} runs .tflite models (benchmark_model), .onnx/.ort models "
+                f"(onnxruntime_perf_test) and .gguf models (llama-bench); this job's model is {part.model_format}"
             )
         local = self.ex.runner.cache.use(part.model_sha256)
         remote = f"{PHONE_DIR}/models/{part.model_sha256}.{part.model_format}"

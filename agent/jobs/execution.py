@@ -20,6 +20,7 @@ from agent.jobs.job import Job, RunnerContext
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
 from agent.journal import JournalWriteError
 from agent.parts import Part, combine_ends, job_parts
+from agent.runtimes import GENERATIVE_FORMATS
 from agent.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
 from protos import agent_pb2 as pb
@@ -159,6 +160,7 @@ class JobExecution:
     def _start_worker(self) -> tuple[subprocess.Popen[bytes], bool]:
         req = self.req
         model_path = self.model_dir or self.runner.cache.use(self.part.model_sha256)
+        generative = self.part.model_format in GENERATIVE_FORMATS
         spec: dict[str, Any] = {
             "model_path": str(model_path),
             "format": self.part.model_format,
@@ -169,18 +171,21 @@ class JobExecution:
             "warmup": req.warmup,
             "min_duration_s": req.min_duration_s,
             "max_warmup_s": req.max_warmup_s or DEFAULT_MAX_WARMUP_S,
-            "options": {**self.settings.runtime_options, **req.options},
+            # The board's runtime options are for its ONNX models (TensorRT): a generative model keeps its own runtime.
+            "options": {**({} if generative else self.settings.runtime_options), **req.options},
             "engine_dir": str(self.runner.work_dir.parent / "engines"),
             "op_profile": req.op_profile,
             "memory_limit_mb": self.settings.worker_memory_mb,
         }
-        if self.part.model_format == "genai":
+        if generative:
             gen = req.generation
             spec["generation"] = {
                 "prompt_lens": list(gen.prompt_lens),
                 "gen_len": gen.gen_len,
                 "prompt_text": gen.prompt_text,
             }
+        if self.part.model_format == "gguf" and self.settings.llama_bench:
+            spec["llama_bench"] = self.settings.llama_bench
         if req.inputs_npz:
             npz_path = self.runner.work_dir / f"{req.job_id}.npz"
             npz_path.write_bytes(req.inputs_npz)

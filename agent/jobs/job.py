@@ -58,6 +58,8 @@ class JobSettings:
     #: Records (and with `agent serve --power-mode` sets) the board's state around each job: begin() before
     #: its first part, end() -> notes after its last (agent/jetson_state.py); None = nothing to record.
     board_state: Any = None
+    #: The board's llama-bench binary: GGUF models are measured with it instead of llama-cpp-python ("" = none).
+    llama_bench: str = ""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Inference runtimes the worker can load a model into (ONNX Runtime, TFLite, ONNX Runtime GenAI, TensorRT)."""
+"""Inference runtimes the worker can load a model into (ONNX Runtime, TFLite, ONNX Runtime GenAI, TensorRT,
+llama.cpp)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from agent.errors import InvalidModel
 from agent.runtimes.base import RuntimeBackend
 
 #: Model formats each runtime takes, in the order they are tried.
-RUNTIMES = ("onnxruntime", "tflite", "onnxruntime-genai", "tensorrt")
+RUNTIMES = ("onnxruntime", "tflite", "onnxruntime-genai", "tensorrt", "llamacpp")
+#: Formats measured by generations (prompt in, tokens out) instead of inferences (agent/generation.py).
+GENERATIVE_FORMATS = ("genai", "gguf")
 
 
 def backend(name: str) -> RuntimeBackend:
@@ -27,12 +30,17 @@ def backend(name: str) -> RuntimeBackend:
         from agent.runtimes.tensorrt import TensorRTBackend
 
         return TensorRTBackend()
+    if name == "llamacpp":
+        from agent.runtimes.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend()
     raise InvalidModel(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
 
 
 def backend_for_format(model_format: str, runtime: str = "") -> RuntimeBackend:
-    """The runtime that loads a model format ("onnx", "ort", "tflite", "genai"); `runtime` (the job's option)
-    picks another runtime for the format where one is asked for: "tensorrt" builds an engine from an ONNX model."""
+    """The runtime that loads a model format ("onnx", "ort", "tflite", "genai", "gguf"); `runtime` (the job's
+    option) picks another runtime for the format where one is asked for: "tensorrt" builds an engine from an
+    ONNX model."""
     if runtime == "tensorrt":
         if model_format != "onnx":
             raise InvalidModel(f"TensorRT builds engines from ONNX models; this job's model is {model_format}")
@@ -43,4 +51,6 @@ def backend_for_format(model_format: str, runtime: str = "") -> RuntimeBackend:
         return backend("tflite")
     if model_format == "genai":
         return backend("onnxruntime-genai")
-    raise InvalidModel(f"unknown model format '{model_format}' (known: onnx, ort, tflite, genai)")
+    if model_format == "gguf":
+        return backend("llamacpp")
+    raise InvalidModel(f"unknown model format '{model_format}' (known: onnx, ort, tflite, genai, gguf)")

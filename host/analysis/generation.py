@@ -252,11 +252,15 @@ def generation_lines(document: dict[str, Any]) -> list[str]:
 
     lines: list[str] = []
     for device in document.get("devices", []):
+        llama = device.get("llama_cpp") or {}
+        if llama and device.get("generation"):
+            lines.append(f"{device.get('device', '?')}  {llama_cpp_line(llama)}")
+        quant = f" {llama['quantization']}" if llama.get("quantization") else ""
         for row in device.get("generation") or []:
             ttft = (row.get("ttft_ms") or {}).get("p50")
             itl = (row.get("itl_ms") or {}).get("p50")
             lines.append(
-                f"{device.get('device', '?')}  prompt {row['prompt_len']} tokens, {row['gen_len']} generated:"
+                f"{device.get('device', '?')}{quant}  prompt {row['prompt_len']} tokens, {row['gen_len']} generated:"
                 f"  TTFT p50 {num(ttft, '.2f')} ms  ITL p50 {num(itl, '.3f')} ms"
                 f"  prefill {num(row.get('prefill_tokens_per_s'), '.1f')} tok/s"
                 f"  decode {num(row.get('decode_tokens_per_s'), '.1f')} tok/s"
@@ -267,3 +271,13 @@ def generation_lines(document: dict[str, Any]) -> list[str]:
                 )
             )
     return lines
+
+
+def llama_cpp_line(llama: dict[str, Any]) -> str:
+    """A GGUF run's quantization and llama.cpp settings in one line ("GGUF Q8_0 (file_type), n_ctx 4096, ...")."""
+    source = llama.get("quantization_source")
+    parts = [f"GGUF {llama.get('quantization', '?')}" + (" (guessed from the weights)" if source == "tensors" else "")]
+    for key in ("runner", "n_ctx", "n_batch", "n_threads", "n_gpu_layers", "backends"):
+        if llama.get(key):
+            parts.append(f"{key} {llama[key]}")
+    return ", ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from host.analysis import accelerator, energy, stats
@@ -85,6 +86,10 @@ def device_entry(
     if generation is not None:
         entry["generation"] = generation
     entry["notes"] = dict(end.notes)
+    llama = llama_cpp_settings(end.notes)  # a GGUF model: its quantization and llama.cpp's settings
+    if llama:
+        entry["quantization"] = llama.get("quantization")
+        entry["llama_cpp"] = llama
     # A phone's benchmark_model reports each block's mean, not each inference (agent/adb/backend.py).
     entry["latency_source"] = end.notes.get("latency_source") or "per_inference"
     entry["phases"] = [
@@ -149,6 +154,31 @@ def _one_word(notes: Any) -> str:
     """The agent's one-word refusal ("charging", "plugged-in"), or "refused" when it sent none or not a word."""
     word = str(notes.get("energy_refused_short", ""))
     return word if ONE_WORD.fullmatch(word) else "refused"
+
+
+#: What llama.cpp runs record in JobEnd.notes (agent/runtimes/llamacpp.py and llama_bench.py), kept with the results.
+LLAMA_CPP_KEYS = (
+    "quantization",
+    "quantization_source",
+    "architecture",
+    "runner",
+    "n_ctx",
+    "n_ctx_train",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "n_gpu_layers",
+    "backends",
+)
+#: A setting's text as agents write it; anything else (control characters, markup) is dropped, not shown.
+_SETTING = re.compile(r"[A-Za-z0-9_.,:+()' -]{1,120}")
+
+
+def llama_cpp_settings(notes: Any) -> dict[str, str]:
+    """The llama.cpp settings among the notes (empty for other runtimes); values that are not plain text dropped."""
+    if "quantization" not in notes:
+        return {}
+    return {k: str(notes[k]) for k in LLAMA_CPP_KEYS if k in notes and _SETTING.fullmatch(str(notes[k]))}
 
 
 def _float_note(notes: Any, key: str) -> float | None:

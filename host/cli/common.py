@@ -47,13 +47,29 @@ PromptLenOption = Annotated[
     str,
     typer.Option(
         "--prompt-len",
-        help="GenAI models: prompt length in tokens of synthetic token ids; a comma list sweeps (16,128)",
+        help="GenAI and GGUF models: prompt length in tokens of synthetic token ids; a comma list sweeps (16,128)",
     ),
 ]
-GenLenOption = Annotated[int, typer.Option("--gen-len", min=1, help="GenAI models: tokens generated per prompt")]
+GenLenOption = Annotated[
+    int, typer.Option("--gen-len", min=1, help="GenAI and GGUF models: tokens generated per prompt")
+]
 PromptFileOption = Annotated[
     Path | None,
-    typer.Option("--prompt-file", help="GenAI models: a text prompt, tokenized on the board (instead of --prompt-len)"),
+    typer.Option(
+        "--prompt-file", help="GenAI and GGUF models: a text prompt, tokenized on the board (instead of --prompt-len)"
+    ),
+]
+CtxSizeOption = Annotated[
+    int, typer.Option("--ctx-size", min=0, help="GGUF models: llama.cpp context in tokens (0 = min(4096, trained))")
+]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", min=0, help="GGUF models: llama.cpp prompt batch in tokens (0 = 2048)")
+]
+GpuLayersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--n-gpu-layers", min=-1, help="GGUF models: layers offloaded to the GPU (a CUDA/Metal/Vulkan llama.cpp)"
+    ),
 ]
 IdleOption = Annotated[float, typer.Option(min=0, help="seconds of idle power baseline before warmup")]
 ThreadsOption = Annotated[int, typer.Option(min=0, help="intra-op threads (0 = runtime default)")]

@@ -10,11 +10,14 @@ import typer
 
 from host.cli.app import app
 from host.cli.common import (
+    BatchSizeOption,
     CalibrationOption,
+    CtxSizeOption,
     DeviceOption,
     DlaOption,
     FleetOption,
     GenLenOption,
+    GpuLayersOption,
     IdleOption,
     InputShapeOption,
     InputsOption,
@@ -52,7 +55,8 @@ def profile(
     model: Annotated[
         str,
         typer.Argument(
-            help="model file (.onnx, .ort, .tflite), a GenAI model directory (genai_config.json), or example:NAME"
+            help="model file (.onnx, .ort, .tflite, .gguf), a GenAI model directory (genai_config.json), "
+            "or example:NAME"
         ),
     ],
     fleet: FleetOption = None,
@@ -86,11 +90,15 @@ def profile(
     prompt_len: PromptLenOption = "128",
     gen_len: GenLenOption = 64,
     prompt_file: PromptFileOption = None,
+    ctx_size: CtxSizeOption = 0,
+    batch_size: BatchSizeOption = 0,
+    n_gpu_layers: GpuLayersOption = None,
 ) -> None:
     """Profile MODEL: latency, throughput, memory, power and energy on every device.
 
-    A GenAI model directory is profiled by generation: time to first token, inter-token latency, prefill and
-    decode tokens/s and energy per token, per prompt length (--prompt-len, --gen-len).
+    A GenAI model directory or a GGUF file (llama.cpp) is profiled by generation: time to first token,
+    inter-token latency, prefill and decode tokens/s and energy per token, per prompt length (--prompt-len,
+    --gen-len).
     """
     if report is not None:
         from host.report.formats import ReportError, format_for
@@ -123,6 +131,9 @@ def profile(
         prompt_len=prompt_len,
         gen_len=gen_len,
         prompt_file=prompt_file,
+        ctx_size=ctx_size,
+        batch_size=batch_size,
+        n_gpu_layers=n_gpu_layers,
         token_file=token_file,
         tls_ca=tls_ca,
         quiet=quiet,

@@ -52,6 +52,9 @@ class ProfileOptions:
     prompt_len: str = "128"
     gen_len: int = 64
     prompt_file: Path | None = None
+    ctx_size: int = 0
+    batch_size: int = 0
+    n_gpu_layers: int | None = None
     token_file: Path | None = None
     tls_ca: Path | None = None
     quiet: bool = False
@@ -87,6 +90,7 @@ def prepare(options: ProfileOptions, model_specs: list[str]) -> Prepared:
         gen_len=options.gen_len,
         prompt_text=prompt_text(options.prompt_file),
         options=runtime_options(options),
+        llama_options=llama_options(options),
     )
     compiler = make_compiler(
         options.quantize,
@@ -145,6 +149,15 @@ def driven(options: ProfileOptions) -> Iterator[tuple[list[Target], Any, StopSig
         if close is not None:
             stack.callback(close)
         yield targets, progress, stop
+
+
+def llama_options(options: ProfileOptions) -> dict[str, str]:
+    """--ctx-size, --batch-size and --n-gpu-layers as the request options llama.cpp reads (unset ones left out)."""
+    found = {"n_ctx": options.ctx_size, "n_batch": options.batch_size}
+    chosen = {key: str(value) for key, value in found.items() if value}
+    if options.n_gpu_layers is not None:
+        chosen["n_gpu_layers"] = str(options.n_gpu_layers)
+    return chosen
 
 
 def input_shapes(flags: list[str]) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """Trends: one model on one device over time, a point per run, p50 and energy per inference with intervals.
 
+A generative model's runs (GenAI directories, GGUF files) are points of what their results lead with: time to
+first token (p50, with its interval) and energy per generated token, both of the first prompt length.
 A point is marked as a gate failure when `host compare PREVIOUS RUN --fail-on-regression PCT` would fail
 for this device (the same rule and code: host.analysis.compare), so the chart shows where a change regressed.
 """
@@ -39,6 +41,8 @@ class TrendPoint:
     valid: bool
     #: Metrics that regressed beyond the gate against the previous run ("" when none or not checked).
     gate_failures: list[str] = field(default_factory=list)
+    #: The prompt length whose TTFT and energy per generated token the point shows (a generative run), else None.
+    prompt_len: int | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -72,17 +76,25 @@ def trend_points(docs: list[dict[str, Any]], model: str, device: str) -> list[Tr
             continue
         latency = entry.get("latency_ms") or {}
         energy = entry.get("energy") or {}
-        points.append(
-            TrendPoint(
-                run_id=str(doc.get("run_id", "?")),
-                created_at=_created(doc),
-                p50_ms=_number(latency.get("p50")),
-                p50_ci_ms=_interval(latency.get("p50_ci95")),
-                energy_mj=_number(energy.get("energy_mj_per_inference")),
-                energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
-                valid=(entry.get("validity") or {}).get("valid", True) is not False,
-            )
+        point = TrendPoint(
+            run_id=str(doc.get("run_id", "?")),
+            created_at=_created(doc),
+            p50_ms=_number(latency.get("p50")),
+            p50_ci_ms=_interval(latency.get("p50_ci95")),
+            energy_mj=_number(energy.get("energy_mj_per_inference")),
+            energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
+            valid=(entry.get("validity") or {}).get("valid", True) is not False,
         )
+        rows = entry.get("generation")
+        first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
+        if first is not None:
+            found = first.get("ttft_ms")
+            ttft: dict[str, Any] = found if isinstance(found, dict) else {}
+            point.p50_ms, point.p50_ci_ms = _number(ttft.get("p50")), _interval(ttft.get("p50_ci95"))
+            point.energy_mj, point.energy_ci_mj = _number(first.get("energy_mj_per_generated_token")), None
+            length = _number(first.get("prompt_len"))
+            point.prompt_len = int(length) if length is not None else 0
+        points.append(point)
     return sorted(points, key=lambda p: (p.created_at, p.run_id))
 
 
@@ -102,7 +114,7 @@ def mark_gate_failures(store: Store, points: list[TrendPoint], device: str, gate
         previous = run
 
 
-def _chart(points: list[TrendPoint], which: str, title: str, unit: str, t0: dt.datetime) -> str:
+def _chart(points: list[TrendPoint], which: str, title: str, unit: str, t0: dt.datetime, keyword: str = "") -> str:
     days = [(p.created_at - t0).total_seconds() / 86400 for p in points]
     values = [p.p50_ms if which == "p50" else p.energy_mj for p in points]
     cis = [p.p50_ci_ms if which == "p50" else p.energy_ci_mj for p in points]
@@ -132,7 +144,7 @@ def _chart(points: list[TrendPoint], which: str, title: str, unit: str, t0: dt.d
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{fill}" stroke="{stroke}" stroke-width="1.5">'
             f"<title>{escape(label)}</title></circle>"
         )
-        if any(_KEYWORD[which] in metric for metric in p.gate_failures):
+        if any((keyword or _KEYWORD[which]) in metric for metric in p.gate_failures):
             marked = True
             chart.parts.append(
                 f'<path d="M{px - 8:.1f} {py - 8:.1f} L{px + 8:.1f} {py + 8:.1f} M{px - 8:.1f} {py + 8:.1f} '
@@ -148,6 +160,17 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
     if not points:
         return head + '<p class="muted">no successful runs of this model on this device in the store.</p>'
     t0 = points[0].created_at
+    generative = next((p.prompt_len for p in points if p.prompt_len is not None), None)
+    if generative is not None:  # a generative model: what its results lead with (module docstring)
+        first_chart = _chart(points, "p50", f"TTFT p50, prompt {generative}", "ms", t0, keyword="TTFT p50")
+        second_chart = _chart(points, "energy", "energy per generated token", "mJ", t0)
+        titles = (f"Time to first token p50, prompt {generative} tokens", "Energy per generated token")
+        columns = ("TTFT p50 ms [95% CI]", "mJ/generated token")
+    else:
+        first_chart = _chart(points, "p50", "p50 latency", "ms", t0)
+        second_chart = _chart(points, "energy", "energy per inference", "mJ", t0)
+        titles = ("Latency p50", "Energy per inference")
+        columns = ("p50 ms [95% CI]", "mJ/inference [95% CI]")
     rows = "".join(
         f'<tr><td><a href="{link("/runs/" + p.run_id)}"><code>{escape(p.run_id)}</code></a></td>'
         f"<td>{p.created_at:%Y-%m-%d %H:%M}</td>"
@@ -162,12 +185,12 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
         + f'<p class="caption">{len(points)} run(s), one point each; bars are 95% intervals; a hollow point is a run'
         f" whose validity checks failed; ✕ marks a run that fails <code>host compare PREVIOUS RUN"
         f" --fail-on-regression {gate_pct:g}</code> on this device.</p>"
-        + "<h2>Latency p50</h2>"
-        + _chart(points, "p50", "p50 latency", "ms", t0)
-        + "<h2>Energy per inference</h2>"
-        + _chart(points, "energy", "energy per inference", "mJ", t0)
-        + "<h2>Runs</h2><table><tr><th>run</th><th>created (UTC)</th><th>p50 ms [95% CI]</th>"
-        "<th>mJ/inference [95% CI]</th><th>validity</th><th>gate failed on</th></tr>" + rows + "</table>"
+        + f"<h2>{escape(titles[0])}</h2>"
+        + first_chart
+        + f"<h2>{escape(titles[1])}</h2>"
+        + second_chart
+        + f"<h2>Runs</h2><table><tr><th>run</th><th>created (UTC)</th><th>{escape(columns[0])}</th>"
+        f"<th>{escape(columns[1])}</th><th>validity</th><th>gate failed on</th></tr>" + rows + "</table>"
     )
 
 

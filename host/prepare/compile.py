@@ -105,6 +105,15 @@ class Compiler:
             _check_genai_runtime(info, profile)
             recipe["target_format"] = "genai"
             return recipe
+        if model.format == "gguf":  # llama.cpp's own file: quantized already, it goes to the board as it is
+            if self.options.quantize:
+                raise CompileError(
+                    f"--quantize works on ONNX models only; {model.path.name} is a GGUF model, quantized as"
+                    f" {model.quantization or 'its file says'} (llama-quantize makes other types)"
+                )
+            _check_gguf_runtime(info, profile)
+            recipe["target_format"] = "gguf"
+            return recipe
         if model.format in ("tflite", "ort"):
             self._check_passthrough(model, info, profile, target)
             recipe["target_format"] = model.format  # what the board receives: the model as it is
@@ -285,6 +294,18 @@ def _check_genai_runtime(info: pb.DeviceInfo, profile: DeviceProfile) -> None:
         raise CompileError(
             f"device {_device(info)} (profile {profile.name}) has no onnxruntime-genai runtime (it reports: {found});"
             " pip install 'edgeprof[genai]' on the agent (Python 3.11+ on aarch64)"
+        )
+
+
+def _check_gguf_runtime(info: pb.DeviceInfo, profile: DeviceProfile) -> None:
+    """One line before any upload when the board runs no llama.cpp: neither llama-cpp-python nor a llama-bench."""
+    runtimes = {r.name for r in info.runtimes}
+    if not runtimes & {"llamacpp", "llama-bench"}:
+        found = ", ".join(sorted(runtimes)) or "none"
+        raise CompileError(
+            f"device {_device(info)} (profile {profile.name}) runs no llama.cpp (it reports: {found}): pip install"
+            " 'edgeprof[gguf]' on the agent, or give it a llama-bench binary (agent serve --llama-bench PATH;"
+            " a phone: agent adb install-runner PATH)"
         )
 
 

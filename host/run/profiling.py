@@ -73,6 +73,8 @@ class ProfileSettings:
     prompt_text: str = ""
     #: Job options every device gets: {"runtime": "tensorrt", "tensorrt.precision": "fp16", ...}.
     options: dict[str, str] = field(default_factory=dict)
+    #: GGUF models: llama.cpp's settings, sent as request options ("n_ctx", "n_batch", "n_gpu_layers").
+    llama_options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,9 +105,11 @@ class DeviceFailed(Exception):
 
 def _request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.ProfileRequest:
     request = _inference_request(job_id, model, s)
-    if model.format == "genai":
+    if model.format in ("genai", "gguf"):
         lens = [] if s.prompt_text else list(s.prompt_lens)
         request.generation.CopyFrom(pb.GenerationSpec(prompt_lens=lens, gen_len=s.gen_len, prompt_text=s.prompt_text))
+    if model.format == "gguf":
+        request.options.update(s.llama_options)
     return request
 
 
