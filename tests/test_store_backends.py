@@ -200,7 +200,7 @@ def test_many_writers_at_once_store_every_run_complete(target: str) -> None:
 
 
 def test_hosts_opening_a_new_store_at_once_migrate_it_once(target: str) -> None:
-    code = "import sys; from host.store.sqlite import Store; print(open_store(sys.argv[1]).schema_version())"
+    code = "import sys; from host.store.open import open_store; print(open_store(sys.argv[1]).schema_version())"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, target], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -24,6 +24,7 @@ import numpy as np
 
 from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
 from host.store.schema import MIGRATIONS, VERSION_TABLE, AddColumn
+from host.store.url_redact import looks_like_url, redact
 
 #: Names of the latency "channels" in the arrays table (a = start_ns, b = end_ns).
 LATENCY_MEASURE = "latency:measure"
@@ -64,6 +65,11 @@ def store_target(target: Path | str | None = None) -> Path | str:
         return default_db_path()
     if is_postgres_url(target):
         return str(target)
+    if isinstance(target, str) and looks_like_url(target):  # never a SQLite file named after a URL, password and all
+        raise StoreError(
+            f"the run store '{redact(target)}' is neither a SQLite file path nor a postgresql:// URL"
+            " (EDGEPROF_DB, the config file's `db`)"
+        )
     return Path(target).expanduser()
 
 
