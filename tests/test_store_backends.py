@@ -220,10 +220,10 @@ _OPEN_TOGETHER = """
 import multiprocessing, sys
 from host.store.sqlite import Store
 
-def open_store(path, barrier, errors):
+def open_one(path, barrier, errors):
     barrier.wait()
     try:
-        open_store(path).close()
+        Store(path).close()
     except Exception as err:
         errors.put(str(err))
 
@@ -231,7 +231,7 @@ ctx = multiprocessing.get_context("fork")
 errors = ctx.Queue()
 for round_ in range(int(sys.argv[2])):
     barrier = ctx.Barrier(8)
-    procs = [ctx.Process(target=open_store, args=(f"{sys.argv[1]}/{round_}.sqlite", barrier, errors)) for _ in range(8)]
+    procs = [ctx.Process(target=open_one, args=(f"{sys.argv[1]}/{round_}.sqlite", barrier, errors)) for _ in range(8)]
     for proc in procs:
         proc.start()
     for proc in procs:
