@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import deque
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 #: What a worker's log keeps from the start of its stderr, and from its end.
 WORKER_LOG_HEAD_BYTES = 4 * 1024**2
@@ -48,7 +48,7 @@ def spawn_worker(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
 
 
 def copy_capped(
-    source: BinaryIO,
+    source: IO[bytes],
     log_path: Path,
     head_bytes: int = WORKER_LOG_HEAD_BYTES,
     tail_bytes: int = WORKER_LOG_TAIL_BYTES,
