@@ -175,3 +175,26 @@ def test_an_agent_with_a_token_answers_metrics_only_to_its_holders(tmp_path: Pat
 
     assert anonymous[0] == 401 and wrong[0] == 401 and "edgeprof_agent_up" not in anonymous[1] + wrong[1]
     assert holder[0] == 200 and "edgeprof_agent_up 1.0" in holder[1]
+
+
+def test_an_idle_connection_does_not_block_https_metrics(tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    from agent.metrics import MetricsAccess
+    from tests.faultlib import generate_certs
+
+    certs = generate_certs(tmp_path / "certs")
+    access = MetricsAccess(cert_file=str(certs["server"]), key_file=str(certs["server_key"]))
+    server = MetricsServer("127.0.0.1:0", _state(_CountingRail()), access)
+    idle = socket.create_connection(("127.0.0.1", server.port))  # never says hello
+    try:
+        started = time.monotonic()
+        context = ssl.create_default_context(cafile=str(certs["ca"]))
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/metrics", context=context, timeout=4) as reply:
+            status, waited_s = reply.status, time.monotonic() - started
+    finally:
+        idle.close()
+        server.close()
+
+    assert status == 200 and waited_s < 2  # the handshake runs on the connection's thread, not the accepting one
