@@ -220,7 +220,7 @@ _OPEN_TOGETHER = """
 import multiprocessing, sys
 from host.store.sqlite import Store
 
-def open_one(path, barrier, errors):
+def open_together(path, barrier, errors):
     barrier.wait()
     try:
         Store(path).close()
@@ -231,7 +231,8 @@ ctx = multiprocessing.get_context("fork")
 errors = ctx.Queue()
 for round_ in range(int(sys.argv[2])):
     barrier = ctx.Barrier(8)
-    procs = [ctx.Process(target=open_one, args=(f"{sys.argv[1]}/{round_}.sqlite", barrier, errors)) for _ in range(8)]
+    path = f"{sys.argv[1]}/{round_}.sqlite"
+    procs = [ctx.Process(target=open_together, args=(path, barrier, errors)) for _ in range(8)]
     for proc in procs:
         proc.start()
     for proc in procs:
