@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-listen",
         metavar="ADDR",
-        help="serve Prometheus metrics (power, temperatures, queue, jobs, health) on HOST:PORT, e.g. 127.0.0.1:9464",
+        help="serve Prometheus metrics (power, temperatures, queue, jobs, health) on HOST:PORT, e.g. 127.0.0.1:9464;"
+        " with --token-file scrapers send Authorization: Bearer; beyond loopback needs a token, --tls-client-ca or"
+        " --insecure",
     )
     serve.add_argument(
         "--power-mode",

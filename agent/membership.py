@@ -16,9 +16,11 @@ A rogue that holds no token could still try to *relay* the challenge to a real a
 answer back. The dialed address defeats that: the host puts the rogue's own IP:port in the challenge,
 and a real agent refuses to answer a challenge for an address it does not listen on (its port, and
 one of its interface addresses, or the address it is bound to). Hosts dial discovered agents by
-IP:port, so the address is always literal. The nonce makes every answer single-use: a recorded
-answer is worthless for the next challenge. The domain string ("edgeprof-prove-v1") keeps these MACs
-apart from any other use of the token and versions the scheme.
+IP:port, so the address is always literal. A loopback address is answered only to a caller on loopback:
+an agent bound to 0.0.0.0 has 127.0.0.1 among its addresses, and a local user on the host who listened on
+127.0.0.1:PORT (the agent's port) could otherwise relay a host's challenge to it and get the token. The
+nonce makes every answer single-use: a recorded answer is worthless for the next challenge. The domain
+string ("edgeprof-prove-v1") keeps these MACs apart from any other use of the token and versions the scheme.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ def interface_ips() -> set[str]:
     return found
 
 
+def peer_is_loopback(peer: str) -> bool:
+    """Whether a gRPC peer string ("ipv4:127.0.0.1:41234", "ipv6:[::1]:5000", "unix:…") is on this machine's
+    loopback; a Unix socket counts as loopback."""
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class MembershipProver:
     """Answers `Prove` for an agent that holds `token` and listens on `bound_host`:`port`."""
 
@@ -76,13 +93,15 @@ class MembershipProver:
         self._port = port
         self._own_ips = own_ips
 
-    def _listens_on(self, dialed_address: str) -> bool:
+    def _listens_on(self, dialed_address: str, caller_on_loopback: bool) -> bool:
         try:
             ip, port = parse_ip_port(dialed_address)
         except ValueError:
             return False
         if port != self._port():
             return False
+        if ip.is_loopback and not caller_on_loopback:
+            return False  # a host that dialed our loopback is on this machine, so its call comes over loopback
         if self._bound_host in ("", "0.0.0.0", "::"):
             return str(ip) in set(self._own_ips())
         if self._bound_host == "localhost":
@@ -92,13 +111,16 @@ class MembershipProver:
         except ValueError:  # bound to a host name: any address of this machine it could resolve to
             return str(ip) in set(self._own_ips())
 
-    def answer(self, nonce: str, dialed_address: str) -> str:
-        """The MAC for this challenge; ProveRefused when there is no token or the address is not ours."""
+    def answer(self, nonce: str, dialed_address: str, caller: str = "") -> str:
+        """The MAC for this challenge; ProveRefused when there is no token or the address is not ours.
+
+        `caller` is the gRPC peer of the Prove call ("ipv4:127.0.0.1:41234"); "" counts as not on loopback.
+        """
         if self._token is None:
             raise ProveRefused("this agent has no token (--token-file), so it cannot prove fleet membership")
         if not _NONCE_RE.fullmatch(nonce):  # `$` alone would let a trailing newline through
             raise ProveRefused("the nonce must be 32 to 128 lowercase hex characters")
-        if not self._listens_on(dialed_address):
+        if not self._listens_on(dialed_address, peer_is_loopback(caller)):
             # A relayed challenge: someone else was dialed and is asking us to answer for them.
             raise ProveRefused(f"this agent does not listen on {dialed_address[:80]!r}: refusing to answer for it")
         return prove_mac(self._token, nonce, dialed_address)

@@ -6,8 +6,10 @@ A model just uploaded (or confirmed by HasModel) is leased for LEASE_S, so a con
 eviction cannot remove it before the host's Profile, which then pins it for the job.
 
 A GenAI model directory arrives as a tar (host/prepare/genai_pack.py) and is cached like any model; a job unpacks it
-once into .unpacked/<sha256>/ (agent/genai_unpack.py: no member may escape it, no links, sizes capped), and
-evicting the tar removes its unpacked directory.
+once into .unpacked/<sha256>/ (agent/genai_unpack.py: no member may escape it, no links, no sparse files, bytes
+written counted), and evicting the tar removes its unpacked directory. The unpacked bytes count as the tar's:
+an unpack reserves its size against the cache limit and the disk reserve as an upload does, is checked against
+the free disk as it writes, and its size (kept in the directory's .complete marker) counts in the cache's total.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ DEFAULT_MAX_MODEL_BYTES = 1024**3
 FREE_DISK_RESERVE_BYTES = 256 * 1024**2
 #: How long a model just uploaded or confirmed by HasModel is kept from eviction, waiting for its Profile.
 LEASE_S = 120.0
+#: The marker of a finished unpack; it holds the unpacked size in bytes (counted in the cache's total).
+_COMPLETE = ".complete"
 
 
 def check_sha256(sha256: str) -> str:
@@ -91,6 +95,7 @@ class ModelCache:
         self._leases: dict[str, float] = {}
         self._reservations: list[_Reservation] = []
         self._unpacked = directory / ".unpacked"
+        self._unpacked.mkdir(exist_ok=True)
         for stale in self._unpacked.glob(".tmp-*"):  # unpacks cut off by a crash
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -117,21 +122,44 @@ class ModelCache:
         return path
 
     def unpacked(self, sha256: str) -> Path:
-        """The directory a cached GenAI tar unpacks to, unpacked on first use; InvalidModel for a bad tar."""
-        from agent.genai_unpack import unpack
+        """The directory a cached GenAI tar unpacks to, unpacked on first use; InvalidModel for a bad tar,
+        ModelTooLarge when its unpacked size does not fit the cache limit or the free disk."""
+        from agent.genai_unpack import unpack, unpacked_size
 
         tar_path = self.use(sha256)
         target = self._unpacked / sha256
-        if not (target / ".complete").is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            self._unpacked.mkdir(parents=True, exist_ok=True)
-            scratch = self._unpacked / f".tmp-{uuid.uuid4().hex}"
+        if (target / _COMPLETE).is_file():
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        size_bytes = unpacked_size(tar_path, max_bytes=self.max_model_bytes)
+        reservation = self._reserve(size_bytes, what="unpacked GenAI model")
+        self._unpacked.mkdir(parents=True, exist_ok=True)
+        scratch = self._unpacked / f".tmp-{uuid.uuid4().hex}"
+
+        def written(n_bytes: int) -> None:
+            reservation.written_bytes += n_bytes
+            self._check_disk_while_receiving(reservation.written_bytes, size_bytes, doing="unpacking")
+
+        try:
             try:
-                unpack(tar_path, scratch, max_bytes=self.max_model_bytes)
-                (scratch / ".complete").touch()
+                total = unpack(tar_path, scratch, max_bytes=min(size_bytes, self.max_model_bytes), on_write=written)
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise ModelTooLarge(
+                        f"the agent's disk filled up while unpacking a {_mb(size_bytes)} GenAI model "
+                        f"({os.strerror(err.errno)})"
+                    ) from err
+                raise
+            (scratch / _COMPLETE).write_text(str(total))
+            with self._lock:
+                self._reservations.remove(reservation)
+                self._evict(total, keep=sha256)
                 os.replace(scratch, target)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            with self._lock:
+                if reservation in self._reservations:
+                    self._reservations.remove(reservation)
+            shutil.rmtree(scratch, ignore_errors=True)
         return target
 
     def pin(self, sha256: str) -> None:
@@ -147,7 +175,16 @@ class ModelCache:
                 self._pinned.pop(sha256, None)
 
     def total_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._models())
+        """Cached models and what they unpacked to."""
+        return sum(self._footprint(p) for p in self._models())
+
+    def _footprint(self, path: Path) -> int:
+        """A cached model's bytes plus its unpacked directory's (recorded in its .complete marker)."""
+        try:
+            unpacked = int((self._unpacked / path.name / _COMPLETE).read_text() or 0)
+        except (OSError, ValueError):
+            unpacked = 0
+        return _size(path) + unpacked
 
     def reserved_bytes(self) -> int:
         """Space held for uploads in flight."""
@@ -213,14 +250,14 @@ class ModelCache:
             )
         return received
 
-    def _reserve(self, size_bytes: int) -> _Reservation:
-        """Hold space for an upload against the cache limit and the free disk, or refuse it now."""
+    def _reserve(self, size_bytes: int, what: str = "model") -> _Reservation:
+        """Hold space for an upload (or an unpack) against the cache limit and the free disk, or refuse it now."""
         with self._lock:
             in_flight = sum(r.size_bytes for r in self._reservations)
             kept = self._kept_bytes()
             if kept + in_flight + size_bytes > self.limit_bytes:
                 raise ModelTooLarge(
-                    f"no room in the agent's model cache for a {_mb(size_bytes)} model: limit "
+                    f"no room in the agent's model cache for a {_mb(size_bytes)} {what}: limit "
                     f"{_mb(self.limit_bytes)}, {_mb(kept)} held by models in use or just uploaded, "
                     f"{_mb(in_flight)} by uploads in progress (agent serve --cache-limit-mb)"
                 )
@@ -228,22 +265,22 @@ class ModelCache:
             free = shutil.disk_usage(self.directory).free
             if free - unwritten - size_bytes < self.disk_reserve_bytes:
                 raise ModelTooLarge(
-                    f"not enough free disk on the agent for a {_mb(size_bytes)} model: {_mb(free)} free, "
+                    f"not enough free disk on the agent for a {_mb(size_bytes)} {what}: {_mb(free)} free, "
                     f"{_mb(unwritten)} promised to uploads in progress, {_mb(self.disk_reserve_bytes)} kept free"
                 )
             reservation = _Reservation(size_bytes)
             self._reservations.append(reservation)
             return reservation
 
-    def _check_disk_while_receiving(self, received: int, size_bytes: int) -> None:
-        """Refuse the upload when something else has taken the disk space it was promised."""
+    def _check_disk_while_receiving(self, received: int, size_bytes: int, doing: str = "upload") -> None:
+        """Refuse the upload (or unpack) when something else has taken the disk space it was promised."""
         with self._lock:
             unwritten = sum(r.unwritten_bytes for r in self._reservations)
         free = shutil.disk_usage(self.directory).free
         if free - unwritten < self.disk_reserve_bytes:
             raise ModelTooLarge(
                 f"the agent's disk filled up after {_mb(received)} of a {_mb(size_bytes)} model "
-                f"({_mb(free)} free, {_mb(self.disk_reserve_bytes)} kept free): upload discarded"
+                f"({_mb(free)} free, {_mb(self.disk_reserve_bytes)} kept free): {doing} discarded"
             )
 
     def _models(self) -> list[Path]:
@@ -269,21 +306,22 @@ class ModelCache:
         kept = 0
         for path in self._models():
             if self._held(path.name, now):
-                kept += _size(path)
+                kept += self._footprint(path)
         return kept
 
-    def _evict(self, incoming_bytes: int) -> None:
-        """Remove least-recently-used models until the new one and the uploads in flight fit under the limit."""
+    def _evict(self, incoming_bytes: int, keep: str = "") -> None:
+        """Remove least-recently-used models (with what they unpacked to) until the new bytes and the uploads
+        in flight fit under the limit; `keep` is a model that must stay (the one being unpacked)."""
         now = time.monotonic()
         models = sorted(self._models(), key=lambda p: p.stat().st_mtime)
         in_flight = sum(r.size_bytes for r in self._reservations)
-        total = sum(_size(p) for p in models) + in_flight
+        total = sum(self._footprint(p) for p in models) + in_flight
         for path in models:
             if total + incoming_bytes <= self.limit_bytes:
                 break
-            if self._held(path.name, now):
+            if self._held(path.name, now) or path.name == keep:
                 continue
-            total -= _size(path)
+            total -= self._footprint(path)
             path.unlink(missing_ok=True)
             shutil.rmtree(self._unpacked / path.name, ignore_errors=True)
         if total + incoming_bytes > self.limit_bytes:

@@ -138,6 +138,8 @@ class AgentProcess:
                 "could run code on this board. Give --token-file or --tls-client-ca (mutual TLS), or --insecure on a "
                 "trusted network"
             )
+        if opts.metrics_listen:
+            self._check_metrics_listen(opts.metrics_listen)
         self.phone: Any = _connect_phone(opts) if opts.adb else None
         try:
             name = opts.profile or (self.phone.profile_name if self.phone else detect_profile_name())
@@ -201,6 +203,19 @@ class AgentProcess:
         self._stopped = threading.Event()
         #: Set when stop() has finished: serve() returns (and the process exits) only then.
         self._stop_done = threading.Event()
+
+    def _check_metrics_listen(self, listen: str) -> None:
+        """Metrics beyond loopback, like gRPC, only with the token or mutual TLS, or --insecure."""
+        try:
+            host, _port = split_address(listen)
+        except ValueError as err:
+            raise ServeError(f"--metrics-listen '{listen}' must be HOST:PORT, e.g. 127.0.0.1:9464") from err
+        if not is_loopback(host) and not self.authenticated and not self.opts.insecure:
+            raise ServeError(
+                f"refusing to serve metrics on {listen}, beyond loopback, without authentication: they show board "
+                "power, temperatures and job activity to anyone who reaches it. Give --token-file (scrapers send "
+                "Authorization: Bearer) or --tls-client-ca (mutual TLS), or --insecure on a trusted network"
+            )
 
     def _worker_memory_mb(self) -> int:
         from agent.memory_limit import check_limit_mb
@@ -313,9 +328,10 @@ def _connect_phone(opts: ServeOptions) -> Any:
 
 
 def _start_metrics(agent: AgentProcess) -> Any:
-    from agent.metrics import AgentState, MetricsError, MetricsServer
+    from agent.metrics import AgentState, MetricsAccess, MetricsError, MetricsServer
 
-    assert agent.opts.metrics_listen is not None
+    listen = agent.opts.metrics_listen
+    assert listen is not None
     b = agent._board
     state = AgentState(
         version=b["agent_version"],
@@ -326,13 +342,26 @@ def _start_metrics(agent: AgentProcess) -> Any:
         alive=lambda: agent.runner.alive,
         job_states=lambda: [job.state for job in agent.journal.jobs(include_acknowledged=True)],
     )
+    opts = agent.opts
+    access = MetricsAccess(
+        token=agent.token,
+        cert_file=str(opts.tls_cert) if agent.tls is not None and opts.tls_cert else None,
+        key_file=str(opts.tls_key) if agent.tls is not None and opts.tls_key else None,
+        client_ca_file=str(opts.tls_client_ca) if agent.tls is not None and opts.tls_client_ca else None,
+    )
     try:
-        server = MetricsServer(agent.opts.metrics_listen, state)
+        server = MetricsServer(listen, state, access)
     except MetricsError as err:
         agent.stop()
         raise ServeError(str(err)) from err
+    needs = "the token (Authorization: Bearer)" if agent.token else ""
+    needs = needs or ("a client certificate" if access.client_ca_file else "")
     log.info(
-        "Prometheus metrics on %s port %d, path /metrics", agent.opts.metrics_listen.rpartition(":")[0], server.port
+        "Prometheus metrics on %s port %d, path /metrics (%s%s)",
+        listen.rpartition(":")[0],
+        server.port,
+        server.scheme,
+        f", needs {needs}" if needs else "",
     )
     return server
 

@@ -17,6 +17,7 @@ from agent.servicer import MAX_CHUNK_BYTES
 from agent.stream_limits import (
     CONTROL_RESERVE_THREADS,
     DEFAULT_STREAMS_PER_CLIENT,
+    OPEN_WATCH_STREAMS,
     StreamLimitInterceptor,
     StreamLimits,
 )
@@ -71,16 +72,20 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         self._deny_stream_in = grpc.stream_unary_rpc_method_handler(deny)
         self._deny_stream_out = grpc.unary_stream_rpc_method_handler(deny)
 
+    def authenticated(self, metadata: Any) -> bool:
+        """Whether the call's metadata carries the token."""
+        given = b""
+        for key, value in metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+        # Constant-time: the comparison must not leak how much of a guessed token was right.
+        return hmac.compare_digest(given, self._expected)
+
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         method = handler_call_details.method
         if method.startswith("/grpc.health.v1.Health/") or method in OPEN_METHODS:
             return continuation(handler_call_details)
-        given = b""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
-        # Constant-time: the comparison must not leak how much of a guessed token was right.
-        if hmac.compare_digest(given, self._expected):
+        if self.authenticated(handler_call_details.invocation_metadata):
             return continuation(handler_call_details)
         method = handler_call_details.method
         if method.endswith("/UploadModel"):
@@ -120,17 +125,20 @@ def create_server(
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build and start a server on `address` ("127.0.0.1:0" picks a free port). Returns it and the port.
 
-    Streams are bounded (agent/stream_limits.py): by default all but CONTROL_RESERVE_THREADS threads.
+    Streams are bounded (agent/stream_limits.py): by default all but CONTROL_RESERVE_THREADS threads. With a
+    token, Health.Watch streams without it get OPEN_WATCH_STREAMS threads of their own, added to the pool.
     """
     limits = StreamLimits(
         max_streams if max_streams is not None else max(1, max_workers - CONTROL_RESERVE_THREADS),
         max_streams_per_client,
     )
     # Auth first: a call without the token is refused before it can take a stream slot.
-    interceptors: list[grpc.ServerInterceptor] = [TokenAuthInterceptor(token)] if token else []
-    interceptors.append(StreamLimitInterceptor(limits))
+    auth = TokenAuthInterceptor(token) if token else None
+    interceptors: list[grpc.ServerInterceptor] = [auth] if auth else []
+    interceptors.append(StreamLimitInterceptor(limits, authenticated=auth.authenticated if auth else None))
+    threads = max_workers + (OPEN_WATCH_STREAMS if auth else 0)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
@@ -144,7 +152,7 @@ def create_server(
             ("grpc.keepalive_timeout_ms", keepalive.ping_timeout_ms),
             ("grpc.http2.ping_timeout_ms", keepalive.ping_timeout_ms),
         ],
-        maximum_concurrent_rpcs=max_workers * 4,
+        maximum_concurrent_rpcs=threads * 4,
     )
     agent_pb2_grpc.add_AgentServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

@@ -159,7 +159,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this agent cannot prove fleet membership")
             raise AssertionError("unreachable: context.abort raises")
         try:
-            return pb.ProveReply(mac=prover.answer(request.nonce, request.dialed_address))
+            return pb.ProveReply(mac=prover.answer(request.nonce, request.dialed_address, context.peer()))
         except ProveRefused as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         raise AssertionError("unreachable: context.abort raises")

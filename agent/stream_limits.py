@@ -5,6 +5,11 @@ lasts. Without a bound, one client holding as many streams as there are threads 
 and Health time out. The bound leaves a reserve of threads for the short control calls (Describe,
 HasModel, Cancel, ListJobs, Acknowledge, Health.Check); a stream over it is refused at once with
 RESOURCE_EXHAUSTED.
+
+Health.Watch is callable without the token (like Health.Check), so on an agent with a token a Watch that
+does not carry it takes a slot from a small bucket of its own (OPEN_WATCH_STREAMS, served by threads added
+to the pool for it): before, 12 unauthenticated Watch streams from one machine (every local user counts as
+one client address) used up the token holder's slots and its UploadModel and Profile failed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ DEFAULT_STREAMS_PER_CLIENT = 8
 #: Methods that hold a thread for as long as they last.
 STREAM_METHOD_SUFFIXES = ("/Profile", "/Attach", "/UploadModel")
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+#: Health.Watch streams open to callers without the token, in all (their own threads, never the token holders').
+OPEN_WATCH_STREAMS = 2
 
 
 def client_of(peer: str) -> str:
@@ -81,24 +88,41 @@ class StreamLimits:
 class StreamLimitInterceptor(grpc.ServerInterceptor):
     """Wraps the stream methods' handlers so each call takes a slot when it starts and frees it when it ends."""
 
-    def __init__(self, limits: StreamLimits) -> None:
+    def __init__(
+        self,
+        limits: StreamLimits,
+        *,
+        authenticated: Callable[[Any], bool] | None = None,
+        open_limits: StreamLimits | None = None,
+    ) -> None:
+        """`authenticated(metadata)` tells token holders apart (None: no token, every caller is one);
+        Health.Watch calls that fail it take their slot from `open_limits` instead of `limits`."""
         self.limits = limits
+        self._authenticated = authenticated
+        self.open_limits = open_limits or StreamLimits(OPEN_WATCH_STREAMS, OPEN_WATCH_STREAMS)
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or not (method.endswith(STREAM_METHOD_SUFFIXES) or method == HEALTH_WATCH):
             return handler
+        limits = self.limits
+        if (
+            method == HEALTH_WATCH
+            and self._authenticated is not None
+            and not self._authenticated(handler_call_details.invocation_metadata)
+        ):
+            limits = self.open_limits
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._limited(handler.unary_stream))
+            return handler._replace(unary_stream=self._limited(handler.unary_stream, limits))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._limited(handler.stream_unary))
+            return handler._replace(stream_unary=self._limited(handler.stream_unary, limits))
         if handler.stream_stream is not None:
-            return handler._replace(stream_stream=self._limited(handler.stream_stream))
+            return handler._replace(stream_stream=self._limited(handler.stream_stream, limits))
         return handler
 
-    def _limited(self, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-        limits = self.limits
+    @staticmethod
+    def _limited(behavior: Callable[[Any, grpc.ServicerContext], Any], limits: StreamLimits) -> Callable[..., Any]:
 
         def limited(request: Any, context: grpc.ServicerContext) -> Any:
             # Runs in a pool thread when the call starts; the callback runs when the call ends, however it

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.metrics import AgentState, MetricsServer
+from agent.sensors.base import POWER_MW, Channel, Sensor
+from agent.serve import AgentProcess, ServeError, ServeOptions
 from tests.conftest import console_script
 from tests.faultlib import AgentProc, isolated_env
 from tests.sensor_fakes import ORIN_NANO_RAILS, build_orin_nano, build_thermal
@@ -94,3 +98,103 @@ def test_a_bad_metrics_address_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "agent: --metrics-listen 'nowhere' must be HOST:PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _CountingRail(Sensor):
+    """One power rail that counts how often it is read (RAPL behind --rapl-access would be read as often)."""
+
+    backend = "fake"
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def channels(self) -> list[Channel]:
+        return [Channel("package-0", POWER_MW, "total")]
+
+    def read(self) -> list[float]:
+        self.reads += 1
+        return [4200.0]
+
+
+def _state(sensor: Sensor) -> AgentState:
+    return AgentState("0.1.0", "generic-linux", "", [sensor], lambda: 0, lambda: True, lambda: [])
+
+
+def _get(port: int, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_two_hundred_scrapes_read_the_power_sensors_once(tmp_path: Path) -> None:
+    rail = _CountingRail()
+    server = MetricsServer("127.0.0.1:0", _state(rail))
+    try:
+        bodies = [_get(server.port)[1] for _ in range(200)]
+    finally:
+        server.close()
+
+    assert rail.reads == 1  # 200 before: each scrape read the sensors (780 scrapes/s measured)
+    assert all("edgeprof_power_watts" in body and "4.2" in body for body in bodies)
+
+
+def test_metrics_beyond_loopback_need_the_token_mutual_tls_or_insecure(tmp_path: Path) -> None:
+    opts = ServeOptions(listen="127.0.0.1:0", advertise=False, data_dir=tmp_path / "a", metrics_listen="0.0.0.0:0")
+
+    with pytest.raises(ServeError) as refused:
+        AgentProcess(opts)
+    opts.insecure = True
+    agent = AgentProcess(opts)  # the explicit way around it, as for gRPC
+    agent.start()
+    agent.stop()
+
+    assert "refusing to serve metrics on 0.0.0.0:0" in str(refused.value)
+    assert "--token-file" in str(refused.value) and "--insecure" in str(refused.value)
+
+
+def test_an_agent_with_a_token_answers_metrics_only_to_its_holders(tmp_path: Path) -> None:
+    token = "m" * 32
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "token").chmod(0o600)
+    opts = ServeOptions(
+        listen="127.0.0.1:0", advertise=False, data_dir=tmp_path / "a", token_file=tmp_path / "token",
+        metrics_listen="127.0.0.1:0",
+    )  # fmt: skip
+    agent = AgentProcess(opts)
+    agent.start()
+    try:
+        port = agent.metrics.port
+        anonymous, wrong, holder = _get(port), _get(port, "not-the-token-0123456789"), _get(port, token)
+    finally:
+        agent.stop()
+
+    assert anonymous[0] == 401 and wrong[0] == 401 and "edgeprof_agent_up" not in anonymous[1] + wrong[1]
+    assert holder[0] == 200 and "edgeprof_agent_up 1.0" in holder[1]
+
+
+def test_an_idle_connection_does_not_block_https_metrics(tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    from agent.metrics import MetricsAccess
+    from tests.faultlib import generate_certs
+
+    certs = generate_certs(tmp_path / "certs")
+    access = MetricsAccess(cert_file=str(certs["server"]), key_file=str(certs["server_key"]))
+    server = MetricsServer("127.0.0.1:0", _state(_CountingRail()), access)
+    idle = socket.create_connection(("127.0.0.1", server.port))  # never says hello
+    try:
+        started = time.monotonic()
+        context = ssl.create_default_context(cafile=str(certs["ca"]))
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/metrics", context=context, timeout=4) as reply:
+            status, waited_s = reply.status, time.monotonic() - started
+    finally:
+        idle.close()
+        server.close()
+
+    assert status == 200 and waited_s < 2  # the handshake runs on the connection's thread, not the accepting one

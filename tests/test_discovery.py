@@ -275,3 +275,25 @@ def test_host_prefers_a_routable_ipv4_address() -> None:
     assert pick_address(["fe80::1", "127.0.0.1"]) == "127.0.0.1"
     assert pick_address(["fe80::1", "fd00::2"]) == "fd00::2"
     assert pick_address([]) is None
+
+
+def test_an_announcement_naming_a_network_address_is_never_dialed_on_our_loopback() -> None:
+    from types import SimpleNamespace
+
+    from host.fleet.discovery import SERVICE_TYPE, agent_from_info
+
+    def info(*addresses: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            parsed_addresses=lambda: list(addresses),
+            port=50051,
+            properties={b"tags": b"lab"},
+            name=f"rogue-50051.{SERVICE_TYPE}",
+        )
+
+    # From the network (it names a global IPv6 address too): our own 127.0.0.1 is not where it lives.
+    remote = agent_from_info(info("127.0.0.1", "2001:db8::5"))
+    # An agent on this machine's lo announces loopback only, and is dialed there.
+    local = agent_from_info(info("127.0.0.1"))
+
+    assert remote is not None and remote.address == "[2001:db8::5]:50051"
+    assert local is not None and local.address == "127.0.0.1:50051"

@@ -208,25 +208,72 @@ def test_real_agent_refuses_to_answer_a_challenge_for_another_address(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("bound", "dialed", "ok"),
+    ("bound", "dialed", "caller", "ok"),
     [
-        ("0.0.0.0", "192.0.2.7:5000", True),  # one of its interfaces
-        ("0.0.0.0", "192.0.2.8:5000", False),  # another machine's address: a relay
-        ("0.0.0.0", "192.0.2.7:5001", False),  # its address, another port: a relay on the same machine
-        ("192.0.2.7", "[::1]:5000", False),
-        ("127.0.0.1", "127.0.0.1:5000", True),
-        ("127.0.0.1", "rogue.local:5000", False),  # discovered agents are dialed by IP, never by name
+        ("0.0.0.0", "192.0.2.7:5000", "ipv4:192.0.2.9:40000", True),  # one of its interfaces
+        ("0.0.0.0", "192.0.2.8:5000", "ipv4:192.0.2.9:40000", False),  # another machine's address: a relay
+        ("0.0.0.0", "192.0.2.7:5001", "ipv4:192.0.2.9:40000", False),  # its address, another port: a relay
+        ("192.0.2.7", "[::1]:5000", "ipv6:[::1]:40000", False),
+        ("127.0.0.1", "127.0.0.1:5000", "ipv4:127.0.0.1:40000", True),
+        ("127.0.0.1", "rogue.local:5000", "ipv4:127.0.0.1:40000", False),  # discovered agents are dialed by IP
+        # Loopback is one of an agent's addresses, but only a caller on this machine dialed it (issue 23.5).
+        ("0.0.0.0", "127.0.0.1:5000", "ipv4:192.0.2.9:40000", False),
+        ("0.0.0.0", "127.0.0.1:5000", "ipv4:127.0.0.1:40000", True),
+        ("0.0.0.0", "[::1]:5000", "ipv4:192.0.2.9:40000", False),
+        ("127.0.0.1", "127.0.0.1:5000", "", False),
     ],
 )
-def test_agent_answers_only_for_an_address_it_listens_on(bound: str, dialed: str, ok: bool) -> None:
-    prover = MembershipProver("t" * 32, bound, lambda: 5000, own_ips=lambda: ["192.0.2.7", "127.0.0.1"])
+def test_agent_answers_only_for_an_address_it_listens_on(bound: str, dialed: str, caller: str, ok: bool) -> None:
+    prover = MembershipProver("t" * 32, bound, lambda: 5000, own_ips=lambda: ["192.0.2.7", "127.0.0.1", "::1"])
     nonce = "ab" * 16
 
     if ok:
-        assert prover.answer(nonce, dialed) == prove_mac("t" * 32, nonce, dialed)
+        assert prover.answer(nonce, dialed, caller) == prove_mac("t" * 32, nonce, dialed)
     else:
         with pytest.raises(ProveRefused):
-            prover.answer(nonce, dialed)
+            prover.answer(nonce, dialed, caller)
+
+
+def _lan_ipv4() -> str | None:
+    """An address of this machine that is not loopback (a relay's connection comes from one)."""
+    from agent.membership import interface_ips
+
+    found = sorted(ip for ip in interface_ips() if "." in ip and not ip.startswith("127."))
+    return found[0] if found else None
+
+
+def test_agent_on_all_interfaces_refuses_a_loopback_challenge_relayed_from_the_network(tmp_path: Path) -> None:
+    lan_ip = _lan_ipv4()
+    if lan_ip is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to relay from")
+    token = uuid.uuid4().hex * 2
+    (tmp_path / "token").write_text(token)
+    agent = AgentProcess(
+        ServeOptions(
+            listen="0.0.0.0:0",  # the installer's default
+            profile="generic-linux",
+            advertise=False,
+            data_dir=tmp_path / "agent",
+            token_file=tmp_path / "token",
+        )
+    )
+    agent.start()
+    dialed = f"127.0.0.1:{agent.port}"  # what a host dialed to reach a local user's relay on its own loopback
+    nonce = uuid.uuid4().hex
+    try:
+        # The relay forwards the host's challenge unchanged, over the network (from a non-loopback address).
+        challenge = pb.ProveRequest(nonce=nonce, dialed_address=dialed)
+        with grpc.insecure_channel(f"{lan_ip}:{agent.port}") as channel, pytest.raises(grpc.RpcError) as refused:
+            agent_pb2_grpc.AgentStub(channel).Prove(challenge, timeout=5)
+        # A host on this machine that dialed the agent's loopback is still answered.
+        with grpc.insecure_channel(dialed) as channel:
+            local = agent_pb2_grpc.AgentStub(channel).Prove(challenge, timeout=5)
+    finally:
+        agent.stop(grace_s=0)
+
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "does not listen on" in refused.value.details()
+    assert local.mac == prove_mac(token, nonce, dialed)
 
 
 @settings(max_examples=200, deadline=None)
@@ -238,7 +285,7 @@ def test_any_challenge_gets_a_mac_or_a_refusal_never_a_crash(nonce: str, dialed:
     prover = MembershipProver("t" * 32, "0.0.0.0", lambda: 5000, own_ips=lambda: ["192.0.2.7"])
 
     try:
-        mac = prover.answer(nonce, dialed)
+        mac = prover.answer(nonce, dialed, "ipv4:127.0.0.1:40000")
     except ProveRefused as err:
         assert str(err) and "\n" not in str(err)
     else:
@@ -361,4 +408,42 @@ def test_a_nonce_with_a_trailing_newline_is_refused() -> None:
     prover = MembershipProver("t" * 32, "127.0.0.1", lambda: 5000, own_ips=lambda: ["127.0.0.1"])
 
     with pytest.raises(ProveRefused, match="nonce"):
-        prover.answer("ab" * 16 + "\n", "127.0.0.1:5000")
+        prover.answer("ab" * 16 + "\n", "127.0.0.1:5000", "ipv4:127.0.0.1:40000")
+
+
+def test_rogue_reusing_a_members_host_txt_and_sorting_first_does_not_knock_the_member_out(tmp_path: Path) -> None:
+    from host.fleet.config import Fleet
+    from host.fleet.discovery import DiscoveredAgent
+    from host.fleet.members import fleet_members
+
+    token = uuid.uuid4().hex * 2
+    (tmp_path / "token").write_text(token)
+    agent = AgentProcess(
+        ServeOptions(
+            listen="127.0.0.1:0", profile="generic-linux", advertise=False, data_dir=tmp_path / "agent",
+            token_file=tmp_path / "token",
+        )
+    )  # fmt: skip
+    agent.start()
+    rogue = RogueAgent()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    agent_pb2_grpc.add_AgentServicer_to_server(rogue, server)
+    # Another loopback address, the member's port: what a second machine announcing the same `host` would be.
+    server.add_insecure_port(f"127.0.0.2:{agent.port}")
+    server.start()
+    member_address, rogue_address = f"127.0.0.1:{agent.port}", f"127.0.0.2:{agent.port}"
+    announced = [  # as discover() returns them: sorted by name, the rogue first
+        DiscoveredAgent("a-rogue", rogue_address, "generic-linux", ["lab"], hostname="b7", addresses=["127.0.0.2"]),
+        DiscoveredAgent("b7", member_address, "generic-linux", ["lab"], hostname="b7", addresses=["127.0.0.1"]),
+    ]
+    fleet = Fleet(name="lab", tags=["lab"], token_file=tmp_path / "token")
+    try:
+        members = fleet_members(fleet, lambda timeout_s, tags: announced)
+        admission = admit_members(fleet, members, Credentials(token=token))
+    finally:
+        server.stop(0).wait()
+        agent.stop(grace_s=0)
+
+    assert [m.address for m in admission.members] == [member_address]  # was []: the member had been dropped
+    assert [m.address for m in admission.left_out] == [rogue_address]
+    assert [c.method for c in rogue.calls] == ["Prove"]

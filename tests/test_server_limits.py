@@ -3,6 +3,7 @@ stream it may, and one stream more is refused at once with RESOURCE_EXHAUSTED.""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import grpc
@@ -84,3 +85,54 @@ def test_stream_limits_must_be_positive(limits: tuple[int, int]) -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         StreamLimits(*limits)
+
+
+class _Watch:
+    """A Health.Watch stream read in a thread: open once its first answer came, or refused."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self.call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        self.answered = threading.Event()
+        self.error: grpc.RpcError | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for _ in self.call:
+                self.answered.set()
+        except grpc.RpcError as err:
+            self.error = err
+        finally:
+            self.done.set()
+
+
+def test_unauthenticated_health_watches_cannot_take_the_token_holders_stream_slots(tmp_path: Any) -> None:
+    from agent.serve import AgentProcess, ServeOptions
+    from host.fleet.client import Credentials
+
+    token = "t" * 32
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "token").chmod(0o600)
+    agent = AgentProcess(
+        ServeOptions(listen="127.0.0.1:0", advertise=False, data_dir=tmp_path / "agent", token_file=tmp_path / "token")
+    )
+    agent.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{agent.port}")  # no token: Health is open to it
+    try:
+        watches = [_Watch(channel) for _ in range(12)]  # what the red team opened
+        wait_for(lambda: all(w.answered.is_set() or w.done.is_set() for w in watches), 30, "every Watch to settle")
+        refused = [w for w in watches if w.error is not None]
+        # Two open Watch streams for everyone without the token; the other ten refused at once.
+        assert len(refused) == 10
+        assert all(w.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for w in refused)  # type: ignore[union-attr]
+        with AgentClient(f"127.0.0.1:{agent.port}", Credentials(token=token), timeout_s=CONTROL_DEADLINE_S) as client:
+            sha = upload(client)  # a stream (UploadModel): refused before the fix
+            batches = list(client.profile(profile_request(sha), timeout_s=120))  # and Profile
+            assert batches[-1].end.status == pb.JobEnd.OK
+            assert client.health(timeout_s=CONTROL_DEADLINE_S) == "SERVING"
+    finally:
+        channel.close()
+        agent.stop()

@@ -7,6 +7,7 @@ about the device now (offline, unauthorized, gone), so the job runner can end a 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -19,6 +20,11 @@ from agent.errors import AgentError
 #: Where everything edgeprof puts on a phone lives (app-writable without root on every Android).
 PHONE_DIR = "/data/local/tmp/edgeprof"
 DEFAULT_SERVER_PORT = 5037
+#: The longest output line kept from a phone command; the rest of a longer line is read and dropped, so a
+#: runner printing without newlines cannot grow the bridge agent (it grew 60 MB in 40 s before).
+MAX_LINE_BYTES = 64 * 1024
+
+log = logging.getLogger("agent.adb.phone")
 
 
 class PhoneUnavailable(AgentError):
@@ -122,22 +128,30 @@ class ShellStream:
         self._lock = threading.Lock()
         self._closed = False
 
-    def lines(self) -> Iterator[str]:
-        """Each output line as it arrives; ends when the command exits or the phone goes away."""
-        buffer = b""
+    def lines(self, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
+        """Each output line as it arrives; ends when the command exits or the phone goes away.
+
+        A line longer than `max_line_bytes` is cut there and ends with CUT_MARK; what it had beyond that is
+        read and dropped, so memory stays bounded however the command prints.
+        """
+        buffer = bytearray()
+        dropped = 0  # bytes of the current line dropped beyond the cap
         while True:
             try:
                 chunk = self._sock.recv(65536)
             except OSError:
                 chunk = b""
             if not chunk:
-                if buffer:
-                    yield buffer.decode(errors="replace").rstrip("\r")
+                if buffer or dropped:
+                    yield _line(bytes(buffer), dropped)
                 return
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for line in complete:
-                yield line.decode(errors="replace").rstrip("\r")
+            *complete, rest = chunk.split(b"\n")
+            for piece in complete:
+                dropped += _append_capped(buffer, piece, max_line_bytes)
+                yield _line(bytes(buffer), dropped)
+                buffer.clear()
+                dropped = 0
+            dropped += _append_capped(buffer, rest, max_line_bytes)
 
     def close(self) -> None:
         """Idempotent: a cancel may close the stream while its reader is closing it too."""
@@ -148,3 +162,22 @@ class ShellStream:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._conn.close()
+
+
+#: What ends a line that was cut at MAX_LINE_BYTES (parsers see it as text they do not know).
+CUT_MARK = " [edgeprof: line cut, {dropped} more bytes dropped]"
+
+
+def _append_capped(buffer: bytearray, piece: bytes, max_bytes: int) -> int:
+    """Append what fits under max_bytes; returns how many bytes of `piece` did not fit."""
+    room = max(0, max_bytes - len(buffer))
+    buffer += piece[:room]
+    return max(0, len(piece) - room)
+
+
+def _line(data: bytes, dropped: int) -> str:
+    text = data.decode(errors="replace").rstrip("\r")
+    if dropped:
+        log.warning("a phone command printed a line of %d bytes: kept the first %d", len(data) + dropped, len(data))
+        text += CUT_MARK.format(dropped=dropped)
+    return text

@@ -1,4 +1,9 @@
-"""A job's worker subprocess: started, written to, and ended (SIGTERM to its group, then SIGKILL)."""
+"""A job's worker subprocess: started, written to, and ended (SIGTERM to its group, then SIGKILL).
+
+Its stderr (what runtimes print, tracebacks) goes to the job's log file through a pipe the agent reads, so the
+file is capped: the first WORKER_LOG_HEAD_BYTES, a line saying how much was dropped, then the last
+WORKER_LOG_TAIL_BYTES (where a traceback is). A runtime printing without end filled the disk before.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections import deque
 from pathlib import Path
+from typing import IO
+
+#: What a worker's log keeps from the start of its stderr, and from its end.
+WORKER_LOG_HEAD_BYTES = 4 * 1024**2
+WORKER_LOG_TAIL_BYTES = 256 * 1024
 
 
 def send_line(worker: subprocess.Popen[bytes], line: str) -> bool:
@@ -22,15 +34,58 @@ def send_line(worker: subprocess.Popen[bytes], line: str) -> bool:
 
 
 def spawn_worker(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
-    """Start `python -m agent.worker`, its stderr to log_path; it waits for a spec line on stdin."""
-    with open(log_path, "wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent.worker", *(["--preload"] if preload else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            start_new_session=True,  # a signal meant for the agent's terminal does not hit the worker
-        )
+    """Start `python -m agent.worker`, its stderr to log_path (capped); it waits for a spec line on stdin."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "agent.worker", *(["--preload"] if preload else [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a signal meant for the agent's terminal does not hit the worker
+    )
+    assert worker.stderr is not None
+    copy_capped(worker.stderr, log_path)
+    return worker
+
+
+def copy_capped(
+    source: IO[bytes],
+    log_path: Path,
+    head_bytes: int = WORKER_LOG_HEAD_BYTES,
+    tail_bytes: int = WORKER_LOG_TAIL_BYTES,
+) -> threading.Thread:
+    """Copy `source` to log_path on a daemon thread until EOF, keeping at most head + tail bytes (and a line
+    between them saying how many were dropped). The file may be renamed meanwhile: the thread holds it open."""
+    out = open(log_path, "wb")  # noqa: SIM115 (closed by the thread)
+
+    def copy() -> None:
+        written, dropped = 0, 0
+        tail: deque[bytes] = deque()
+        tail_held = 0
+        with source, out:
+            while chunk := source.read1(65536) if hasattr(source, "read1") else source.read(65536):
+                if written < head_bytes:
+                    keep = chunk[: head_bytes - written]
+                    out.write(keep)
+                    out.flush()
+                    written += len(keep)
+                    chunk = chunk[len(keep) :]
+                if not chunk:
+                    continue
+                tail.append(chunk)
+                tail_held += len(chunk)
+                while tail_held - len(tail[0]) >= tail_bytes:
+                    dropped += len(tail[0])
+                    tail_held -= len(tail.popleft())
+            kept = b"".join(tail)
+            dropped += max(0, len(kept) - tail_bytes)
+            kept = kept[-tail_bytes:] if tail_bytes else b""
+            if dropped:
+                out.write(f"\n[edgeprof: {dropped} bytes of the worker's output dropped here]\n".encode())
+            out.write(kept)
+
+    thread = threading.Thread(target=copy, name="worker-log", daemon=True)
+    thread.start()
+    return thread
 
 
 

@@ -62,14 +62,21 @@ def runs_ls(
         pending = {job.run_id for job in store.pending()}
     finally:
         store.close()
+    malformed = {r.run_id: store.malformed[r.run_id] for r in rows if r.run_id in store.malformed}
     if as_json:
-        print(json.dumps([{**vars(r), "pending_jobs": r.run_id in pending} for r in rows], indent=2))
+        listed = [{**vars(r), "pending_jobs": r.run_id in pending} for r in rows]
+        print(json.dumps([{**row, "malformed": malformed[row["run_id"]]} if row["run_id"] in malformed else row
+                          for row in listed], indent=2))  # fmt: skip
         return
     if not rows and not pending:
         print(f"no runs yet in {store.path}")
         return
     print(f"{'run':<23} {'created (UTC)':<19} {'model':<28} {'ok':>5}  {'p50 ms':<24} settings")
     for r in rows:
+        if r.run_id in malformed:  # one line, never a traceback: the rest of the store is listed
+            print(f"{r.run_id:<23} skipped: stored malformed ({terminal_text(malformed[r.run_id])[:160]});"
+                  f" `host runs rm {r.run_id}` removes it")  # fmt: skip
+            continue
         doc = documents.get(r.run_id, {})
         ok = f"{r.n_ok}/{r.n_devices}" + ("*" if r.run_id in pending else "")
         print(
@@ -78,7 +85,7 @@ def runs_ls(
         )
     if pending & {r.run_id for r in rows}:
         print("* jobs still to collect: `host runs fetch RUN`, or `host runs rm RUN` to give them up")
-    unsaved = sorted(pending - set(documents))
+    unsaved = sorted(pending - set(documents) - set(malformed))
     if unsaved:  # a host that died before it could store the run: only its pending jobs are known
         print(f"not stored yet, jobs still to collect: {', '.join(unsaved)} (`host runs fetch` or `host runs rm`)")
 

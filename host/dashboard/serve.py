@@ -1,13 +1,16 @@
 """`host serve`: the read-only dashboard over the run store, on loopback unless protected.
 
-Stdlib http.server, one thread per request, GET/HEAD only. Beyond loopback it needs a token (HTTP Basic
-with the token as password, so a browser asks for it, or `Authorization: Bearer`) or mutual TLS, as the
-agent does; `--insecure` is the explicit way around that. Every page is rendered on the server without
-scripts and sent with a Content-Security-Policy that forbids them.
+Served by hypercorn on asyncio with a connection cap and handshake, request and read timeouts
+(host/dashboard/http_server.py says why not http.server), GET/HEAD only. Beyond loopback it needs a token
+(HTTP Basic with the token as password, so a browser asks for it, or `Authorization: Bearer`) or mutual TLS,
+as the agent does; `--insecure` is the explicit way around that. Every page is rendered on the server without
+scripts and sent with a Content-Security-Policy that forbids them. A run whose stored document does not
+follow the result schema is left out of the pages with one line saying so, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hmac
@@ -17,12 +20,12 @@ import ssl
 from dataclasses import dataclass
 from html import escape
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from host.dashboard.fleet_view import FleetWatch, render_fleet
+from host.dashboard.http_server import MAX_CONNECTIONS, HttpServer
 from host.dashboard.layout import CONTENT_SECURITY_POLICY, page
 from host.dashboard.runs_view import FilterError, RunFilter, render_runs
 from host.dashboard.trend import mark_gate_failures, render_trend, render_trend_index, trend_points
@@ -62,10 +65,8 @@ class ServeOptions:
     tls_client_ca: Path | None = None
     insecure: bool = False
     gate_pct: float = 5.0
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+    #: Connections open at once (host/dashboard/http_server.py).
+    max_connections: int = MAX_CONNECTIONS
 
 
 class Dashboard:
@@ -84,24 +85,13 @@ class Dashboard:
         if options.tls_client_ca is not None and options.tls_cert is None:
             raise ServeError("--tls-client-ca needs --tls-cert and --tls-key")
         self.store, self.options, self.fleet = store, options, fleet or FleetWatch()
-        handler = type("Handler", (_Handler,), {"dashboard": self})
-        _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        tls = _tls_context(options)
         try:
-            self.server = _Server((host, port), handler)
+            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         except OSError as err:
             raise ServeError(f"cannot listen on {options.listen}: {err.strerror or err}") from err
-        if options.tls_cert is not None and options.tls_key is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                context.load_cert_chain(options.tls_cert, options.tls_key)
-                if options.tls_client_ca is not None:
-                    context.load_verify_locations(options.tls_client_ca)
-                    context.verify_mode = ssl.CERT_REQUIRED
-            except (OSError, ssl.SSLError) as err:
-                self.server.server_close()
-                raise ServeError(f"cannot load the TLS files: {err}") from err
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = int(self.server.server_address[1])
+        self.port = int(sock.getsockname()[1])
+        self._http = HttpServer(sock, self.asgi, tls, options.max_connections)
 
     @property
     def url(self) -> str:
@@ -110,11 +100,78 @@ class Dashboard:
         return f"{'https' if self.options.tls_cert else 'http'}://{shown}:{self.port}/"
 
     def serve_forever(self) -> None:
-        self.server.serve_forever(poll_interval=0.2)
+        self._http.serve_forever()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()
+
+    # -- HTTP ----------------------------------------------------------------------------------------------------
+
+    async def asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """GET/HEAD of a page, once authorised; the page is rendered on the server's render threads."""
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if method not in ("GET", "HEAD"):
+            status, body = HTTPStatus.METHOD_NOT_ALLOWED, page("read-only", "<p>this dashboard is read-only.</p>", "")
+            extra = {"Allow": "GET, HEAD"}
+        elif not self._authorised(headers.get("authorization", "")):
+            status = HTTPStatus.UNAUTHORIZED
+            body = page("token needed", "<p>this dashboard needs its token (as the password).</p>", "")
+            extra = {"WWW-Authenticate": 'Basic realm="edgeprof", charset="UTF-8"'}
+        else:
+            target = scope.get("raw_path", b"/") + b"?" + scope["query_string"]
+            url = urlsplit(target.decode("latin-1"))
+            loop = asyncio.get_running_loop()
+            pool = self._http.render_pool
+            status, body = await loop.run_in_executor(pool, self._render_safely, url.path, parse_qs(url.query))
+            extra = {}
+        data = body.encode("utf-8")
+        response = {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Length": str(len(data)),
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            **extra,
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": int(status),
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else data})
+
+    def _authorised(self, header: str) -> bool:
+        token = self.options.token
+        if not token:
+            return True
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            offered = value.strip()
+        elif scheme.lower() == "basic":
+            try:
+                offered = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        else:
+            return False
+        return hmac.compare_digest(offered.encode(), token.encode())
+
+    def _render_safely(self, path: str, query: dict[str, list[str]]) -> tuple[HTTPStatus, str]:
+        try:
+            return self.render(path, query)
+        except StoreError as err:
+            return HTTPStatus.SERVICE_UNAVAILABLE, page("store error", f"<p>{escape(str(err))}</p>", "")
+        except Exception as err:  # one broken page must not end the dashboard; the reason is shown, escaped
+            stamp = dt.datetime.now(dt.timezone.utc).isoformat()
+            body = page("error", f'<p class="error">{escape(type(err).__name__)}: {escape(str(err))} ({stamp})</p>', "")
+            return HTTPStatus.INTERNAL_SERVER_ERROR, body
 
     # -- pages ---------------------------------------------------------------------------------------------------
 
@@ -129,7 +186,8 @@ class Dashboard:
                 return HTTPStatus.BAD_REQUEST, page("bad filter", f'<p class="error">{escape(str(err))}</p>', "runs")
             docs = self.store.documents_between(where.since, where.until_exclusive(), limit=where.limit)
             pending = {job.run_id for job in self.store.pending()}
-            return HTTPStatus.OK, page("Runs", render_runs(docs, pending, where, str(self.store.path)), "runs")
+            body = self._malformed_note() + render_runs(docs, pending, where, str(self.store.path))
+            return HTTPStatus.OK, page("Runs", body, "runs")
         if path.startswith("/runs/"):
             try:
                 run = self.store.load_run(unquote(path[len("/runs/") :]))
@@ -153,12 +211,38 @@ class Dashboard:
             return HTTPStatus.OK, page("Fleet", render_fleet(agents, error, self._last_runs(), _config_path()), "fleet")
         return HTTPStatus.NOT_FOUND, page("not found", '<p class="error">no such page</p>', "")
 
+    def _malformed_note(self) -> str:
+        """One line naming the stored runs left out because their documents do not follow the result schema."""
+        malformed = dict(self.store.malformed)
+        if not malformed:
+            return ""
+        shown = "; ".join(f"{escape(run_id)} ({escape(reason[:200])})" for run_id, reason in sorted(malformed.items()))
+        return (
+            f'<p class="error">{len(malformed)} stored run(s) left out, malformed: {shown}.'
+            " <code>host runs rm RUN</code> removes one.</p>"
+        )
+
     def _last_runs(self) -> dict[str, dict[str, Any]]:
         newest: dict[str, dict[str, Any]] = {}
         for doc in self.store.documents_between(limit=500):  # newest first: the first run naming a device wins
             for entry in doc.get("devices") or []:
                 newest.setdefault(str(entry.get("device", "")), doc)
         return newest
+
+
+def _tls_context(options: ServeOptions) -> ssl.SSLContext | None:
+    if options.tls_cert is None or options.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(options.tls_cert, options.tls_key)
+        if options.tls_client_ca is not None:
+            context.load_verify_locations(options.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as err:
+        raise ServeError(f"cannot load the TLS files: {err}") from err
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def _config_path() -> str:
@@ -168,75 +252,3 @@ def _config_path() -> str:
         return str(config_path() or "no config file found")
     except ConfigError as err:
         return str(err)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    dashboard: Dashboard
-    server_version = "edgeprof-dashboard"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # a dashboard left open reloads often; the terminal stays for the start line and errors
-
-    def _authorised(self) -> bool:
-        token = self.dashboard.options.token
-        if not token:
-            return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer":
-            offered = value.strip()
-        elif scheme.lower() == "basic":
-            try:
-                offered = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
-            except (ValueError, UnicodeDecodeError):
-                return False
-        else:
-            return False
-        return hmac.compare_digest(offered.encode(), token.encode())
-
-    def _send(self, status: HTTPStatus, body: str, extra: dict[str, str] | None = None) -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        headers = {
-            "Content-Type": "text/html; charset=utf-8",
-            "Content-Length": str(len(data)),
-            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-            "X-Content-Type-Options": "nosniff",
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-            **(extra or {}),
-        }
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if not self._authorised():
-            self._send(
-                HTTPStatus.UNAUTHORIZED,
-                page("token needed", "<p>this dashboard needs its token (as the password).</p>", ""),
-                {"WWW-Authenticate": 'Basic realm="edgeprof", charset="UTF-8"'},
-            )
-            return
-        url = urlsplit(self.path)
-        try:
-            status, body = self.dashboard.render(url.path, parse_qs(url.query))
-        except StoreError as err:
-            status, body = HTTPStatus.SERVICE_UNAVAILABLE, page("store error", f"<p>{escape(str(err))}</p>", "")
-        except Exception as err:  # one broken page must not end the dashboard; the reason is shown, escaped
-            stamp = dt.datetime.now(dt.timezone.utc).isoformat()
-            body = page("error", f'<p class="error">{escape(type(err).__name__)}: {escape(str(err))} ({stamp})</p>', "")
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-        self._send(status, body)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _read_only(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, page("read-only", "<p>this dashboard is read-only.</p>", ""))
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _read_only

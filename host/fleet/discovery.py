@@ -5,6 +5,10 @@ Zeroconf instance. Agents listening on loopback announce on `lo` only (agent/dis
 delivers that multicast to members on the same machine even when `lo` lacks the MULTICAST flag, so
 agents next to the host are found with default settings. If joining some interface fails the browser
 falls back to loopback alone rather than finding nothing.
+
+Loopback is dialed only for an announcement that names nothing but loopback (an agent on this machine's
+`lo`): an announcement that also names a network address came from a machine whose loopback is not ours, and
+dialing our own 127.0.0.1 for it would prove whatever a local user listens there (issue 23.5).
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ def pick_address(addresses: list[str]) -> str | None:
     return min(usable)[1] if usable else None
 
 
+def _is_loopback(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
 def _text(props: dict[bytes, bytes | None], key: str) -> str:
     value = props.get(key.encode())
     return value.decode("utf-8", "replace") if value else ""
@@ -78,7 +89,8 @@ def _text(props: dict[bytes, bytes | None], key: str) -> str:
 def agent_from_info(info: Any) -> DiscoveredAgent | None:
     """A resolved `ServiceInfo` → what the host needs; None when it has no usable address."""
     addresses = list(info.parsed_addresses())
-    best = pick_address(addresses)
+    network = [a for a in addresses if not _is_loopback(a)]
+    best = pick_address(network or addresses)
     if best is None or not info.port:
         return None
     props = info.properties or {}

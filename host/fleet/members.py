@@ -1,7 +1,11 @@
 """Resolve a configured fleet into targets: its static agents plus the agents discovered with its tags.
 
 Discovered agents are strangers until they prove they belong to the fleet (host/fleet/membership.py): only
-the ones that do are given the fleet's credentials.
+the ones that do are given the fleet's credentials. So an announcement is never allowed to push another out
+before the proof: two announcements that look like one agent (a shared address or `host` TXT) both go to
+the proof, and only among the proven is the later one dropped as the same agent announced twice. Before,
+a rogue that reused a member's `host` TXT and sorted first made the real member vanish, then failed the
+proof itself, and neither was profiled (issue 23.6).
 """
 
 from __future__ import annotations
@@ -88,7 +92,12 @@ def _discovered_keys(agent: DiscoveredAgent) -> set[tuple[str, int]]:
 
 
 def fleet_members(fleet: Fleet, discover_fn: Callable[..., list[DiscoveredAgent]] = discover) -> list[Member]:
-    """Static agents first (in config order), then discovered ones with a matching tag, each once."""
+    """Static agents first (in config order), then discovered ones with a matching tag.
+
+    A discovered agent that matches a static one is left out (the configured member stays); discovered ones
+    are kept once per address they are dialed at, even when they look alike: admit_members() decides which
+    of those are the same agent, once they have proved membership.
+    """
     members: list[Member] = []
     seen: set[tuple[str, int]] = set()
     static = list(dict.fromkeys(fleet.agents))
@@ -96,6 +105,7 @@ def fleet_members(fleet: Fleet, discover_fn: Callable[..., list[DiscoveredAgent]
     for address in static:
         members.append(Member(name=address, address=address, source="static"))
         seen |= static_keys.get(address, set())
+    dialed: set[str] = set()
     if not fleet.tags:
         return members
     try:
@@ -105,10 +115,9 @@ def fleet_members(fleet: Fleet, discover_fn: Callable[..., list[DiscoveredAgent]
         return members
     names = {m.name for m in members}
     for agent in discovered:
-        keys = _discovered_keys(agent)
-        if keys & seen:
-            continue
-        seen |= keys
+        if _discovered_keys(agent) & seen or agent.address in dialed:
+            continue  # a configured member (never displaced by an announcement), or an address already listed
+        dialed.add(agent.address)
         # Display names are unique: run_profile keys results by them.
         name = agent.name if agent.name not in names else f"{agent.name} ({agent.address})"
         names.add(name)
@@ -153,7 +162,19 @@ def admit_members(
         f"fleet {fleet.name}: leaving out {m.name} ({m.address}): {failed[m.address]}; it gets no token and no model"
         for m in left_out
     ]
-    return Admission([m for m in members if m not in left_out], left_out, warnings, failed)
+    admitted: list[Member] = []
+    proven_keys: set[tuple[str, int]] = set()
+    for m in members:
+        if m in left_out:
+            continue
+        if m.discovered is not None:
+            keys = _discovered_keys(m.discovered)
+            if keys & proven_keys:  # both hold the token: one agent announced twice, profiled once
+                log.debug("fleet %s: %s (%s) is a member already listed", fleet.name, m.name, m.address)
+                continue
+            proven_keys |= keys
+        admitted.append(m)
+    return Admission(admitted, left_out, warnings, failed)
 
 
 def fleet_targets(fleet: Fleet, token_file: Path | None, tls_ca: Path | None = None) -> list[Target]:

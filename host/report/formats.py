@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from host.report.errors import ReportError
+from host.store.result_schema import SchemaError, check_document
 from host.store.rundata import RunData
 
 FORMATS = ("html", "md", "csv", "json")
@@ -28,7 +30,11 @@ def format_for(path: Path, fmt: str | None = None) -> str:
 
 
 def render(run: RunData, fmt: str, grid_g_per_kwh: float | None = None) -> str:
-    """The report as text in one of FORMATS."""
+    """The report as text in one of FORMATS; ReportError (one line) for a document off the result schema."""
+    try:  # whatever a report reads has the types the schema declares (host/store/result_schema.py), as stored
+        check_document(json.loads(json.dumps(run.document)))  # a fresh run's document holds tuples where JSON has lists
+    except (SchemaError, TypeError) as err:
+        raise ReportError(f"cannot report run {run.document.get('run_id', '?')}: malformed ({err})") from err
     if fmt == "html":
         from host.report.html import render_html
 

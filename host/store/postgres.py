@@ -9,21 +9,16 @@ edgeprof[team]`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from host.store.sqlite import Store, StoreError
+from host.store.url_redact import redact, scrub
 
 #: pg_advisory_xact_lock key that serialises schema migrations across hosts ("edgeprof" in ASCII, truncated).
 _MIGRATION_LOCK_KEY = 0x6564676570726F66 >> 1
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, for messages (`postgresql://ci:***@db/edgeprof`)."""
-    return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 class PgStore(Store):
@@ -44,7 +39,7 @@ class PgStore(Store):
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as err:
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            raise StoreError(f"cannot open the run store {self.path}: {reason}") from err
+            raise StoreError(f"cannot open the run store {self.path}: {scrub(reason, url)}") from err
 
     @staticmethod
     def _sql(sql: str) -> str:

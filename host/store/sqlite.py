@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from host.store.result_schema import SchemaError, parse_document
 from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
 from host.store.schema import MIGRATIONS, VERSION_TABLE, AddColumn
+from host.store.url_redact import looks_like_url, redact
 
 #: Names of the latency "channels" in the arrays table (a = start_ns, b = end_ns).
 LATENCY_MEASURE = "latency:measure"
@@ -64,6 +66,11 @@ def store_target(target: Path | str | None = None) -> Path | str:
         return default_db_path()
     if is_postgres_url(target):
         return str(target)
+    if isinstance(target, str) and looks_like_url(target):  # never a SQLite file named after a URL, password and all
+        raise StoreError(
+            f"the run store '{redact(target)}' is neither a SQLite file path nor a postgresql:// URL"
+            " (EDGEPROF_DB, the config file's `db`)"
+        )
     return Path(target).expanduser()
 
 
@@ -128,6 +135,10 @@ class Store:
 
     def __init__(self, target: Path | str | None = None) -> None:
         self._lock = threading.RLock()  # one connection, shared by a fleet's threads: one statement or tx at a time
+        #: Runs whose stored document does not follow the result schema (host/store/result_schema.py), by run id:
+        #: the one-line reason. Readers skip them and say so; `host runs rm` removes them.
+        self.malformed: dict[str, str] = {}
+        self._checked: dict[str, int] = {}  # run id -> hash of the document text last found well-formed
         self._open(store_target(target))
         try:
             self._migrate()
@@ -301,7 +312,12 @@ class Store:
             arrays = self._query(
                 "SELECT device, name, kind, role, sensor, a, b FROM arrays WHERE run_id = ?", (run_id,)
             )
-        document = json.loads(text)
+        document = self._document(run_id, text)
+        if document is None:
+            raise StoreError(
+                f"run {run_id} in {self.path} is malformed ({self.malformed[run_id]}): remove it with"
+                f" `host runs rm {run_id}`"
+            )
         raw: dict[str, DeviceRaw] = {}
         for entry in document.get("devices", []):
             raw[entry["device"]] = DeviceRaw(
@@ -334,7 +350,21 @@ class Store:
             return {}
         marks = ", ".join("?" * len(run_ids))
         rows = self._query(f"SELECT run_id, document FROM runs WHERE run_id IN ({marks})", tuple(run_ids))
-        return {run_id: json.loads(doc) for run_id, doc in rows}
+        return {run_id: doc for run_id, text in rows if (doc := self._document(run_id, text)) is not None}
+
+    def _document(self, run_id: str, text: str) -> dict[str, Any] | None:
+        """The stored document when it follows the result schema; None (and a line in `malformed`) otherwise."""
+        key = hash(text)
+        if self._checked.get(run_id) == key:  # checked once per text: the trend pages read thousands
+            return dict(json.loads(text))
+        try:
+            document = parse_document(text)
+        except SchemaError as err:
+            self.malformed[run_id] = str(err)
+            return None
+        self._checked[run_id] = key
+        self.malformed.pop(run_id, None)
+        return document
 
     def resolve_run_id(self, run_id: str) -> str:
         """The one run ``run_id`` names (a unique prefix is enough), stored or only pending; StoreError otherwise."""
@@ -371,17 +401,19 @@ class Store:
             f"SELECT run_id, document FROM runs WHERE model_sha256 IN ({marks}) ORDER BY created_at, run_id",
             tuple(sha256s),
         )
-        return [json.loads(doc) for run_id, doc in rows if run_id not in exclude_run_ids]
+        docs = (self._document(run_id, text) for run_id, text in rows if run_id not in exclude_run_ids)
+        return [doc for doc in docs if doc is not None]
 
     def documents_between(self, since: str = "", until: str = "", limit: int = 1000) -> list[dict[str, Any]]:
         """Result documents created in [since, until) (ISO 8601 prefixes; empty for open ends), newest first."""
-        query = "SELECT document FROM runs WHERE created_at >= ?"
+        query = "SELECT run_id, document FROM runs WHERE created_at >= ?"
         args: tuple[Any, ...] = (since,)
         if until:
             query += " AND created_at < ?"
             args += (until,)
         rows = self._query(query + " ORDER BY created_at DESC, run_id DESC LIMIT ?", (*args, limit))
-        return [json.loads(doc) for (doc,) in rows]
+        docs = (self._document(run_id, text) for run_id, text in rows)
+        return [doc for doc in docs if doc is not None]
 
     def last_run_id(self) -> str:
         rows = self.runs(limit=1)

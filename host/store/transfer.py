@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from host.store.result_schema import SchemaError, check_document
 from host.store.rundata import DeviceRaw, PhaseSpan, RunData, Series
 
 FORMAT = "edgeprof-run"
@@ -71,7 +72,11 @@ def run_line(run: RunData) -> str:
 def parse_run_line(text: str) -> RunData:
     """The run one exported line holds; TransferError saying what is wrong with it."""
     try:
-        line = json.loads(text)
+        line = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise TransferError("nested too deep to be an exported run") from None
+    except TransferError:
+        raise
     except ValueError as err:
         raise TransferError(f"not JSON ({err})") from err
     if not isinstance(line, dict) or line.get("format") != FORMAT:
@@ -100,6 +105,10 @@ def parse_run_line(text: str) -> RunData:
         if entry["device"] in phases:
             raise TransferError(f"device {entry['device']!r} appears twice in the document")
         phases[entry["device"]] = entry.get("phases") or []
+    try:  # the one declared schema (host/store/result_schema.py), as every reader of the store checks it
+        check_document(doc)
+    except SchemaError as err:
+        raise TransferError(f"document.{err}" if not str(err).startswith("the ") else str(err)) from err
     raw: dict[str, DeviceRaw] = {}
     for device, r in raw_in.items():
         if not isinstance(r, dict) or not isinstance(r.get("series", []), list):
@@ -141,12 +150,25 @@ def parse_run_line(text: str) -> RunData:
     return RunData(document=doc, raw=raw)
 
 
+def _refuse_constant(name: str) -> float:
+    raise TransferError(f"holds {name}: not strict JSON (an exported run has null, never NaN or Infinity)")
+
+
 def read_runs(lines: Iterable[str]) -> Iterator[RunData]:
-    """Runs from exported lines (blank lines skipped); TransferError names the line number."""
+    """Runs from exported lines (blank lines skipped); TransferError names the line number. A run id on two
+    lines is refused: the second would silently replace the first."""
+    first_line: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            yield parse_run_line(text)
+            run = parse_run_line(text)
         except TransferError as err:
             raise TransferError(f"line {number}: {err}") from err
+        if run.run_id in first_line:
+            raise TransferError(
+                f"line {number}: run {run.run_id} is also on line {first_line[run.run_id]}: an export holds each run"
+                " once (keep the line you want)"
+            )
+        first_line[run.run_id] = number
+        yield run
