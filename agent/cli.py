@@ -99,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _info(profile: str | None, as_json: bool, llama_bench: str | None = None) -> int:
-    from agent import board
-    from agent.profiles import detect_profile_name, load_profile
+    from agent.device import board
+    from agent.device.profiles import detect_profile_name, load_profile
 
     try:
         name = load_profile(profile or detect_profile_name()).name
@@ -136,7 +136,7 @@ def _info(profile: str | None, as_json: bool, llama_bench: str | None = None) ->
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from agent.serve import ServeOptions, default_data_dir, serve
+        from agent.service.serve import ServeOptions, default_data_dir, serve
 
         opts = ServeOptions(
             listen=args.listen,

@@ -25,7 +25,7 @@ from harness import Row, load_average, print_table, record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake sensors
 
-from agent.sampler import Sampler
+from agent.device.sampler import Sampler
 from agent.sensors.base import POWER_MW, Channel, Sensor
 from host.analysis.energy import energy_stats
 from host.store.rundata import PhaseSpan, Series

@@ -73,7 +73,7 @@ def serve_agents(count: int) -> None:
     """Child mode: `count` simulated agents in this process; prints their ports on one line, runs until stdin ends."""
     import grpc
 
-    from agent.server import create_server
+    from agent.service.server import create_server
     from protos import agent_pb2 as pb
     from protos import agent_pb2_grpc
 

@@ -32,7 +32,7 @@ BATCH = 10_000
 
 def journal_batches(data_dir: Path, batches: int) -> str:
     """Write a finished job with `batches` batches of BATCH latency samples; returns its job id."""
-    from agent.journal import Journal
+    from agent.storage.journal import Journal
     from protos import agent_pb2 as pb
 
     data_dir.mkdir(parents=True, exist_ok=True)

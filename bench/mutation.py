@@ -53,8 +53,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "host/analysis/energy.py": ("tests/test_energy.py", "tests/test_energy_alias.py", "tests/test_energy_rails.py"),
     # The journal on its own: agent-level tests (test_job_lifecycle.py, test_faults_runner.py) reach it too,
     # but take a minute per mutant on this machine.
-    "agent/journal.py": ("tests/test_journal.py",),
-    "agent/server.py": (
+    "agent/storage/journal.py": ("tests/test_journal.py",),
+    "agent/service/server.py": (
         "tests/test_auth.py",
         "tests/test_agent_server.py",
         "tests/test_server_limits.py",
@@ -76,7 +76,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "host/analysis/stats.py": ("tests/test_stats.py", "tests/test_compare_simulation.py"),
     "host/analysis/compare.py": ("tests/test_compare_verdicts.py", "tests/test_compare_json.py"),
     "host/run/collect.py": ("tests/test_collect_validation.py", "tests/test_collect_sequence.py"),
-    "agent/model_cache.py": ("tests/test_model_cache.py", "tests/test_genai_pack.py", "tests/test_upload_limits.py"),
+    "agent/storage/model_cache.py": ("tests/test_model_cache.py", "tests/test_genai_pack.py", "tests/test_upload_limits.py"),
 }
 #: module -> how many mutants to draw (seeded) instead of running all, so that one module's run fits a
 #: shared 2-core machine (host/analysis/energy.py: 745 mutants took 8 minutes in full): fewer where each mutant's
@@ -85,7 +85,7 @@ SAMPLE: dict[str, int] = {
     "host/analysis/energy.py": 150,
     "host/analysis/stats.py": 150,
     "host/report/html.py": 200,
-    "agent/server.py": 100,
+    "agent/service/server.py": 100,
     "agent/jobs/runner.py": 100,
     "agent/jobs/execution.py": 150,
 }
@@ -123,32 +123,32 @@ EXPLAINED: dict[str, str] = {
     "host.analysis.compare.x_render_json__mutmut_10": _JSON_WHITESPACE,
     "host.analysis.compare.x_render_json__mutmut_12": _JSON_WHITESPACE,
     "host.report.html.x_render_html__mutmut_141": "equivalent: http-equiv values are case-insensitive in HTML",
-    "agent.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
-    "agent.journal.xǁJournalǁacknowledge__mutmut_18": "equivalent: acknowledging the acknowledged batch again goes on"
+    "agent.storage.journal.xǁJournalǁjobs__mutmut_13": "equivalent: SQLite column names are case-insensitive (ORDER BY)",
+    "agent.storage.journal.xǁJournalǁacknowledge__mutmut_18": "equivalent: acknowledging the acknowledged batch again goes on"
     " to delete batches that are already gone and set acked_seq to what it is: 0 pruned either way",
-    "agent.journal.xǁJournalǁread__mutmut_1": "equivalent: the default page size of a read; tail() reads page after"
+    "agent.storage.journal.xǁJournalǁread__mutmut_1": "equivalent: the default page size of a read; tail() reads page after"
     " page until none is left, so every batch is sent, in order, either way",
-    "agent.journal.xǁJournalǁtail__mutmut_1": "equivalent in results: the default period (0.5 s vs 1.5 s) at which a"
+    "agent.storage.journal.xǁJournalǁtail__mutmut_1": "equivalent in results: the default period (0.5 s vs 1.5 s) at which a"
     " stream with nothing to send re-checks that its caller is still there; every batch and the end are sent"
     " at once on their write either way (test_a_waiting_tail_notices_its_stop... pins the period it passes)",
-    "agent.model_cache.xǁModelCacheǁ_evict__mutmut_16": "equivalent: the loop breaks only once the upload fits, so"
+    "agent.storage.model_cache.xǁModelCacheǁ_evict__mutmut_16": "equivalent: the loop breaks only once the upload fits, so"
     " the check after it never raises then either",
-    "agent.model_cache.xǁModelCacheǁunpin__mutmut_7": "equivalent: unpinning a model no job pinned leaves 0 or -1,"
+    "agent.storage.model_cache.xǁModelCacheǁunpin__mutmut_7": "equivalent: unpinning a model no job pinned leaves 0 or -1,"
     " and both remove nothing",
-    "agent.model_cache.xǁModelCacheǁunpacked__mutmut_14": "equivalent: .unpacked's parent is the cache directory,"
+    "agent.storage.model_cache.xǁModelCacheǁunpacked__mutmut_14": "equivalent: .unpacked's parent is the cache directory,"
     " which exists (the cache made it), so `parents` changes nothing",
-    "agent.model_cache.xǁModelCacheǁunpacked__mutmut_18": "equivalent: .unpacked's parent is the cache directory,"
+    "agent.storage.model_cache.xǁModelCacheǁunpacked__mutmut_18": "equivalent: .unpacked's parent is the cache directory,"
     " which exists (the cache made it), so `parents` changes nothing",
-    "agent.model_cache.xǁModelCacheǁunpacked__mutmut_16": "equivalent: .unpacked's parent is the cache directory,"
+    "agent.storage.model_cache.xǁModelCacheǁunpacked__mutmut_16": "equivalent: .unpacked's parent is the cache directory,"
     " which exists (the cache made it), so `parents` changes nothing",
-    "agent.model_cache.x_check_sha256__mutmut_4": "equivalent: neither '' nor 'XXXX' is 64 hex digits; None fails"
+    "agent.storage.model_cache.x_check_sha256__mutmut_4": "equivalent: neither '' nor 'XXXX' is 64 hex digits; None fails"
     " the same way in both (on sha256[:80])",
-    "agent.model_cache.x__size__mutmut_1": _VANISHED_FILE,
-    "agent.model_cache.xǁModelCacheǁ__init____mutmut_16": _VANISHED_FILE,
-    "agent.model_cache.xǁModelCacheǁ__init____mutmut_17": _VANISHED_FILE,
-    "agent.model_cache.xǁModelCacheǁ_evict__mutmut_25": _VANISHED_FILE,
-    "agent.model_cache.xǁModelCacheǁ_evict__mutmut_26": _VANISHED_FILE,
-    "agent.model_cache.xǁModelCacheǁ_held__mutmut_7": "equivalent in use: `until == now` needs the lease read at the"
+    "agent.storage.model_cache.x__size__mutmut_1": _VANISHED_FILE,
+    "agent.storage.model_cache.xǁModelCacheǁ__init____mutmut_16": _VANISHED_FILE,
+    "agent.storage.model_cache.xǁModelCacheǁ__init____mutmut_17": _VANISHED_FILE,
+    "agent.storage.model_cache.xǁModelCacheǁ_evict__mutmut_25": _VANISHED_FILE,
+    "agent.storage.model_cache.xǁModelCacheǁ_evict__mutmut_26": _VANISHED_FILE,
+    "agent.storage.model_cache.xǁModelCacheǁ_held__mutmut_7": "equivalent in use: `until == now` needs the lease read at the"
     " very monotonic nanosecond it ends; < and <= then differ for that one reading only",
     "host.analysis.compare.x__shown__mutmut_8": _JSON_LOADED,
     "host.analysis.compare.x__shown__mutmut_10": _JSON_LOADED,
@@ -165,7 +165,7 @@ EXPLAINED: dict[str, str] = {
 
 _PB_DOUBLES = "equivalent: protobuf repeated double fields read as float64 arrays (an empty one too)"
 _NO_EMPTY_BLOCKS = (
-    "equivalent for agents: they never send an empty series block (agent/sampler.py drains only samples), so"
+    "equivalent for agents: they never send an empty series block (agent/device/sampler.py drains only samples), so"
     " the newest sample is in the last block"
 )
 _WINDOW_CUT = (
@@ -211,18 +211,18 @@ _OPTION_KEYS = (
 EXPLAINED.update(
     {
         **{
-            f"agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_{n}": _REFUSAL_ARITY
+            f"agent.service.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_{n}": _REFUSAL_ARITY
             for n in (26, 27, 29, 31, 32, 33, 34)
         },
-        "agent.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_10": "equivalent: a call without the token"
-        " header is compared with a placeholder, and the agent refuses tokens under 16 characters (agent/serve.py),"
+        "agent.service.server.xǁTokenAuthInterceptorǁintercept_service__mutmut_10": "equivalent: a call without the token"
+        " header is compared with a placeholder, and the agent refuses tokens under 16 characters (agent/service/serve.py),"
         " so b'' and b'XXXX' match none",
-        "agent.server.x_create_server__mutmut_34": _THREAD_NAMES,
-        "agent.server.x_create_server__mutmut_36": _THREAD_NAMES,
-        **{f"agent.server.x_create_server__mutmut_{n}": _OPTION_KEYS for n in (39, 40, 44, 51, 52)},
-        "agent.server.x_create_server__mutmut_1": "a tuning default, not a behaviour: 17 threads instead of 16; every"
+        "agent.service.server.x_create_server__mutmut_34": _THREAD_NAMES,
+        "agent.service.server.x_create_server__mutmut_36": _THREAD_NAMES,
+        **{f"agent.service.server.x_create_server__mutmut_{n}": _OPTION_KEYS for n in (39, 40, 44, 51, 52)},
+        "agent.service.server.x_create_server__mutmut_1": "a tuning default, not a behaviour: 17 threads instead of 16; every"
         " bound derived from the pool is tested at its own setting (test_server_limits.py, test_server_transport.py)",
-        "agent.server.x_create_server__mutmut_98": "equivalent: grpcio-health-checking's HealthServicer starts with"
+        "agent.service.server.x_create_server__mutmut_98": "equivalent: grpcio-health-checking's HealthServicer starts with"
         " the server-wide service '' SERVING",
     }
 )

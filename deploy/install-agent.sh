@@ -293,7 +293,7 @@ else
 fi
 # root:edgeprof 0640: the service reads it through its own group (which has no other member) but
 # cannot rewrite or chmod it, as it could a file it owned. The agent accepts exactly this layout
-# without a warning (agent/token_file.py); any other reader makes it warn at every start.
+# without a warning (agent/service/token_file.py); any other reader makes it warn at every start.
 chmod 0640 -- "$token_path"
 sys chown "root:$SERVICE_USER" "$TOKEN_FILE"
 

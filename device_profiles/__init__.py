@@ -2,7 +2,7 @@
 
 Both sides read profiles: the agent for its runtime, sensors and limits, the host for each board's compile
 recipe. The loading lives here, in the package both share; recognising which board the agent runs on stays
-with the agent (agent/profiles.py).
+with the agent (agent/device/profiles.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The Prove RPC (agent.proto) lets a host check that an agent found over zeroconf holds the fleet's token
 without ever sending it: the agent answers with prove_mac over the host's nonce and the address the host
-dialed (agent/membership.py says why the address is in it). Jobs belong to a credential plus the host's
-client key, sent as the CLIENT_KEY_METADATA header (agent/ownership.py).
+dialed (agent/service/membership.py says why the address is in it). Jobs belong to a credential plus the host's
+client key, sent as the CLIENT_KEY_METADATA header (agent/service/ownership.py).
 """
 
 from __future__ import annotations

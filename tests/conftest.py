@@ -55,7 +55,7 @@ def tflite_model() -> Path:
 @pytest.fixture
 def agent_process(tmp_path: Path) -> Iterator[object]:
     """A real agent (gRPC server, job runner, worker subprocesses) in this process, on a free port."""
-    from agent.serve import AgentProcess, ServeOptions
+    from agent.service.serve import AgentProcess, ServeOptions
 
     agent = AgentProcess(
         ServeOptions(listen="127.0.0.1:0", profile="generic-linux", advertise=False, data_dir=tmp_path / "agent")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from agent.server import create_server
+from agent.service.server import create_server
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 

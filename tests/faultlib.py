@@ -162,7 +162,7 @@ class AgentProc:
         self.proc = None
 
     def workers(self) -> list[psutil.Process]:
-        """The agent's worker subprocesses (children running `agent.worker`)."""
+        """The agent's worker subprocesses (children running `agent.inference.worker`)."""
         if self.proc is None:
             return []
         try:
@@ -172,7 +172,7 @@ class AgentProc:
         found = []
         for child in children:
             try:
-                if "agent.worker" in " ".join(child.cmdline()):
+                if "agent.inference.worker" in " ".join(child.cmdline()):
                     found.append(child)
             except psutil.NoSuchProcess:
                 continue

@@ -18,7 +18,7 @@ def test_import_agent_serve_loads_no_job_only_module(tmp_path: Path) -> None:
     # A clean interpreter: what other tests imported into this one must not hide an import.
     script = (
         "import json, sys\n"
-        "import agent.cli, agent.serve\n"
+        "import agent.cli, agent.service.serve\n"
         f"print(json.dumps(sorted(m for m in {JOB_ONLY_MODULES!r} if m in sys.modules)))\n"
     )
 

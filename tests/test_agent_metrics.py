@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import AgentState, MetricsServer
 from agent.sensors.base import POWER_MW, Channel, Sensor
-from agent.serve import AgentProcess, ServeError, ServeOptions
+from agent.service.metrics import AgentState, MetricsServer
+from agent.service.serve import AgentProcess, ServeError, ServeOptions
 from tests.conftest import console_script
 from tests.faultlib import AgentProc, isolated_env
 from tests.sensor_fakes import ORIN_NANO_RAILS, build_orin_nano, build_thermal
@@ -168,7 +168,7 @@ def test_an_agent_with_a_token_answers_metrics_only_to_its_holders(tmp_path: Pat
     agent = AgentProcess(opts)
     agent.start()
     try:
-        port = agent.metrics.port
+        port = agent.service.metrics.port
         anonymous, wrong, holder = _get(port), _get(port, "not-the-token-0123456789"), _get(port, token)
     finally:
         agent.stop()
@@ -181,7 +181,7 @@ def test_an_idle_connection_does_not_block_https_metrics(tmp_path: Path) -> None
     import socket
     import ssl
 
-    from agent.metrics import MetricsAccess
+    from agent.service.metrics import MetricsAccess
     from tests.faultlib import generate_certs
 
     certs = generate_certs(tmp_path / "certs")

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from faultlib import SQUEEZENET, AgentProc, generate_certs, isolated_env, profile_request, sha256_bytes, upload
 
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import AgentClient, Credentials
 
 TOKEN_HINT = "--token-file, EDGEPROF_TOKEN or the fleet's token_file"
@@ -429,7 +429,7 @@ def test_every_kind_of_call_without_the_right_token_is_unauthenticated(
 
 
 def test_listen_addresses_are_read_and_checked_for_loopback() -> None:
-    from agent.server import is_loopback, split_address
+    from agent.service.server import is_loopback, split_address
 
     assert [is_loopback(h) for h in ("localhost", "127.0.0.1", "127.9.9.9", "[::1]")] == [True] * 4
     assert [is_loopback(h) for h in ("0.0.0.0", "192.168.1.20", "[::]", "lab-pi")] == [False] * 4
@@ -444,7 +444,7 @@ def test_listen_addresses_are_read_and_checked_for_loopback() -> None:
 def test_a_second_agent_on_a_port_in_use_is_refused_in_one_line_and_health_names_the_service() -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from agent.server import SERVICE_NAME, create_server
+    from agent.service.server import SERVICE_NAME, create_server
     from protos import agent_pb2_grpc
 
     first, port, _health = create_server("127.0.0.1:0", agent_pb2_grpc.AgentServicer())

@@ -17,7 +17,7 @@ from pathlib import Path
 import ifaddr
 import pytest
 
-from agent.discovery import Advertiser, advertised_addresses
+from agent.service.discovery import Advertiser, advertised_addresses
 from host.fleet.discovery import DiscoveredAgent, discover, pick_address
 from host.fleet.local_agent import read_listen_port
 from tests.conftest import console_script

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.sampler import Sampler
+from agent.device.sampler import Sampler
 from host.analysis.energy import EnergyStats, energy_stats
 from host.store.rundata import PhaseSpan, Series
 from tests.sensor_fakes import PeriodicLoadSensor, SimulatedClock, periodic_inferences

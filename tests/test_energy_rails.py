@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.profiles import load_profile
+from agent.device.profiles import load_profile
 from agent.sensors.base import wire_role
 from agent.sensors.detect import DEFAULT_BACKENDS, Backend, detect_sensors
 from agent.sensors.nvml import NvmlSensor

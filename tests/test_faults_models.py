@@ -12,7 +12,7 @@ import grpc
 import pytest
 from faultlib import SQUEEZENET, assert_still_serving, isolated_env, profile_request, sha256_bytes, upload
 
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 

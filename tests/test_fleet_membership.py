@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.discovery import Advertiser
-from agent.membership import MembershipProver, ProveRefused
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.discovery import Advertiser
+from agent.service.membership import MembershipProver, ProveRefused
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import Credentials
 from host.fleet.config import Fleet
 from host.fleet.members import Member, admit_members
@@ -236,7 +236,7 @@ def test_agent_answers_only_for_an_address_it_listens_on(bound: str, dialed: str
 
 def _lan_ipv4() -> str | None:
     """An address of this machine that is not loopback (a relay's connection comes from one)."""
-    from agent.membership import interface_ips
+    from agent.service.membership import interface_ips
 
     found = sorted(ip for ip in interface_ips() if "." in ip and not ip.startswith("127."))
     return found[0] if found else None

@@ -17,7 +17,7 @@ from faultlib import SQUEEZENET, profile_request, sha256_bytes, upload
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import InvalidModel, ModelTooLarge
-from agent.model_cache import ModelCache
+from agent.storage.model_cache import ModelCache
 from host.prepare.genai_pack import pack
 from protos import agent_pb2 as pb
 from tests.genai_model import write_genai_dir

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent import frames
-from agent.frames import FLUSH_INTERVAL_NS
+from agent.inference import frames
+from agent.inference.frames import FLUSH_INTERVAL_NS
 from tests.genai_model import write_genai_dir
 
 MEASURE = 6
@@ -34,7 +34,10 @@ def test_generations_reach_the_agent_in_interval_batches_and_none_is_lost(tmp_pa
         "generation": {"prompt_lens": [16, 32], "gen_len": 4},
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "agent.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "agent.inference.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert worker.stdin is not None and worker.stdout is not None
     worker.stdin.write((json.dumps(spec) + "\n").encode())

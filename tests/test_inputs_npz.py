@@ -12,9 +12,9 @@ from faultlib import assert_still_serving, profile_request, upload
 from numpy.lib import format as npy
 
 from agent.errors import InvalidInput
-from agent.inputs import MAX_NPZ_DECOMPRESSED_BYTES, load_npz
+from agent.inference.inputs import MAX_NPZ_DECOMPRESSED_BYTES, load_npz
 from agent.runtimes.base import TensorSpec
-from agent.serve import AgentProcess
+from agent.service.serve import AgentProcess
 from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 

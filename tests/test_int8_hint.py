@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.board import cpu_int8_dot
+from agent.device.board import cpu_int8_dot
 from host.analysis.validity import assess
 
 X86_FLAGS = "fpu vme sse sse2 avx avx2 avx512f avx512bw"

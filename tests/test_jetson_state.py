@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.jetson_state import (
+from agent.device.jetson_state import (
     JetsonBoardState,
     clocks_pinned,
     parse_conf_modes,
@@ -19,7 +19,7 @@ from agent.jetson_state import (
     read_clocks,
     read_power_mode,
 )
-from agent.power_mode import PowerModeControl, PowerModeRefused
+from agent.device.power_mode import PowerModeControl, PowerModeRefused
 from tests.conftest import console_script
 from tests.faultlib import REPO, AgentProc, isolated_env
 from tests.jetson_fakes import GPU_DEVFREQ, build_orin_board, standin

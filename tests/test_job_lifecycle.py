@@ -18,7 +18,7 @@ import pytest
 from faultlib import AgentProc, profile_request, upload, wait_for
 from sensor_fakes import build_thermal
 
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 

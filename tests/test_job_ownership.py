@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import AgentClient, Credentials
 from host.fleet.client_key import client_key, client_key_path
 from protos import agent_pb2 as pb

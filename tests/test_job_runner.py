@@ -27,15 +27,15 @@ import psutil
 import pytest
 from faultlib import SQUEEZENET, profile_request, sha256_bytes, wait_for
 
+from agent.device.sampler import DEFAULT_RATE_HZ
 from agent.errors import SensorError
 from agent.jobs import execution as job_execution
 from agent.jobs import job as job_data
 from agent.jobs import runner as job_runner
-from agent.journal import TERMINAL, JobAbandoned, Journal, JournalWriteError, UnknownJob
-from agent.model_cache import ModelCache
-from agent.sampler import DEFAULT_RATE_HZ
 from agent.sensors.base import POWER_MW, TEMP_C, Channel, Sensor
 from agent.sensors.memory import ProcessMemorySensor
+from agent.storage.journal import TERMINAL, JobAbandoned, Journal, JournalWriteError, UnknownJob
+from agent.storage.model_cache import ModelCache
 from protos import agent_pb2 as pb
 
 MODEL = onnx.load(SQUEEZENET)
@@ -500,10 +500,10 @@ def test_a_queued_job_is_placed_and_cancelled_before_it_starts(board: Any) -> No
 
 
 #: The real worker, with ONNX Runtime failing 0.3 s into measuring, after it has reported inferences (a GPU
-#: lost mid-run, a driver reset): `python -c` this instead of `-m agent.worker`.
+#: lost mid-run, a driver reset): `python -c` this instead of `-m agent.inference.worker`.
 _WORKER_FAILING_MID_MEASURE = """
 import time
-from agent import worker
+from agent.inference import worker
 from agent.runtimes.onnx import OnnxSession
 
 measuring_since = []

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.journal import MAX_SEQ, JobAbandoned, Journal, JournalWriteError, UnknownJob
+from agent.storage.journal import MAX_SEQ, JobAbandoned, Journal, JournalWriteError, UnknownJob
 
 HANG_GUARD_S = 60  # only turns a hang into a failure; every wait below ends on an event
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent import frames
+from agent.inference import frames
 from agent.runtimes import llama_bench
 from agent.runtimes.llama_bench_output import BenchOutputError, BenchTest, parse
 from tests.gguf_model import write_gguf
@@ -113,7 +113,7 @@ def test_repetitions_become_back_to_back_generations_ending_at_the_last_result()
 
 def _worker(spec: dict[str, Any], env: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], int, str]:
     worker = subprocess.Popen(
-        [sys.executable, "-m", "agent.worker"],
+        [sys.executable, "-m", "agent.inference.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent import frames
+from agent.inference import frames
 from tests.conftest import console_script
 from tests.gguf_model import write_gguf
 
@@ -29,7 +29,10 @@ MEASURE = 6
 
 def _worker(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], int, str]:
     worker = subprocess.Popen(
-        [sys.executable, "-m", "agent.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "agent.inference.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert worker.stdin is not None and worker.stdout is not None and worker.stderr is not None
     worker.stdin.write((json.dumps(spec) + "\n").encode())

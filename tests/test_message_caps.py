@@ -9,8 +9,8 @@ import grpc
 import psutil
 from faultlib import AgentProc, assert_still_serving, sha256_bytes, upload
 
-from agent.server import MAX_RECEIVE_MESSAGE_BYTES
-from agent.servicer import MAX_CHUNK_BYTES
+from agent.service.server import MAX_RECEIVE_MESSAGE_BYTES
+from agent.service.servicer import MAX_CHUNK_BYTES
 from protos import agent_pb2 as pb
 
 

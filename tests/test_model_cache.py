@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import InvalidInput, ModelTooLarge, UploadCorrupt
-from agent.model_cache import ModelCache
+from agent.storage.model_cache import ModelCache
 
 
 def _model(size: int, seed: int) -> tuple[bytes, str]:
@@ -483,7 +483,7 @@ def test_an_upload_that_leaves_exactly_the_reserve_free_is_taken_and_one_byte_mo
     data, sha = _model(3_200, seed=54)
     cache = ModelCache(tmp_path, disk_reserve_bytes=reserve)
     disk = _Disk(free=reserve + 3_200 - 1)
-    monkeypatch.setattr("agent.model_cache.shutil.disk_usage", disk)
+    monkeypatch.setattr("agent.storage.model_cache.shutil.disk_usage", disk)
 
     with pytest.raises(ModelTooLarge) as refused:
         _store(cache, data, sha)
@@ -503,7 +503,7 @@ def test_disk_taken_by_something_else_mid_upload_stops_it_at_the_reserve_not_bef
     reserve = 1_000_000
     cache = ModelCache(tmp_path, disk_reserve_bytes=reserve)
     disk = _Disk(free=reserve + 3_200)
-    monkeypatch.setattr("agent.model_cache.shutil.disk_usage", disk)
+    monkeypatch.setattr("agent.storage.model_cache.shutil.disk_usage", disk)
 
     def chunks(data: bytes, free_then: int) -> Iterator[bytes]:
         yield data[:1_000]

@@ -17,7 +17,7 @@ from sensor_fakes import (
     write_dt_model,
 )
 
-from agent.profiles import detect_profile_name, list_profiles, load_profile
+from agent.device.profiles import detect_profile_name, list_profiles, load_profile
 
 SHIPPED = [
     "android-generic",

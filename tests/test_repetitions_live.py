@@ -124,9 +124,9 @@ def test_another_hosts_job_never_runs_between_ab_parts(agent_process: Any, squee
 def test_agent_without_parts_support_is_refused_in_one_line(
     agent_process: Any, squeezenet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.parts
+    import agent.jobs.parts
 
-    monkeypatch.setattr(agent.parts, "CAPABILITY", "something-else")  # what an older agent advertises: not parts
+    monkeypatch.setattr(agent.jobs.parts, "CAPABILITY", "something-else")  # what an older agent advertises: not parts
     target = Target("old", f"127.0.0.1:{agent_process.port}")
     settings = ProfileSettings(runs=5, warmup=1, min_duration_s=0.0, idle_s=0.0)
 

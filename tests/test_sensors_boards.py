@@ -18,8 +18,8 @@ from sensor_fakes import (
     write_fake_vcgencmd,
 )
 
+from agent.device.profiles import DeviceProfile, load_profile
 from agent.errors import SensorError
-from agent.profiles import DeviceProfile, load_profile
 from agent.sensors.android import AndroidBatterySensor
 from agent.sensors.base import CPU_FREQ_KHZ, TEMP_C, THROTTLE
 from agent.sensors.cpufreq import CpuFreqSensor

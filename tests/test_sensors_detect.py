@@ -19,8 +19,8 @@ from sensor_fakes import (
 )
 
 import agent.sensors.detect as detect_module
+from agent.device.profiles import DeviceProfile, load_profile
 from agent.errors import SensorError
-from agent.profiles import DeviceProfile, load_profile
 from agent.sensors.base import POWER_MW, Channel, Sensor
 from agent.sensors.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, run_sensors_command
 from agent.sensors.detect import DEFAULT_POWER_ORDER, Backend, describe_sensors, detect_sensors

@@ -18,8 +18,8 @@ from sensor_fakes import (
     write,
 )
 
+from agent.device.profiles import load_profile
 from agent.errors import SensorError
-from agent.profiles import load_profile
 from agent.sensors.base import POWER_MW
 from agent.sensors.ina3221 import SUM_CHANNEL, Ina3221Sensor
 

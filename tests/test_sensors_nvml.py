@@ -8,8 +8,8 @@ import time
 import pytest
 from sensor_fakes import FakeGpu, FakeNvmlError, ScriptedNvml
 
+from agent.device.profiles import load_profile
 from agent.errors import SensorError
-from agent.profiles import load_profile
 from agent.sensors.base import ENERGY_UJ, GPU_MEM_BYTES, POWER_MW
 from agent.sensors.nvml import NvmlSensor
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sensor_fakes import RaplCounterWriter, build_rapl_zone, write
 
+from agent.device.profiles import load_profile
 from agent.errors import SensorError
-from agent.profiles import load_profile
 from agent.sensors.base import ENERGY_UJ
 from agent.sensors.rapl import RaplSensor, find_zones
 

@@ -57,7 +57,7 @@ def test_control_rpcs_answer_while_one_client_opens_sixteen_streams(agent_proces
 
 
 def test_the_total_bound_keeps_threads_for_control_rpcs(agent_process: Any) -> None:
-    from agent.server import create_server
+    from agent.service.server import create_server
 
     # Many clients (one per address) together: the total bound, not the per-client one, must hold.
     server, port, _health = create_server(
@@ -81,7 +81,7 @@ def test_the_total_bound_keeps_threads_for_control_rpcs(agent_process: Any) -> N
 
 @pytest.mark.parametrize("limits", [(0, 8), (4, 0)])
 def test_stream_limits_must_be_positive(limits: tuple[int, int]) -> None:
-    from agent.stream_limits import StreamLimits
+    from agent.service.stream_limits import StreamLimits
 
     with pytest.raises(ValueError, match="at least 1"):
         StreamLimits(*limits)
@@ -110,7 +110,7 @@ class _Watch:
 
 
 def test_unauthenticated_health_watches_cannot_take_the_token_holders_stream_slots(tmp_path: Any) -> None:
-    from agent.serve import AgentProcess, ServeOptions
+    from agent.service.serve import AgentProcess, ServeOptions
     from host.fleet.client import Credentials
 
     token = "t" * 32

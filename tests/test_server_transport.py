@@ -1,10 +1,10 @@
-"""The agent's gRPC transport settings (agent/server.py create_server), each seen acting on a real server.
+"""The agent's gRPC transport settings (agent/service/server.py create_server), each seen acting on a real server.
 
 A small servicer stands in for the agent's, so each test sees exactly what the transport does: a stream to
 a host that vanished is ended by the agent's own pings; a host's frequent pings are tolerated while its
 stream waits with no data; a message larger than gRPC's 4 MB default reaches the servicer; RPCs beyond the
 server's concurrency bound are refused instead of queueing without end. Ping timings are scaled down from
-the production defaults (agent.server.Keepalive) so each shows within a test's time.
+the production defaults (agent.service.server.Keepalive) so each shows within a test's time.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import grpc
 import pytest
 from faultlib import TcpProxy, wait_for
 
-from agent.server import Keepalive, create_server
+from agent.service.server import Keepalive, create_server
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
@@ -191,7 +191,7 @@ class _Runner:
 def test_health_says_serving_for_the_agent_and_the_server_until_the_job_runner_dies(served: Any) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from agent.server import SERVICE_NAME
+    from agent.service.server import SERVICE_NAME
 
     runner = _Runner()
     HeldServicer.runner = runner  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""agent/token_file.py: who besides the agent's user can read its token file, on real files and this
+"""agent/service/token_file.py: who besides the agent's user can read its token file, on real files and this
 machine's real user and group databases."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.token_file import TokenFileError, other_readers, read_token
+from agent.service.token_file import TokenFileError, other_readers, read_token
 
 
 def _token_file(tmp_path: Path, mode: int, text: str | None = None) -> Path:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent import frames
 from agent.errors import InvalidInput, InvalidModel
+from agent.inference import frames
 from agent.runtimes.tensorrt_engines import TensorRTOptions
 from agent.runtimes.trtexec import Trtexec, precision_flags
 from agent.runtimes.trtexec_session import load_trtexec_session, split_warmup
@@ -20,7 +20,7 @@ from tests.sensor_fakes import write_dt_model
 
 
 class FakeWorker:
-    """What TrtexecSession.run_phases uses of agent/worker.py's Worker: spec, events and the frame pipe."""
+    """What TrtexecSession.run_phases uses of agent/inference/worker.py's Worker: spec, events and the frame pipe."""
 
     def __init__(self, out: Path, **spec: Any) -> None:
         self.spec = {"warmup": 5, "runs": 20, "min_duration_s": 0.0, "max_warmup_s": 5.0, **spec}

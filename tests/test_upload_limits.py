@@ -14,7 +14,7 @@ import grpc
 import pytest
 from faultlib import SQUEEZENET, assert_still_serving, sha256_bytes, upload, wait_for
 
-from agent.serve import AgentProcess, ServeOptions
+from agent.service.serve import AgentProcess, ServeOptions
 from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.profiles import load_profile
+from agent.device.profiles import load_profile
 from agent.sensors.thermal import ThermalSensor
 from host.analysis.drift import latency_drift
 from host.analysis.thermal import thermal_stats

@@ -11,8 +11,8 @@ import pytest
 from faultlib import AgentProc, assert_still_serving, isolated_env, profile_request, upload, wait_for
 from onnx import TensorProto, helper
 
-from agent.memory_limit import MIN_WORKER_MEMORY_MB
-from agent.profiles import load_profile
+from agent.device.profiles import load_profile
+from agent.inference.memory_limit import MIN_WORKER_MEMORY_MB
 from protos import agent_pb2 as pb
 
 

@@ -27,12 +27,12 @@ import numpy as np
 from agent.adb import battery, benchmark_output, op_table, ort_perf, runners, screen, thermal
 from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.adb.phone import PHONE_DIR, Phone, ShellStream
-from agent.batches import job_end
+from agent.device.sampler import SeriesChunk
 from agent.errors import AgentError, InvalidInput, InvalidModel
 from agent.jobs import settle
 from agent.runtimes.onnx import aggregate_ort_profile
-from agent.sampler import SeriesChunk
 from agent.sensors.base import POWER_MW, TEMP_C
+from agent.storage.batches import job_end
 from protos import agent_pb2 as pb
 
 if TYPE_CHECKING:

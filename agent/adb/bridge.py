@@ -12,7 +12,7 @@ from agent.adb.describe import PhoneInfo, describe
 from agent.adb.phone import Phone, PhoneUnavailable
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from agent.device.profiles import DeviceProfile
 
 #: How long a phone description is reused by Describe before it is read again (battery state changes).
 REFRESH_S = 30.0
@@ -66,7 +66,7 @@ class PhoneBridge:
             pass
 
     def board(self, profile: DeviceProfile) -> dict[str, Any]:
-        """The phone in the shape of agent/board.py's describe(), for DeviceInfo."""
+        """The phone in the shape of agent/device/board.py's describe(), for DeviceInfo."""
         info = self.info
         bench = self._runners.get(runners.BENCHMARK_MODEL)
         runtimes = []

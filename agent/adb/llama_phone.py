@@ -19,12 +19,12 @@ import numpy as np
 from agent.adb import runners, screen
 from agent.adb.describe import taskset_mask
 from agent.adb.phone import PHONE_DIR
-from agent.batches import job_end
 from agent.errors import InvalidInput, InvalidModel
 from agent.runtimes import llama_bench
 from agent.runtimes.generative import Generation
 from agent.runtimes.llama_bench_output import parse
 from agent.runtimes.llamacpp import int_options
+from agent.storage.batches import job_end
 from protos import agent_pb2 as pb
 from protos.gguf_file import GGUFFileError, read_gguf
 

@@ -1,6 +1,6 @@
 """What the board is: OS, CPU, memory, runtimes and their providers, reproducibility metadata.
 
-Runtimes are probed in a subprocess (`python -m agent.board --probe-runtimes`) so that the agent itself
+Runtimes are probed in a subprocess (`python -m agent.device.board --probe-runtimes`) so that the agent itself
 never imports ONNX Runtime or TFLite: an idle agent stays small, and a broken runtime install cannot
 take the agent down.
 """
@@ -50,7 +50,7 @@ def probe_via_subprocess(timeout_s: float = 60.0) -> tuple[list[dict[str, Any]],
     """(runtimes found, {missing runtime: reason}), probed in a subprocess; both empty when the probe fails."""
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "agent.board", "--probe-runtimes"],
+            [sys.executable, "-m", "agent.device.board", "--probe-runtimes"],
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -6,7 +6,7 @@ Read before and after each job (agent/jobs/execution.py calls begin() and end())
 - clocks in Hz: GPU from devfreq (/sys/class/devfreq/*.ga10b|gv11b|gp10b|gpu: cur/min/max_freq), EMC and DLA from
   the BPMP debugfs (/sys/kernel/debug/bpmp/debug/clk/{emc,nafll_dla*}/rate, min_rate, max_rate; root only),
   CPUs from cpufreq (kHz). `jetson_clocks` pins each at its maximum (min = max): that is what "pinned" checks.
-With `agent serve --power-mode ID` (agent/power_mode.py) the mode is set for each job and restored after it.
+With `agent serve --power-mode ID` (agent/device/power_mode.py) the mode is set for each job and restored after it.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from agent.device.jetson_state import PowerMode, conf_modes, find_nvpmodel, read_power_mode
 from agent.errors import AgentError
-from agent.jetson_state import PowerMode, conf_modes, find_nvpmodel, read_power_mode
 
 
 class PowerModeRefused(AgentError):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent import frames
 from agent.errors import InvalidInput
-from agent.frames import FLUSH_INTERVAL_NS
-from agent.rss import peak_rss_bytes
+from agent.inference import frames
+from agent.inference.frames import FLUSH_INTERVAL_NS
+from agent.inference.rss import peak_rss_bytes
 from agent.runtimes.generative import Generation, GenerativeSession
 
 WARMUP = 5
@@ -43,7 +43,7 @@ def prompts(session: GenerativeSession, generation: dict[str, Any]) -> list[list
 
 
 def run_generation(worker: Any, runtime: Any) -> None:
-    """The whole job for a generative model; `worker` is agent.worker.Worker (events, control line, progress)."""
+    """The whole job for a generative model; `worker` is agent.inference.worker.Worker (events, control, progress)."""
     spec = worker.spec
     session, load_time_ns, load_rss_delta = worker.load_session(runtime)
     generation = spec.get("generation", {})
@@ -125,7 +125,7 @@ def _phase(worker: Any, session: GenerativeSession, sweep: list[list[int]], gen_
 def send(worker: Any, phase: int, prompt_tokens: int, pending: list[Generation]) -> None:
     """The generations since the last flush: a "tokens" event each, then their windows as one latency block.
 
-    Sent every FLUSH_INTERVAL_NS like the inference windows (agent/worker.py), not after every generation: a
+    Sent every FLUSH_INTERVAL_NS like the inference windows (agent/inference/worker.py), not after every generation: a
     generation of a small model lasts about a millisecond, and waking the agent (frame parsing, journal, stream)
     that often took CPU from the next generations on a small board.
     """

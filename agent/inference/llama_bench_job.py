@@ -1,6 +1,6 @@
 """The worker's job for a GGUF model measured by the user's llama-bench (agent/runtimes/llama_bench.py).
 
-The same events as the in-process generation benchmark (agent/generation.py), so the agent, the journal and
+The same events as the in-process generation benchmark (agent/inference/generation.py), so the agent, the journal and
 the host treat both alike: info once the model has been checked by one short llama-bench run, then (after
 the agent's go) a warmup and a measure phase, each an invocation per prompt length, whose repetitions travel
 as generations. Measure repeats invocations until each prompt length has at least `runs` repetitions and has
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import InvalidInput
-from agent.generation import MAX_TOKENS, MEASURE, WARMUP, send
-from agent.rss import peak_rss_bytes
+from agent.inference.generation import MAX_TOKENS, MEASURE, WARMUP, send
+from agent.inference.rss import peak_rss_bytes
 from agent.runtimes import llama_bench
 from agent.runtimes.llamacpp import int_options, model_info
 
@@ -38,7 +38,7 @@ def _lengths(generation: dict[str, Any]) -> tuple[list[int], int]:
 
 
 def run_llama_bench(worker: Any, path: str) -> None:
-    """The whole job; `worker` is agent.worker.Worker (events, control line, progress)."""
+    """The whole job; `worker` is agent.inference.worker.Worker (events, control line, progress)."""
     spec = worker.spec
     model = spec["model_path"]
     info = model_info(Path(model), GGUF_MISSING)

@@ -2,5 +2,5 @@
 (runner), one job's phases (execution), the worker subprocess (worker_process) and the job's data (job).
 
 Imports run one way: runner -> execution -> job, worker_process; validation stands alone. Nothing here
-imports agent.server or agent.servicer (they call in).
+imports agent.service.server or agent.service.servicer (they call in).
 """

@@ -12,17 +12,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import frames
-from agent.batches import BatchEmitter, job_end
+from agent.device.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.errors import AgentError, SensorError
+from agent.inference import frames
 from agent.jobs import settle
 from agent.jobs.job import Job, RunnerContext
+from agent.jobs.parts import Part, combine_ends, job_parts
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
-from agent.journal import JournalWriteError
-from agent.parts import Part, combine_ends, job_parts
 from agent.runtimes import GENERATIVE_FORMATS
-from agent.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
+from agent.storage.batches import BatchEmitter, job_end
+from agent.storage.journal import JournalWriteError
 from protos import agent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,11 @@ class JobExecution:
         deadline = time.monotonic() + timeout_s
         parts = job_parts(req)
         ends: list[pb.JobEnd] = []
-        board = self.settings.board_state  # a Jetson's power mode and clocks (agent/jetson_state.py)
+        board = self.settings.board_state  # a Jetson's power mode and clocks (agent/device/jetson_state.py)
         try:
             if board is not None:
                 board.begin()
-            for part in parts:  # agent/parts.py: each part in a fresh worker, no other job in between
+            for part in parts:  # agent/jobs/parts.py: each part in a fresh worker, no other job in between
                 self._begin_part(part)
                 ends.append(self._run_part(deadline))
                 if ends[-1].status != pb.JobEnd.OK:
@@ -111,7 +111,7 @@ class JobExecution:
         self.emitter.phase("prepare", now)
         self._flush()
         self.model_dir = None
-        if self.part.model_format == "genai":  # a tar in the cache, unpacked once (agent/genai_unpack.py)
+        if self.part.model_format == "genai":  # a tar in the cache, unpacked once (agent/storage/genai_unpack.py)
             try:
                 self.model_dir = self.runner.cache.unpacked(self.part.model_sha256)
             except AgentError as err:

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.batches import BatchEmitter
+from agent.device.sampler import DEFAULT_RATE_HZ
 from agent.errors import AgentError
-from agent.journal import Journal
-from agent.model_cache import ModelCache
-from agent.sampler import DEFAULT_RATE_HZ
 from agent.sensors.base import Sensor
+from agent.storage.batches import BatchEmitter
+from agent.storage.journal import Journal
+from agent.storage.model_cache import ModelCache
 from protos import agent_pb2 as pb
 
 
@@ -46,7 +46,7 @@ class JobSettings:
     describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
     #: Keep one worker started, runtimes imported, for the next job (costs its memory while idle).
     warm_worker: bool = False
-    #: Memory a job's worker may add once its runtime is imported, MB (0 = no limit; agent/memory_limit.py).
+    #: Memory a job's worker may add once its runtime is imported, MB (0 = no limit; agent/inference/memory_limit.py).
     worker_memory_mb: int = 0
     #: How long a job's end is retried against a journal that refuses writes (a brief disk-full) before
     #: the job is reported as lost; its batches stay in memory and are written before each later job.
@@ -56,7 +56,7 @@ class JobSettings:
     #: Runtime options every job gets unless it gives its own (the profile's runtime = "tensorrt" and [tensorrt]).
     runtime_options: Mapping[str, str] = field(default_factory=dict)
     #: Records (and with `agent serve --power-mode` sets) the board's state around each job: begin() before
-    #: its first part, end() -> notes after its last (agent/jetson_state.py); None = nothing to record.
+    #: its first part, end() -> notes after its last (agent/device/jetson_state.py); None = nothing to record.
     board_state: Any = None
     #: The board's llama-bench binary: GGUF models are measured with it instead of llama-cpp-python ("" = none).
     llama_bench: str = ""

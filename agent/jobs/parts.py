@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.errors import InvalidInput
-from agent.model_cache import check_sha256
+from agent.storage.model_cache import check_sha256
 from protos import agent_pb2 as pb
 
 #: What Describe reports (DeviceInfo.capabilities) so a host knows it may send `parts`.

@@ -4,7 +4,7 @@ Measurements never overlap: a second Profile waits in the queue (its stream repo
 with its position) and is refused with RESOURCE_EXHAUSTED only when the queue is full.
 
 With `warm_worker` the runner keeps one worker started ahead of the next job, its runtimes already
-imported (see agent/worker.py). It is started once the board has been idle for WARM_WORKER_DELAY_S, so its
+imported (see agent/inference/worker.py). It is started once the board has been idle for WARM_WORKER_DELAY_S, so its
 start never overlaps a measurement; a job takes it if it is alive and starts a cold one if not.
 """
 
@@ -20,15 +20,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.batches import BatchEmitter, job_end
 from agent.errors import Busy
 from agent.jobs.execution import JobExecution
 from agent.jobs.job import Job, JobSettings, RunnerStopped
+from agent.jobs.parts import part_models
 from agent.jobs.validation import validate
 from agent.jobs.worker_process import exit_text, kill_worker, send_line, spawn_worker
-from agent.journal import Journal, JournalWriteError
-from agent.model_cache import ModelCache
-from agent.parts import part_models
+from agent.storage.batches import BatchEmitter, job_end
+from agent.storage.journal import Journal, JournalWriteError
+from agent.storage.model_cache import ModelCache
 from protos import agent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class JobRunner:
         return sum(1 for job in self._jobs.values() if not job.started and not job.cancelled.is_set())
 
     def submit(self, request: pb.ProfileRequest, owner: str | None = None) -> bool:
-        """Queue a job owned by `owner` (agent/ownership.py). False when the id exists (the caller re-attaches)."""
+        """Queue a job owned by `owner` (agent/service/ownership.py). False when the id exists (caller re-attaches)."""
         validate(request)
         # One lock from the existence check to the queue: two Profiles with one id (a host's retry racing
         # its first try) must not both create it; the second re-attaches to the first.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 from agent.errors import InvalidInput
-from agent.inputs import parse_shape
-from agent.model_cache import check_sha256
-from agent.parts import validate_parts
+from agent.inference.inputs import parse_shape
+from agent.jobs.parts import validate_parts
 from agent.runtimes import GENERATIVE_FORMATS
+from agent.storage.model_cache import check_sha256
 from protos import agent_pb2 as pb
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -34,9 +34,9 @@ def send_line(worker: subprocess.Popen[bytes], line: str) -> bool:
 
 
 def spawn_worker(log_path: Path, *, preload: bool) -> subprocess.Popen[bytes]:
-    """Start `python -m agent.worker`, its stderr to log_path (capped); it waits for a spec line on stdin."""
+    """Start `python -m agent.inference.worker`, its stderr to log_path (capped); it waits for a spec line on stdin."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "agent.worker", *(["--preload"] if preload else [])],
+        [sys.executable, "-m", "agent.inference.worker", *(["--preload"] if preload else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,7 +8,7 @@ from agent.runtimes.base import RuntimeBackend
 
 #: Model formats each runtime takes, in the order they are tried.
 RUNTIMES = ("onnxruntime", "tflite", "onnxruntime-genai", "tensorrt", "llamacpp")
-#: Formats measured by generations (prompt in, tokens out) instead of inferences (agent/generation.py).
+#: Formats measured by generations (prompt in, tokens out) instead of inferences (agent/inference/generation.py).
 GENERATIVE_FORMATS = ("genai", "gguf")
 
 

@@ -121,7 +121,7 @@ class GenAISession(ModelSession):
         return Generation(start, prefill_end, tokens)
 
     def prepare(self, feeds: Mapping[str, Any]) -> None:
-        """Nothing to bind: a generation's prompt is chosen per prompt length (see agent/worker.py)."""
+        """Nothing to bind: a generation's prompt is chosen per prompt length (see agent/inference/worker.py)."""
 
     def run(self) -> None:
         # The worker measures a generative model with generate(); a plain inference is not defined for it.

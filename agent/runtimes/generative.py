@@ -1,4 +1,4 @@
-"""What the worker's generation benchmark (agent/generation.py) needs from a generative runtime's session.
+"""What the worker's generation benchmark (agent/inference/generation.py) needs from a generative runtime's session.
 
 ONNX Runtime GenAI (agent/runtimes/genai.py) and llama.cpp (agent/runtimes/llamacpp.py) both load a model that
 turns a prompt into tokens one at a time; the benchmark sees them through GenerativeSession only.

@@ -185,7 +185,7 @@ class LlamaCppSession(ModelSession):
         return Generation(start, prefill_end, tokens)
 
     def prepare(self, feeds: Mapping[str, Any]) -> None:
-        """Nothing to bind: a generation's prompt is chosen per prompt length (see agent/generation.py)."""
+        """Nothing to bind: a generation's prompt is chosen per prompt length (see agent/inference/generation.py)."""
 
     def run(self) -> None:
         raise InvalidModel("a GGUF model is measured by generations (--prompt-len/--gen-len), not inferences")

@@ -10,7 +10,7 @@ from agent.errors import SensorError
 from agent.sensors.base import POWER_MW, Channel, Sensor, read_sysfs_int, read_sysfs_text, under_root
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 BATTERY_DIR = "/sys/class/power_supply/battery"
 CHANNEL = "battery"

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from agent.profiles import detect_profile_name, load_profile
+from agent.device.profiles import detect_profile_name, load_profile
 from agent.sensors.detect import describe_sensors, detect_sensors
 
 #: Exit statuses: everything found worked; some sensor is present but broken; bad arguments.

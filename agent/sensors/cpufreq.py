@@ -19,7 +19,7 @@ from agent.sensors.base import (
 )
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 CPU_DIR = "/sys/devices/system/cpu"
 THROTTLE_CHANNEL = "cpu_throttle"

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import SensorError
-from agent.profiles import DeviceProfile
 from agent.sensors.android import AndroidBatterySensor
 from agent.sensors.base import (
     CPU_FREQ_KHZ,
@@ -30,6 +29,7 @@ from agent.sensors.rapl import RaplSensor
 from agent.sensors.rpi_pmic import RpiPmicSensor
 from agent.sensors.thermal import ThermalSensor
 from agent.sensors.usbmeter import open_power_meter, parse_meter_spec
+from device_profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
 

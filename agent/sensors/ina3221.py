@@ -12,7 +12,7 @@ from agent.errors import SensorError
 from agent.sensors.base import POWER_MW, Channel, Sensor, read_sysfs_int, read_sysfs_text, under_root
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 HWMON_GLOB = "sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"
 IIO_GLOB = "sys/bus/i2c/drivers/ina3221x/*/iio:device*"

@@ -10,7 +10,7 @@ from agent.errors import SensorError
 from agent.sensors.base import ENERGY_UJ, GPU_MEM_BYTES, POWER_MW, Channel, Sensor, under_root
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from agent.errors import SensorError
 from agent.sensors.base import ENERGY_UJ, Channel, Sensor, read_sysfs_int, read_sysfs_text, under_root
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 POWERCAP_DIR = "/sys/class/powercap"
 #: A generous upper bound on one zone's power, used to derive how often a counter must be read.

@@ -13,7 +13,7 @@ from agent.errors import SensorError
 from agent.sensors.base import POWER_MW, Channel, Sensor
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 CHANNEL = "pmic"
 DEFAULT_COMMAND = "vcgencmd"

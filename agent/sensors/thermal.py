@@ -12,7 +12,7 @@ from agent.errors import SensorError
 from agent.sensors.base import TEMP_C, THROTTLE, Channel, Sensor, read_sysfs_int, read_sysfs_text, under_root
 
 if TYPE_CHECKING:
-    from agent.profiles import DeviceProfile
+    from device_profiles import DeviceProfile
 
 THERMAL_DIR = "/sys/class/thermal"
 THROTTLE_CHANNEL = "thermal_throttle"

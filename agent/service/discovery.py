@@ -30,7 +30,7 @@ SERVICE_TYPE = "_edgeprof._tcp.local."
 #: DNS labels are at most 63 bytes; the instance name is cut to fit.
 _MAX_LABEL = 63
 
-log = logging.getLogger("agent.discovery")
+log = logging.getLogger("agent.service.discovery")
 
 
 def instance_label(hostname: str, port: int) -> str:

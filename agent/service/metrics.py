@@ -28,7 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from agent.sensors.base import Sensor, SensorError
 from agent.sensors.thermal import find_zones
-from agent.server import split_address
+from agent.service.server import split_address
 
 #: Journal states a job ends in, and the ones before; every state is always exported (0 when none).
 JOB_STATES = ("queued", "running", "ok", "error", "cancelled")

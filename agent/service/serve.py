@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import board, parts
-from agent.instance_lock import DataDirInUse, lock_data_dir
+from agent.device import board
+from agent.jobs import parts
 from agent.jobs.job import JobSettings
 from agent.jobs.runner import JobRunner
-from agent.journal import Journal
-from agent.membership import MembershipProver
-from agent.model_cache import ModelCache
-from agent.server import TlsFiles, create_server, is_loopback, split_address
-from agent.servicer import AgentServicer
-from agent.token_file import TokenFileError, read_token
+from agent.service.membership import MembershipProver
+from agent.service.server import TlsFiles, create_server, is_loopback, split_address
+from agent.service.servicer import AgentServicer
+from agent.service.token_file import TokenFileError, read_token
+from agent.storage.instance_lock import DataDirInUse, lock_data_dir
+from agent.storage.journal import Journal
+from agent.storage.model_cache import ModelCache
 from device_profiles import DeviceProfile
 from protos import agent_pb2 as pb
 
@@ -67,9 +68,9 @@ class ServeOptions:
     adb: str | None = None
     #: The phone's default delegate (xnnpack, gpu, nnapi, qnn, cpu, external:PATH); "" = the profile's.
     delegate: str = ""
-    #: HOST:PORT of the Prometheus /metrics endpoint (agent/metrics.py); None = no endpoint.
+    #: HOST:PORT of the Prometheus /metrics endpoint (agent/service/metrics.py); None = no endpoint.
     metrics_listen: str | None = None
-    #: A Jetson's nvpmodel mode set for each job and restored after it (agent/power_mode.py); None = leave it.
+    #: A Jetson's nvpmodel mode set for each job and restored after it (agent/device/power_mode.py); None = leave it.
     power_mode: int | None = None
     #: The board's llama-bench binary for GGUF models; None = the profile's [runners] llama_bench, if any.
     llama_bench: str | None = None
@@ -116,7 +117,7 @@ class AgentProcess:
     """Everything `agent serve` runs; `start()` then `wait()`, or `stop()` from a test."""
 
     def __init__(self, opts: ServeOptions) -> None:
-        from agent.profiles import detect_profile_name, load_profile
+        from agent.device.profiles import detect_profile_name, load_profile
         from agent.sensors.contention import CpuContentionSensor
         from agent.sensors.detect import detect_sensors
         from agent.sensors.memory import ProcessMemorySensor
@@ -218,7 +219,7 @@ class AgentProcess:
             )
 
     def _worker_memory_mb(self) -> int:
-        from agent.memory_limit import check_limit_mb
+        from agent.inference.memory_limit import check_limit_mb
 
         limit_mb = self.profile.worker_memory_mb if self.opts.worker_memory_mb is None else self.opts.worker_memory_mb
         try:
@@ -298,8 +299,8 @@ class AgentProcess:
 
 def _board_state(opts: ServeOptions, profile: str, phone: bool) -> Any:
     """On a Jetson, what records its power mode and clocks per job (and sets --power-mode); None elsewhere."""
-    from agent.jetson_state import JetsonBoardState
-    from agent.power_mode import PowerModeControl, PowerModeRefused
+    from agent.device.jetson_state import JetsonBoardState
+    from agent.device.power_mode import PowerModeControl, PowerModeRefused
     from agent.sensors.base import under_root
 
     jetson = not phone and (profile.startswith("jetson") or under_root("/etc/nv_tegra_release").is_file())
@@ -328,7 +329,7 @@ def _connect_phone(opts: ServeOptions) -> Any:
 
 
 def _start_metrics(agent: AgentProcess) -> Any:
-    from agent.metrics import AgentState, MetricsAccess, MetricsError, MetricsServer
+    from agent.service.metrics import AgentState, MetricsAccess, MetricsError, MetricsServer
 
     listen = agent.opts.metrics_listen
     assert listen is not None
@@ -340,7 +341,7 @@ def _start_metrics(agent: AgentProcess) -> Any:
         sensors=agent.sensors,
         queued=lambda: agent.runner.queued,
         alive=lambda: agent.runner.alive,
-        job_states=lambda: [job.state for job in agent.journal.jobs(include_acknowledged=True)],
+        job_states=lambda: [job.state for job in agent.storage.journal.jobs(include_acknowledged=True)],
     )
     opts = agent.opts
     access = MetricsAccess(
@@ -367,7 +368,7 @@ def _start_metrics(agent: AgentProcess) -> Any:
 
 
 def _start_advertiser(agent: AgentProcess) -> Any:
-    from agent.discovery import Advertiser
+    from agent.service.discovery import Advertiser
 
     host, _ = split_address(agent.opts.listen)
     return Advertiser.start(

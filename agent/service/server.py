@@ -13,8 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.jobs.validation import MAX_NPZ_BYTES
-from agent.servicer import MAX_CHUNK_BYTES
-from agent.stream_limits import (
+from agent.service.servicer import MAX_CHUNK_BYTES
+from agent.service.stream_limits import (
     CONTROL_RESERVE_THREADS,
     DEFAULT_STREAMS_PER_CLIENT,
     OPEN_WATCH_STREAMS,
@@ -125,7 +125,7 @@ def create_server(
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build and start a server on `address` ("127.0.0.1:0" picks a free port). Returns it and the port.
 
-    Streams are bounded (agent/stream_limits.py): by default all but CONTROL_RESERVE_THREADS threads. With a
+    Streams are bounded (agent/service/stream_limits.py): by default all but CONTROL_RESERVE_THREADS threads. With a
     token, Health.Watch streams without it get OPEN_WATCH_STREAMS threads of their own, added to the pool.
     """
     limits = StreamLimits(

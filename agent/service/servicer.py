@@ -11,10 +11,10 @@ import grpc
 from agent.errors import AgentError, Busy, InvalidInput, ModelNotFound, ModelTooLarge, RuntimeMissing, UploadCorrupt
 from agent.jobs.job import RunnerStopped
 from agent.jobs.runner import JobRunner
-from agent.journal import TERMINAL, JobAbandoned, JobRow, Journal, UnknownJob
-from agent.membership import MembershipProver, ProveRefused
-from agent.model_cache import ModelCache
-from agent.ownership import caller_owner, may_access
+from agent.service.membership import MembershipProver, ProveRefused
+from agent.service.ownership import caller_owner, may_access
+from agent.storage.journal import TERMINAL, JobAbandoned, JobRow, Journal, UnknownJob
+from agent.storage.model_cache import ModelCache
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
@@ -61,7 +61,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         self.prover = prover
 
     def _check_owner(self, job_id: str, context: grpc.ServicerContext) -> None:
-        """PERMISSION_DENIED for another credential's job (why not NOT_FOUND: agent/ownership.py)."""
+        """PERMISSION_DENIED for another credential's job (why not NOT_FOUND: agent/service/ownership.py)."""
         try:
             owner = self.journal.job(job_id).owner
         except UnknownJob as err:

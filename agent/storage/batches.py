@@ -6,13 +6,13 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from agent.journal import Journal, JournalWriteError
+from agent.storage.journal import Journal, JournalWriteError
 from protos import agent_pb2 as pb
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from agent.sampler import SeriesChunk
+    from agent.device.sampler import SeriesChunk
 
 PHASE_BY_NAME = {
     "queued": pb.QUEUED,
@@ -40,7 +40,7 @@ class BatchEmitter:
         self._pending = pb.MeasurementBatch(job_id=job_id)
         self._empty = True
         self.latency_counts: dict[int, int] = {}
-        #: The part of a multi-part job (agent/parts.py) that phase events, latency blocks and info belong to.
+        #: The part of a multi-part job (agent/jobs/parts.py) that phase events, latency blocks and info belong to.
         self.part = 0
 
     def phase(self, name: str, start_ns: int, end_ns: int = 0, detail: str = "", count: int = 0) -> None:
@@ -69,7 +69,7 @@ class BatchEmitter:
                 self._empty = False
 
     def tokens(self, event: dict[str, Any]) -> None:
-        """One generation's token timestamps (a "tokens" event of agent/generation.py) as a TokenBlock."""
+        """One generation's token timestamps (a "tokens" event of agent/inference/generation.py) as a TokenBlock."""
         with self._lock:
             block = self._pending.tokens.add(
                 phase=int(event["phase"]),

@@ -48,7 +48,7 @@ class JobRow:
     finished: float | None
     last_seq: int
     acked_seq: int
-    #: agent/ownership.py's hash of who started the job; None for jobs journalled before owners existed.
+    #: agent/service/ownership.py's hash of who started the job; None for jobs journalled before owners existed.
     owner: str | None = None
 
 

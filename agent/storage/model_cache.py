@@ -6,7 +6,7 @@ A model just uploaded (or confirmed by HasModel) is leased for LEASE_S, so a con
 eviction cannot remove it before the host's Profile, which then pins it for the job.
 
 A GenAI model directory arrives as a tar (host/prepare/genai_pack.py) and is cached like any model; a job unpacks it
-once into .unpacked/<sha256>/ (agent/genai_unpack.py: no member may escape it, no links, no sparse files, bytes
+once into .unpacked/<sha256>/ (agent/storage/genai_unpack.py: no member may escape it, no links, no sparse files, bytes
 written counted), and evicting the tar removes its unpacked directory. The unpacked bytes count as the tar's:
 an unpack reserves its size against the cache limit and the disk reserve as an upload does, is checked against
 the free disk as it writes, and its size (kept in the directory's .complete marker) counts in the cache's total.
@@ -124,7 +124,7 @@ class ModelCache:
     def unpacked(self, sha256: str) -> Path:
         """The directory a cached GenAI tar unpacks to, unpacked on first use; InvalidModel for a bad tar,
         ModelTooLarge when its unpacked size does not fit the cache limit or the free disk."""
-        from agent.genai_unpack import unpack, unpacked_size
+        from agent.storage.genai_unpack import unpack, unpacked_size
 
         tar_path = self.use(sha256)
         target = self._unpacked / sha256

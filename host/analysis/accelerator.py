@@ -1,6 +1,6 @@
 """What an accelerator run adds to a device's entry: the TensorRT engine, the Jetson's state, the rails that moved.
 
-The agent reports these as JobEnd notes (agent/runtimes/trtexec.py, agent/jetson_state.py); here they become the
+The agent reports these as JobEnd notes (agent/runtimes/trtexec.py, agent/device/jetson_state.py); here they become the
 result's `tensorrt` and `jetson` blocks with typed values, and the power rails are compared between the idle
 baseline and the measured window, so a report can say which rails the GPU or DLA work moved (on an AGX Orin:
 VDD_GPU_SOC, not VDD_CPU_CV).

@@ -21,7 +21,7 @@ MAX_MESSAGE_BYTES = 80 * 1024**2
 #: HTTP/2 keepalive: ping every KEEPALIVE_TIME_S and drop the connection when a ping is not answered within
 #: KEEPALIVE_TIMEOUT_S, so a half-open link (a frozen proxy, a board that lost power) fails the call within
 #: about 15 s instead of holding it open forever. The agent's server permits pings this frequent
-#: (agent/server.py). The timeout leaves a slow link room to return an ACK queued behind a large batch.
+#: (agent/service/server.py). The timeout leaves a slow link room to return an ACK queued behind a large batch.
 KEEPALIVE_TIME_S = 5.0
 KEEPALIVE_TIMEOUT_S = 10.0
 #: An upload's deadline: a fixed allowance plus its size at the slowest link we still call working.
@@ -97,7 +97,7 @@ class AgentClient:
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         auth = (("authorization", f"Bearer {creds.token}"),) if creds.token else ()
-        # Jobs belong to (credential, host key): see agent/ownership.py.
+        # Jobs belong to (credential, host key): see agent/service/ownership.py.
         self._metadata = (*auth, (CLIENT_KEY_METADATA, creds.host_key or client_key()))
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """This host's client key: a random secret, made once and kept, that makes the jobs it starts its own.
 
-Agents record the owner of a job as a hash of the caller's credential and this key (agent/ownership.py),
+Agents record the owner of a job as a hash of the caller's credential and this key (agent/service/ownership.py),
 so colleagues sharing a fleet token cannot read, cancel or acknowledge each other's jobs, while every
 command on this machine (`host profile`, later `host runs fetch`) is the same owner. The key lives in
 `$EDGEPROF_CLIENT_KEY_FILE`, else `$XDG_CONFIG_HOME/edgeprof/client.key` (~/.config by default), mode 0600.

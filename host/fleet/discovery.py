@@ -1,7 +1,7 @@
 """Find agents that announce `_edgeprof._tcp.local.` over zeroconf, on the LAN and on this machine.
 
 The browser joins the mDNS group on every IPv4 interface and always on 127.0.0.1 as well, in one
-Zeroconf instance. Agents listening on loopback announce on `lo` only (agent/discovery.py); Linux
+Zeroconf instance. Agents listening on loopback announce on `lo` only (agent/service/discovery.py); Linux
 delivers that multicast to members on the same machine even when `lo` lacks the MULTICAST flag, so
 agents next to the host are found with default settings. If joining some interface fails the browser
 falls back to loopback alone rather than finding nothing.

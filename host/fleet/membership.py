@@ -1,6 +1,6 @@
 """The host's side of fleet membership: a discovered agent gets no token and no model until it proves itself.
 
-The reasoning is in agent/membership.py (and docs/security.md): with a fleet CA the TLS handshake is
+The reasoning is in agent/service/membership.py (and docs/security.md): with a fleet CA the TLS handshake is
 the proof; otherwise a challenge-response on the unauthenticated `Prove` RPC, keyed by the fleet's
 token, that never sends the token and that a rogue cannot relay to a real agent.
 """

@@ -48,7 +48,7 @@ class JobCollector:
     #: Samples (inference windows + sensor samples) this job may hold; more ends the job (bounded memory).
     max_samples: int = field(default_factory=validate.max_samples_per_job)
     samples: int = 0
-    #: Per part of a multi-part job (agent/parts.py): measure/warmup windows, phases and the worker's JobInfo.
+    #: Per part of a multi-part job (agent/jobs/parts.py): measure/warmup windows, phases and the worker's JobInfo.
     _part_lat: dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
     _part_phases: dict[int, dict[str, PhaseSpan]] = field(default_factory=dict)
     infos: dict[int, pb.JobInfo] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Multi-part profiles on the host (`host profile --repeat K`, `host ab`): one agent job per device, split into runs.
 
-Each device gets ONE job whose parts run back to back in fresh workers (agent/parts.py), so no other
+Each device gets ONE job whose parts run back to back in fresh workers (agent/jobs/parts.py), so no other
 host's job can run between the repetitions or between A and B. The parts' measurements are split by
 model into one run per model, each device entry carrying its `repetitions` (host/analysis/repetitions.py).
 """
@@ -42,7 +42,7 @@ from host.store.rundata import DeviceRaw, RunData
 from host.store.sqlite import Store
 from protos import agent_pb2 as pb
 
-#: DeviceInfo.capabilities entry of an agent that runs multi-part jobs (agent/parts.py CAPABILITY).
+#: DeviceInfo.capabilities entry of an agent that runs multi-part jobs (agent/jobs/parts.py CAPABILITY).
 PARTS_CAPABILITY = "parts"
 
 
