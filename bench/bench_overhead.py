@@ -39,7 +39,7 @@ def plain_p50_ms(model: Path, runs: int, min_duration_s: float, warmup: int = 10
     """The loop anyone would write: one session, one intra-op thread, the same random inputs and call."""
     import onnxruntime as ort
 
-    from agent.inference.inputs import random_inputs, resolve_shapes
+    from agent.measure.inputs import random_inputs, resolve_shapes
     from agent.runtimes.onnx import OnnxSession
 
     so = ort.SessionOptions()

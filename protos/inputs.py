@@ -3,7 +3,7 @@
 ProfileRequest carries `input_shapes` and `inputs_npz`; the host checks them before a job is sent (and
 fixes dynamic dims when it compiles), the agent checks them again and uses them. Both must read them the
 same way, so the rules live here, in the package both sides share, and raise InputError (one line); the
-agent turns it into its own InvalidInput at its boundary (agent/inference/inputs.py).
+agent turns it into its own InvalidInput at its boundary (agent/measure/inputs.py).
 """
 
 from __future__ import annotations

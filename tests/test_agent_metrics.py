@@ -168,7 +168,7 @@ def test_an_agent_with_a_token_answers_metrics_only_to_its_holders(tmp_path: Pat
     agent = AgentProcess(opts)
     agent.start()
     try:
-        port = agent.service.metrics.port
+        port = agent.metrics.port
         anonymous, wrong, holder = _get(port), _get(port, "not-the-token-0123456789"), _get(port, token)
     finally:
         agent.stop()

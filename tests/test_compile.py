@@ -316,7 +316,7 @@ def test_fixed_dims_make_intermediate_shapes_static(
 def test_agent_resolves_the_compiled_inputs_to_the_shapes_the_host_fixed(
     dynamic_squeezenet: ModelFile, tmp_path: Path
 ) -> None:
-    from agent.inference.inputs import resolve_shapes
+    from agent.measure.inputs import resolve_shapes
     from agent.runtimes.base import TensorSpec
 
     flags = {"data_0": "3x3x224x224"}

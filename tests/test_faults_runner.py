@@ -28,7 +28,7 @@ def _client(agent: Any) -> AgentClient:
 
 def _set_max_pages(agent: Any, pages: int | None) -> None:
     """Make the agent's journal database full at its current size (None: lift the limit)."""
-    journal = agent.storage.journal
+    journal = agent.journal
     with journal._lock:  # the journal's own connection: the pragma is per connection
         if pages is None:
             current = journal._db.execute("PRAGMA page_count").fetchone()[0]

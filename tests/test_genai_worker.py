@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.inference import frames
-from agent.inference.frames import FLUSH_INTERVAL_NS
+from agent.measure import frames
+from agent.measure.frames import FLUSH_INTERVAL_NS
 from tests.genai_model import write_genai_dir
 
 MEASURE = 6

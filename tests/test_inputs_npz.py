@@ -12,7 +12,7 @@ from faultlib import assert_still_serving, profile_request, upload
 from numpy.lib import format as npy
 
 from agent.errors import InvalidInput
-from agent.inference.inputs import MAX_NPZ_DECOMPRESSED_BYTES, load_npz
+from agent.measure.inputs import MAX_NPZ_DECOMPRESSED_BYTES, load_npz
 from agent.runtimes.base import TensorSpec
 from agent.service.serve import AgentProcess
 from host.fleet.client import AgentClient

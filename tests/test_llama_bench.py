@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.inference import frames
+from agent.measure import frames
 from agent.runtimes import llama_bench
 from agent.runtimes.llama_bench_output import BenchOutputError, BenchTest, parse
 from tests.gguf_model import write_gguf

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.inference import frames
+from agent.measure import frames
 from tests.conftest import console_script
 from tests.gguf_model import write_gguf
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agent.errors import InvalidInput, InvalidModel
-from agent.inference import frames
+from agent.measure import frames
 from agent.runtimes.tensorrt_engines import TensorRTOptions
 from agent.runtimes.trtexec import Trtexec, precision_flags
 from agent.runtimes.trtexec_session import load_trtexec_session, split_warmup

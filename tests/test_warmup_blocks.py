@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.inference.warmup import is_stable, is_stable_in_time
+from agent.measure.warmup import is_stable, is_stable_in_time
 
 
 def _back_to_back(latencies_ns: np.ndarray) -> list[int]:

@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 from agent.errors import InvalidInput
-from agent.inference import frames
-from agent.inference.frames import FLUSH_INTERVAL_NS
-from agent.inference.rss import peak_rss_bytes
+from agent.measure import frames
+from agent.measure.frames import FLUSH_INTERVAL_NS
+from agent.measure.rss import peak_rss_bytes
 from agent.runtimes.generative import Generation, GenerativeSession
 
 WARMUP = 5

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.errors import InvalidInput
 from agent.inference.generation import MAX_TOKENS, MEASURE, WARMUP, send
-from agent.inference.rss import peak_rss_bytes
+from agent.measure.rss import peak_rss_bytes
 from agent.runtimes import llama_bench
 from agent.runtimes.llamacpp import int_options, model_info
 

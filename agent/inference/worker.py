@@ -2,7 +2,7 @@
 
 It runs apart from the agent so that a runtime that segfaults or runs out of memory fails one job,
 not the agent; so that its memory is its own; and so that the agent's samplers never compete with
-the timing loop for the GIL. Protocol (see agent/inference/frames.py):
+the timing loop for the GIL. Protocol (see agent/measure/frames.py):
 
   agent -> stdin:  one JSON line with the job spec; later the line "go" (after settle and idle)
   worker -> stdout: events {"type": "info" | "phase" | "end" | "error"} and latency blocks
@@ -24,11 +24,11 @@ import traceback
 from typing import IO, Any
 
 from agent.errors import AgentError, InvalidInput
-from agent.inference import frames
-from agent.inference.frames import FLUSH_INTERVAL_NS
 from agent.inference.memory_limit import apply_to_this_process, is_allocation_failure, out_of_memory
-from agent.inference.rss import peak_rss_bytes, rss_bytes
-from agent.inference.warmup import block_size, is_stable_in_time
+from agent.measure import frames
+from agent.measure.frames import FLUSH_INTERVAL_NS
+from agent.measure.rss import peak_rss_bytes, rss_bytes
+from agent.measure.warmup import block_size, is_stable_in_time
 
 # Phase numbers as in protos/agent.proto (kept literal: the worker must not import grpc/protobuf).
 WARMUP = 5
@@ -59,7 +59,7 @@ class Worker:
             raise
 
     def _run(self, limit_mb: int) -> None:
-        from agent.inference.inputs import load_npz, random_inputs, resolve_shapes
+        from agent.measure.inputs import load_npz, random_inputs, resolve_shapes
         from agent.runtimes import GENERATIVE_FORMATS, backend_for_format
 
         spec = self.spec
@@ -188,7 +188,7 @@ class Worker:
             if len(starts) >= minimum:
                 if minimum == 0:
                     break
-                # Time blocks (agent/inference/warmup.py), looked at every 10 ms: a fast model's blocks are long.
+                # Time blocks (agent/measure/warmup.py), looked at every 10 ms: a fast model's blocks are long.
                 if ends[-1] - checked_ns >= 10_000_000:
                     checked_ns = ends[-1]
                     if is_stable_in_time(starts, latencies, block):
@@ -269,7 +269,7 @@ class Worker:
 #: edgeprof's input and runtime code. TensorFlow, LiteRT's heaviest fallback, is left out on purpose.
 PRELOAD = (
     "numpy",
-    "agent.inference.inputs",
+    "agent.measure.inputs",
     "agent.runtimes.onnx",
     "agent.runtimes.tflite",
     "onnxruntime",

@@ -14,11 +14,11 @@ from typing import Any
 
 from agent.device.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.errors import AgentError, SensorError
-from agent.inference import frames
 from agent.jobs import settle
 from agent.jobs.job import Job, RunnerContext
 from agent.jobs.parts import Part, combine_ends, job_parts
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
+from agent.measure import frames
 from agent.runtimes import GENERATIVE_FORMATS
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
 from agent.storage.batches import BatchEmitter, job_end

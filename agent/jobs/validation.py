@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from agent.errors import InvalidInput
-from agent.inference.inputs import parse_shape
 from agent.jobs.parts import validate_parts
+from agent.measure.inputs import parse_shape
 from agent.runtimes import GENERATIVE_FORMATS
 from agent.storage.model_cache import check_sha256
 from protos import agent_pb2 as pb

@@ -211,7 +211,7 @@ def _read_model() -> str:
 
 def resolve_engine_shapes(inputs: Sequence[TensorSpec], options: Mapping[str, str]) -> dict[str, tuple[int, ...]]:
     """The shapes the engine is built for: the run's --input-shape values, dynamic batch 1 otherwise."""
-    from agent.inference.inputs import resolve_shapes
+    from agent.measure.inputs import resolve_shapes
 
     try:
         overrides = json.loads(options.get(INPUT_SHAPES_OPTION, "") or "{}")

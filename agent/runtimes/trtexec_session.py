@@ -5,7 +5,7 @@ inference's own times (--exportTimes), so the result stays `latency_source: per_
 - prepare (in the worker's load): the engine from the cache (agent/runtimes/tensorrt_engines.py), checked by one
   loading run, or built from the ONNX model with the shared timing cache (`--saveEngine`), timed on its own;
 - warmup and measure as ONE invocation (`--warmUp=0 --iterations=… --duration=…`), split afterwards with the
-  same stability rule as the Python timing loop (agent/inference/warmup.py): no engine reload between them;
+  same stability rule as the Python timing loop (agent/measure/warmup.py): no engine reload between them;
 - with --op-profile, one more invocation with `--exportProfile` (per-layer times, DLA layers marked).
 trtexec's times are milliseconds from its "Starting inference" line, which the worker reads as it is printed:
 that instant on CLOCK_MONOTONIC anchors every window, so power samples and inferences line up.
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.inference import frames
-from agent.inference.warmup import block_size, is_stable_in_time
+from agent.measure import frames
+from agent.measure.warmup import block_size, is_stable_in_time
 from agent.runtimes.base import ModelSession, OpTiming, TensorSpec
 from agent.runtimes.tensorrt_engines import (
     CachedEngine,
@@ -233,7 +233,7 @@ class TrtexecSession(ModelSession):
         min_duration_s = float(spec.get("min_duration_s", 0.0))
         cap_s = float(spec.get("max_warmup_s", 30.0))
         mean_ms = self.first_latency_ms or 1.0
-        # Time for warmup to settle: two 0.1 s blocks at least (agent/inference/warmup.py), more for a slow model.
+        # Time for warmup to settle: two 0.1 s blocks at least (agent/measure/warmup.py), more for a slow model.
         budget_s = min(cap_s, max(1.0, 3 * minimum * mean_ms / 1000.0))
         duration_s = math.ceil(min_duration_s + budget_s)
         # Warmup may take its whole budget: count it in, with room for a steady latency 4x below the cold first one,
@@ -320,7 +320,7 @@ class TrtexecSession(ModelSession):
 
 def split_warmup(starts: np.ndarray, ends: np.ndarray, minimum: int, budget_ns: int) -> tuple[int, bool]:
     """Where warmup ends in one trace: after `minimum` inferences once latency is stable (the rule of
-    agent/inference/warmup.py, checked every 10 ms as the timing loop does), else at the budget's end, not stable."""
+    agent/measure/warmup.py, checked every 10 ms as the timing loop does), else at the budget's end, not stable."""
     n = len(starts)
     if minimum <= 0:
         return 0, True

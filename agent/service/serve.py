@@ -341,7 +341,7 @@ def _start_metrics(agent: AgentProcess) -> Any:
         sensors=agent.sensors,
         queued=lambda: agent.runner.queued,
         alive=lambda: agent.runner.alive,
-        job_states=lambda: [job.state for job in agent.storage.journal.jobs(include_acknowledged=True)],
+        job_states=lambda: [job.state for job in agent.journal.jobs(include_acknowledged=True)],
     )
     opts = agent.opts
     access = MetricsAccess(

@@ -192,7 +192,7 @@ def is_stable(
     spread of those medians (max - min) is at most ``tolerance`` times the smallest. Medians so one
     slow outlier (a page fault) neither ends nor prolongs warmup; the spread over several blocks, not
     only the last two, so a slow steady drift (caches, clocks ramping) is caught. With blocks=2 this is
-    the agent's rule in agent/inference/warmup.py. Looks at block x blocks values only, so it is cheap to call
+    the agent's rule in agent/measure/warmup.py. Looks at block x blocks values only, so it is cheap to call
     after every inference. False until enough values exist.
     """
     if block < 1 or blocks < 2:
