@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -76,16 +77,26 @@ class JobExecution:
         parts = job_parts(req)
         ends: list[pb.JobEnd] = []
         board = self.settings.board_state  # a Jetson's power mode and clocks (agent/device/jetson_state.py)
-        try:
-            if board is not None:
+        ready = True
+        if board is not None:
+            try:
                 board.begin()
-            for part in parts:  # agent/jobs/parts.py: each part in a fresh worker, no other job in between
+            except AgentError as err:  # the board could not be put in the state the job asks for
+                ends.append(job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare"))
+                ready = False
+        # Only the board's state is this job's error here: anything the parts raise (a model gone from the
+        # cache, a broken backend) is the runner's to report as an internal failure.
+        try:
+            for part in parts if ready else ():  # agent/jobs/parts.py: each part in a fresh worker, none in between
                 self._begin_part(part)
                 ends.append(self._run_part(deadline))
                 if ends[-1].status != pb.JobEnd.OK:
                     break
-        except AgentError as err:  # the board could not be put in the state the job asks for
-            ends.append(job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare"))
+        except BaseException:
+            if board is not None:  # the board's own power mode comes back whatever failed
+                with contextlib.suppress(Exception):
+                    board.end()
+            raise
         end = combine_ends(ends, len(parts), multi_part=bool(req.parts))
         if board is not None:
             end.notes.update(board.end())
