@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-memory-mb",
         type=int,
         metavar="N",
-        help="memory each job's worker may use beyond its runtime, MB (default: the device profile's; 0 = no limit)",
+        help="resident memory (RSS) each job's worker may use, MB; past it the job ends out_of_memory "
+        "(default: the device profile's; 0 = no limit)",
     )
     serve.add_argument("--sample-rate-hz", type=float, default=100.0, help="default sensor sampling rate")
     serve.add_argument("--max-queued", type=int, default=8, help="jobs that may wait behind the running one")

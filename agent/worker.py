@@ -26,7 +26,6 @@ from typing import IO, Any
 from agent import frames
 from agent.errors import AgentError, InvalidInput
 from agent.frames import FLUSH_INTERVAL_NS
-from agent.memory_limit import apply_to_this_process, is_allocation_failure, out_of_memory
 from agent.rss import peak_rss_bytes, rss_bytes
 from agent.warmup import block_size, is_stable_in_time
 
@@ -49,24 +48,12 @@ class Worker:
         frames.write_event(self.out, fields)
 
     def run(self) -> None:
-        """The job; an allocation that fails under the memory limit ends it as OutOfMemory, naming the limit."""
-        limit_mb = int(self.spec.get("memory_limit_mb", 0))
-        try:
-            self._run(limit_mb)
-        except Exception as err:
-            if limit_mb and is_allocation_failure(err):
-                raise out_of_memory(limit_mb, err) from err
-            raise
-
-    def _run(self, limit_mb: int) -> None:
+        """The job. Its memory limit is the agent's to enforce (agent/memory_limit.py), from outside."""
         from agent.inputs import load_npz, random_inputs, resolve_shapes
         from agent.runtimes import backend_for_format
 
         spec = self.spec
         runtime = backend_for_format(spec["format"])
-        if limit_mb:
-            runtime.version()  # import the runtime first: the limit is on top of what it reserves
-            apply_to_this_process(limit_mb)
         if spec["format"] == "genai":  # a generative model: generations, not inferences (agent/generation.py)
             from agent.generation import run_generation
 

@@ -18,6 +18,7 @@ from agent.errors import AgentError, SensorError
 from agent.jobs.job import Job, RunnerContext
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
 from agent.journal import JournalWriteError
+from agent.memory_limit import MemoryWatch
 from agent.parts import Part, combine_ends, job_parts
 from agent.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
@@ -102,6 +103,8 @@ class JobExecution:
             except AgentError as err:
                 return job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare")
         worker, warm = self._start_worker()
+        limit_mb = self.settings.worker_memory_mb
+        watch = MemoryWatch(worker.pid, limit_mb).start() if limit_mb else None
         sensors = list(self.settings.sensors)
         if self.settings.memory_sensor is not None:
             sensors.append(self.settings.memory_sensor(worker.pid))
@@ -130,6 +133,8 @@ class JobExecution:
                     if not self._wait_exit(worker, deadline):
                         outcome = self._interrupted()
         finally:
+            if watch is not None:
+                watch.stop()
             if worker.poll() is None:
                 self._send(worker, "stop\n")
                 kill_worker(worker)
@@ -137,6 +142,8 @@ class JobExecution:
             stop_flusher.set()
             flusher.join(timeout=5)
             self.emitter.series(sampler.stop())
+        if watch is not None and watch.tripped_bytes is not None and not self.job.cancelled.is_set():
+            return self._over_memory(watch, sampler)
         return self._outcome(worker, outcome, sampler)
 
     # -- steps -------------------------------------------------------------------------------------
@@ -156,7 +163,6 @@ class JobExecution:
             "max_warmup_s": req.max_warmup_s or DEFAULT_MAX_WARMUP_S,
             "options": dict(req.options),
             "op_profile": req.op_profile,
-            "memory_limit_mb": self.settings.worker_memory_mb,
         }
         if self.part.model_format == "genai":
             gen = req.generation
@@ -329,6 +335,14 @@ class JobExecution:
 
     def _interrupted(self) -> str:
         return "cancelled" if self.job.cancelled.is_set() else "timeout"
+
+    def _over_memory(self, watch: MemoryWatch, sampler: Sampler) -> pb.JobEnd:
+        """The worker the memory watch killed: one line, what it reached and the limit, in its phase."""
+        notes = {"sampler_problems": "; ".join(sampler.problems())} if sampler.problems() else {}
+        err = watch.error(self.phase)
+        return job_end(
+            pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase=self.phase, measured=self.measured, notes=notes
+        )
 
     def _outcome(self, worker: subprocess.Popen[bytes], outcome: str, sampler: Sampler) -> pb.JobEnd:
         where = f"during {self.phase} after {self.measured} measured inferences"
