@@ -74,6 +74,13 @@ ReconnectOption = Annotated[
 ]
 TokenFileOption = Annotated[Path | None, typer.Option(help="bearer token for the agents")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")]
+FailOnInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--fail-on-invalid",
+        help="exit 1 when a device measured but its result is not valid (for CI: noisy figures never pass quietly)",
+    ),
+]
 
 
 #: `--repeat K`: K measure phases per device, each in a fresh worker (the repetition is the unit of evidence).
@@ -104,6 +111,14 @@ GateMetricsOption = Annotated[
         metavar="LIST",
         help="comma-separated metrics that gate: latency-p50, energy, dynamic-energy, ttft-p50, decode-tokens-per-s"
         " (default: latency-p50,energy and, when both runs are generative, ttft-p50,decode-tokens-per-s)",
+    ),
+]
+JudgeInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--judge-invalid",
+        help="let the gate judge devices whose base or candidate result is not valid (by default it refuses:"
+        " exit 3, NOT JUDGED)",
     ),
 ]
 CompareFormatOption = Annotated[str, typer.Option("--format", "-f", help="text|md|json")]

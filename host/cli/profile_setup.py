@@ -223,6 +223,18 @@ def prompt_text(path: Path | None) -> str:
     return text
 
 
+def fail_if_invalid(fail_on_invalid: bool, documents: list[dict[str, Any]]) -> None:
+    """With --fail-on-invalid, one line and exit 1 when a device measured a result that is not valid."""
+    invalid = [
+        d["device"]
+        for document in documents
+        for d in document["devices"]
+        if d.get("status") == "ok" and (d.get("validity") or {}).get("valid") is False
+    ]
+    if fail_on_invalid and invalid:
+        fail(f"--fail-on-invalid: the result of {', '.join(dict.fromkeys(invalid))} is not valid (reasons above)")
+
+
 def write_file(path: Path, text: str) -> None:
     """Write an output file the user named (--json, -o); one line and exit 1 when it cannot be written."""
     try:

@@ -6,9 +6,9 @@ import math
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
-from host.analysis.document import NO_SENSOR
 from host.report.escape import rich_text, terminal_text
 from host.run.profiling import DeviceProgress
 
@@ -128,14 +128,14 @@ def _row(d: dict[str, Any]) -> dict[str, str]:
     ci = lat.get("p50_ci95")
     p50 = significant(lat.get("p50")) + (f" [{significant(ci[0])}–{significant(ci[1])}]" if ci else "")
     if energy.get("energy_mj_per_inference") is None:
-        mj = NO_SENSOR if d["status"] == "ok" else "-"
+        mj = "no sensor" if d["status"] == "ok" else "-"  # short: at 80 columns every character counts
     else:
         mj = significant(energy["energy_mj_per_inference"])
     provider = d.get("execution_provider") or ""
     runtime = (d.get("runtime") or "-") + (f" / {provider.replace('ExecutionProvider', '')}" if provider else "")
     return {
         "device": rich_text(d["device"]),
-        "status": "ok" if d["status"] == "ok" else "error",
+        "status": device_status(d),
         "runtime / provider": rich_text(runtime),
         "n": str(d.get("n_inferences", 0)),
         "p50 ms [95% CI]": p50,
@@ -156,10 +156,10 @@ def _natural_width(rows: list[dict[str, str]], max_priority: int) -> int:
     return 1 + sum(3 + max(len(h), *(len(row[h]) for row in rows)) for h in shown)
 
 
-def _table(title: str, rows: list[dict[str, str]], max_priority: int) -> Any:
+def _table(rows: list[dict[str, str]], max_priority: int) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for header, justify, priority in _COLUMNS:
         if priority <= max_priority:
             if header == "device":
@@ -183,20 +183,70 @@ def output_width(out: TextIO) -> int:
     return PIPE_WIDTH
 
 
+def device_status(d: dict[str, Any]) -> str:
+    """One word for a device's outcome: ok, invalid (measured, but not to be trusted), interrupted or error."""
+    if d.get("status") != "ok":
+        return "interrupted" if d.get("error_kind") == "interrupted" else "error"
+    validity = d.get("validity") or {}
+    return "invalid" if validity.get("valid") is False else "ok"
+
+
+def outcome_lines(document: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, device, text) for every device's error, validity reason and warning, in that order per device."""
+    lines: list[tuple[str, str, str]] = []
+    for d in document["devices"]:
+        device = terminal_text(d["device"])
+        status = device_status(d)
+        validity = d.get("validity") or {}
+        if status in ("error", "interrupted"):
+            lines.append((status, device, terminal_text(d.get("error")) or "failed"))
+        elif status == "invalid":
+            reasons = "; ".join(terminal_text(r) for r in validity.get("reasons") or [])
+            lines.append(("invalid", device, f"result not valid: {reasons}"))
+        lines += [("warning", device, terminal_text(w)) for w in validity.get("warnings") or []]
+    return lines
+
+
+def wrapped(label: str, text: str, width: int | None) -> str:
+    """``label  text``, folded at word boundaries to `width` (None: one line) under a hanging indent."""
+    line = f"{label:<11} {text}"
+    if width is None or len(line) <= width:
+        return line
+    import textwrap
+
+    return "\n".join(
+        textwrap.wrap(line, width=width, subsequent_indent=" " * 12, break_long_words=False, break_on_hyphens=False)
+    )
+
+
 def final_table(document: dict[str, Any], out: TextIO = sys.stdout, width: int | None = None) -> None:
-    """The per-device summary table printed after a run, with as many columns as the width holds."""
+    """The per-device summary table printed after a run, with as many columns as the width holds.
+
+    Below it, every device's error, the reasons a result is not valid and its warnings, one per line (folded
+    at word boundaries on a terminal); when the width left columns out, a line names them.
+    """
     from rich.console import Console
 
+    fold_width = width or (output_width(out) if _isatty(out) else None)
     width = width or output_width(out)
-    title = rich_text(f"run {document['run_id']}  ·  {document['model']['path']}")
+    # A plain line, not the table's title: rich folds a title to the table's width, mid-path.
+    title = f"run {terminal_text(document['run_id'])}  ·  {terminal_text(document['model']['path'])}"
+    if len(title) > width:
+        title = f"run {terminal_text(document['run_id'])}  ·  {terminal_text(Path(document['model']['path']).name)}"
+    print(title, file=out, flush=True)
     rows = [_row(d) for d in document["devices"]]
     fits = [level for level in (3, 2, 1) if rows and _natural_width(rows, level) <= width]
+    level = fits[0] if fits else 0
     console = Console(file=out, width=width)
-    console.print(_table(title, rows, fits[0] if fits else 0))
-    for d in document["devices"]:
-        # Plain print: one error stays one line however narrow the terminal or pipe.
-        if d["status"] != "ok":
-            print(f"error  {terminal_text(d['device'])}: {terminal_text(d.get('error'))}", file=out)
-        elif d.get("validity") and not d["validity"]["valid"]:
-            reasons = "; ".join(terminal_text(r) for r in d["validity"]["reasons"])
-            print(f"error  {terminal_text(d['device'])}: result not valid: {reasons}", file=out)
+    console.print(_table(rows, level))
+    dropped = [header for header, _, priority in _COLUMNS if priority > level]
+    if dropped and rows:
+        note = f"left out at {width} columns: {', '.join(dropped)} (--json and --report have every column)"
+        print(wrapped("columns", note, fold_width), file=out)
+    for label, device, text in outcome_lines(document):
+        print(wrapped(label, f"{device}: {text}", fold_width), file=out)
+
+
+def _isatty(out: TextIO) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty is not None and isatty())
