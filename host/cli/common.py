@@ -24,6 +24,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def text_width() -> int | None:
+    """Columns plain-text output may use: $COLUMNS, else the terminal's; None for a pipe or file (no folding)."""
+    import os
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def open_store() -> Store:
     """The configured run store, or one line saying why it cannot be opened."""
     try:
