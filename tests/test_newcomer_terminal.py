@@ -8,7 +8,11 @@ gives a warning on any machine (p99 from too few inferences): no test here depen
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +79,72 @@ def test_at_80_columns_the_columns_left_out_are_named_and_no_line_wraps(invalid_
     dropped = next(line for line in unfolded(invalid_at_80) if line.startswith("columns"))
     assert "left out at 80 columns:" in dropped and "runtime / provider" in dropped and "load ms" in dropped
     assert max(len(line) for line in invalid_at_80.lines) <= 80, invalid_at_80.text
+
+
+@pytest.fixture(scope="module")
+def two_runs(home: dict[str, str], squeezenet: Path, invalid_at_80: Screen) -> tuple[str, str]:
+    """The invalid float run above and an int8 run of the same model: (base id, candidate id)."""
+    quantized = run_in_terminal(
+        [console_script("host"), "profile", str(squeezenet), *INVALID, "--quantize", "int8"], 120, home
+    )
+    assert quantized.returncode == 0, quantized.text  # invalid, but no --fail-on-invalid
+    assert max(len(line) for line in quantized.lines) <= 120, quantized.text
+    base, cand = (next(ln.split()[1] for ln in s.lines if ln.startswith("run ")) for s in (invalid_at_80, quantized))
+    return base, cand
+
+
+def test_compare_of_invalid_runs_says_so_refuses_to_judge_and_fits_120_columns(
+    home: dict[str, str], two_runs: tuple[str, str]
+) -> None:
+    base, cand = two_runs
+
+    screen = run_in_terminal([console_script("host"), "compare", base, cand, "--fail-on-regression", "5"], 120, home)
+
+    assert screen.returncode == 3, screen.text
+    text = " ".join(line.strip() for line in screen.lines)
+    assert f"NOT VALID: local, base run {base}: no warmup inferences" in text
+    assert f"NOT VALID: local, candidate run {cand}: no warmup inferences" in text
+    assert 'DIFFERS: quantize: – (base) vs int8 (candidate)' in screen.text
+    assert "NOT JUDGED: the gate does not judge results that are not valid (local)" in text
+    assert max(len(line) for line in screen.lines) <= 120, screen.text  # the terminal never wraps one
+
+
+def test_runs_ls_shows_validity_and_what_ran_without_cutting_at_150_columns(
+    home: dict[str, str], two_runs: tuple[str, str]
+) -> None:
+    base, cand = two_runs
+
+    screen = run_in_terminal([console_script("host"), "runs", "ls"], 150, home)
+
+    header = screen.lines[0].split()
+    assert header[:2] == ["run", "created"] and "valid" in header and "settings" in header
+    rows = {line.split()[0]: line for line in screen.lines if line.split() and line.split()[0] in two_runs}
+    for run_id in two_runs:
+        assert "light_squeezenet.onnx" in rows[run_id] and " no " in rows[run_id]
+        assert re.search(r"local \d+(\.\d+)?", rows[run_id]), rows[run_id]  # the p50, whole
+    assert "quantize=int8-dynamic" in rows[cand] and "quantize" not in rows[base]
+    assert "threads=1" in rows[base] and "runs=20" in rows[base]
+    assert max(len(line) for line in screen.lines) <= 150, screen.text
+
+
+def test_csv_and_html_reports_and_the_csv_export_carry_validity_and_settings(
+    home: dict[str, str], two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    base, cand = two_runs
+    host = console_script("host")
+
+    report = subprocess.run([host, "report", cand, "-f", "csv", "-o", str(tmp_path / "r.csv")], env=home)
+    html = subprocess.run([host, "report", cand, "-f", "html", "-o", str(tmp_path / "r.html")], env=home)
+    export = subprocess.run(
+        [host, "runs", "export", base, cand, "-f", "csv"], env=home, capture_output=True, text=True
+    )
+
+    assert report.returncode == html.returncode == export.returncode == 0
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text()))
+    assert row["valid"] == "false" and row["validity_reasons"].startswith("no warmup inferences")
+    assert "p99 from 20 inferences is unreliable" in row["validity_warnings"]
+    exported = list(csv.DictReader(io.StringIO(export.stdout)))
+    assert [r["valid"] for r in exported] == ["false", "false"]
+    assert [r["settings"] for r in exported] == ["threads=1", "quantize=int8-dynamic threads=1"]
+    page = (tmp_path / "r.html").read_text()
+    assert "<th>validity</th>" in page and '<td class="text invalid">not valid</td>' in page

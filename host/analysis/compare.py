@@ -176,11 +176,17 @@ _DEVICE_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent version", ("board", "agent_version")),
     ("threads used", ("threads",)),
     ("inputs", ("inputs",)),
+    ("compile recipe", ("recipe", "steps")),
 )
 
 
 def _shown(value: Any) -> str:
     return "–" if value is None else json.dumps(value, default=str) if not isinstance(value, str) else value
+
+
+def _short_hash(key: str, value: Any) -> Any:
+    """A file's sha256 as its first 12 hex digits (enough to tell two files apart on one line)."""
+    return value[:12] if key.endswith("_sha256") and isinstance(value, str) else value
 
 
 def settings_differences(
@@ -191,7 +197,8 @@ def settings_differences(
     b_set, c_set = base.get("settings") or {}, cand.get("settings") or {}
     for key in sorted((set(b_set) | set(c_set)) - _IGNORED_SETTINGS):
         if b_set.get(key) != c_set.get(key):
-            out.append(f"{key}: {_shown(b_set.get(key))} (base) vs {_shown(c_set.get(key))} (candidate)")
+            b_shown, c_shown = (_shown(_short_hash(key, v)) for v in (b_set.get(key), c_set.get(key)))
+            out.append(f"{key}: {b_shown} (base) vs {c_shown} (candidate)")
     for device, b, c in pairs:
         for label, path in _DEVICE_FIELDS:
             if get(b, *path) != get(c, *path):

@@ -83,6 +83,9 @@ def prepare(options: ProfileOptions, model_specs: list[str]) -> Prepared:
         prompt_lens=prompt_lens(options.prompt_len),
         gen_len=options.gen_len,
         prompt_text=prompt_text(options.prompt_file),
+        quantize=options.quantize,
+        quantize_mode=options.quantize_mode if options.quantize else None,
+        calibration_sha256=file_sha256(options.calibration, "--calibration") if options.quantize else None,
     )
     compiler = make_compiler(options.quantize, options.quantize_mode, options.calibration, shapes, options.inputs)
     return Prepared(models, settings, compiler)
@@ -169,6 +172,18 @@ def load_model(spec: str, shapes: dict[str, str]) -> ModelFile:
     except ModelFileError as err:
         fail(str(err))
     return model_file
+
+
+def file_sha256(path: Path | None, flag: str) -> str | None:
+    """The sha256 of a file the user named (what a run records of it); one line when it cannot be read."""
+    if path is None:
+        return None
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        fail(f"cannot read {flag} {path}: {err.strerror}")
 
 
 def read_inputs(inputs: Path | None) -> bytes:

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from host.analysis.variant import variant_parts
 from host.cli.app import app
-from host.cli.common import fail, open_store
+from host.cli.common import fail, open_store, text_width
 from host.report.escape import terminal_text
 from host.report.flat import write_summary_csv
 from host.store.sqlite import Store, StoreError
@@ -20,8 +21,9 @@ from host.store.transfer import TransferError, read_runs, run_line
 runs_app = typer.Typer(help="stored runs", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
-#: Settings shown in `runs ls` when they differ from `host profile`'s defaults (what tells runs apart).
-_SETTING_LABELS = (("threads", "threads", 0), ("runs", "runs", 100), ("repeat", "repeat", 1))
+#: Settings shown in `runs ls` when they differ from `host profile`'s defaults, besides those that change what
+#: runs (host/analysis/variant.py).
+_SETTING_LABELS = (("runs", "runs", 100), ("repeat", "repeat", 1))
 
 
 def model_name(path: str) -> str:
@@ -39,14 +41,56 @@ def _p50_cell(document: dict[str, Any]) -> str:
     return ", ".join(cells) or "-"
 
 
+def _valid_cell(document: dict[str, Any]) -> str:
+    """yes / no for the devices that measured, `k/n` when some are valid; `-` when none measured (or unknown)."""
+    verdicts = [
+        (d.get("validity") or {}).get("valid") for d in document.get("devices") or [] if d.get("status") == "ok"
+    ]
+    known = [v for v in verdicts if isinstance(v, bool)]
+    if not known:
+        return "-"
+    valid = sum(known)
+    return "yes" if valid == len(known) else "no" if valid == 0 else f"{valid}/{len(known)}"
+
+
 def _settings_cell(document: dict[str, Any]) -> str:
     settings = document.get("settings") or {}
-    shown = [
+    shown = [terminal_text(part) for part in variant_parts(document)]
+    shown += [
         f"{label}={settings[key]}" for key, label, default in _SETTING_LABELS if settings.get(key, default) != default
     ]
-    if settings.get("inputs_npz"):
-        shown.append("inputs=npz")
     return " ".join(shown)
+
+
+_LS_HEADER = ("run", "created (UTC)", "model", "ok", "valid", "p50 ms", "settings")
+
+
+def _ls_lines(cells: list[tuple[str, ...]], width: int | None) -> list[str]:
+    """Columns as wide as their widest cell (no name or figure cut); the last, settings, folded at word
+    boundaries under itself when the line would pass `width` (a terminal's), or onto its own line."""
+    import textwrap
+
+    rows = [_LS_HEADER, *cells]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_LS_HEADER) - 1)]
+    lines = []
+    for row in rows:
+        front = "  ".join(
+            cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        )
+        indent = len(front) + 2
+        if width is None or indent + len(row[-1]) <= width or not row[-1]:
+            lines.append(f"{front}  {row[-1]}".rstrip())
+            continue
+        if width - indent >= 20:
+            folded = textwrap.wrap(row[-1], width - indent, break_long_words=False, break_on_hyphens=False)
+            lines.append(f"{front}  {folded[0]}")
+            lines += [" " * indent + part for part in folded[1:]]
+        else:  # too narrow beside the other columns: the settings on lines of their own
+            lines.append(front.rstrip())
+            lines += textwrap.wrap(
+                row[-1], width, initial_indent="    ", subsequent_indent="    ", break_long_words=False
+            )
+    return lines
 
 
 @runs_app.command("ls")
@@ -54,7 +98,8 @@ def runs_ls(
     limit: Annotated[int, typer.Option(min=1, help="how many runs, newest first")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """List stored runs, newest first: model, devices ok/all, p50 ms per device, non-default settings."""
+    """List stored runs, newest first: model, devices ok/all, whether their results are valid, p50 ms per device,
+    and the settings that differ from the defaults (quantization, calibration, inputs, threads, ...)."""
     store = open_store()
     try:
         rows = store.runs(limit=limit)
@@ -63,19 +108,34 @@ def runs_ls(
     finally:
         store.close()
     if as_json:
-        print(json.dumps([{**vars(r), "pending_jobs": r.run_id in pending} for r in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **vars(r),
+                        "pending_jobs": r.run_id in pending,
+                        "valid": _valid_cell(documents.get(r.run_id, {})),
+                        "settings": variant_parts(documents.get(r.run_id, {})),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     if not rows and not pending:
         print(f"no runs yet in {store.path}")
         return
-    print(f"{'run':<23} {'created (UTC)':<19} {'model':<28} {'ok':>5}  {'p50 ms':<24} settings")
+    cells: list[tuple[str, ...]] = []
     for r in rows:
         doc = documents.get(r.run_id, {})
         ok = f"{r.n_ok}/{r.n_devices}" + ("*" if r.run_id in pending else "")
-        print(
-            f"{r.run_id:<23} {r.created_at[:19].replace('T', ' '):<19} {model_name(r.model_path)[:28]:<28}"
-            f" {ok:>5}  {_p50_cell(doc)[:24]:<24} {_settings_cell(doc)}"
+        created = r.created_at[:19].replace("T", " ")
+        cells.append(
+            (r.run_id, created, model_name(r.model_path), ok, _valid_cell(doc), _p50_cell(doc), _settings_cell(doc))
         )
+    for line in _ls_lines(cells, text_width()):
+        print(line)
     if pending & {r.run_id for r in rows}:
         print("* jobs still to collect: `host runs fetch RUN`, or `host runs rm RUN` to give them up")
     unsaved = sorted(pending - set(documents))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -71,6 +72,11 @@ class ProfileSettings:
     prompt_lens: tuple[int, ...] = (128,)
     gen_len: int = 64
     prompt_text: str = ""
+    #: What changes the model each board runs (host/prepare/compile.py), recorded so that runs, comparisons and
+    #: trends tell a float run from an int8 one: "int8" or None, its mode, the calibration file's sha256.
+    quantize: str | None = None
+    quantize_mode: str | None = None
+    calibration_sha256: str | None = None
 
 
 @dataclass
@@ -350,9 +356,10 @@ def interrupted_error(stop: StopSignal, collector: JobCollector) -> str:
 
 
 def settings_document(settings: ProfileSettings) -> dict[str, Any]:
-    """The settings as a run document records them (an inputs file only as whether one was given)."""
+    """The settings as a run document records them (an inputs file as whether one was given, and its sha256)."""
     doc = asdict(settings)
     doc["inputs_npz"] = bool(settings.inputs_npz)
+    doc["inputs_sha256"] = hashlib.sha256(settings.inputs_npz).hexdigest() if settings.inputs_npz else None
     return doc
 
 
