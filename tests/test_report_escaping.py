@@ -15,8 +15,9 @@ import pytest
 from host.report.escape import csv_cell, markdown_text, terminal_text
 from host.report.formats import ReportError, render
 from host.report.synthetic import synthetic_run
+from host.run.final_table import final_table
 from host.run.profiling import DeviceProgress
-from host.run.progress import PlainProgress, final_table
+from host.run.progress import PlainProgress
 from host.store.rundata import RunData
 
 

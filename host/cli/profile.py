@@ -147,7 +147,7 @@ def profile(
                 stop=stop,
             )
     document = run.document
-    from host.run.progress import final_table
+    from host.run.final_table import final_table
 
     final_table(document)
     from host.analysis.generation import generation_lines

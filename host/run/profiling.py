@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
 
 from host import __version__
 from host.analysis.summary import device_entry, error_entry
@@ -83,13 +84,55 @@ class ProfileSettings:
 class DeviceProgress:
     device: str
     phase: str = "connect"
+    #: Inferences measured: in the whole job, and in the current repetition (part) against its target.
     measured: int = 0
     target_runs: int = 0
+    part_measured: int = 0
     p50_ms: float | None = None
     power_w: float | None = None
     status: str = "running"  # "running" | "ok" | "error"
     error: str = ""
     upload_bytes: int = 0
+    #: Repetitions (--repeat, `host ab`): the current one (0-based), how many, how many ended, and for `host ab`
+    #: the side of the current one ("A" base, "B" candidate) and of the one that ended last.
+    part: int = 0
+    parts: int = 1
+    parts_done: int = 0
+    side: str = ""
+    done_side: str = ""
+    #: p50 of the repetition that ended last, ms.
+    done_p50_ms: float | None = None
+    done_measured: int = 0
+    #: Seconds left: of the current measure phase (--min-duration), and of the whole job (estimated from the
+    #: repetitions done); None while unknown.
+    measure_left_s: float | None = None
+    eta_s: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def follow_collector(state: DeviceProgress, c: JobCollector, min_duration_s: float, sides: Sequence[str] = ()) -> None:
+    """Update a device's progress from its job's collector after a batch (live displays read `state`)."""
+    state.phase = c.current_phase
+    state.measured = c.measured
+    state.part = c.current_part
+    state.part_measured = c.part_measured.get(c.current_part, 0)
+    state.side = sides[c.current_part] if c.current_part < len(sides) else ""
+    if c.recent_latency_ns.size:
+        state.p50_ms = float(np.median(c.recent_latency_ns)) / 1e6
+    state.power_w = c.recent_power_w()
+    if c.current_part > state.parts_done:  # a new part started: the one before it ended
+        state.parts_done = c.current_part
+        done = c.current_part - 1
+        state.done_side = sides[done] if done < len(sides) else ""
+        state.done_p50_ms = c.part_p50_ms(done)
+        state.done_measured = c.part_measured.get(done, 0)
+    elapsed = c.measure_elapsed_s() if c.current_phase == "measure" else None
+    state.measure_left_s = None if elapsed is None else max(0.0, min_duration_s - elapsed)
+    if state.parts_done:
+        per_part_s = (time.monotonic() - state.started_at) / state.parts_done
+        state.eta_s = max(0.0, per_part_s * state.parts - (time.monotonic() - state.started_at))
+    elif state.parts == 1:
+        state.eta_s = state.measure_left_s
 
 
 ProgressCallback = Callable[[DeviceProgress], None]
@@ -292,11 +335,7 @@ def profile_device(
             collector = JobCollector(target.name)
 
             def on_batch(c: JobCollector) -> None:
-                state.phase = c.current_phase
-                state.measured = c.measured
-                if c.recent_latency_ns.size:
-                    state.p50_ms = float(sorted(c.recent_latency_ns)[c.recent_latency_ns.size // 2]) / 1e6
-                state.power_w = c.recent_power_w()
+                follow_collector(state, c, settings.min_duration_s)
                 progress(state)
 
             stream_job(
