@@ -93,8 +93,9 @@ class Worker:
         measured = self.measure(session)
         op_by_type: list[dict[str, Any]] = []
         op_top: list[dict[str, Any]] = []
+        op_notes: dict[str, str] = {}
         if spec.get("op_profile"):
-            op_by_type, op_top = self.op_profile(runtime, feeds)
+            op_by_type, op_top, op_notes = self.op_profile(runtime, feeds, session.op_profile_unavailable)
         self.event(
             type="end",
             measured=measured,
@@ -104,6 +105,7 @@ class Worker:
             peak_rss_bytes=peak_rss_bytes(),
             op_by_type=op_by_type,
             op_top_nodes=op_top,
+            **op_notes,
         )
         session.close()
 
@@ -206,8 +208,16 @@ class Worker:
         self.event(type="phase", phase="measure", start_ns=begin, end_ns=clock(), count=count)
         return count
 
-    def op_profile(self, runtime: Any, feeds: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """A separate profiled session after measuring, so the profiler never slows measured runs."""
+    def op_profile(
+        self, runtime: Any, feeds: dict[str, Any], unavailable: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+        """A separate profiled session after measuring, so the profiler never slows measured runs.
+
+        Returns (by op type, slowest nodes, end-event fields): `op_profile_note` says why a runtime has no
+        profile, `op_trace_gz_b64` carries the runtime's own trace (gzip, base64) when it is small enough.
+        """
+        if unavailable:
+            return [], [], {"op_profile_note": f"not available: {unavailable}"}
         self.phase = "op-profile"
         session = runtime.load(
             self.spec["model_path"],
@@ -220,8 +230,27 @@ class Worker:
         for _ in range(int(self.spec.get("op_profile_runs", 20))):
             session.run()
         by_type, top = session.op_profile()
+        fields = op_trace_fields(session.op_trace_json)
         session.close()
-        return [vars(t) for t in by_type], [vars(t) for t in top]
+        return [vars(t) for t in by_type], [vars(t) for t in top], fields
+
+
+#: Largest compressed trace a job's end carries (a JobEnd is one journal row and one gRPC message).
+MAX_OP_TRACE_GZ_BYTES = 8 * 1024 * 1024
+
+
+def op_trace_fields(trace_json: bytes) -> dict[str, str]:
+    """The runtime's trace as end-event fields: gzip + base64 (frames are JSON), or a note when too large."""
+    if not trace_json:
+        return {}
+    import base64
+    import gzip
+
+    packed = gzip.compress(trace_json, compresslevel=6)
+    if len(packed) > MAX_OP_TRACE_GZ_BYTES:
+        size_mb = len(packed) / 1e6
+        return {"op_profile_note": f"trace not kept: {size_mb:.1f} MB compressed, over the 8 MB a job's end carries"}
+    return {"op_trace_gz_b64": base64.b64encode(packed).decode("ascii")}
 
 
 #: Modules a warm worker imports before it waits for a job: the runtimes' own (those installed) and

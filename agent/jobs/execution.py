@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -387,6 +388,9 @@ class JobExecution:
             )
         ev = self.end_event
         notes["warmup_stable"] = "true" if ev.get("warmup_stable") else "false"
+        if ev.get("op_profile_note"):
+            notes["op_profile"] = ev["op_profile_note"]
+        trace = base64.b64decode(ev["op_trace_gz_b64"]) if ev.get("op_trace_gz_b64") else b""
         return job_end(
             pb.JobEnd.OK,
             measured=ev["measured"],
@@ -395,6 +399,7 @@ class JobExecution:
             peak_rss_bytes=ev["peak_rss_bytes"],
             op_by_type=ev["op_by_type"],
             op_top_nodes=ev["op_top_nodes"],
+            op_trace_gz=trace,
             notes=notes,
         )
 

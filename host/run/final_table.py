@@ -167,8 +167,46 @@ def final_table(document: dict[str, Any], out: TextIO = sys.stdout, width: int |
         print(wrapped("columns", note, fold_width), file=out)
     for label, device, text in outcome_lines(document):
         print(wrapped(label, f"{device}: {text}", fold_width), file=out)
+    for line in op_profile_lines(document, fold_width):
+        print(line, file=out)
 
 
 def _isatty(out: TextIO) -> bool:
     isatty = getattr(out, "isatty", None)
     return bool(isatty is not None and isatty())
+
+
+#: Operator types shown per device in the terminal (the HTML report has them all, and the slowest nodes).
+OP_ROWS = 10
+
+
+def op_profile_lines(document: dict[str, Any], width: int | None = None) -> list[str]:
+    """--op-profile in the terminal: per device its time by operator type and the trace file kept, or why the
+    runtime gave none."""
+    lines: list[str] = []
+    for d in document["devices"]:
+        device = terminal_text(d["device"])
+        profile = d.get("op_profile") or {}
+        by_type = profile.get("by_type") or []
+        note = (d.get("notes") or {}).get("op_profile")
+        if not by_type:
+            if note:
+                lines.append(wrapped("op profile", f"{device}: {terminal_text(note)}", width))
+            continue
+        total_us = sum(float(r.get("total_us") or 0) for r in by_type) or 1.0
+        lines.append(f"op profile  {device}: time by operator type over the profiled runs after measuring")
+        lines.append(f"            {'op type':<24} {'total ms':>10} {'share':>7} {'calls':>7}  provider")
+        for r in by_type[:OP_ROWS]:
+            provider = terminal_text(r.get("provider") or "").removesuffix("ExecutionProvider")
+            lines.append(
+                f"            {terminal_text(r.get('op_type'))[:24]:<24} {float(r['total_us']) / 1e3:>10.2f}"
+                f" {100 * float(r['total_us']) / total_us:>6.1f}% {int(r.get('calls') or 0):>7}  {provider}"
+            )
+        if len(by_type) > OP_ROWS:
+            lines.append(f"            … {len(by_type) - OP_ROWS} more types, and the slowest nodes: host report")
+        if profile.get("trace_file"):
+            where = f"trace: {terminal_text(profile['trace_file'])} (open it in ui.perfetto.dev or chrome://tracing)"
+            lines.append(wrapped("", where, width))
+        elif profile.get("trace_problem") or note:
+            lines.append(wrapped("", f"trace: {terminal_text(profile.get('trace_problem') or note)}", width))
+    return lines

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -350,6 +351,8 @@ def profile_device(
                 entry["error"] = interrupted_error(stop, collector)
                 entry["error_kind"] = "interrupted"
             entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
+            if collector.end is not None and collector.end.op_trace_gz:
+                keep_op_trace(entry, collector.end.op_trace_gz, run_id)
     except grpc.RpcError as err:
         entry, raw = (
             error_entry(
@@ -384,6 +387,17 @@ def profile_device(
     state.phase = "done" if state.status == "ok" else "failed"
     progress(state)
     return entry, raw
+
+
+def keep_op_trace(entry: dict[str, Any], gz: bytes, run_id: str) -> None:
+    """Write the runtime's op trace in the working directory and name it in the entry (or say why not)."""
+    from host.run.op_trace import TraceError, write_trace
+
+    profile = entry.setdefault("op_profile", {"by_type": [], "top_nodes": []})
+    try:
+        profile["trace_file"] = str(write_trace(gz, Path.cwd(), run_id, entry["device"]))
+    except TraceError as err:
+        profile["trace_problem"] = str(err)
 
 
 def interrupted_error(stop: StopSignal, collector: JobCollector) -> str:
