@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -94,6 +97,8 @@ def _info(profile: str | None, as_json: bool) -> int:
         print(f"agent: {err}", file=sys.stderr)
         return 2
     info = board.describe(name, board.runtimes_via_subprocess())
+    # metadata repeats some top-level fields (kernel) for the host's use: said once here.
+    info["metadata"] = {k: v for k, v in info["metadata"].items() if info.get(k) != v}
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
@@ -112,6 +117,18 @@ def _info(profile: str | None, as_json: bool) -> int:
     for key, value in sorted(info["metadata"].items()):
         print(f"{key:<9} {value}")
     return 0
+
+
+def _until_the_reader_leaves(command: Callable[[], int]) -> int:
+    """Run a command that prints; when its reader went away (`agent info --json | head`) end quietly, as
+    Unix tools cut off by SIGPIPE do (exit 141), instead of with a BrokenPipeError traceback."""
+    try:
+        code = command()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush fails too
+        return 128 + signal.SIGPIPE
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,11 +164,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(serve(opts))
     if args.command == "info":
-        sys.exit(_info(args.profile, args.json))
+        sys.exit(_until_the_reader_leaves(lambda: _info(args.profile, args.json)))
     if args.command == "sensors":
         from agent.sensors.cli import run_sensors_command
 
-        sys.exit(run_sensors_command(args.profile, args.power_meter, args.json))
+        sys.exit(_until_the_reader_leaves(lambda: run_sensors_command(args.profile, args.power_meter, args.json)))
     if args.command == "adb":
         from agent.adb.cli import run
 

@@ -206,6 +206,22 @@ def test_agent_info_json_describes_the_board() -> None:
     assert info["profile"]
 
 
+@pytest.mark.parametrize("fmt", [["--json"], []], ids=["json", "text"])
+def test_agent_info_into_a_reader_that_left_ends_quietly_and_says_the_kernel_once(fmt: list[str]) -> None:
+    # `agent info --json | head`: the reader is gone before the info is printed.
+    proc = subprocess.Popen([console_script("agent"), "info", *fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    full = subprocess.run([console_script("agent"), "info", *fmt], capture_output=True, text=True, timeout=120)
+
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert proc.returncode == 141  # as a Unix tool cut off by SIGPIPE
+    kernel = json.loads(full.stdout)["kernel"] if fmt else full.stdout.split("kernel ")[1].split()[0]
+    assert full.stdout.count(kernel) == 1, full.stdout
+
+
 def test_python_dash_m_entry_points_work() -> None:
     for module in ("host", "agent"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)

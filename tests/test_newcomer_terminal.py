@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +150,25 @@ def test_csv_and_html_reports_and_the_csv_export_carry_validity_and_settings(
     assert [r["settings"] for r in exported] == ["threads=1", "quantize=int8-dynamic threads=1"]
     page = (tmp_path / "r.html").read_text()
     assert "<th>validity</th>" in page and '<td class="text invalid">not valid</td>' in page
+
+
+def test_a_device_that_could_not_be_reached_is_stored_not_valid_saying_why(
+    home: dict[str, str], squeezenet: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+    out = tmp_path / "r.json"
+
+    proc = subprocess.run(
+        [console_script("host"), "profile", str(squeezenet), *INVALID, "--device", address, "--json", str(out)],
+        env=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 1
+    (device,) = json.loads(out.read_text())["devices"]
+    assert device["validity"]["valid"] is False and device["validity"]["reasons"] == [device["error"]]
+    assert device["error"]  # the dashboard's validity cell shows this reason, not nothing

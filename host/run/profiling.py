@@ -371,6 +371,8 @@ def profile_device(
             ),
             None,
         )
+        if stop is not None and stop.is_set():
+            entry["error_kind"] = "interrupted"
     except Exception as err:  # e.g. a compile step that fails for this target only: the others go on
         entry, raw = (
             error_entry(
@@ -382,6 +384,8 @@ def profile_device(
             ),
             None,
         )
+    # A device that failed before it measured (no connection, a refused model) is not valid either, and says why.
+    entry.setdefault("validity", assess(entry, settings.runs, settings.min_duration_s))
     state.status = entry["status"]
     state.error = entry.get("error") or ""
     state.phase = "done" if state.status == "ok" else "failed"

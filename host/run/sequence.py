@@ -121,6 +121,10 @@ def profile_device_parts(
     except Exception as err:  # e.g. a compile step that fails for this target only: the others go on
         message = f"{type(err).__name__}: {err}"
         results = [_failed(target, message, upload_bytes[i], recipes[i]) for i in range(len(models))]
+    for entry, _ in results:  # a device that failed before it measured says why in its validity too
+        entry.setdefault("validity", assess(entry, settings.runs, settings.min_duration_s))
+        if entry["status"] != "ok" and stop is not None and stop.is_set():
+            entry.setdefault("error_kind", "interrupted")
     failed = [entry for entry, _ in results if entry["status"] != "ok"]
     state.parts_done, state.eta_s = len(order) if not failed else state.parts_done, None
     state.status = "error" if failed else "ok"
