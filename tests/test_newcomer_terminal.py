@@ -172,3 +172,24 @@ def test_a_device_that_could_not_be_reached_is_stored_not_valid_saying_why(
     (device,) = json.loads(out.read_text())["devices"]
     assert device["validity"]["valid"] is False and device["validity"]["reasons"] == [device["error"]]
     assert device["error"]  # the dashboard's validity cell shows this reason, not nothing
+
+
+def test_a_default_fleet_in_the_working_directory_is_named_in_the_first_line(
+    home: dict[str, str], squeezenet: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "edgeprof.toml").write_text('default_fleet = "lab"\n[fleets.lab]\nagents = ["127.0.0.1:1"]\n')
+
+    proc = subprocess.run(
+        [console_script("host"), "profile", str(squeezenet), *INVALID],
+        env=home,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    first = proc.stderr.splitlines()[0]
+    assert first == (
+        f"host: profiling on fleet 'lab', the default_fleet of {tmp_path / 'edgeprof.toml'}"
+        " (--device or --fleet choose otherwise)"
+    ), proc.stderr

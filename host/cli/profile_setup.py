@@ -7,6 +7,7 @@ tests/test_cli_help.py checks that both commands offer it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -144,6 +145,13 @@ def resolve_targets(
                 fail(f"no fleet named '{name}' (fleets: {known}; config: {where})")
             from host.fleet.members import fleet_targets
 
+            if not fleet:  # the config chose: said first, so a plain `host profile` never goes elsewhere silently
+                print(
+                    f"host: profiling on fleet '{name}', the default_fleet of {config.path}"
+                    " (--device or --fleet choose otherwise)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             targets = fleet_targets(config.fleets[name], token_file, tls_ca)
             if not targets:
                 fail(
