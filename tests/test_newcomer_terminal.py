@@ -127,6 +127,10 @@ def test_runs_ls_shows_validity_and_what_ran_without_cutting_at_150_columns(
     assert "quantize=int8-dynamic" in rows[cand] and "quantize" not in rows[base]
     assert "threads=1" in rows[base] and "runs=20" in rows[base]
     assert max(len(line) for line in screen.lines) <= 150, screen.text
+    narrow = run_in_terminal([console_script("host"), "runs", "ls"], 80, home)
+    assert max(len(line) for line in narrow.lines) <= 80, narrow.text
+    assert narrow.lines[-1].startswith("(created (UTC) left out at 80 columns"), narrow.text
+    assert any(line.startswith(cand) and "light_squeezenet.onnx" in line for line in narrow.lines), narrow.text
 
 
 def test_csv_and_html_reports_and_the_csv_export_carry_validity_and_settings(

@@ -66,30 +66,35 @@ _LS_HEADER = ("run", "created (UTC)", "model", "ok", "valid", "p50 ms", "setting
 
 
 def _ls_lines(cells: list[tuple[str, ...]], width: int | None) -> list[str]:
-    """Columns as wide as their widest cell (no name or figure cut); the last, settings, folded at word
-    boundaries under itself when the line would pass `width` (a terminal's), or onto its own line."""
+    """Columns as wide as their widest cell (no name or figure cut). On a terminal too narrow for them, the
+    created column goes first (the run id starts with the same UTC time) and a last line says so; the
+    settings are folded at word boundaries under their column, or onto lines of their own."""
     import textwrap
 
     rows = [_LS_HEADER, *cells]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_LS_HEADER) - 1)]
+    shown = list(range(len(_LS_HEADER) - 1))
+    dropped = False
+    if width is not None and sum(widths) + 2 * len(widths) > width:
+        shown.remove(1)
+        dropped = True
     lines = []
     for row in rows:
-        front = "  ".join(
-            cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=False))
-        )
-        indent = len(front) + 2
-        if width is None or indent + len(row[-1]) <= width or not row[-1]:
-            lines.append(f"{front}  {row[-1]}".rstrip())
-            continue
-        if width - indent >= 20:
-            folded = textwrap.wrap(row[-1], width - indent, break_long_words=False, break_on_hyphens=False)
-            lines.append(f"{front}  {folded[0]}")
-            lines += [" " * indent + part for part in folded[1:]]
+        front = "  ".join(row[i].rjust(widths[i]) if i == 3 else row[i].ljust(widths[i]) for i in shown)
+        settings, indent = row[-1], len(front) + 2
+        longest = max((len(word) for word in settings.split()), default=0)
+        if width is None or not settings or indent + len(settings) <= width:
+            lines.append(f"{front}  {settings}".rstrip())
+        elif width - indent >= max(20, longest):
+            folded = textwrap.wrap(settings, width - indent, break_long_words=False, break_on_hyphens=False)
+            lines += [f"{front}  {folded[0]}", *(" " * indent + part for part in folded[1:])]
         else:  # too narrow beside the other columns: the settings on lines of their own
             lines.append(front.rstrip())
             lines += textwrap.wrap(
-                row[-1], width, initial_indent="    ", subsequent_indent="    ", break_long_words=False
-            )
+                settings, width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+            )  # a single word longer than the whole width is the only thing ever split
+    if dropped:
+        lines.append(f"(created (UTC) left out at {width} columns: a run id starts with it, YYYYMMDD-HHMMSS)")
     return lines
 
 
