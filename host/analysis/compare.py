@@ -437,23 +437,29 @@ def render_markdown(result: CompareResult) -> str:
 
 
 def render_text(result: CompareResult, width: int | None = None) -> str:
-    """Plain text, one line per metric; with `width` (a terminal's) every line longer than it is folded at word
-    boundaries under an indent, so the terminal never wraps one mid-word."""
+    """Plain text, one line per metric; with `width` (a terminal's) a metric's verdict that does not fit beside
+    its figures goes on the next line, and every line longer than `width` is folded at word boundaries under
+    an indent, so the terminal never wraps one mid-word."""
     device_width = max([len(c.device) for c in result.changes] + [6])
+    indent = device_width + 2
     lines = [f"candidate {result.candidate_id} vs base {result.base_id}"]
     lines += [f"DIFFERS: {d}" for d in result.differences]
     lines += [f"{label}: {text}" for label, text in validity_lines(result)]
     for c in result.changes:
-        lines.append(
+        figures = (
             f"{c.device:<{device_width}}  {c.metric + ' ' + c.unit:<30} {_figure(c, 'base'):>10} ->"
             f" {_figure(c, 'candidate'):>10}  {_change_text(c):>8}  {_ci_text(c):<20} {_evidence_text(c):<12}"
-            f" {_verdict(c, result.noise_floor_pct, result.not_judged)}"
         )
+        verdict = _verdict(c, result.noise_floor_pct, result.not_judged)
+        if width is not None and len(figures) + 1 + len(verdict) > width and len(figures.rstrip()) <= width:
+            lines += [figures.rstrip(), " " * indent + verdict]
+        else:
+            lines.append(f"{figures} {verdict}")
     lines += [f"skipped {s}" for s in result.skipped] + _caveats(result) + _co2_lines(result) + _basis_note(result)
     if result.fail_on_regression_pct is not None:
         lines.append(_gate_line(result))
     if width is not None:
-        lines = [_fold(line, width, device_width + 2) for line in lines]
+        lines = [_fold(line, width, indent) for line in lines]
     return "\n".join(lines) + "\n"
 
 
@@ -462,11 +468,13 @@ def _fold(line: str, width: int, indent: int) -> str:
         return line
     import textwrap
 
+    lead = len(line) - len(line.lstrip(" "))  # a verdict line keeps its indent when folded further
     return "\n".join(
         textwrap.wrap(
-            line,
+            line.lstrip(" "),
             width=width,
-            subsequent_indent=" " * min(indent, width // 3),
+            initial_indent=" " * lead,
+            subsequent_indent=" " * max(lead, min(indent, width // 3)),
             break_long_words=False,
             break_on_hyphens=False,
             drop_whitespace=True,
