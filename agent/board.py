@@ -20,8 +20,11 @@ from agent import __version__
 from agent.sensors.base import under_root
 
 
-def probe_runtimes() -> list[dict[str, Any]]:
-    """Name, version, module and providers of each runtime importable here (run in the subprocess)."""
+def probe_runtimes(missing: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Name, version, module and providers of each runtime importable here (run in the subprocess).
+
+    `missing`, when given, receives each runtime that is not, with the one-line reason.
+    """
     from agent.errors import AgentError
     from agent.runtimes import RUNTIMES, backend
 
@@ -37,12 +40,14 @@ def probe_runtimes() -> list[dict[str, Any]]:
                     "module": type(runtime).__module__,
                 }
             )
-        except (AgentError, ImportError):
-            continue
+        except (AgentError, ImportError) as err:
+            if missing is not None:
+                missing[name] = " ".join(str(err).split()) or type(err).__name__
     return found
 
 
-def runtimes_via_subprocess(timeout_s: float = 60.0) -> list[dict[str, Any]]:
+def probe_via_subprocess(timeout_s: float = 60.0) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(runtimes found, {missing runtime: reason}), probed in a subprocess; both empty when the probe fails."""
     try:
         out = subprocess.run(
             [sys.executable, "-m", "agent.board", "--probe-runtimes"],
@@ -51,9 +56,23 @@ def runtimes_via_subprocess(timeout_s: float = 60.0) -> list[dict[str, Any]]:
             timeout=timeout_s,
             check=True,
         ).stdout
-        return list(json.loads(out))
-    except (subprocess.SubprocessError, ValueError, OSError):
-        return []
+        probe = json.loads(out)
+        return list(probe["found"]), dict(probe["missing"])
+    except (subprocess.SubprocessError, ValueError, OSError, KeyError, TypeError):
+        return [], {}
+
+
+def runtimes_via_subprocess(llama_bench: str = "", timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """The runtimes found, and the board's llama-bench binary where one is configured (agent serve --llama-bench)."""
+    found = probe_via_subprocess(timeout_s)[0]
+    if llama_bench:
+        found.append(llama_bench_runtime(llama_bench))
+    return found
+
+
+def llama_bench_runtime(path: str) -> dict[str, Any]:
+    """The user's llama-bench as a runtime entry: its build shows in each result (it prints no version alone)."""
+    return {"name": "llama-bench", "version": "", "providers": ["CPU"], "module": path}
 
 
 def _read(path: str) -> str:
@@ -171,6 +190,7 @@ def describe(profile: str, runtimes: list[dict[str, Any]]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--probe-runtimes"]:
-        print(json.dumps(probe_runtimes()))
+        absent: dict[str, str] = {}
+        print(json.dumps({"found": probe_runtimes(absent), "missing": absent}))
     else:
         print(json.dumps(describe("?", probe_runtimes()), indent=2))

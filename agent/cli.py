@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--power-meter", metavar="SPEC", help="external meter, e.g. um25c:/dev/rfcomm0 or csv:/dev/ttyACM0@115200"
     )
+    serve.add_argument(
+        "--llama-bench",
+        metavar="PATH",
+        help="measure GGUF models with this llama.cpp llama-bench binary instead of llama-cpp-python "
+        "(default: the profile's [runners] llama_bench)",
+    )
     serve.add_argument("--token-file", type=Path, help="file holding the bearer token hosts must present")
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
@@ -66,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics (power, temperatures, queue, jobs, health) on HOST:PORT, e.g. 127.0.0.1:9464",
     )
     serve.add_argument(
+        "--power-mode",
+        type=int,
+        metavar="ID",
+        help="Jetson: the nvpmodel power mode to set for each job and restore after it (needs root or sudo -n)",
+    )
+    serve.add_argument(
         "--warm-worker",
         action="store_true",
         help="keep a worker with the runtimes imported ready for the next job: faster job starts "
@@ -75,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe this board: OS, CPU, memory, runtimes, profile")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--profile", help="device profile (default: detected)")
+    info.add_argument("--llama-bench", metavar="PATH", help="the llama-bench binary agent serve would use")
 
     sensors = sub.add_parser("sensors", help="detected sensors with a live reading of each")
     sensors.add_argument("--json", action="store_true", help="machine-readable output")
@@ -87,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _info(profile: str | None, as_json: bool) -> int:
+def _info(profile: str | None, as_json: bool, llama_bench: str | None = None) -> int:
     from agent import board
     from agent.profiles import detect_profile_name, load_profile
 
@@ -96,11 +109,15 @@ def _info(profile: str | None, as_json: bool) -> int:
     except ValueError as err:
         print(f"agent: {err}", file=sys.stderr)
         return 2
-    info = board.describe(name, board.runtimes_via_subprocess())
+    found, missing = board.probe_via_subprocess()
+    bench = llama_bench or load_profile(name).runners.get("llama_bench", "")
+    if bench:
+        found.append(board.llama_bench_runtime(bench))
+    info = board.describe(name, found)
     # metadata repeats some top-level fields (kernel) for the host's use: said once here.
     info["metadata"] = {k: v for k, v in info["metadata"].items() if info.get(k) != v}
     if as_json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps({**info, "missing_runtimes": missing}, indent=2))
         return 0
     gib = info["ram_bytes"] / 1024**3
     print(f"host      {info['hostname']}  ({info['board'] or info['machine']})")
@@ -111,9 +128,10 @@ def _info(profile: str | None, as_json: bool) -> int:
         print(f"runtime   {rt['name']} {rt['version']}  {' '.join(rt['providers'])}")
     from agent.runtimes import RUNTIMES
 
-    found = {rt["name"] for rt in info["runtimes"]}
-    for missing in (name for name in RUNTIMES if name not in found):  # models of that kind cannot run here
-        print(f"runtime   {missing} missing")
+    present = {rt["name"] for rt in info["runtimes"]}
+    for absent in (name for name in RUNTIMES if name not in present):  # models of that kind cannot run here
+        reason = missing.get(absent, "")
+        print(f"runtime   {absent} missing" + (f": {reason}" if reason else ""))
     for key, value in sorted(info["metadata"].items()):
         print(f"{key:<9} {value}")
     return 0
@@ -161,10 +179,12 @@ def main(argv: list[str] | None = None) -> None:
             adb=args.adb,
             delegate=args.delegate,
             metrics_listen=args.metrics_listen,
+            power_mode=args.power_mode,
+            llama_bench=args.llama_bench,
         )
         sys.exit(serve(opts))
     if args.command == "info":
-        sys.exit(_until_the_reader_leaves(lambda: _info(args.profile, args.json)))
+        sys.exit(_until_the_reader_leaves(lambda: _info(args.profile, args.json, args.llama_bench)))
     if args.command == "sensors":
         from agent.sensors.cli import run_sensors_command
 

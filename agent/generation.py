@@ -16,7 +16,7 @@ from agent import frames
 from agent.errors import InvalidInput
 from agent.frames import FLUSH_INTERVAL_NS
 from agent.rss import peak_rss_bytes
-from agent.runtimes.genai import GenAISession, Generation
+from agent.runtimes.generative import Generation, GenerativeSession
 
 WARMUP = 5
 MEASURE = 6
@@ -24,7 +24,7 @@ MEASURE = 6
 MAX_TOKENS = 1_000_000
 
 
-def prompts(session: GenAISession, generation: dict[str, Any]) -> list[list[int]]:
+def prompts(session: GenerativeSession, generation: dict[str, Any]) -> list[list[int]]:
     """The prompts to sweep: the text tokenized on the board, or synthetic ids of each requested length."""
     gen_len = int(generation.get("gen_len", 0))
     if not 0 < gen_len <= MAX_TOKENS:
@@ -43,7 +43,7 @@ def prompts(session: GenAISession, generation: dict[str, Any]) -> list[list[int]
 
 
 def run_generation(worker: Any, runtime: Any) -> None:
-    """The whole job for a GenAI model; `worker` is agent.worker.Worker (events, control line, progress)."""
+    """The whole job for a generative model; `worker` is agent.worker.Worker (events, control line, progress)."""
     spec = worker.spec
     session, load_time_ns, load_rss_delta = worker.load_session(runtime)
     generation = spec.get("generation", {})
@@ -62,7 +62,7 @@ def run_generation(worker: Any, runtime: Any) -> None:
         first_inference_ns=first_inference_ns,
         inputs=[{"name": "input_ids", "dtype": "int64", "shape": [1, len(p)]} for p in sweep],
         outputs=[{"name": "tokens", "dtype": "int64", "shape": [1, gen_len]}],
-        threads=int(spec.get("threads", 0)),
+        threads=int(session.settings.get("n_threads") or spec.get("threads", 0)),
         inputs_source="text" if generation.get("prompt_text") else "random",
     )
     if not worker.await_go():
@@ -78,11 +78,12 @@ def run_generation(worker: Any, runtime: Any) -> None:
         peak_rss_bytes=peak_rss_bytes(),
         op_by_type=[],
         op_top_nodes=[],
+        notes=dict(session.settings),  # what the runtime used (llama.cpp: quantization, n_ctx, n_batch, ...)
     )
     session.close()
 
 
-def _phase(worker: Any, session: GenAISession, sweep: list[list[int]], gen_len: int, phase: int) -> int:
+def _phase(worker: Any, session: GenerativeSession, sweep: list[list[int]], gen_len: int, phase: int) -> int:
     """Warmup (at least `warmup` per prompt, within max_warmup_s) or measure (`runs` and `min_duration_s` each)."""
     spec = worker.spec
     name = "warmup" if phase == WARMUP else "measure"
@@ -109,19 +110,19 @@ def _phase(worker: Any, session: GenAISession, sweep: list[list[int]], gen_len: 
             done += 1
             count += 1
             if clock() - last_flush >= FLUSH_INTERVAL_NS:
-                _send(worker, phase, len(prompt), pending)
+                send(worker, phase, len(prompt), pending)
                 pending = []
                 last_flush = clock()
                 if phase == MEASURE:
                     worker.done = count
-        _send(worker, phase, len(prompt), pending)
+        send(worker, phase, len(prompt), pending)
         if phase == MEASURE:
             worker.done = count
     worker.event(type="phase", phase=name, start_ns=begin, end_ns=clock(), count=count, stable=True)
     return count
 
 
-def _send(worker: Any, phase: int, prompt_tokens: int, pending: list[Generation]) -> None:
+def send(worker: Any, phase: int, prompt_tokens: int, pending: list[Generation]) -> None:
     """The generations since the last flush: a "tokens" event each, then their windows as one latency block.
 
     Sent every FLUSH_INTERVAL_NS like the inference windows (agent/worker.py), not after every generation: a

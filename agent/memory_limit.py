@@ -56,8 +56,29 @@ def resident_bytes(pid: int) -> int | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    """The children of `pid`'s main thread (where the worker starts runners such as llama-bench or trtexec)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(c) for c in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def tree_resident_bytes(pid: int) -> int | None:
+    """Resident memory of `pid` and its descendants, bytes; None once `pid` is gone. A native runner the worker
+    starts (llama-bench, trtexec) holds the model's memory in a child: it counts against the worker's limit."""
+    total = resident_bytes(pid)
+    if total is None:
+        return None
+    for child in _children(pid):
+        total += tree_resident_bytes(child) or 0
+    return total
+
+
 class MemoryWatch:
-    """Kills worker `pid` (its process group) once its resident memory passes `limit_mb` MiB.
+    """Kills worker `pid` (its process group) once its resident memory, its children's included, passes
+    `limit_mb` MiB.
 
     `tripped_bytes` is the RSS that was seen over the limit (None while within it); `error(phase)` is the
     job's one-line end for it.
@@ -83,7 +104,7 @@ class MemoryWatch:
     def _watch(self) -> None:
         limit_bytes = self.limit_mb * 1024**2
         while not self._stop.is_set():
-            rss = resident_bytes(self.pid)
+            rss = tree_resident_bytes(self.pid)
             if rss is None:
                 return  # the worker is gone: its exit status tells the rest
             if rss > limit_bytes:

@@ -21,6 +21,8 @@ from agent.membership import MembershipProver
 from agent.model_cache import ModelCache
 from agent.server import TlsFiles, create_server, is_loopback, split_address
 from agent.servicer import AgentServicer
+from agent.token_file import TokenFileError, read_token
+from device_profiles import DeviceProfile
 from protos import agent_pb2 as pb
 
 log = logging.getLogger("agent")
@@ -67,18 +69,31 @@ class ServeOptions:
     delegate: str = ""
     #: HOST:PORT of the Prometheus /metrics endpoint (agent/metrics.py); None = no endpoint.
     metrics_listen: str | None = None
+    #: A Jetson's nvpmodel mode set for each job and restored after it (agent/power_mode.py); None = leave it.
+    power_mode: int | None = None
+    #: The board's llama-bench binary for GGUF models; None = the profile's [runners] llama_bench, if any.
+    llama_bench: str | None = None
+
+
+def _llama_bench(flag: str | None, profile: DeviceProfile) -> str:
+    """--llama-bench, else the profile's [runners] llama_bench: checked now, so a wrong path fails at start."""
+    path = flag if flag is not None else profile.runners.get("llama_bench", "")
+    if not path:
+        return ""
+    resolved = Path(path).expanduser()
+    if not resolved.is_file() or not os.access(resolved, os.X_OK):
+        where = "--llama-bench" if flag is not None else f"profile {profile.name} [runners] llama_bench"
+        raise ServeError(f"{where}: {path} is not an executable file")
+    return str(resolved.resolve())
 
 
 def _read_token(path: Path) -> str:
     try:
-        token = path.expanduser().read_text().strip()
-    except OSError as err:
-        raise ServeError(f"cannot read the token file {path}: {err.strerror}") from err
-    if len(token) < 16:
-        raise ServeError(f"the token in {path} is too short ({len(token)} chars): use at least 16 random characters")
-    mode = path.expanduser().stat().st_mode & 0o777
-    if mode & 0o077:  # other users of the board could read it and control every agent sharing the token
-        log.warning("the token file %s is accessible by other users (mode %03o): chmod 600 %s", path, mode, path)
+        token, warning = read_token(path)
+    except TokenFileError as err:
+        raise ServeError(str(err)) from err
+    if warning:  # other users of the board could read it and control every agent sharing the token
+        log.warning("%s", warning)
     return token
 
 
@@ -129,6 +144,8 @@ class AgentProcess:
             self.profile = load_profile(name)
         except ValueError as err:
             raise ServeError(str(err)) from err
+        # Before anything is started or written: a --power-mode the agent may not set refuses the start.
+        board_state = _board_state(opts, self.profile.name, phone=self.phone is not None)
         try:
             detection = detect_sensors(self.profile, opts.power_meter)
         except ValueError as err:  # a malformed --power-meter spec
@@ -136,10 +153,11 @@ class AgentProcess:
         self.sensors = [] if self.phone else list(detection.sensors)  # a phone's power: its own gauge (agent/adb)
         for problem in detection.problems:
             log.warning("sensor: %s", problem)
+        self.llama_bench = "" if self.phone else _llama_bench(opts.llama_bench, self.profile)
         self._board = (
             self.phone.board(self.profile)
             if self.phone
-            else board.describe(self.profile.name, board.runtimes_via_subprocess())
+            else board.describe(self.profile.name, board.runtimes_via_subprocess(self.llama_bench))
         )
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -169,6 +187,9 @@ class AgentProcess:
             backend=self.phone.backend(self.profile) if self.phone else None,
             warm_worker=opts.warm_worker,
             worker_memory_mb=self._worker_memory_mb(),
+            runtime_options=self.profile.runtime_options(),
+            board_state=board_state,
+            llama_bench=self.llama_bench,
         )
         self.runner = JobRunner(self.journal, self.cache, settings, opts.data_dir / "jobs")
         prover = MembershipProver(self.token, host, lambda: self.port)
@@ -258,6 +279,26 @@ class AgentProcess:
     def wait(self) -> None:
         """Until stop() has completed (not merely begun): jobs cancelled, streams ended, journal closed."""
         self._stop_done.wait()
+
+
+def _board_state(opts: ServeOptions, profile: str, phone: bool) -> Any:
+    """On a Jetson, what records its power mode and clocks per job (and sets --power-mode); None elsewhere."""
+    from agent.jetson_state import JetsonBoardState
+    from agent.power_mode import PowerModeControl, PowerModeRefused
+    from agent.sensors.base import under_root
+
+    jetson = not phone and (profile.startswith("jetson") or under_root("/etc/nv_tegra_release").is_file())
+    if not jetson:
+        if opts.power_mode is not None:
+            raise ServeError("--power-mode is for Jetson boards (nvpmodel): this agent does not serve one")
+        return None
+    control = None
+    if opts.power_mode is not None:
+        try:
+            control = PowerModeControl.checked(opts.power_mode)
+        except PowerModeRefused as err:
+            raise ServeError(str(err)) from err
+    return JetsonBoardState(control)
 
 
 def _connect_phone(opts: ServeOptions) -> Any:

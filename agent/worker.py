@@ -50,11 +50,16 @@ class Worker:
     def run(self) -> None:
         """The job. Its memory limit is the agent's to enforce (agent/memory_limit.py), from outside."""
         from agent.inputs import load_npz, random_inputs, resolve_shapes
-        from agent.runtimes import backend_for_format
+        from agent.runtimes import GENERATIVE_FORMATS, backend_for_format
 
         spec = self.spec
-        runtime = backend_for_format(spec["format"])
-        if spec["format"] == "genai":  # a generative model: generations, not inferences (agent/generation.py)
+        if spec["format"] == "gguf" and spec.get("llama_bench"):  # the board's own llama-bench binary
+            from agent.llama_bench_job import run_llama_bench
+
+            run_llama_bench(self, spec["llama_bench"])  # the agent's memory watch counts its child too
+            return
+        runtime = backend_for_format(spec["format"], spec.get("options", {}).get("runtime", ""))
+        if spec["format"] in GENERATIVE_FORMATS:  # generations, not inferences (agent/generation.py)
             from agent.generation import run_generation
 
             run_generation(self, runtime)
@@ -70,7 +75,8 @@ class Worker:
         # The first run happens inside prepare (it validates the inputs); time it as first inference.
         t0 = time.monotonic_ns()
         session.prepare(feeds)
-        first_inference_ns = time.monotonic_ns() - t0
+        # A native runner (trtexec) times its own first inference; its prepare is file writing.
+        first_inference_ns = getattr(session, "first_inference_ns", 0) or time.monotonic_ns() - t0
         self.event(
             type="info",
             runtime=runtime.name,
@@ -86,16 +92,20 @@ class Worker:
             ],
             threads=int(spec.get("threads", 0)),
             inputs_source=source,
+            prepare_detail=getattr(session, "prepare_detail", ""),
         )
         if not self.await_go():
             return  # agent cancelled the job
-        warmup_count, stable = self.warmup(session)
-        measured = self.measure(session)
+        if getattr(session, "native", False):  # the runner times its phases itself (agent/runtimes/trtexec.py)
+            warmup_count, stable, measured = session.run_phases(self)
+        else:
+            warmup_count, stable = self.warmup(session)
+            measured = self.measure(session)
         op_by_type: list[dict[str, Any]] = []
         op_top: list[dict[str, Any]] = []
         op_notes: dict[str, str] = {}
         if spec.get("op_profile"):
-            op_by_type, op_top, op_notes = self.op_profile(runtime, feeds, session.op_profile_unavailable)
+            op_by_type, op_top, op_notes = self.op_profile(runtime, feeds, session)
         self.event(
             type="end",
             measured=measured,
@@ -105,6 +115,7 @@ class Worker:
             peak_rss_bytes=peak_rss_bytes(),
             op_by_type=op_by_type,
             op_top_nodes=op_top,
+            notes=session.notes() if hasattr(session, "notes") else {},
             **op_notes,
         )
         session.close()
@@ -118,10 +129,19 @@ class Worker:
             spec["model_path"],
             threads=int(spec.get("threads", 0)),
             providers=spec.get("providers", []),
-            options=spec.get("options", {}),
+            options=self.runtime_options(),
             op_profile=False,
         )
         return session, time.monotonic_ns() - t0, rss_bytes() - rss_before
+
+    def runtime_options(self) -> dict[str, str]:
+        """The job's runtime options, plus what a runtime that builds for the run's shapes needs (TensorRT)."""
+        options = dict(self.spec.get("options", {}))
+        options["input_shapes_json"] = json.dumps(self.spec.get("input_shapes", {}))
+        options.pop("tensorrt.engine_dir", None)  # where the agent keeps engines is the agent's to say
+        if self.spec.get("engine_dir"):
+            options["tensorrt.engine_dir"] = str(self.spec["engine_dir"])
+        return options
 
     def await_go(self) -> bool:
         """Wait while the agent settles the board and records idle power (nothing may run meanwhile).
@@ -209,25 +229,30 @@ class Worker:
         return count
 
     def op_profile(
-        self, runtime: Any, feeds: dict[str, Any], unavailable: str
+        self, runtime: Any, feeds: dict[str, Any], measured: Any = None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
         """A separate profiled session after measuring, so the profiler never slows measured runs.
 
-        Returns (by op type, slowest nodes, end-event fields): `op_profile_note` says why a runtime has no
-        profile, `op_trace_gz_b64` carries the runtime's own trace (gzip, base64) when it is small enough.
+        Returns (by op type, slowest nodes, end-event fields): `op_profile_note` says why the measured session's
+        runtime has no profile, `op_trace_gz_b64` carries the runtime's own trace (gzip, base64) when small enough.
         """
+        unavailable = getattr(measured, "op_profile_unavailable", "")
         if unavailable:
             return [], [], {"op_profile_note": f"not available: {unavailable}"}
         self.phase = "op-profile"
+        runs = int(self.spec.get("op_profile_runs", 20))
+        if getattr(measured, "native", False):  # one more runner invocation with its own layer profiler
+            by_type, top = measured.profile_layers(runs)
+            return [vars(t) for t in by_type], [vars(t) for t in top], {}
         session = runtime.load(
             self.spec["model_path"],
             threads=int(self.spec.get("threads", 0)),
             providers=self.spec.get("providers", []),
-            options=self.spec.get("options", {}),
+            options=self.runtime_options(),
             op_profile=True,
         )
         session.prepare(feeds)
-        for _ in range(int(self.spec.get("op_profile_runs", 20))):
+        for _ in range(runs):
             session.run()
         by_type, top = session.op_profile()
         fields = op_trace_fields(session.op_trace_json)

@@ -22,6 +22,7 @@ DATA_DIR=/var/lib/edgeprof
 UNIT_FILE=/etc/systemd/system/edgeprof-agent.service
 DROPIN_DIR=/etc/systemd/system/edgeprof-agent.service.d
 GROUPS_DROPIN=/etc/systemd/system/edgeprof-agent.service.d/10-groups.conf
+WANTS_LINK=/etc/systemd/system/multi-user.target.wants/edgeprof-agent.service
 RAPL_RULE=/etc/udev/rules.d/99-edgeprof-rapl.rules
 
 usage() {
@@ -33,6 +34,14 @@ Installs the edgeprof agent as the systemd service edgeprof-agent: creates the s
 settings in /etc/edgeprof/agent.env, the data directory /var/lib/edgeprof and the unit file,
 then enables and starts the service. Running it again upgrades the package and keeps the token
 and any settings not given on the command line. Needs root unless --root points elsewhere.
+
+Where systemd is not running (a container, a chroot, an image being built) it installs everything,
+enables the unit for the next boot with systemd (the link `systemctl enable` makes; systemctl need
+not be installed), starts nothing, exits 0, and prints the exact command that starts the agent by
+hand as the service user, e.g.:
+  setpriv --reuid=edgeprof --regid=edgeprof --init-groups --reset-env -- \
+      /opt/edgeprof/venv/bin/agent serve --listen 0.0.0.0:50051 \
+      --token-file /etc/edgeprof/agent.token --data-dir /var/lib/edgeprof --profile rpi5
 
 Where to install from:
   --source PATH|SPEC     a source tree, a wheel, or a pip requirement (default: edgeprof from
@@ -156,7 +165,8 @@ uninstall() {
     elif command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
         systemctl disable --now "$SERVICE" 2>/dev/null || true
     fi
-    rm -f -- "$(r "$UNIT_FILE")" "$(r "$GROUPS_DROPIN")" "$(r "$RAPL_RULE")"
+    # The wants link is systemctl's where systemd runs; where it does not, the installer made it.
+    rm -f -- "$(r "$UNIT_FILE")" "$(r "$GROUPS_DROPIN")" "$(r "$RAPL_RULE")" "$(r "$WANTS_LINK")"
     rmdir -- "$(r "$DROPIN_DIR")" 2>/dev/null || true
     rm -rf -- "$(r "$VENV")" "$(r "$ETC_DIR")"
     rmdir -- "$(dirname -- "$(r "$VENV")")" 2>/dev/null || true
@@ -281,6 +291,9 @@ else
     "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$tmp_token"
     mv -f -- "$tmp_token" "$token_path"
 fi
+# root:edgeprof 0640: the service reads it through its own group (which has no other member) but
+# cannot rewrite or chmod it, as it could a file it owned. The agent accepts exactly this layout
+# without a warning (agent/token_file.py); any other reader makes it warn at every start.
 chmod 0640 -- "$token_path"
 sys chown "root:$SERVICE_USER" "$TOKEN_FILE"
 
@@ -371,9 +384,21 @@ if [[ $RAPL_ACCESS -eq 1 ]]; then
 fi
 
 # ---- start ------------------------------------------------------------------------------------
+# The command the unit runs, as the service user, for where no systemd runs it: a container, a chroot,
+# an image being built. Printed at the end; its arguments are those of ExecStart= with agent.env applied.
+# setpriv (util-linux) becomes the user with its groups and a clean environment (HOME is the data
+# directory, as under the unit) and then execs the agent, so a container's stop signal reaches the
+# agent itself; runuser and su stay as a parent that kills it 2 s after SIGTERM, cutting its shutdown.
+hand_command=(setpriv "--reuid=$SERVICE_USER" "--regid=$SERVICE_USER" --init-groups --reset-env --
+    "$VENV/bin/agent" serve --listen "$LISTEN" --token-file "$TOKEN_FILE" --data-dir "$DATA_DIR" "${agent_args[@]}")
+started=0
 if [[ $LIVE -eq 1 && ! -d /run/systemd/system ]]; then
-    say "systemd is not running here (container or chroot): enabling only"
-    systemctl enable "$SERVICE"
+    # No systemd here (container, chroot, image build): nothing can start the unit now, and systemctl may
+    # not even be installed. Enable it the way `systemctl enable` does for WantedBy=multi-user.target, so
+    # the unit starts when this system boots with systemd, and tell how to start the agent by hand.
+    say "systemd is not running here (container or chroot): unit enabled for the next boot with systemd, not started"
+    install -d -m 0755 -- "$(dirname -- "$WANTS_LINK")"
+    ln -sfn -- "$UNIT_FILE" "$WANTS_LINK"
 elif [[ $NO_START -eq 1 ]]; then
     sys systemctl daemon-reload
     sys systemctl enable "$SERVICE"
@@ -389,6 +414,7 @@ else
             die "$SERVICE did not stay up; see: journalctl -u $SERVICE"
         fi
         say "$SERVICE is running"
+        started=1
     fi
 fi
 
@@ -402,3 +428,8 @@ echo
 echo "Agent address: $address:$port    token: $TOKEN_FILE (root:$SERVICE_USER, 0640)"
 echo "Copy the token to the host, e.g.: ssh $(uname -n) sudo cat $TOKEN_FILE > ~/.config/edgeprof/$(uname -n).token"
 echo "host profile model.onnx --device $address:$port --token-file ~/.config/edgeprof/$(uname -n).token"
+if [[ $started -eq 0 ]]; then
+    # %q quotes each word for the shell, so the line can be pasted or used in a container's entrypoint.
+    hand_line=$(printf '%q ' "${hand_command[@]}")
+    echo "Without systemd (container, chroot), start the agent by hand with: ${hand_line% }"
+fi

@@ -70,6 +70,16 @@ class DeviceProfile:
     detect: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: ``[limits] worker_memory_mb``: resident memory a job's worker may use, MB (0 = no limit).
     worker_memory_mb: int = 0
+    #: ``[tensorrt]`` as job options ("tensorrt.precision": "fp16", ...), for runtime = "tensorrt".
+    tensorrt: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: ``[runners]``: native benchmark binaries on the board, e.g. {"llama_bench": "/opt/llama.cpp/llama-bench"}.
+    runners: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def runtime_options(self) -> dict[str, str]:
+        """Options every job on this board gets unless it says otherwise (runtime = "tensorrt" and its table)."""
+        if self.runtime != "tensorrt":
+            return {}
+        return {"runtime": "tensorrt", **self.tensorrt}
 
     def options_for(self, backend: str) -> Mapping[str, Any]:
         """The ``[sensor_options.<backend>]`` table, empty when the profile has none."""
@@ -126,11 +136,14 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
     rail_parents = _table(data, "rail_parents", path)
     if not all(isinstance(v, str) for v in rail_parents.values()):
         raise ValueError(f"{path}: every [rail_parents] value must be a rail name (a string)")
+    runners = _table(data, "runners", path)
+    if not all(isinstance(v, str) for v in runners.values()):
+        raise ValueError(f"{path}: every [runners] value must be the path of a binary (a string)")
     max_temp = data.get("max_temp_c")
     settle = data.get("settle_temp_c")
     runtime = str(data.get("runtime", "onnxruntime"))
-    if runtime not in ("onnxruntime", "tflite"):
-        raise ValueError(f"{path}: runtime must be 'onnxruntime' or 'tflite', not {runtime!r}")
+    if runtime not in ("onnxruntime", "tflite", "tensorrt"):
+        raise ValueError(f"{path}: runtime must be 'onnxruntime', 'tflite' or 'tensorrt', not {runtime!r}")
     return DeviceProfile(
         name=str(data.get("name", name)),
         description=str(data.get("description", "")),
@@ -148,7 +161,33 @@ def _parse_profile(name: str, path: Path) -> DeviceProfile:
         sensor_options=_table(data, "sensor_options", path),
         detect=_table(data, "detect", path),
         worker_memory_mb=_worker_memory_mb(_table(data, "limits", path), path),
+        tensorrt=_tensorrt_table(_table(data, "tensorrt", path), path),
+        runners=runners,
     )
+
+
+def _tensorrt_table(table: Mapping[str, Any], path: Path) -> Mapping[str, str]:
+    """``[tensorrt]`` precision / dla_core / gpu_fallback, as the job options the agent sends its workers."""
+    options: dict[str, str] = {}
+    for key in table:
+        if key not in ("precision", "dla_core", "gpu_fallback"):
+            raise ValueError(f"{path}: [tensorrt] takes precision, dla_core and gpu_fallback, not {key!r}")
+    precision = table.get("precision")
+    if precision is not None:
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"{path}: [tensorrt] precision must be fp32, fp16 or int8")
+        options["tensorrt.precision"] = str(precision)
+    dla = table.get("dla_core")
+    if dla is not None:
+        if not isinstance(dla, int) or isinstance(dla, bool) or dla < 0:
+            raise ValueError(f"{path}: [tensorrt] dla_core must be a core number (0 or 1)")
+        options["tensorrt.dla_core"] = str(dla)
+    fallback = table.get("gpu_fallback")
+    if fallback is not None:
+        if not isinstance(fallback, bool):
+            raise ValueError(f"{path}: [tensorrt] gpu_fallback must be true or false")
+        options["tensorrt.gpu_fallback"] = "1" if fallback else "0"
+    return MappingProxyType(options)
 
 
 def _worker_memory_mb(limits: Mapping[str, Any], path: Path) -> int:

@@ -67,6 +67,9 @@ class PhoneConfig:
     ram_kb: int = 7_800_000
     status: str = "Discharging"
     usb_online: bool = False
+    #: What `dumpsys battery` says of USB power (None: what usb/online says). A phone whose supplies the shell
+    #: cannot read, or that names them otherwise, still says "USB powered: true" there.
+    usb_powered: bool | None = None
     #: "uA" or "mA" for current_now (voltage follows: uV or mV).
     gauge_unit: str = "uA"
     #: True: current_now is negative while discharging.
@@ -84,7 +87,8 @@ class PhoneConfig:
     #: towards where it started otherwise (°C/s), throttling trip points (type, °C), or "raw_mc": a
     #: constant reading (battery current zones read mA as m°C).
     zones: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "cpu-0-0", "temp_c": 36.0}])
-    #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3}
+    #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3,
+    #: "start_delay_s": 0.5, "external_delegate_nodes": [0, 31], "omit_lines": ["count="]}
     runner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,6 +144,8 @@ class AdbEmulator:
         (root / "etc/settings").mkdir(exist_ok=True)
         (root / "etc/settings/screen_brightness").write_text("128\n")
         (root / "run/screen").write_text("on\n")
+        usb_powered = cfg.usb_online if cfg.usb_powered is None else cfg.usb_powered
+        status_code = {"Charging": 2, "Discharging": 3, "Not charging": 4, "Full": 5}.get(cfg.status, 1)
         tools = {
             "getprop": f"""#!{sys.executable}
 import json, sys
@@ -166,6 +172,15 @@ case "$2" in *SLEEP*|223) echo off > {root}/run/screen;; *WAKEUP*|224) echo on >
 if [ "$1" = power ]; then
   if [ "$(cat {root}/run/screen)" = on ]; then echo "  mWakefulness=Awake"; else echo "  mWakefulness=Asleep"; fi
 fi
+if [ "$1" = battery ]; then
+  echo "Current Battery Service state:"
+  echo "  AC powered: false"
+  echo "  USB powered: {"true" if usb_powered else "false"}"
+  echo "  Wireless powered: false"
+  echo "  status: {status_code}"
+  echo "  level: 80"
+  echo "  voltage: {int(cfg.voltage_mv)}"
+fi
 """,
         }
         for name, text in tools.items():
@@ -180,6 +195,8 @@ fi
         current_ma = (cfg.load_current_ma if busy else cfg.idle_current_ma) + 0.5 * (self._refreshes % 3)
         if cfg.status == "Charging":
             current_ma = -1500.0  # charging current flows into the battery
+        elif cfg.status in ("Not charging", "Full"):
+            current_ma = 1.0  # on external power, charging paused: the battery gives or takes next to nothing
         sign = -1.0 if cfg.discharge_negative else 1.0
         scale = 1000.0 if cfg.gauge_unit == "uA" else 1.0
         battery = self.root / "sys/class/power_supply/battery"
@@ -507,6 +524,26 @@ def _flags(argv: list[str]) -> dict[str, str]:
     return flags
 
 
+class _Omitting:
+    """stdout without the lines that contain any of ``omitted``."""
+
+    def __init__(self, out: Any, omitted: tuple[str, ...]) -> None:
+        self.out = out
+        self.omitted = omitted
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not any(o in line for o in self.omitted):
+                self.out.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def benchmark_main(argv: list[str] | None = None) -> int:
     """Run a .tflite model with LiteRT and print as TensorFlow Lite's benchmark_model does."""
     flags = _flags(sys.argv[1:] if argv is None else argv)
@@ -518,6 +555,10 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     counter = root / "run/invocations"
     invocation = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(invocation))
+    # A phone's runner can take long to start (loading, page cache, a busy little core): it lies between blocks.
+    time.sleep(float(config.get("start_delay_s", 0.0)))
+    if config.get("omit_lines"):  # a build that prints less than the upstream tool
+        sys.stdout = _Omitting(sys.stdout, tuple(config["omit_lines"]))
     print("INFO: STARTING!")
     print(f"INFO: Graph: [{flags.get('graph', '')}]")
     delegate = next((d for d in ("gpu", "nnapi", "xnnpack") if flags.get(f"use_{d}") == "true"), "")
@@ -543,6 +584,15 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     print(f"INFO: Loaded model {flags['graph']}")
     if delegate:
         print(f"INFO: Created TensorFlow Lite delegate for {delegate.upper()}.")
+    if flags.get("external_delegate_path"):
+        # As Qualcomm's QNN delegate logged it on a phone whose backend took nothing (tensorflow#83344).
+        print("INFO: EXTERNAL delegate created.")
+    if flags.get("external_delegate_path") and "external_delegate_nodes" in config:
+        taken, total = config["external_delegate_nodes"]
+        print(
+            f"INFO: TfLiteQnnDelegate delegate: {taken} nodes delegated out of {total} nodes"
+            f" with {int(taken > 0)} partitions."
+        )
     print(f"INFO: Initialized session in {init_us / 1000:.3f}ms.")
     if config.get("crash_on_invocation") == invocation:
         sys.stdout.flush()

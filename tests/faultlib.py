@@ -377,11 +377,14 @@ def generate_certs(directory: Path) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def rapl_agent(tmp_path: Path, power_w: float, range_uj: int) -> Iterator[str]:
+def rapl_agent(
+    tmp_path: Path, power_w: float, range_uj: int, *args: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """A real `agent serve` whose only power sensor is a fake RAPL counter rising at `power_w`; its address.
 
-    The counter wraps at `range_uj`. The agent uses a user profile (EDGEPROF_PROFILES_DIR) like x86-rapl, with a
-    realistic ceiling for this fake package, so the wrap-safe poll rate stays modest on a 2-core test machine.
+    The counter wraps at `range_uj`; `args` and `env` go to `agent serve` as well. The agent uses a user profile
+    (EDGEPROF_PROFILES_DIR) like x86-rapl, with a realistic ceiling for this fake package, so the wrap-safe poll
+    rate stays modest on a 2-core test machine.
     """
     from tests.sensor_fakes import RaplCounterWriter, build_rapl_zone
 
@@ -399,7 +402,8 @@ def rapl_agent(tmp_path: Path, power_w: float, range_uj: int) -> Iterator[str]:
         tmp_path,
         "--profile",
         "test-rapl",
-        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles)},
+        *args,
+        env={"EDGEPROF_SYSFS_ROOT": str(root), "EDGEPROF_PROFILES_DIR": str(profiles), **(env or {})},
     )
     try:
         yield agent.start().address

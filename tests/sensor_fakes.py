@@ -154,10 +154,11 @@ def build_cpufreq(root: Path, freqs_khz: Sequence[int], governor: str = "schedut
         write(root, f"/sys/devices/system/cpu/cpu{n}/cpufreq/scaling_governor", governor)
 
 
-def build_android_battery(root: Path, current: int, voltage: int) -> None:
+def build_android_battery(root: Path, current: int, voltage: int, status: str = "Discharging") -> None:
     write(root, "/system/build.prop", "ro.product.model=Pixel 7\n")
     write(root, "/sys/class/power_supply/battery/current_now", current)
     write(root, "/sys/class/power_supply/battery/voltage_now", voltage)
+    write(root, "/sys/class/power_supply/battery/status", status)
 
 
 def build_rapl_zone(root: Path, zone: str, name: str, energy_uj: int = 0, max_range_uj: int = 262143328850) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.adb import battery, benchmark_output, op_table, runners
+from agent.adb import battery, benchmark_output, log_lines, op_table, runners
 from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.errors import InvalidInput, RuntimeMissing
 
@@ -164,3 +164,45 @@ def test_operator_table_gives_totals_by_type_and_top_nodes_of_the_regular_runs()
     ]
     assert top[0].total_us == pytest.approx(82_000)
     assert op_table.parse(LOG) == ([], [])  # a run without --enable_op_profiling
+
+
+# logcat's other formats, as `adb logcat -v brief` and `-v tag` print the tool's lines (layouts from logcat's
+# documentation; the brief form without a pid as an app's log showed it in machidyo/MediaPipeHandTracking#3).
+@pytest.mark.parametrize(
+    ("line", "level", "text"),
+    [
+        ("I/tflite  (22838): count=25 first=187533 avg=145528", "I", "count=25 first=187533 avg=145528"),
+        ("I/tflite: Initialized TensorFlow Lite runtime.", "I", "Initialized TensorFlow Lite runtime."),
+        (
+            "E/tflite: Next operations are not supported by GPU delegate:",
+            "E",
+            "Next operations are not supported by GPU delegate:",
+        ),
+        ("I tflite  : Inference timings in us: Init: 1", "I", "Inference timings in us: Init: 1"),
+        ("2023-07-14 13:14:56.520 22838 22838 W tflite  : x", "W", "x"),
+        ("Num threads: [4]", "", "Num threads: [4]"),
+    ],
+)
+def test_log_prefixes_of_every_logcat_format_are_taken_off(line: str, level: str, text: str) -> None:
+    assert log_lines.split(line) == (level, text)
+
+
+def test_count_lines_belong_to_the_phase_announced_before_them() -> None:
+    cut_after_warmup = "Running benchmark for at least 1 iterations and at least 0.5 seconds\ncount=6 avg=83420.5\n"
+    result = benchmark_output.parse(cut_after_warmup)
+    assert (result.warmup_count, result.runs, result.complete) == (6, {}, False)
+    assert result.missing().startswith("no statistics of measured runs")
+    both = (
+        cut_after_warmup + "Running benchmark for at least 50 iterations and at least 1 seconds\ncount=50 avg=80000\n"
+    )
+    assert benchmark_output.parse(both).runs == {"count": 50, "avg": 80000} and benchmark_output.parse(both).complete
+
+
+def test_space_aligned_row_keeps_a_node_type_of_several_words() -> None:
+    table = (
+        "============================== Summary by node type ==============================\n"
+        "   [Node type]   [count]   [avg ms]   [avg %]   [cdf %]   [mem KB]   [times called]\n"
+        "   Misc Runtime Ops   1   0.250   5.000%   100.000%   0.000   1\n"
+    )
+    (row,) = op_table.tables(table)["Summary by node type"]
+    assert (row["node type"], row["avg ms"], row["times called"]) == ("Misc Runtime Ops", "0.250", "1")

@@ -322,10 +322,10 @@ def test_mutual_tls_alone_may_listen_beyond_loopback(tmp_path: Path, certs: dict
     assert agent.authenticated
 
 
-def test_group_readable_token_file_is_warned_about_in_one_line(tmp_path: Path) -> None:
+def test_world_readable_token_file_is_warned_about_in_one_line(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text(secrets.token_urlsafe(32))
-    token.chmod(0o640)
+    token.chmod(0o644)
     agent = AgentProc(tmp_path, "--token-file", str(token)).start()
     try:
         with AgentClient(agent.address, Credentials(token=token.read_text())) as client:
@@ -334,7 +334,7 @@ def test_group_readable_token_file_is_warned_about_in_one_line(tmp_path: Path) -
         agent.stop()
 
     warnings = [ln for ln in agent.log_path.read_text().splitlines() if "accessible by other users" in ln]
-    assert len(warnings) == 1 and "chmod 600" in warnings[0] and "640" in warnings[0]
+    assert len(warnings) == 1 and "chmod 600" in warnings[0] and "644" in warnings[0]
 
 
 def test_private_token_file_gets_no_warning(token_agent: tuple[AgentProc, str]) -> None:

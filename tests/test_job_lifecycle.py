@@ -23,6 +23,8 @@ from host.fleet.client import AgentClient
 from protos import agent_pb2 as pb
 
 HOT_C, COOL_C, LIMIT_C = 80.0, 45.0, 50.0
+#: The profile's max_temp_c (the zone has no trip point): HOT_C is beyond it, so stability alone does not settle.
+TRIP_C = 75.0
 #: Reads by the settle loop that still find the board hot; the next one finds it cool.
 HOT_READS = 3
 #: The settle loop re-reads once a second.
@@ -37,16 +39,19 @@ def _in_process_agent(tmp_path: Path, **options: object) -> AgentProcess:
     return agent
 
 
-@pytest.fixture
-def settle_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AgentProcess, Path]]:
-    """An agent whose profile settles below LIMIT_C, on a fake board with one zone at HOT_C."""
+@pytest.fixture(params=[TRIP_C])
+def settle_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[tuple[AgentProcess, Path]]:
+    """An agent whose profile settles below LIMIT_C and throttles at the param (max_temp_c), on a fake board with
+    one zone at HOT_C."""
     root = tmp_path / "sys"
     build_thermal(root, {"cpu-thermal": HOT_C})
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "test-settle.toml").write_text(
         'name = "test-settle"\nruntime = "onnxruntime"\nproviders = ["CPUExecutionProvider"]\n'
-        f"power_sensors = []\nsettle_temp_c = {LIMIT_C}\nsettle_timeout_s = 120.0\n"
+        f"power_sensors = []\nsettle_temp_c = {LIMIT_C}\nsettle_timeout_s = 120.0\nmax_temp_c = {request.param}\n"
     )
     monkeypatch.setenv("EDGEPROF_SYSFS_ROOT", str(root))
     monkeypatch.setenv("EDGEPROF_PROFILES_DIR", str(profiles))
@@ -88,7 +93,8 @@ def test_settle_waits_until_the_board_cools_below_the_profile_limit(
     assert end.status == pb.JobEnd.OK, end
     assert settle_reads == [HOT_C] * HOT_READS + [COOL_C]
     settle = _settle_phase(batches)
-    assert settle.detail == f"settled at {COOL_C:.1f} C"
+    assert settle.detail == f"settled at {COOL_C:.1f} C: at or below the limit {LIMIT_C:.1f} C"
+    assert end.notes["settle"] == "cool"
     # It waited between its reads; an agent that measured at once would span almost nothing.
     assert (settle.end_ns - settle.start_ns) / 1e9 >= HOT_READS * SETTLE_POLL_S
     # Measuring started only after the board had settled.
@@ -96,7 +102,7 @@ def test_settle_waits_until_the_board_cools_below_the_profile_limit(
     assert measure.start_ns >= settle.end_ns
 
 
-def test_a_board_that_never_cools_is_measured_after_the_timeout_and_says_so(
+def test_a_board_that_stays_beyond_its_trip_limit_is_measured_after_the_timeout_and_says_so(
     settle_agent: tuple[AgentProcess, Path],
 ) -> None:
     agent, _temp_file = settle_agent
@@ -108,8 +114,30 @@ def test_a_board_that_never_cools_is_measured_after_the_timeout_and_says_so(
     (end,) = [b.end for b in batches if b.HasField("end")]
     assert end.status == pb.JobEnd.OK, end
     settle = _settle_phase(batches)
-    assert settle.detail == f"not settled: {HOT_C:.1f} C after 2 s (limit {LIMIT_C:.1f} C)"
+    assert settle.detail.startswith(
+        f"not settled: {HOT_C:.1f} C after 2 s, at or above the {TRIP_C:.1f} C trip-related limit (+0.0 C/min"
+    )
     assert (settle.end_ns - settle.start_ns) / 1e9 >= 2.0
+    assert end.notes["settle"] == "timeout"
+
+
+@pytest.mark.parametrize("settle_agent", [90.0], indirect=True)
+def test_a_board_that_idles_warm_below_its_trip_limit_is_settled_once_it_stops_cooling(
+    settle_agent: tuple[AgentProcess, Path],
+) -> None:
+    agent, _temp_file = settle_agent  # HOT_C, flat, is above the settle limit and below the 90 C max_temp_c
+    with AgentClient(f"127.0.0.1:{agent.port}") as client:
+        sha = upload(client)
+        request = profile_request(sha, runs=3, warmup=1, settle_timeout_s=6.0)
+        batches = list(client.profile(request, timeout_s=120))
+
+    (end,) = [b.end for b in batches if b.HasField("end")]
+    assert end.status == pb.JobEnd.OK, end
+    settle = _settle_phase(batches)
+    assert settle.detail == f"settled at {HOT_C:.1f} C: no longer cooling (+0.0 C/min over 2 s, limit {LIMIT_C:.1f} C)"
+    assert end.notes["settle"] == "stable"
+    # A window of flat readings (a third of the 6 s timeout) ended it, not the timeout.
+    assert 1.8 <= (settle.end_ns - settle.start_ns) / 1e9 < 4.0
 
 
 def test_a_cancelled_queued_job_never_runs_and_frees_its_queue_place(tmp_path: Path) -> None:

@@ -372,25 +372,38 @@ def test_settle_at_the_limit_is_settled_and_the_trip_point_is_noted(board: Any) 
     request = b.submit()
     end = b.wait_end(request.job_id)
     assert end.status == pb.JobEnd.OK, end.error
-    assert [p.detail for p in b.phases(request.job_id, "settle")] == ["settled at 50.0 C"]
-    assert end.notes["trip_temp_c"] == "97.0"
+    assert [p.detail for p in b.phases(request.job_id, "settle")] == ["settled at 50.0 C: at or below the limit 50.0 C"]
+    assert end.notes["trip_temp_c"] == "97.0" and end.notes["settle"] == "cool"
 
 
-def test_a_board_that_stays_hot_runs_anyway_and_says_it_did_not_settle(board: Any) -> None:
-    b = board(settle_temp_c=50.0, sensors=[Thermal(61.0)])
+def test_a_board_that_stays_hot_beyond_its_trip_runs_anyway_and_says_it_did_not_settle(board: Any) -> None:
+    b = board(settle_temp_c=50.0, sensors=[Thermal(61.0, trip_temp_c=60.0)])
     request = b.submit(settle_timeout_s=1.0)
     end = b.wait_end(request.job_id)
     assert end.status == pb.JobEnd.OK, end.error
     (settle,) = b.phases(request.job_id, "settle")
-    assert settle.detail == "not settled: 61.0 C after 1 s (limit 50.0 C)"
-    assert settle.end_ns - settle.start_ns >= 1e9
+    assert settle.detail == (
+        "not settled: 61.0 C after 1 s, at or above the 60.0 C trip-related limit"
+        " (+0.0 C/min over 0.333 s, limit 50.0 C)"
+    )
+    assert settle.end_ns - settle.start_ns >= 1e9 and end.notes["settle"] == "timeout"
+
+
+def test_a_board_idling_warm_below_its_trip_settles_once_its_temperature_is_stable(board: Any) -> None:
+    b = board(settle_temp_c=50.0, sensors=[Thermal(61.0, trip_temp_c=90.0)])
+    request = b.submit(settle_timeout_s=3.0)
+    end = b.wait_end(request.job_id)
+    assert end.status == pb.JobEnd.OK, end.error
+    (settle,) = b.phases(request.job_id, "settle")
+    assert settle.detail == "settled at 61.0 C: no longer cooling (+0.0 C/min over 1 s, limit 50.0 C)"
+    assert 0.9e9 <= settle.end_ns - settle.start_ns < 3e9 and end.notes["settle"] == "stable"
 
 
 def test_a_thermal_zone_that_cannot_be_read_does_not_hold_the_job(board: Any) -> None:
     b = board(settle_temp_c=50.0, sensors=[Thermal(None)])
     request = b.submit()
     assert b.wait_end(request.job_id).status == pb.JobEnd.OK
-    assert [p.detail for p in b.phases(request.job_id, "settle")] == ["settled at unknown"]
+    assert [p.detail for p in b.phases(request.job_id, "settle")] == ["settled at unknown: no zone reads a temperature"]
 
 
 def test_no_settle_phase_without_a_settle_temperature(board: Any) -> None:

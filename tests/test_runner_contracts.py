@@ -185,7 +185,7 @@ def test_request_identity_format_and_shapes_are_checked_in_one_line() -> None:
     cases = [
         ({"job_id": "A" * 32}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
         ({"job_id": "a" * 32 + "\n"}, "job_id must be 32 lower-case hex digits (a uuid4 hex)"),
-        ({"model_format": "pt"}, "model_format 'pt' is not one of onnx, ort, tflite, genai"),
+        ({"model_format": "pt"}, "model_format 'pt' is not one of onnx, ort, tflite, genai, gguf"),
         ({"input_shapes": {"": "1x3"}}, "input_shapes has an empty or overlong input name"),
         ({"input_shapes": {"x" * 1025: "1x3"}}, "input_shapes has an empty or overlong input name"),
     ]
@@ -218,9 +218,9 @@ def test_a_genai_request_needs_sane_generation_sizes() -> None:
     validate(genai(gen_len=1_000_000, prompt_lens=[1_000_000] * 64))
     validate(genai(gen_len=8, prompt_text="hello"))
     cases = [
-        (genai(gen_len=0, prompt_lens=[4]), "a GenAI model needs generation.gen_len between 1 and 1000000, got 0"),
+        (genai(gen_len=0, prompt_lens=[4]), "a generative model needs generation.gen_len between 1 and 1000000, got 0"),
         (genai(gen_len=1_000_001, prompt_lens=[4]), "generation.gen_len between 1 and 1000000, got 1000001"),
-        (genai(gen_len=8), "a GenAI model needs generation.prompt_lens or generation.prompt_text"),
+        (genai(gen_len=8), "a generative model needs generation.prompt_lens or generation.prompt_text"),
         (genai(gen_len=8, prompt_lens=[4] * 65), "generation.prompt_lens takes at most 64 lengths"),
         (genai(gen_len=8, prompt_lens=[0]), "generation.prompt_lens takes at most 64 lengths"),
         (genai(gen_len=8, prompt_lens=[1_000_001]), "generation.prompt_lens takes at most 64 lengths"),

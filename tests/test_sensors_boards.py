@@ -67,10 +67,19 @@ def test_android_kernels_reporting_milli_units(root: Path) -> None:
     assert sensor.read() == [pytest.approx(1000.0)]
 
 
-def test_android_generic_profile_expects_negative_discharge(root: Path) -> None:
-    build_android_battery(root, current=-1_000_000, voltage=4_000_000)
+@pytest.mark.parametrize("current_ua", [-1_000_000, 1_000_000])
+def test_android_generic_profile_detects_the_discharge_sign_instead_of_assuming_it(root: Path, current_ua: int) -> None:
+    build_android_battery(root, current=current_ua, voltage=4_000_000)
 
     assert AndroidBatterySensor.from_profile(load_profile("android-generic")).read() == [pytest.approx(4000.0)]
+
+
+@pytest.mark.parametrize("status", ["Charging", "Not charging", "Full"])
+def test_android_sign_cannot_be_detected_on_external_power_and_says_how_to_pin_it(root: Path, status: str) -> None:
+    build_android_battery(root, current=-257_109, voltage=4_170_660, status=status)  # an Xperia, charging
+    expected = f'battery {status}: unplug the phone once .* pin sign = "discharge_negative"'
+    with pytest.raises(SensorError, match=expected):
+        AndroidBatterySensor.from_profile(load_profile("android-generic"))
 
 
 def test_android_bad_sign_option_is_refused(root: Path) -> None:

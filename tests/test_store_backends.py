@@ -200,7 +200,7 @@ def test_many_writers_at_once_store_every_run_complete(target: str) -> None:
 
 
 def test_hosts_opening_a_new_store_at_once_migrate_it_once(target: str) -> None:
-    code = "import sys; from host.store.sqlite import Store; print(open_store(sys.argv[1]).schema_version())"
+    code = "import sys; from host.store.open import open_store; print(open_store(sys.argv[1]).schema_version())"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, target], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -220,10 +220,10 @@ _OPEN_TOGETHER = """
 import multiprocessing, sys
 from host.store.sqlite import Store
 
-def open_store(path, barrier, errors):
+def open_together(path, barrier, errors):
     barrier.wait()
     try:
-        open_store(path).close()
+        Store(path).close()
     except Exception as err:
         errors.put(str(err))
 
@@ -231,7 +231,8 @@ ctx = multiprocessing.get_context("fork")
 errors = ctx.Queue()
 for round_ in range(int(sys.argv[2])):
     barrier = ctx.Barrier(8)
-    procs = [ctx.Process(target=open_store, args=(f"{sys.argv[1]}/{round_}.sqlite", barrier, errors)) for _ in range(8)]
+    path = f"{sys.argv[1]}/{round_}.sqlite"
+    procs = [ctx.Process(target=open_together, args=(path, barrier, errors)) for _ in range(8)]
     for proc in procs:
         proc.start()
     for proc in procs:

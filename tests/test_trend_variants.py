@@ -109,3 +109,19 @@ def test_the_trend_of_mixed_variants_renders_four_coloured_lines(tmp_path: Path)
 
     for colour in PALETTE[:4]:
         assert pixels_near(image, colour) > 150, colour  # each variant's line, points and bars
+
+
+def test_runtime_precision_and_llama_settings_are_part_of_the_variant() -> None:
+    from host.analysis.variant import variant_parts
+
+    tensorrt = {
+        "model": {"format": "onnx"},
+        "settings": {
+            "options": {"runtime": "tensorrt", "tensorrt.precision": "int8", "tensorrt.dla_core": "0"},
+            "calibration_sha256": "ab" * 32,
+        },
+    }
+    gguf = {"model": {"format": "gguf"}, "settings": {"llama_options": {"n_ctx": "4096"}, "gen_len": 32}}
+
+    assert variant_parts(tensorrt) == ["runtime=tensorrt", "precision=int8", "dla_core=0", "calibration=abababab"]
+    assert variant_parts(gguf) == ["n_ctx=4096", "gen_len=32"]

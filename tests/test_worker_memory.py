@@ -105,3 +105,29 @@ def test_profile_sets_the_default_worker_memory_limit(tmp_path: Path, monkeypatc
     assert load_profile("rpi4").worker_memory_mb == 1024 and load_profile("nvidia-dgpu").worker_memory_mb == 0
     with pytest.raises(ValueError, match="worker_memory_mb must be a whole number"):
         load_profile("bad-board")
+
+
+def test_a_runner_the_worker_starts_counts_against_its_limit() -> None:
+    # llama-bench and trtexec run as the worker's children: their memory is the job's too.
+    from agent.memory_limit import MemoryWatch, tree_resident_bytes
+
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; subprocess.run([sys.executable, '-c',"
+            " 'import time; x = bytearray(300 * 2**20); time.sleep(60)'])",
+        ],
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: (tree_resident_bytes(parent.pid) or 0) > 300 * 2**20, 30, "the child to allocate")
+        watch = MemoryWatch(parent.pid, MIN_WORKER_MEMORY_MB).start()
+        parent.wait(timeout=10)  # killed with its whole group
+        watch.stop()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+    assert watch.tripped_bytes is not None and watch.tripped_bytes > 300 * 2**20
+    assert parent.returncode == -9

@@ -29,6 +29,7 @@ from agent.adb.describe import PhoneInfo, taskset_mask
 from agent.adb.phone import PHONE_DIR, Phone, ShellStream
 from agent.batches import job_end
 from agent.errors import AgentError, InvalidInput, InvalidModel
+from agent.jobs import settle
 from agent.runtimes.onnx import aggregate_ort_profile
 from agent.sampler import SeriesChunk
 from agent.sensors.base import POWER_MW, TEMP_C
@@ -42,12 +43,20 @@ log = logging.getLogger(__name__)
 SENSOR = "android-adb"
 #: Blocks the measure phase is split into by default (each a sample of the latency distribution).
 DEFAULT_BLOCKS = 10
+#: The fewest blocks measured whatever --runs and --min-duration ask: the block means are the latency samples,
+#: and five or fewer give the median no 95% interval (a runner that starts slowly fills the duration with gaps).
+MIN_BLOCKS = 6
 #: Fastest battery loop period: gauges refresh at 1-10 Hz (AndroidBatterySensor.max_rate_hz), reading faster
 #: only repeats values and costs the phone a `sleep` fork per sample.
 MIN_GAUGE_PERIOD_S = 0.1
 _UPTIME = re.compile(r"^(\d+\.\d+) \d+\.\d+$")
 #: Model formats and the runner that runs each.
-RUNNER_FOR = {"tflite": runners.BENCHMARK_MODEL, "onnx": runners.ORT_PERF_TEST, "ort": runners.ORT_PERF_TEST}
+RUNNER_FOR = {
+    "tflite": runners.BENCHMARK_MODEL,
+    "onnx": runners.ORT_PERF_TEST,
+    "ort": runners.ORT_PERF_TEST,
+    "gguf": runners.LLAMA_BENCH,
+}
 _PROFILE_MARK = "@profile"
 
 
@@ -116,6 +125,8 @@ class _PhoneRun:
         self.offset_ns = 0
         self.gauge: list[battery.GaugeSample] = []
         self.zones: list[thermal.PhoneZone] = []
+        #: The temperature the phone throttles at (its zones' lowest trip, else the profile's max_temp_c).
+        self.trip_c: float | None = None
         self.op_rows: tuple[list[op_table.OpRow], list[op_table.OpRow]] = ([], [])
         self._output = ""
         self._loop: ShellStream | None = None
@@ -134,6 +145,10 @@ class _PhoneRun:
         model = self._push_model()
         self.runner_name = RUNNER_FOR[ex.part.model_format]
         runner = runners.require(self.phone, self.runner_name)
+        if self.runner_name == runners.LLAMA_BENCH:  # a GGUF model: generations, not inferences
+            from agent.adb.llama_phone import measure_generations
+
+            return measure_generations(self, model, runner)
         available = runners.installed(self.phone)
         delegate = (list(req.execution_providers) or [req.options.get("delegate", "") or self.backend.delegate])[0]
         if not delegate.startswith("external:"):
@@ -156,16 +171,7 @@ class _PhoneRun:
             )
         self.notes.update(runner=f"{runner.name} {runner.version}", delegate=delegate or "cpu", cpu_mask=mask or "all")
         self._sync_clock()
-        power = self.phone.shell(
-            f"cat {battery.BATTERY}/status; for f in /sys/class/power_supply/*/online; do"
-            ' [ "$(cat $f)" = 1 ] && echo "online $f"; done',
-            doing="while reading the battery",
-        ).splitlines()
-        status = power[0].strip() if power else "unknown"
-        supplies = sorted(ln.split("/")[-2] for ln in power[1:] if ln.startswith("online "))
-        refused = battery.refusal(status, supplies)
-        if refused:
-            self.notes["energy_refused"] = refused
+        refused = self.energy_refusal()
 
         # prepare: one run loads the model with the delegate; a delegate that rejects it fails here.
         load = self._invoke(warmup_runs=0, num_runs=1, what="loading the model")
@@ -220,12 +226,29 @@ class _PhoneRun:
             **ops,
         )
 
+    def check_cancelled(self) -> None:
+        """Raise _Cancelled once the job is cancelled or past its deadline (after a runner invocation)."""
+        if self.ex.job.cancelled.is_set() or time.monotonic() >= self.deadline:
+            raise _Cancelled()
+
+    def energy_refusal(self) -> str | None:
+        """Why the battery cannot measure this run's energy (charging, on USB power), noted; None when it can.
+
+        Latency from a phone on a cable is a valid latency: the host shows the one word and warns with the line.
+        """
+        power = battery.power_state(self.phone.shell(battery.POWER_COMMAND, doing="while reading the battery"))
+        refused = power.refusal()
+        if refused:
+            self.notes["energy_refused"] = refused
+            self.notes["energy_refused_short"] = power.refusal_word() or "refused"
+        return refused
+
     def _push_model(self) -> str:
         part = self.ex.part
         if part.model_format not in RUNNER_FOR:
             raise InvalidInput(
-                f"phone {self.phone.serial} runs .tflite models (benchmark_model) and .onnx/.ort models "
-                f"(onnxruntime_perf_test); this job's model is {part.model_format}"
+                f"phone {self.phone.serial} runs .tflite models (benchmark_model), .onnx/.ort models "
+                f"(onnxruntime_perf_test) and .gguf models (llama-bench); this job's model is {part.model_format}"
             )
         local = self.ex.runner.cache.use(part.model_sha256)
         remote = f"{PHONE_DIR}/models/{part.model_sha256}.{part.model_format}"
@@ -252,9 +275,9 @@ class _PhoneRun:
             doing="while listing its sensors",
         )
         self.zones = thermal.parse_zones(found, self.backend.thermal_zones)
-        trip_c = thermal.trip_temp_c(self.zones, self.backend.max_temp_c)
-        if trip_c is not None:
-            self.notes["trip_temp_c"] = f"{trip_c:.1f}"
+        self.trip_c = thermal.trip_temp_c(self.zones, self.backend.max_temp_c)
+        if self.trip_c is not None:
+            self.notes["trip_temp_c"] = f"{self.trip_c:.1f}"
         self.notes["thermal_zones"] = ",".join(z.name for z in self.zones) or "none"
         command = battery.loop_command(
             self._gauge_period_s(), "power_now" in found.split(), [z.temp_path for z in self.zones]
@@ -272,26 +295,20 @@ class _PhoneRun:
                 self.gauge.append(sample)
 
     def _settle(self) -> None:
+        """The common settle rule (agent/jobs/settle.py) on the loop's zone readings: phones idle warm."""
         limit_c = self.ex.settings.settle_temp_c
         timeout_s = self.req.settle_timeout_s or self.ex.settings.settle_timeout_s
         if limit_c is None or timeout_s <= 0:
             return
         self.phase = "settle"
         start = time.monotonic_ns()
+        plan = settle.SettlePlan(limit_c, timeout_s, hot_limit_c=self.trip_c)
         end_by = min(self.deadline, time.monotonic() + timeout_s)
-        temp_c = self._max_temp_c()
-        while temp_c is not None and temp_c > limit_c and time.monotonic() < end_by:
-            if self.ex.job.cancelled.wait(1.0):
-                raise _Cancelled()
-            temp_c = self._max_temp_c()
-        shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
-        settled = temp_c is None or temp_c <= limit_c
-        detail = (
-            f"settled at {shown}"
-            if settled
-            else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
-        )
-        self.ex.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
+        outcome = settle.wait(plan, self._max_temp_c, self.ex.job.cancelled, end_by)
+        if outcome is None:
+            raise _Cancelled()
+        self.notes["settle"] = outcome.rule
+        self.ex.emitter.phase("settle", start, time.monotonic_ns(), detail=outcome.detail)
 
     def _max_temp_c(self) -> float | None:
         """The hottest sampled zone in the loop's latest sample (None without zones)."""
@@ -323,10 +340,13 @@ class _PhoneRun:
         return len(starts), result.inference_avg_us or 0.0
 
     def _measure(self, mean_us: float) -> tuple[int, int]:
-        """Blocks until --runs and --min-duration are both met, sized so that about DEFAULT_BLOCKS blocks do it.
+        """Blocks until --runs, --min-duration and MIN_BLOCKS blocks are all met, sized so that about DEFAULT_BLOCKS
+        blocks do it.
 
         Each block is a runner invocation whose start-up lies between blocks, inside the energy window:
         longer blocks (a longer --min-duration) make that share smaller; it is reported as block_gap_fraction.
+        The duration is counted as the host's rule counts it, from the first measured run's start to the last
+        one's end, not from before the first invocation started up: blocks go on until that span covers it.
         """
         self.phase = "measure"
         runs = self.req.runs or 100
@@ -336,8 +356,11 @@ class _PhoneRun:
         per_block = int(option) if option.isdigit() and int(option) > 0 else max(1, by_count, by_time)
         blocks = 0
         first_ns = last_ns = busy_ns = 0
-        began = time.monotonic()
-        while self.measured < runs or time.monotonic() - began < self.req.min_duration_s:
+        while (
+            self.measured < runs
+            or (last_ns - first_ns) / 1e9 < self.req.min_duration_s
+            or blocks < MIN_BLOCKS
+        ):
             what = f"measure block {blocks + 1}"
             result, start_ns, end_ns = self._block(warmup_runs=1, num_runs=per_block, what=what)
             starts, ends = self._windows(result, start_ns, end_ns)
@@ -438,10 +461,12 @@ class _PhoneRun:
                     f" {int(result.runs['count'])} inferences during {self.phase} ({what})"
                 )
             self.profile_events.extend(e for e in events if e.get("cat") == "Node")
+        delegate = self.notes.get("delegate", "cpu")
+        if rc == 0 and result.complete and self.phase == "prepare" and not ort:
+            self._check_delegation(result, delegate)
         if rc == 0 and result.complete:
             return result
         line = ort_perf.failure_line(output) if ort else benchmark_output.failure_line(output)
-        delegate = self.notes.get("delegate", "cpu")
         said = " ".join(result.errors).lower()
         if self.phase == "prepare" and delegate != "cpu" and ("delegate" in said or (ort and delegate in said)):
             rejecting = "execution provider" if ort else "delegate"
@@ -452,7 +477,24 @@ class _PhoneRun:
             except ValueError:
                 name = f"signal {rc - 128}"
             raise RunnerFailed(f"{self.runner_name} crashed ({name}) during {self.phase} ({what}): {line}")
+        if rc == 0:  # exited normally with its statistics missing (a build that prints less, a cut stream)
+            raise RunnerFailed(f"{self.runner_name} printed {result.missing()} during {self.phase} ({what}): {line}")
         raise RunnerFailed(f"{self.runner_name} failed (exit {rc}) during {self.phase} ({what}): {line}")
+
+    def _check_delegation(self, result: benchmark_output.BenchmarkResult, delegate: str) -> None:
+        """Note how much of the graph the delegate took; refuse a run the tool quietly moved to the CPU.
+
+        benchmark_model goes on without a delegate it could not create (no Hexagon libraries, a QNN backend that
+        takes no node): its timings are then the CPU's, not the accelerator's that was asked for.
+        """
+        if result.delegated_nodes is not None:
+            taken, total = result.delegated_nodes
+            self.notes["delegated_nodes"] = f"{taken} of {total}"
+        if delegate not in ("cpu", "xnnpack") and result.not_delegated:
+            raise InvalidModel(
+                f"the {delegate} delegate was not used on phone {self.phone.serial}, benchmark_model would measure"
+                f" the CPU instead: {result.not_delegated[:200]}"
+            )
 
     # -- background ----------------------------------------------------------------------------------
 

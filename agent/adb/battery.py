@@ -5,13 +5,15 @@ host's clock on every sample; the loop reads /proc/uptime (the phone's own clock
 current_now and voltage_now (power_now too where the gauge has it, and the thermal zones' temperatures),
 and the bridge maps that clock onto its own once per job. Units (µA/µV as the kernel ABI says, or mA/mV
 on some vendor kernels; power_now µW or mW) and the discharge sign are detected from the values unless
-the profile pins them; a phone that charges or is powered over USB is refused for energy.
+the profile pins them; a phone that charges or is on external power (USB, "Not charging") is refused for
+energy, never its latency.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,10 @@ _MICRO_CURRENT_MIN = 20_000
 _MICRO_POWER_MIN = 30_000
 #: Battery voltage is 3-5 V: above this it is µV.
 _MICRO_VOLTAGE_MIN = 100_000
-CHARGING_STATES = ("Charging", "Full")
+#: Battery states that mean external power is present: charging, full on the charger, or "Not charging" (plugged
+#: in with charging paused: a charge limit, a hot battery). The gauge then sees only what the battery gives or
+#: takes, not what the phone draws.
+EXTERNAL_POWER_STATES = ("Charging", "Full", "Not charging")
 REFUSAL_HINT = "use adb over Wi-Fi, or a hub that cuts VBUS"
 
 
@@ -81,14 +86,102 @@ def parse_line(line: str) -> GaugeSample | None:
 
 
 def refusal(status: str, powered_by: Sequence[str]) -> str | None:
-    """The one line energy is refused with when the phone charges or runs from USB power, else None."""
-    if status not in CHARGING_STATES and not powered_by:
+    """The one line energy is refused with when the phone charges or runs from external power, else None."""
+    if status not in EXTERNAL_POWER_STATES and not powered_by:
         return None
     supplies = f", {' and '.join(powered_by)} online" if powered_by else ""
     return (
         f"energy refused: the phone is charging or USB-powered (battery {status}{supplies}), so the fuel gauge does"
         f" not see what the phone draws: {REFUSAL_HINT}"
     )
+
+
+def refusal_word(status: str, powered_by: Sequence[str]) -> str | None:
+    """The refusal in one word for a table cell: "charging", or "plugged-in" (external power, not charging)."""
+    if status not in EXTERNAL_POWER_STATES and not powered_by:
+        return None
+    return "charging" if status == "Charging" else "plugged-in"
+
+
+#: `dumpsys battery`'s status codes (android.os.BatteryManager.BATTERY_STATUS_*) as the kernel names them.
+DUMPSYS_STATUS = {"1": "Unknown", "2": "Charging", "3": "Discharging", "4": "Not charging", "5": "Full"}
+_DUMPSYS_POWERED = re.compile(r"^\s*(AC|USB|Wireless|Dock) powered:\s*(true|false)\s*$")
+_DUMPSYS_FIELD = re.compile(r"^\s*(status|voltage|current now):\s*(-?\d+)\s*$")
+_UEVENT = re.compile(r"^(?:POWER_SUPPLY_)?([A-Z_]+)=(.*)$")
+
+
+@dataclass(frozen=True)
+class PowerState:
+    """What a phone says about its power: battery status, external supplies, the gauge's raw current/voltage.
+
+    Read from `dumpsys battery` ("USB powered: true", "status: 2") or a power_supply `uevent`
+    ("POWER_SUPPLY_STATUS=Charging"; `acc -i` prints the same keys without the prefix). Values stay as the
+    source gives them (uevent µA/µV, dumpsys voltage in mV), None where the source has none.
+    """
+
+    status: str | None = None
+    powered_by: tuple[str, ...] = ()
+    current_now: float | None = None
+    voltage_now: float | None = None
+
+    def refusal(self) -> str | None:
+        return refusal(self.status or "unknown", self.powered_by)
+
+    def refusal_word(self) -> str | None:
+        return refusal_word(self.status or "unknown", self.powered_by)
+
+
+def parse_power_state(text: str) -> PowerState:
+    """The power state in `dumpsys battery` or power_supply uevent output (either, or both concatenated)."""
+    status: str | None = None
+    powered: list[str] = []
+    current: float | None = None
+    voltage: float | None = None
+    uevent_name = ""
+    for line in text.splitlines():
+        if m := _DUMPSYS_POWERED.match(line):
+            if m.group(2) == "true":
+                powered.append(m.group(1).lower())
+        elif m := _DUMPSYS_FIELD.match(line):
+            key, value = m.group(1), m.group(2)
+            if key == "status":
+                status = status or DUMPSYS_STATUS.get(value, "Unknown")
+            elif key == "voltage":
+                voltage = voltage if voltage is not None else float(value)
+            else:
+                current = current if current is not None else float(value)
+        elif m := _UEVENT.match(line.strip()):
+            key, value = m.group(1), m.group(2).strip()
+            if key == "NAME":
+                uevent_name = value
+            elif key == "STATUS":
+                status = value
+            elif key == "ONLINE" and value == "1" and uevent_name and uevent_name != "battery":
+                powered.append(uevent_name)
+            elif key == "CURRENT_NOW" and _number(value) is not None:
+                current = _number(value)
+            elif key == "VOLTAGE_NOW" and _number(value) is not None:
+                voltage = _number(value)
+    return PowerState(status, tuple(dict.fromkeys(powered)), current, voltage)
+
+
+#: One shell call for the power state: the battery's status file, every supply whose `online` says 1, and
+#: `dumpsys battery` (whose "USB powered: true" is there also where a vendor names its supplies otherwise or
+#: SELinux hides their files from the shell).
+POWER_COMMAND = (
+    f'echo "@status $(cat {BATTERY}/status 2>/dev/null)"; for f in /sys/class/power_supply/*/online; do'
+    ' [ "$(cat $f 2>/dev/null)" = 1 ] && echo "@online $f"; done; echo @dumpsys; dumpsys battery 2>/dev/null'
+)
+
+
+def power_state(output: str) -> PowerState:
+    """POWER_COMMAND's output as one PowerState: the status file wins over dumpsys, supplies are the union."""
+    head, _, dumpsys = output.partition("@dumpsys")
+    reported = parse_power_state(dumpsys)
+    status = next((ln[len("@status ") :].strip() for ln in head.splitlines() if ln.startswith("@status ")), "")
+    online = [ln.rstrip("/").split("/")[-2] for ln in head.splitlines() if ln.startswith("@online ")]
+    powered = tuple(sorted(set(online) | set(reported.powered_by)))
+    return PowerState(status or reported.status or "unknown", powered, reported.current_now, reported.voltage_now)
 
 
 @dataclass(frozen=True)

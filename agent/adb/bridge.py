@@ -86,6 +86,11 @@ class PhoneBridge:
                     "module": ort.path,
                 }
             )
+        llama = self._runners.get(runners.LLAMA_BENCH)
+        if llama is not None:  # GGUF models (agent/adb/llama_phone.py)
+            runtimes.append(
+                {"name": runners.LLAMA_BENCH, "version": llama.version, "providers": ["CPU"], "module": llama.path}
+            )
         return {
             "hostname": f"{info.model or 'android'} ({info.serial})",
             "os": info.android,

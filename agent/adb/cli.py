@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> None:
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     install = commands.add_parser(
         "install-runner",
-        help="push benchmark_model (or onnxruntime_perf_test, or a delegate .so) to the phone and check it runs",
+        help="push benchmark_model (onnxruntime_perf_test, llama-bench, a delegate .so) to the phone, check it runs",
     )
     install.add_argument("path", type=Path, help="the runner built for the phone's ABI")
     install.add_argument("--serial", help="the phone (default: the only one attached)")

@@ -9,7 +9,8 @@ start and duration in µs, and whose "*_kernel_time" events (category "Node") ar
 
 The printed summary (performance_runner.cc) is "Session creation time cost: S s", "First inference time
 cost: MS ms", "Total inference requests: N", "Average inference time cost[ total]: MS ms", "Peak working
-set size: B bytes", and with -s "Min/Max/P50/P90/P95/P99/P999 Latency: S s".
+set size: B bytes", and with -s "Min/Max/P50/P90/P95/P99/P999 Latency: S s" (before ONNX Runtime 1.2: "Total
+iterations", "Average time cost" and "P50 Latency is S sec").
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ _NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _LINES = {
     "init_s": re.compile(rf"^Session creation time cost:\s*{_NUMBER}\s*s"),
     "first_ms": re.compile(rf"^First inference time cost:\s*{_NUMBER}\s*ms"),
-    "count": re.compile(rf"^Total inference requests:\s*{_NUMBER}"),
-    "avg_ms": re.compile(rf"^Average inference time cost(?: total)?:\s*{_NUMBER}\s*ms"),
+    # Tools before 1.2 (2020) said "Total iterations" and "Average time cost".
+    "count": re.compile(rf"^Total (?:inference requests|iterations):\s*{_NUMBER}"),
+    "avg_ms": re.compile(rf"^Average (?:inference )?time cost(?: total)?:\s*{_NUMBER}\s*ms"),
     "peak_bytes": re.compile(rf"^Peak working set size:\s*{_NUMBER}\s*bytes"),
 }
-_LATENCY = re.compile(rf"^(Min|Max|P50|P90|P95|P99|P999) Latency:\s*{_NUMBER}\s*s")
+#: "P50 Latency: 0.0587 s"; tools before 1.2 wrote "P50 Latency is 0.0587108 sec".
+_LATENCY = re.compile(rf"^(Min|Max|P50|P90|P95|P99|P999) Latency(?::| is)\s*{_NUMBER}\s*s")
 _LATENCY_KEYS = {"Min": "min", "Max": "max", "P50": "median", "P90": "p90", "P95": "p95", "P99": "p99", "P999": "p999"}
 _ERROR = re.compile(r"error|exception|fail|not supported|invalid", re.I)
 

@@ -1,4 +1,4 @@
-"""Runners on the phone: the user's benchmark_model (and onnxruntime_perf_test), pushed content-addressed.
+"""Runners on the phone: the user's benchmark_model (onnxruntime_perf_test, llama-bench), pushed content-addressed.
 
 `agent adb install-runner PATH` pushes PATH to /data/local/tmp/edgeprof/runners/<sha256[:16]>/<name>, runs
 it with --help to check that it starts on this phone (right ABI, libraries found), and records where it
@@ -19,7 +19,11 @@ from agent.errors import AgentError, InvalidInput, RuntimeMissing
 
 BENCHMARK_MODEL = "benchmark_model"
 ORT_PERF_TEST = "onnxruntime_perf_test"
-RUNNERS = (BENCHMARK_MODEL, ORT_PERF_TEST)
+#: llama.cpp's benchmark for GGUF models (agent/adb/llama_phone.py); built for the phone's ABI, statically.
+LLAMA_BENCH = "llama-bench"
+RUNNERS = (BENCHMARK_MODEL, ORT_PERF_TEST, LLAMA_BENCH)
+#: A flag each runner's --help mentions: it started on this phone and is the program it is named for.
+_HELP_FLAG = {BENCHMARK_MODEL: "--graph", ORT_PERF_TEST: "-m", LLAMA_BENCH: "--n-prompt"}
 DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi", "qnn")
 RUNNER_DIR = f"{PHONE_DIR}/runners"
 DELEGATE_DIR = f"{PHONE_DIR}/delegates"
@@ -74,12 +78,12 @@ def install(phone: Phone, path: Path) -> Runner:
         phone.push(path, remote, mode=0o755)
     out = phone.shell(f'{remote} --help 2>&1; echo "@rc $?"', timeout_s=60, doing="while checking the runner")
     rc = out.rstrip().rsplit("@rc ", 1)[-1].strip()
-    flag = "--graph" if name == BENCHMARK_MODEL else "-m"
-    if flag not in out:
+    if _HELP_FLAG[name] not in out:
         last = next((ln for ln in reversed(out.splitlines()) if ln.strip() and not ln.startswith("@rc")), "no output")
+        static = " and linked statically (cmake -DBUILD_SHARED_LIBS=OFF)" if name == LLAMA_BENCH else ""
         raise RunnerRejected(
             f"{path.name} does not run on phone {phone.serial} (exit {rc}: {last.strip()[:200]}): "
-            "is it built for this phone's ABI?"
+            f"is it built for this phone's ABI{static}?"
         )
     match = _VERSION.search(out)
     version = match.group(1) if match else f"sha256:{sha[:12]}"
@@ -116,9 +120,13 @@ def installed(phone: Phone) -> dict[str, Runner]:
 def require(phone: Phone, name: str = BENCHMARK_MODEL) -> Runner:
     runner = installed(phone).get(name)
     if runner is None:
+        get = (
+            "build llama.cpp's llama-bench for its ABI (Android NDK, -DBUILD_SHARED_LIBS=OFF)"
+            if name == LLAMA_BENCH
+            else f"download the {'LiteRT benchmark_model' if name == BENCHMARK_MODEL else name} for its ABI"
+        )
         raise RuntimeMissing(
-            f"no {name} on phone {phone.serial}: download the LiteRT benchmark_model for its ABI and run "
-            f"`agent adb install-runner PATH --serial {phone.serial}`"
+            f"no {name} on phone {phone.serial}: {get} and run `agent adb install-runner PATH --serial {phone.serial}`"
         )
     return runner
 

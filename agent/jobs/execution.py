@@ -16,11 +16,13 @@ from typing import Any
 from agent import frames
 from agent.batches import BatchEmitter, job_end
 from agent.errors import AgentError, SensorError
+from agent.jobs import settle
 from agent.jobs.job import Job, RunnerContext
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
 from agent.journal import JournalWriteError
 from agent.memory_limit import MemoryWatch
 from agent.parts import Part, combine_ends, job_parts
+from agent.runtimes import GENERATIVE_FORMATS
 from agent.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.sensors.base import ENERGY_UJ, POWER_MW, TEMP_C, Sensor
 from protos import agent_pb2 as pb
@@ -53,6 +55,9 @@ class JobExecution:
         self.phase = "prepare"
         self.measured = 0
         self.extended = ""
+        self.prepare_detail = ""
+        #: The rule that ended this part's settle wait (agent/jobs/settle.py), "" when there was none.
+        self.settle_rule = ""
         self.part = Part(0, self.req.model_sha256, self.req.model_format)
         self.model_dir: Path | None = None
 
@@ -72,12 +77,21 @@ class JobExecution:
         deadline = time.monotonic() + timeout_s
         parts = job_parts(req)
         ends: list[pb.JobEnd] = []
-        for part in parts:  # agent/parts.py: each part in a fresh worker, no other job in between
-            self._begin_part(part)
-            ends.append(self._run_part(deadline))
-            if ends[-1].status != pb.JobEnd.OK:
-                break
-        self._finish(combine_ends(ends, len(parts), multi_part=bool(req.parts)))
+        board = self.settings.board_state  # a Jetson's power mode and clocks (agent/jetson_state.py)
+        try:
+            if board is not None:
+                board.begin()
+            for part in parts:  # agent/parts.py: each part in a fresh worker, no other job in between
+                self._begin_part(part)
+                ends.append(self._run_part(deadline))
+                if ends[-1].status != pb.JobEnd.OK:
+                    break
+        except AgentError as err:  # the board could not be put in the state the job asks for
+            ends.append(job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare"))
+        end = combine_ends(ends, len(parts), multi_part=bool(req.parts))
+        if board is not None:
+            end.notes.update(board.end())
+        self._finish(end)
 
     def _begin_part(self, part: Part) -> None:
         self.part = part
@@ -88,6 +102,7 @@ class JobExecution:
         self.phase = "prepare"
         self.measured = 0
         self.extended = ""
+        self.settle_rule = ""
 
     def _run_part(self, deadline: float) -> pb.JobEnd:
         """One worker from PREPARE to its exit; returns how it ended."""
@@ -126,7 +141,8 @@ class JobExecution:
             if not self._wait(lambda: self.info_ready.is_set() or worker.poll() is not None, deadline):
                 outcome = self._interrupted()
             elif self.info_ready.is_set() and self.error_event is None:
-                self.emitter.phase("prepare", now, time.monotonic_ns(), detail="warm worker" if warm else "")
+                detail = "; ".join(d for d in ("warm worker" if warm else "", self.prepare_detail) if d)
+                self.emitter.phase("prepare", now, time.monotonic_ns(), detail=detail)
                 if not self._settle(deadline) or not self._idle(req.idle_s, deadline):
                     outcome = self._interrupted()
                 else:
@@ -152,6 +168,7 @@ class JobExecution:
     def _start_worker(self) -> tuple[subprocess.Popen[bytes], bool]:
         req = self.req
         model_path = self.model_dir or self.runner.cache.use(self.part.model_sha256)
+        generative = self.part.model_format in GENERATIVE_FORMATS
         spec: dict[str, Any] = {
             "model_path": str(model_path),
             "format": self.part.model_format,
@@ -162,16 +179,20 @@ class JobExecution:
             "warmup": req.warmup,
             "min_duration_s": req.min_duration_s,
             "max_warmup_s": req.max_warmup_s or DEFAULT_MAX_WARMUP_S,
-            "options": dict(req.options),
+            # The board's runtime options are for its ONNX models (TensorRT): a generative model keeps its own runtime.
+            "options": {**({} if generative else self.settings.runtime_options), **req.options},
+            "engine_dir": str(self.runner.work_dir.parent / "engines"),
             "op_profile": req.op_profile,
         }
-        if self.part.model_format == "genai":
+        if generative:
             gen = req.generation
             spec["generation"] = {
                 "prompt_lens": list(gen.prompt_lens),
                 "gen_len": gen.gen_len,
                 "prompt_text": gen.prompt_text,
             }
+        if self.part.model_format == "gguf" and self.settings.llama_bench:
+            spec["llama_bench"] = self.settings.llama_bench
         if req.inputs_npz:
             npz_path = self.runner.work_dir / f"{req.job_id}.npz"
             npz_path.write_bytes(req.inputs_npz)
@@ -198,6 +219,7 @@ class JobExecution:
                 continue
             etype = payload.get("type")
             if etype == "info":
+                self.prepare_detail = str(payload.get("prepare_detail") or "")
                 self.emitter.info(self._job_info(payload))
                 self.info_ready.set()
             elif etype == "phase":
@@ -265,15 +287,23 @@ class JobExecution:
         return f"go {need[0]:.3f}\n"
 
     def _measurement_notes(self) -> dict[str, str]:
-        """What the host needs to judge the measurement: window extension, the lowest trip temperature."""
+        """What the host needs to judge the measurement: window extension, the lowest trip temperature, and the
+        rule that ended the settle wait."""
         notes = {"measure_extended": self.extended} if self.extended else {}
-        trips = [t for s in self.settings.sensors if (t := getattr(s, "trip_temp_c", None)) is not None]
-        if trips:
-            notes["trip_temp_c"] = f"{min(trips):.1f}"
+        trip_c = self._trip_temp_c()
+        if trip_c is not None:
+            notes["trip_temp_c"] = f"{trip_c:.1f}"
+        if self.settle_rule:
+            notes["settle"] = self.settle_rule
         return notes
 
+    def _trip_temp_c(self) -> float | None:
+        """The lowest temperature at which the board throttles (zones' trip points, else the profile's max)."""
+        trips = [t for s in self.settings.sensors if (t := getattr(s, "trip_temp_c", None)) is not None]
+        return min(trips) if trips else None
+
     def _settle(self, deadline: float) -> bool:
-        """Wait for the board to cool below the profile's temperature, or the request's timeout."""
+        """Wait until the board is cool or no longer cooling, or the timeout (agent/jobs/settle.py); False on cancel."""
         limit_c = self.settings.settle_temp_c
         timeout_s = self.req.settle_timeout_s or self.settings.settle_timeout_s
         if limit_c is None or timeout_s <= 0:
@@ -283,20 +313,13 @@ class JobExecution:
             return True
         start = time.monotonic_ns()
         self.phase = "settle"
+        plan = settle.SettlePlan(limit_c, timeout_s, hot_limit_c=self._trip_temp_c())
         end_by = min(deadline, time.monotonic() + timeout_s)
-        temp_c = _max_temp_c(thermal)
-        while temp_c is not None and temp_c > limit_c and time.monotonic() < end_by:
-            if self.job.cancelled.wait(1.0):
-                return False
-            temp_c = _max_temp_c(thermal)
-        settled = temp_c is None or temp_c <= limit_c
-        shown = "unknown" if temp_c is None else f"{temp_c:.1f} C"
-        detail = (
-            f"settled at {shown}"
-            if settled
-            else f"not settled: {shown} after {timeout_s:.0f} s (limit {limit_c:.1f} C)"
-        )
-        self.emitter.phase("settle", start, time.monotonic_ns(), detail=detail)
+        outcome = settle.wait(plan, lambda: _max_temp_c(thermal), self.job.cancelled, end_by)
+        if outcome is None:
+            return False
+        self.settle_rule = outcome.rule
+        self.emitter.phase("settle", start, time.monotonic_ns(), detail=outcome.detail)
         return True
 
     def _idle(self, idle_s: float, deadline: float) -> bool:
@@ -387,6 +410,7 @@ class JobExecution:
                 notes=notes,
             )
         ev = self.end_event
+        notes = {**{str(k): str(v) for k, v in (ev.get("notes") or {}).items()}, **notes}  # the runtime's own
         notes["warmup_stable"] = "true" if ev.get("warmup_stable") else "false"
         if ev.get("op_profile_note"):
             notes["op_profile"] = ev["op_profile_note"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +53,13 @@ class JobSettings:
     journal_retry_s: float = 10.0
     #: Runs each job part instead of a local worker (agent/adb/backend.py drives a phone); None = the worker.
     backend: Any = None
+    #: Runtime options every job gets unless it gives its own (the profile's runtime = "tensorrt" and [tensorrt]).
+    runtime_options: Mapping[str, str] = field(default_factory=dict)
+    #: Records (and with `agent serve --power-mode` sets) the board's state around each job: begin() before
+    #: its first part, end() -> notes after its last (agent/jetson_state.py); None = nothing to record.
+    board_state: Any = None
+    #: The board's llama-bench binary: GGUF models are measured with it instead of llama-cpp-python ("" = none).
+    llama_bench: str = ""
 
 
 @dataclass

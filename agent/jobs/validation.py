@@ -8,10 +8,11 @@ from agent.errors import InvalidInput
 from agent.inputs import parse_shape
 from agent.model_cache import check_sha256
 from agent.parts import validate_parts
+from agent.runtimes import GENERATIVE_FORMATS
 from protos import agent_pb2 as pb
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-FORMATS = ("onnx", "ort", "tflite", "genai")
+FORMATS = ("onnx", "ort", "tflite", "genai", "gguf")
 MAX_NPZ_BYTES = 64 * 1024**2
 MAX_SHAPE_CHARS = 256
 #: The slowest sampling rate a request may ask for: one sample every 10 s.
@@ -54,18 +55,42 @@ def validate(request: pb.ProfileRequest) -> None:
         raise InvalidInput(f"inputs .npz is larger than {MAX_NPZ_BYTES // 1024**2} MB")
     validate_parts(request, FORMATS)
     _validate_generation(request)
+    _validate_runtime_options(request)
+
+
+#: Options only the agent sets (where it keeps engines, the run's shapes): a host may not choose them.
+RESERVED_OPTIONS = ("tensorrt.engine_dir", "input_shapes_json")
+RUNTIME_CHOICES = ("", "onnxruntime", "tensorrt")
+
+
+def _validate_runtime_options(request: pb.ProfileRequest) -> None:
+    """`runtime` and the TensorRT options (precision, DLA core) are checked before the job is queued."""
+    options = request.options
+    for key in RESERVED_OPTIONS:
+        if key in options:
+            raise InvalidInput(f"option '{key}' is set by the agent, not by a request")
+    runtime = options.get("runtime", "")
+    if runtime not in RUNTIME_CHOICES:
+        raise InvalidInput(f"runtime '{runtime[:40]}' is not one of onnxruntime, tensorrt")
+    if runtime == "tensorrt":
+        from agent.runtimes.tensorrt_engines import TensorRTOptions
+
+        TensorRTOptions.from_options(options)
+        formats = {request.model_format, *(p.model_format for p in request.parts)}
+        if formats - {"onnx"}:
+            raise InvalidInput(f"TensorRT builds engines from ONNX models, not {', '.join(sorted(formats - {'onnx'}))}")
 
 
 def _validate_generation(request: pb.ProfileRequest) -> None:
-    """A GenAI model needs a generation spec with sane sizes (the worker checks the model's context length)."""
+    """A generative model needs a generation spec with sane sizes (the worker checks the model's context length)."""
     formats = {request.model_format, *(p.model_format for p in request.parts)}
     spec = request.generation
-    if "genai" not in formats:
+    if not formats & set(GENERATIVE_FORMATS):
         return
     if not 0 < spec.gen_len <= 1_000_000:
-        raise InvalidInput(f"a GenAI model needs generation.gen_len between 1 and 1000000, got {spec.gen_len}")
+        raise InvalidInput(f"a generative model needs generation.gen_len between 1 and 1000000, got {spec.gen_len}")
     if not spec.prompt_text and not spec.prompt_lens:
-        raise InvalidInput("a GenAI model needs generation.prompt_lens or generation.prompt_text")
+        raise InvalidInput("a generative model needs generation.prompt_lens or generation.prompt_text")
     if len(spec.prompt_lens) > 64 or any(not 0 < n <= 1_000_000 for n in spec.prompt_lens):
         raise InvalidInput("generation.prompt_lens takes at most 64 lengths, each between 1 and 1000000 tokens")
     if len(spec.prompt_text) > 1_000_000:

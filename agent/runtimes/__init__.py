@@ -1,4 +1,5 @@
-"""Inference runtimes the worker can load a model into (ONNX Runtime, TFLite, ONNX Runtime GenAI)."""
+"""Inference runtimes the worker can load a model into (ONNX Runtime, TFLite, ONNX Runtime GenAI, TensorRT,
+llama.cpp)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from agent.errors import InvalidModel
 from agent.runtimes.base import RuntimeBackend
 
 #: Model formats each runtime takes, in the order they are tried.
-RUNTIMES = ("onnxruntime", "tflite", "onnxruntime-genai")
+RUNTIMES = ("onnxruntime", "tflite", "onnxruntime-genai", "tensorrt", "llamacpp")
+#: Formats measured by generations (prompt in, tokens out) instead of inferences (agent/generation.py).
+GENERATIVE_FORMATS = ("genai", "gguf")
 
 
 def backend(name: str) -> RuntimeBackend:
@@ -23,15 +26,31 @@ def backend(name: str) -> RuntimeBackend:
         from agent.runtimes.genai import GenAIBackend
 
         return GenAIBackend()
+    if name == "tensorrt":
+        from agent.runtimes.tensorrt import TensorRTBackend
+
+        return TensorRTBackend()
+    if name == "llamacpp":
+        from agent.runtimes.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend()
     raise InvalidModel(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
 
 
-def backend_for_format(model_format: str) -> RuntimeBackend:
-    """The runtime that loads a model format ("onnx", "ort", "tflite", "genai")."""
+def backend_for_format(model_format: str, runtime: str = "") -> RuntimeBackend:
+    """The runtime that loads a model format ("onnx", "ort", "tflite", "genai", "gguf"); `runtime` (the job's
+    option) picks another runtime for the format where one is asked for: "tensorrt" builds an engine from an
+    ONNX model."""
+    if runtime == "tensorrt":
+        if model_format != "onnx":
+            raise InvalidModel(f"TensorRT builds engines from ONNX models; this job's model is {model_format}")
+        return backend("tensorrt")
     if model_format in ("onnx", "ort"):
         return backend("onnxruntime")
     if model_format == "tflite":
         return backend("tflite")
     if model_format == "genai":
         return backend("onnxruntime-genai")
-    raise InvalidModel(f"unknown model format '{model_format}' (known: onnx, ort, tflite, genai)")
+    if model_format == "gguf":
+        return backend("llamacpp")
+    raise InvalidModel(f"unknown model format '{model_format}' (known: onnx, ort, tflite, genai, gguf)")

@@ -13,12 +13,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.errors import InvalidInput, InvalidModel, RuntimeMissing
 from agent.runtimes.base import ModelSession, RuntimeBackend, TensorSpec
+from agent.runtimes.generative import Generation
+
+__all__ = ["GenAIBackend", "GenAISession", "Generation"]
 
 CONFIG_NAME = "genai_config.json"
 #: ONNX Runtime provider names (what device profiles list) -> onnxruntime-genai's provider names.
@@ -52,15 +54,6 @@ def _import_genai() -> Any:
     return onnxruntime_genai
 
 
-@dataclass(frozen=True)
-class Generation:
-    """One generation's clock readings (CLOCK_MONOTONIC ns)."""
-
-    start_ns: int
-    prefill_end_ns: int
-    token_end_ns: list[int]
-
-
 class GenAISession(ModelSession):
     """A loaded generative model: `generate` is the timed unit (one prompt in, gen_len tokens out)."""
 
@@ -78,6 +71,7 @@ class GenAISession(ModelSession):
         self.inputs = [TensorSpec(name="input_ids", dtype="int64", shape=(1, None))]
         self.outputs = [TensorSpec(name="tokens", dtype="int64", shape=(1, None))]
         self.providers = providers
+        self.settings: dict[str, str] = {}
 
     def synthetic_prompt(self, length: int) -> list[int]:
         """Exactly `length` ordinary token ids (no BOS/EOS/pad), the same for every run of a length."""

@@ -169,10 +169,27 @@ class OnnxRuntimeBackend(RuntimeBackend):
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(profiling_dir, "ort")
         try:
-            session = ort.InferenceSession(model_path, sess_options=so, providers=usable)
+            session = ort.InferenceSession(
+                model_path, sess_options=so, providers=[(p, provider_options(p, options)) for p in usable]
+            )
         except Exception as err:  # ORT raises InvalidGraph, InvalidProtobuf, Fail, NoSuchFile...
             raise InvalidModel(f"ONNX Runtime cannot load the model: {_one_line(err)}") from err
         return OnnxSession(session, profiling_dir)
+
+
+def provider_options(provider: str, options: Mapping[str, str]) -> dict[str, str]:
+    """ONNX Runtime's TensorRT provider with its engines and timing cache kept in the agent's engine directory:
+    else every job's worker rebuilds them inside its load time (seconds to minutes on a Jetson)."""
+    engine_dir = options.get("tensorrt.engine_dir", "")
+    if provider != "TensorrtExecutionProvider" or not engine_dir:
+        return {}
+    cache = os.path.join(engine_dir, "onnxruntime-trt")
+    return {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache,
+    }
 
 
 def _one_line(err: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Android battery fuel gauge (power_supply/battery) as board power, with per-profile sign and units."""
+"""Android battery fuel gauge (power_supply/battery) as board power: units per profile, sign per profile or detected."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.sensors.base import POWER_MW, Channel, Sensor, read_sysfs_int, under_root
+from agent.errors import SensorError
+from agent.sensors.base import POWER_MW, Channel, Sensor, read_sysfs_int, read_sysfs_text, under_root
 
 if TYPE_CHECKING:
     from agent.profiles import DeviceProfile
@@ -61,9 +62,11 @@ class AndroidBatterySensor(Sensor):
     @classmethod
     def from_profile(cls, profile: DeviceProfile) -> AndroidBatterySensor:
         options = profile.options_for(cls.backend)
+        directory = under_root(BATTERY_DIR)
+        sign = str(options.get("sign", "auto"))
         return cls(
-            under_root(BATTERY_DIR),
-            str(options.get("sign", "discharge_positive")),
+            directory,
+            detect_sign(directory) if sign == "auto" else sign,
             _unit(options, "current_unit", "uA", ("uA", "mA")),
             _unit(options, "voltage_unit", "uV", ("uV", "mV")),
             profile.rails,
@@ -76,3 +79,24 @@ class AndroidBatterySensor(Sensor):
         current_ma = read_sysfs_int(self._current) * self._current_to_ma
         voltage_mv = read_sysfs_int(self._voltage) * self._voltage_to_mv
         return [self._sign * current_ma * voltage_mv / 1000.0]
+
+
+def detect_sign(battery_dir: Path) -> str:
+    """The discharge sign of this gauge's current_now, read while the battery says it discharges.
+
+    Kernels disagree (the ABI says negative while discharging; many phones report positive, some negative while
+    charging): the sign is the profile's pin or what the gauge shows now, never assumed. Charging, full or on
+    external power the reading cannot tell, and the sensor is refused with the way out.
+    """
+    try:
+        status = read_sysfs_text(battery_dir / "status")
+    except SensorError:
+        status = "unknown"
+    current = read_sysfs_int(battery_dir / "current_now")
+    if status != "Discharging" or current == 0:
+        raise SensorError(
+            f"cannot tell the battery gauge's current sign while it reads {current} with the battery {status}:"
+            ' unplug the phone once when the agent starts, or pin sign = "discharge_negative" or'
+            ' "discharge_positive" under [sensor_options.android] in the profile'
+        )
+    return "discharge_negative" if current < 0 else "discharge_positive"

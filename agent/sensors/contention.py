@@ -31,8 +31,8 @@ def _busy_s(psutil: object) -> float:
 class CpuContentionSensor(Sensor):
     """Percent of all cores used by other processes between successive reads (0 on a quiet machine).
 
-    ``own_pids`` are the agent and the worker of the job. Their CPU time, and that of their children that
-    have ended (the agent's reaped workers), is subtracted from the machine's busy time.
+    ``own_pids`` are the agent and the worker of the job. Their CPU time, that of their running descendants and
+    that of their children that have ended (the agent's reaped workers), is subtracted from the machine's busy time.
     """
 
     backend = "procstat"
@@ -62,14 +62,26 @@ class CpuContentionSensor(Sensor):
         return cls([os.getpid(), worker_pid])
 
     def _own_s(self) -> float:
-        """CPU seconds of the own processes; a process that has ended keeps its last known time."""
+        """CPU seconds of the own processes and their live descendants (a worker's native runner, e.g. trtexec);
+        an own process that has ended keeps its last known time, a descendant's moves to its parent when reaped."""
+        descendants: dict[int, object] = {}
         for process in self._own:
             try:
                 t = process.cpu_times()
+                descendants.update((c.pid, c) for c in process.children(recursive=True))
             except self._psutil.Error:
                 continue  # the worker exited: its time is now in the agent's children_* once it is reaped
             self._own_last[process.pid] = t.user + t.system + t.children_user + t.children_system
-        return sum(self._own_last.values())
+        live = 0.0
+        for pid, child in descendants.items():
+            if pid in self._own_last:
+                continue  # the worker, counted as an own process
+            try:
+                c = child.cpu_times()  # type: ignore[attr-defined]
+            except self._psutil.Error:
+                continue
+            live += c.user + c.system + c.children_user + c.children_system
+        return sum(self._own_last.values()) + live
 
     def _snapshot(self) -> tuple[float, float, float]:
         return time.monotonic(), _busy_s(self._psutil), self._own_s()

@@ -6,9 +6,12 @@ Shared by the comparisons here and the report formats above them (host/report/fi
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 NO_SENSOR = "no power sensor"
+#: What a one-word reason may look like ("charging", "plugged-in"): safe in every output format as it is.
+ONE_WORD = re.compile(r"[a-z][a-z-]{0,19}")
 
 
 def get(entry: dict[str, Any], *path: str | int) -> Any:
@@ -22,6 +25,13 @@ def get(entry: dict[str, Any], *path: str | int) -> Any:
         else:
             value = value.get(key) if isinstance(value, dict) else None
     return value
+
+
+def no_energy_text(entry: dict[str, Any]) -> str:
+    """Why a device that ran shows no energy, for a table cell: the agent's refusal in one word ("charging": a
+    phone on a USB cable), else NO_SENSOR."""
+    word = get(entry, "energy", "refused_short")
+    return word if isinstance(word, str) and ONE_WORD.fullmatch(word) else NO_SENSOR
 
 
 def num(value: Any, digits: int = 4) -> str:

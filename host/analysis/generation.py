@@ -256,11 +256,15 @@ def generation_lines(document: dict[str, Any]) -> list[str]:
 
     lines: list[str] = []
     for device in document.get("devices", []):
+        llama = device.get("llama_cpp") or {}
+        if llama and device.get("generation"):
+            lines.append(f"{device.get('device', '?')}  {llama_cpp_line(llama)}")
+        quant = f" {llama['quantization']}" if llama.get("quantization") else ""
         for row in device.get("generation") or []:
             ttft, itl = row.get("ttft_ms") or {}, row.get("itl_ms") or {}
             energy = row.get("energy_mj_per_generated_token")
             lines.append(
-                f"{device.get('device', '?')}  prompt {row['prompt_len']} tokens, {row['gen_len']} generated:"
+                f"{device.get('device', '?')}{quant}  prompt {row['prompt_len']} tokens, {row['gen_len']} generated:"
                 f"  means: TTFT {num(ttft.get('mean'))} ms, ITL {num(itl.get('mean'))} ms,"
                 f" prefill {num(row.get('prefill_tokens_per_s'))} tok/s,"
                 f" decode {num(row.get('decode_tokens_per_s'))} tok/s"
@@ -268,3 +272,13 @@ def generation_lines(document: dict[str, Any]) -> list[str]:
                 + (f"  ·  {num(energy)} mJ/generated token" if energy is not None else "")
             )
     return lines
+
+
+def llama_cpp_line(llama: dict[str, Any]) -> str:
+    """A GGUF run's quantization and llama.cpp settings in one line ("GGUF Q8_0 (file_type), n_ctx 4096, ...")."""
+    source = llama.get("quantization_source")
+    parts = [f"GGUF {llama.get('quantization', '?')}" + (" (guessed from the weights)" if source == "tensors" else "")]
+    for key in ("runner", "n_ctx", "n_batch", "n_threads", "n_gpu_layers", "backends"):
+        if llama.get(key):
+            parts.append(f"{key} {llama[key]}")
+    return ", ".join(parts)

@@ -23,6 +23,8 @@ MEASUREMENT_SETTINGS = (
     "quantize",
     "quantize_mode",
     "calibration_sha256",
+    "options",  # --runtime tensorrt, its precision and DLA core
+    "llama_options",  # a GGUF model's context, batch and GPU layers
     "gen_len",  # a generative model's figures depend on how many tokens follow the prompt
     "prompt_text",
 )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-from host.analysis import energy, stats
+from host.analysis import accelerator, energy, stats
 from host.analysis.contention import machine_load
+from host.analysis.document import ONE_WORD
 from host.analysis.drift import latency_drift
 from host.analysis.generation import generation_block
 from host.store.rundata import DeviceRaw
@@ -84,6 +86,10 @@ def device_entry(
     if generation is not None:
         entry["generation"] = generation
     entry["notes"] = dict(end.notes)
+    llama = llama_cpp_settings(end.notes)  # a GGUF model: its quantization and llama.cpp's settings
+    if llama:
+        entry["quantization"] = llama.get("quantization")
+        entry["llama_cpp"] = llama
     # A phone's benchmark_model reports each block's mean, not each inference (agent/adb/backend.py).
     entry["latency_source"] = end.notes.get("latency_source") or "per_inference"
     entry["phases"] = [
@@ -116,14 +122,63 @@ def device_entry(
         entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
         entry["machine_load"] = machine_load(raw.series, measure)
     if end.notes.get("energy_refused"):
-        # The agent would not measure energy (a phone on USB power): say why instead of an empty figure.
-        entry["energy"]["problem"] = end.notes["energy_refused"]
+        # The agent would not measure energy (a phone on USB power): the figures are absent by design, not
+        # broken, so the latency stays valid; the reason goes in full to the warnings and in a word to the table.
+        entry["energy"].update(refused=end.notes["energy_refused"], refused_short=_one_word(end.notes))
+    _accelerator(entry, raw, end)
     if end.op_by_type:
         entry["op_profile"] = {
             "by_type": [_op(o) for o in end.op_by_type],
             "top_nodes": [_op(o) for o in end.op_top_nodes],
         }
     return finite_or_null(entry)  # strict JSON (DESIGN.md §4): null, never NaN or Infinity
+
+
+def _accelerator(entry: dict[str, Any], raw: DeviceRaw, end: pb.JobEnd) -> None:
+    """TensorRT engine, Jetson power mode and clocks, rails the work moved (host/analysis/accelerator.py)."""
+    notes = accelerator.merged_notes(end)
+    tensorrt = accelerator.tensorrt_block(notes)
+    if tensorrt is not None:
+        entry["tensorrt"] = tensorrt
+    jetson = accelerator.jetson_block(notes)
+    if jetson is not None:
+        entry["jetson"] = jetson
+    if raw.start_ns.size:
+        window = (int(raw.start_ns.min()), int(raw.end_ns.max()))
+        moved = accelerator.rail_movement(raw.series, window, raw.phase("idle"))
+        if moved is not None:
+            entry["rail_movement"] = moved
+
+
+def _one_word(notes: Any) -> str:
+    """The agent's one-word refusal ("charging", "plugged-in"), or "refused" when it sent none or not a word."""
+    word = str(notes.get("energy_refused_short", ""))
+    return word if ONE_WORD.fullmatch(word) else "refused"
+
+
+#: What llama.cpp runs record in JobEnd.notes (agent/runtimes/llamacpp.py and llama_bench.py), kept with the results.
+LLAMA_CPP_KEYS = (
+    "quantization",
+    "quantization_source",
+    "architecture",
+    "runner",
+    "n_ctx",
+    "n_ctx_train",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "n_gpu_layers",
+    "backends",
+)
+#: A setting's text as agents write it; anything else (control characters, markup) is dropped, not shown.
+_SETTING = re.compile(r"[A-Za-z0-9_.,:+()' -]{1,120}")
+
+
+def llama_cpp_settings(notes: Any) -> dict[str, str]:
+    """The llama.cpp settings among the notes (empty for other runtimes); values that are not plain text dropped."""
+    if "quantization" not in notes:
+        return {}
+    return {k: str(notes[k]) for k in LLAMA_CPP_KEYS if k in notes and _SETTING.fullmatch(str(notes[k]))}
 
 
 def _float_note(notes: Any, key: str) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from host.analysis import contention
+from host.analysis.accelerator import jetson_warnings
 
 #: A result with more far-out latency outliers than this fraction gets a warning, not a failure.
 OUTLIER_WARNING_FRACTION = 0.01
@@ -40,6 +41,7 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
     warnings += _measurement_warnings(entry, notes)
     warnings += _quantization_hints(entry)
     warnings += _oversubscription(entry)
+    warnings += jetson_warnings(entry)
     load_reasons, load_warnings = contention.findings(entry.get("machine_load"))
     reasons += load_reasons
     warnings += load_warnings
@@ -112,7 +114,11 @@ def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str
 
 def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[str]:
     """Doubts worth showing that do not make the result untrustworthy on their own."""
-    warnings = list((entry.get("energy") or {}).get("warnings") or [])
+    energy = entry.get("energy") or {}
+    warnings = list(energy.get("warnings") or [])
+    if energy.get("refused"):
+        # A phone on a USB cable: latency is as valid as ever, energy is absent and the user is told why.
+        warnings.append(f"energy not measured: {energy['refused']}")
     thermal = entry.get("thermal") or {}
     if thermal.get("throttle_monitored") is False:
         judged = (

@@ -22,12 +22,18 @@ def variant_parts(document: dict[str, Any]) -> list[str]:
     """Short `name=value` words for the run's settings that change what runs; none for a plain float run."""
     settings = document.get("settings") or {}
     parts: list[str] = []
+    options = settings.get("options") or {}
+    for key in ("runtime", "tensorrt.precision", "tensorrt.dla_core"):  # --runtime tensorrt --precision --dla
+        if options.get(key):
+            parts.append(f"{key.removeprefix('tensorrt.')}={options[key]}")
+    calibrated = options.get("tensorrt.precision") == "int8"
     if settings.get("quantize"):
         mode = settings.get("quantize_mode") or "dynamic"
         parts.append(f"quantize={settings['quantize']}-{mode}")
-        if mode == "static":
-            calibration = settings.get("calibration_sha256")
-            parts.append(f"calibration={_short(calibration)}" if calibration else "calibration=random")
+        calibrated = mode == "static"
+    if calibrated:
+        calibration = settings.get("calibration_sha256")
+        parts.append(f"calibration={_short(calibration)}" if calibration else "calibration=random")
     if settings.get("inputs_npz"):
         sha = settings.get("inputs_sha256")
         parts.append(f"inputs=npz:{_short(sha)}" if sha else "inputs=npz")
@@ -35,7 +41,9 @@ def variant_parts(document: dict[str, Any]) -> list[str]:
         parts.append(f"shape:{name}={shape}")
     if settings.get("threads"):
         parts.append(f"threads={settings['threads']}")
-    if (document.get("model") or {}).get("format") == "genai":
+    for key, value in sorted((settings.get("llama_options") or {}).items()):  # a GGUF model's llama.cpp settings
+        parts.append(f"{key}={value}")
+    if (document.get("model") or {}).get("format") in ("genai", "gguf"):
         parts.append("prompt=file" if settings.get("prompt_text") else f"gen_len={settings.get('gen_len')}")
     return parts
 

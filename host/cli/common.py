@@ -60,13 +60,29 @@ PromptLenOption = Annotated[
     str,
     typer.Option(
         "--prompt-len",
-        help="GenAI models: prompt length in tokens of synthetic token ids; a comma list sweeps (16,128)",
+        help="GenAI and GGUF models: prompt length in tokens of synthetic token ids; a comma list sweeps (16,128)",
     ),
 ]
-GenLenOption = Annotated[int, typer.Option("--gen-len", min=1, help="GenAI models: tokens generated per prompt")]
+GenLenOption = Annotated[
+    int, typer.Option("--gen-len", min=1, help="GenAI and GGUF models: tokens generated per prompt")
+]
 PromptFileOption = Annotated[
     Path | None,
-    typer.Option("--prompt-file", help="GenAI models: a text prompt, tokenized on the board (instead of --prompt-len)"),
+    typer.Option(
+        "--prompt-file", help="GenAI and GGUF models: a text prompt, tokenized on the board (instead of --prompt-len)"
+    ),
+]
+CtxSizeOption = Annotated[
+    int, typer.Option("--ctx-size", min=0, help="GGUF models: llama.cpp context in tokens (0 = min(4096, trained))")
+]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", min=0, help="GGUF models: llama.cpp prompt batch in tokens (0 = 2048)")
+]
+GpuLayersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--n-gpu-layers", min=-1, help="GGUF models: layers offloaded to the GPU (a CUDA/Metal/Vulkan llama.cpp)"
+    ),
 ]
 IdleOption = Annotated[float, typer.Option(min=0, help="seconds of idle power baseline before warmup")]
 ThreadsOption = Annotated[int, typer.Option(min=0, help="intra-op threads (0 = runtime default)")]
@@ -80,7 +96,32 @@ SettleTimeoutOption = Annotated[
 OpProfileOption = Annotated[bool, typer.Option("--op-profile", help="collect a per-operator profile")]
 QuantizeOption = Annotated[str | None, typer.Option(help="quantize for every target: int8")]
 QuantizeModeOption = Annotated[str, typer.Option(help="int8 quantization: dynamic or static")]
-CalibrationOption = Annotated[Path | None, typer.Option(help=".npz of calibration inputs for static int8")]
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(help=".npz of calibration inputs for static int8 (and for --runtime tensorrt --precision int8)"),
+]
+RuntimeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        metavar="NAME",
+        help="onnxruntime, or tensorrt: an engine built on the board (default: each board profile's runtime)",
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        metavar="P",
+        help="--runtime tensorrt: fp32, fp16 (default) or int8 (scales from --calibration, or the model's Q/DQ)",
+    ),
+]
+DlaOption = Annotated[
+    int | None,
+    typer.Option(
+        "--dla", min=0, max=7, metavar="N", help="--runtime tensorrt: run on DLA core N, the GPU taking what it cannot"
+    ),
+]
 TimeoutOption = Annotated[float, typer.Option(min=0, help="per-job timeout in seconds (0 = agent default)")]
 ReconnectOption = Annotated[
     float, typer.Option(min=0, help="seconds to keep re-attaching to an agent whose stream broke")

@@ -10,16 +10,21 @@ import typer
 
 from host.cli.app import app
 from host.cli.common import (
+    BatchSizeOption,
     CalibrationOption,
+    CtxSizeOption,
     DeviceOption,
+    DlaOption,
     FailOnInvalidOption,
     FleetOption,
     GenLenOption,
+    GpuLayersOption,
     IdleOption,
     InputShapeOption,
     InputsOption,
     MinDurationOption,
     OpProfileOption,
+    PrecisionOption,
     PromptFileOption,
     PromptLenOption,
     QuantizeModeOption,
@@ -28,6 +33,7 @@ from host.cli.common import (
     ReconnectOption,
     RepeatOption,
     RunsOption,
+    RuntimeOption,
     SampleRateOption,
     SettleTimeoutOption,
     ThreadsOption,
@@ -50,7 +56,8 @@ def profile(
     model: Annotated[
         str,
         typer.Argument(
-            help="model file (.onnx, .ort, .tflite), a GenAI model directory (genai_config.json), or example:NAME"
+            help="model file (.onnx, .ort, .tflite, .gguf), a GenAI model directory (genai_config.json), "
+            "or example:NAME"
         ),
     ],
     fleet: FleetOption = None,
@@ -69,6 +76,9 @@ def profile(
     quantize: QuantizeOption = None,
     quantize_mode: QuantizeModeOption = "dynamic",
     calibration: CalibrationOption = None,
+    runtime: RuntimeOption = None,
+    precision: PrecisionOption = None,
+    dla: DlaOption = None,
     timeout: TimeoutOption = 0.0,
     reconnect: ReconnectOption = 300.0,
     token_file: TokenFileOption = None,
@@ -82,11 +92,15 @@ def profile(
     prompt_len: PromptLenOption = "128",
     gen_len: GenLenOption = 64,
     prompt_file: PromptFileOption = None,
+    ctx_size: CtxSizeOption = 0,
+    batch_size: BatchSizeOption = 0,
+    n_gpu_layers: GpuLayersOption = None,
 ) -> None:
     """Profile MODEL: latency, throughput, memory, power and energy on every device.
 
-    A GenAI model directory is profiled by generation: time to first token, inter-token latency, prefill and
-    decode tokens/s and energy per token, per prompt length (--prompt-len, --gen-len).
+    A GenAI model directory or a GGUF file (llama.cpp) is profiled by generation: time to first token,
+    inter-token latency, prefill and decode tokens/s and energy per token, per prompt length (--prompt-len,
+    --gen-len).
     """
     if report is not None:
         from host.report.formats import ReportError, format_for
@@ -111,11 +125,17 @@ def profile(
         quantize=quantize,
         quantize_mode=quantize_mode,
         calibration=calibration,
+        runtime=runtime,
+        precision=precision,
+        dla=dla,
         timeout=timeout,
         reconnect=reconnect,
         prompt_len=prompt_len,
         gen_len=gen_len,
         prompt_file=prompt_file,
+        ctx_size=ctx_size,
+        batch_size=batch_size,
+        n_gpu_layers=n_gpu_layers,
         token_file=token_file,
         tls_ca=tls_ca,
         quiet=quiet,
@@ -153,6 +173,10 @@ def profile(
     from host.analysis.generation import generation_lines
 
     for line in generation_lines(document):
+        print(line)
+    from host.analysis.accelerator import accelerator_lines
+
+    for line in accelerator_lines(document):  # TensorRT engine, Jetson power mode, rails that moved
         print(line)
     if json_path is not None:
         write_file(json_path, strict_dumps(document, indent=2) + "\n")

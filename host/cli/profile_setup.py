@@ -45,11 +45,17 @@ class ProfileOptions:
     quantize: str | None = None
     quantize_mode: str = "dynamic"
     calibration: Path | None = None
+    runtime: str | None = None
+    precision: str | None = None
+    dla: int | None = None
     timeout: float = 0.0
     reconnect: float = 300.0
     prompt_len: str = "128"
     gen_len: int = 64
     prompt_file: Path | None = None
+    ctx_size: int = 0
+    batch_size: int = 0
+    n_gpu_layers: int | None = None
     token_file: Path | None = None
     tls_ca: Path | None = None
     quiet: bool = False
@@ -84,12 +90,49 @@ def prepare(options: ProfileOptions, model_specs: list[str]) -> Prepared:
         prompt_lens=prompt_lens(options.prompt_len),
         gen_len=options.gen_len,
         prompt_text=prompt_text(options.prompt_file),
+        options=runtime_options(options),
+        llama_options=llama_options(options),
         quantize=options.quantize,
         quantize_mode=options.quantize_mode if options.quantize else None,
-        calibration_sha256=file_sha256(options.calibration, "--calibration") if options.quantize else None,
+        calibration_sha256=file_sha256(options.calibration, "--calibration"),
     )
-    compiler = make_compiler(options.quantize, options.quantize_mode, options.calibration, shapes, options.inputs)
+    compiler = make_compiler(
+        options.quantize,
+        options.quantize_mode,
+        options.calibration,
+        shapes,
+        options.inputs,
+        runtime=options.runtime or "",
+        precision=options.precision or "",
+    )
     return Prepared(models, settings, compiler)
+
+
+RUNTIMES = ("onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def runtime_options(options: ProfileOptions) -> dict[str, str]:
+    """--runtime/--precision/--dla as the job options every agent gets; one line on a bad combination."""
+    if options.runtime is not None and options.runtime not in RUNTIMES:
+        fail(f"--runtime takes {' or '.join(RUNTIMES)}, not '{options.runtime}'")
+    tensorrt = options.runtime == "tensorrt"
+    if options.precision is not None and options.precision not in PRECISIONS:
+        fail(f"--precision takes {', '.join(PRECISIONS)}, not '{options.precision}'")
+    if not tensorrt and (options.precision is not None or options.dla is not None):
+        fail("--precision and --dla choose how TensorRT builds its engine: give them with --runtime tensorrt")
+    if options.dla is not None and options.precision == "fp32":
+        fail("the DLA runs fp16 or int8 only: give --precision fp16 or int8 with --dla")
+    if tensorrt and options.quantize:
+        fail("--runtime tensorrt quantizes through --precision int8 (with --calibration): leave --quantize out")
+    out: dict[str, str] = {}
+    if options.runtime:
+        out["runtime"] = options.runtime
+    if options.precision:
+        out["tensorrt.precision"] = options.precision
+    if options.dla is not None:
+        out["tensorrt.dla_core"] = str(options.dla)
+    return out
 
 
 @contextmanager
@@ -110,6 +153,15 @@ def driven(options: ProfileOptions) -> Iterator[tuple[list[Target], Any, StopSig
         if close is not None:
             stack.callback(close)
         yield targets, progress, stop
+
+
+def llama_options(options: ProfileOptions) -> dict[str, str]:
+    """--ctx-size, --batch-size and --n-gpu-layers as the request options llama.cpp reads (unset ones left out)."""
+    found = {"n_ctx": options.ctx_size, "n_batch": options.batch_size}
+    chosen = {key: str(value) for key, value in found.items() if value}
+    if options.n_gpu_layers is not None:
+        chosen["n_gpu_layers"] = str(options.n_gpu_layers)
+    return chosen
 
 
 def input_shapes(flags: list[str]) -> dict[str, str]:
@@ -204,7 +256,13 @@ def read_inputs(inputs: Path | None) -> bytes:
 
 
 def make_compiler(
-    quantize: str | None, quantize_mode: str, calibration: Path | None, shapes: dict[str, str], inputs: Path | None
+    quantize: str | None,
+    quantize_mode: str,
+    calibration: Path | None,
+    shapes: dict[str, str],
+    inputs: Path | None,
+    runtime: str = "",
+    precision: str = "",
 ) -> Compiler:
     from host.prepare.compile import Compiler
     from host.prepare.compile_options import CompileError, CompileOptions
@@ -217,6 +275,8 @@ def make_compiler(
             calibration_npz=calibration,
             input_shapes=shapes,
             inputs_npz=inputs,
+            runtime=runtime,
+            precision=precision,
         )
         return Compiler(options)
     except CompileError as err:

@@ -4,6 +4,9 @@ Runs of one model file that ran differently (float, dynamic or static int8, fed 
 thread count or compile recipe: host/analysis/variant.py) are separate lines, never one. A point is marked as a
 gate failure when `host compare PREVIOUS RUN --fail-on-regression PCT` would fail for this device, PREVIOUS being
 the run before it of the same variant (the same rule and code: host.analysis.compare).
+
+A generative model's runs (GenAI directories, GGUF files) are points of what their results lead with: time to
+first token (p50, with its interval) and energy per generated token, both of the first prompt length.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class TrendPoint:
     variant: tuple[str, str] = ("as given", "")
     #: Metrics that regressed beyond the gate against the previous run ("" when none or not checked).
     gate_failures: list[str] = field(default_factory=list)
+    #: The prompt length whose TTFT and energy per generated token the point shows (a generative run), else None.
+    prompt_len: int | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -77,18 +82,26 @@ def trend_points(docs: list[dict[str, Any]], model: str, device: str) -> list[Tr
             continue
         latency = entry.get("latency_ms") or {}
         energy = entry.get("energy") or {}
-        points.append(
-            TrendPoint(
-                run_id=str(doc.get("run_id", "?")),
-                created_at=_created(doc),
-                p50_ms=_number(latency.get("p50")),
-                p50_ci_ms=_interval(latency.get("p50_ci95")),
-                energy_mj=_number(energy.get("energy_mj_per_inference")),
-                energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
-                valid=(entry.get("validity") or {}).get("valid", True) is not False,
-                variant=variant_key(doc, entry),
-            )
+        point = TrendPoint(
+            run_id=str(doc.get("run_id", "?")),
+            created_at=_created(doc),
+            p50_ms=_number(latency.get("p50")),
+            p50_ci_ms=_interval(latency.get("p50_ci95")),
+            energy_mj=_number(energy.get("energy_mj_per_inference")),
+            energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
+            valid=(entry.get("validity") or {}).get("valid", True) is not False,
+            variant=variant_key(doc, entry),
         )
+        rows = entry.get("generation")
+        first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
+        if first is not None:
+            found = first.get("ttft_ms")
+            ttft: dict[str, Any] = found if isinstance(found, dict) else {}
+            point.p50_ms, point.p50_ci_ms = _number(ttft.get("p50")), _interval(ttft.get("p50_ci95"))
+            point.energy_mj, point.energy_ci_mj = _number(first.get("energy_mj_per_generated_token")), None
+            length = _number(first.get("prompt_len"))
+            point.prompt_len = int(length) if length is not None else 0
+        points.append(point)
     return sorted(points, key=lambda p: (p.created_at, p.run_id))
 
 
@@ -145,7 +158,7 @@ def time_ticks(lo_s: float, hi_s: float) -> list[tuple[float, str]]:
     return ticks
 
 
-def _chart(points: list[TrendPoint], which: str, title: str, unit: str) -> str:
+def _chart(points: list[TrendPoint], which: str, title: str, unit: str, keyword: str = "") -> str:
     times = [p.created_at.timestamp() for p in points]
     values = [p.p50_ms if which == "p50" else p.energy_mj for p in points]
     cis = [p.p50_ci_ms if which == "p50" else p.energy_ci_mj for p in points]
@@ -171,14 +184,15 @@ def _chart(points: list[TrendPoint], which: str, title: str, unit: str) -> str:
         # Unlabelled: the variants' legend is HTML above the charts, where long labels wrap instead of clipping.
         chart.line(np.array([x for x, *_ in mine]), np.array([v for _, v, *_ in mine]), stroke)
         for x, v, ci, p in mine:
-            marked = _point(chart, which, unit, stroke, x, v, ci, p) or marked
+            marked = _point(chart, keyword or _KEYWORD[which], unit, stroke, x, v, ci, p) or marked
     if marked:
         chart.legend.append((_GATE_COLOUR, "gate failed vs the previous run"))
     return chart.render()
 
 
 def _point(
-    chart: Chart, which: str, unit: str, stroke: str, x: float, v: float, ci: tuple[float, float] | None, p: TrendPoint
+    chart: Chart, keyword: str, unit: str, stroke: str, x: float, v: float, ci: tuple[float, float] | None,
+    p: TrendPoint,
 ) -> bool:
     """One run's point with its interval bar (hollow when not valid); True when it carries a gate-failure mark."""
     px, py = float(chart.px(x)), float(chart.py(v))
@@ -197,7 +211,7 @@ def _point(
         f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{fill}" stroke="{stroke}" stroke-width="1.5">'
         f"<title>{escape(label)}</title></circle>"
     )
-    if not any(_KEYWORD[which] in metric for metric in p.gate_failures):
+    if not any(keyword in metric for metric in p.gate_failures):
         return False
     chart.parts.append(
         f'<path d="M{px - 8:.1f} {py - 8:.1f} L{px + 8:.1f} {py + 8:.1f} M{px - 8:.1f} {py + 8:.1f} '
@@ -210,6 +224,17 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
     head = f"<h1>{escape(model)} on {escape(device)}</h1>"
     if not points:
         return head + '<p class="muted">no successful runs of this model on this device in the store.</p>'
+    generative = next((p.prompt_len for p in points if p.prompt_len is not None), None)
+    if generative is not None:  # a generative model: what its results lead with (module docstring)
+        first_chart = _chart(points, "p50", f"TTFT p50, prompt {generative}", "ms", keyword="TTFT p50")
+        second_chart = _chart(points, "energy", "energy per generated token", "mJ")
+        titles = (f"Time to first token p50, prompt {generative} tokens", "Energy per generated token")
+        columns = ("TTFT p50 ms [95% CI]", "mJ/generated token")
+    else:
+        first_chart = _chart(points, "p50", "p50 latency", "ms")
+        second_chart = _chart(points, "energy", "energy per inference", "mJ")
+        titles = ("Latency p50", "Energy per inference")
+        columns = ("p50 ms [95% CI]", "mJ/inference [95% CI]")
     names = variant_names(points)
     rows = "".join(
         f'<tr><td><a href="{link("/runs/" + p.run_id)}"><code>{escape(p.run_id)}</code></a></td>'
@@ -223,16 +248,16 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
     return (
         head
         + f'<p class="caption">{len(points)} run(s), one point each, one line per variant ({len(names)}: what ran,'
-        f" quantization, calibration, inputs, threads, recipe); bars are 95% intervals; a hollow point is a run"
-        f" whose validity checks failed; ✕ marks a run that fails <code>host compare PREVIOUS RUN"
+        f" quantization, calibration, inputs, threads, runtime, recipe); bars are 95% intervals; a hollow point is a"
+        f" run whose validity checks failed; ✕ marks a run that fails <code>host compare PREVIOUS RUN"
         f" --fail-on-regression {gate_pct:g}</code> on this device, PREVIOUS being the variant's run before.</p>"
         + _legend(names)
-        + "<h2>Latency p50</h2>"
-        + _chart(points, "p50", "p50 latency", "ms")
-        + "<h2>Energy per inference</h2>"
-        + _chart(points, "energy", "energy per inference", "mJ")
-        + "<h2>Runs</h2><table><tr><th>run</th><th>created (UTC)</th><th>variant</th><th>p50 ms [95% CI]</th>"
-        "<th>mJ/inference [95% CI]</th><th>validity</th><th>gate failed on</th></tr>" + rows + "</table>"
+        + f"<h2>{escape(titles[0])}</h2>"
+        + first_chart
+        + f"<h2>{escape(titles[1])}</h2>"
+        + second_chart
+        + f"<h2>Runs</h2><table><tr><th>run</th><th>created (UTC)</th><th>variant</th><th>{escape(columns[0])}</th>"
+        f"<th>{escape(columns[1])}</th><th>validity</th><th>gate failed on</th></tr>" + rows + "</table>"
     )
 
 

@@ -23,6 +23,10 @@ from protos import agent_pb2 as pb
 _EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite"}
 
 
+#: Static int8 as TensorRT takes it: symmetric int8 Q/DQ pairs (zero points 0), calibrated from --calibration.
+TENSORRT_QDQ_STEP = "quantize-int8-qdq-tensorrt"
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "edgeprof" / "compiled"
@@ -101,6 +105,15 @@ class Compiler:
             _check_genai_runtime(info, profile)
             recipe["target_format"] = "genai"
             return recipe
+        if model.format == "gguf":  # llama.cpp's own file: quantized already, it goes to the board as it is
+            if self.options.quantize:
+                raise CompileError(
+                    f"--quantize works on ONNX models only; {model.path.name} is a GGUF model, quantized as"
+                    f" {model.quantization or 'its file says'} (llama-quantize makes other types)"
+                )
+            _check_gguf_runtime(info, profile)
+            recipe["target_format"] = "gguf"
+            return recipe
         if model.format in ("tflite", "ort"):
             self._check_passthrough(model, info, profile, target)
             recipe["target_format"] = model.format  # what the board receives: the model as it is
@@ -123,11 +136,26 @@ class Compiler:
             # Converter versions and options go into the recipe, hence the cache key: a new onnx2tf rebuilds.
             steps += ["fold-constants", "tflite-convert"]
             recipe["converter"] = converter_recipe()
+        # TensorRT builds and optimizes its own engine on the board: ONNX Runtime's fused ops would not parse there.
+        tensorrt = self.options.runtime == "tensorrt" or (not self.options.runtime and profile.runtime == "tensorrt")
+        if tensorrt and target != "onnx":
+            raise CompileError(f"profile {profile.name}: TensorRT takes ONNX models, the profile compiles to {target}")
+        if tensorrt and "tensorrt" not in {r.name for r in info.runtimes}:
+            found = ", ".join(sorted(r.name for r in info.runtimes)) or "none"
+            raise CompileError(
+                f"device {_device(info)} has no TensorRT (it reports: {found}): install JetPack's TensorRT (trtexec) or"
+                " `pip install 'edgeprof[tensorrt]'` on an x86 GPU box, and run an agent new enough to offer it"
+            )
         if self.options.quantize:
             steps.append(f"quantize-{self.options.quantize}-{self.options.quantize_mode}")
             if self.options.quantize_mode == "static":
                 recipe["calibration"] = self._calibration_doc()
-        if target == "ort":
+        elif tensorrt and self.options.precision == "int8" and self.options.calibration_npz is not None:
+            steps.append(TENSORRT_QDQ_STEP)  # explicit quantization: TensorRT takes the scales from Q/DQ nodes
+            recipe["calibration"] = self._calibration_doc()
+        if tensorrt:
+            recipe["runtime"] = "tensorrt"
+        elif target == "ort":
             steps += ["ort-optimize", "ort-format"]
         elif optimize == "ort-offline":
             steps.append("ort-optimize")
@@ -250,7 +278,7 @@ class Compiler:
                     # After fix-dims the graph takes only the fixed shapes: calibration feeds get them too.
                     fixed = recipe.get("input_shapes", {})
                     inputs = tuple(replace(d, shape=tuple(fixed.get(d.name, d.shape))) for d in model.inputs)
-                    quantize_int8(current, out, self.options, inputs)
+                    quantize_int8(current, out, self.options, inputs, for_tensorrt=step == TENSORRT_QDQ_STEP)
                 if out.suffix == ".onnx" and step != "check":
                     conform_ir3_inputs(out)
                 current = out
@@ -266,6 +294,18 @@ def _check_genai_runtime(info: pb.DeviceInfo, profile: DeviceProfile) -> None:
         raise CompileError(
             f"device {_device(info)} (profile {profile.name}) has no onnxruntime-genai runtime (it reports: {found});"
             " pip install 'edgeprof[genai]' on the agent (Python 3.11+ on aarch64)"
+        )
+
+
+def _check_gguf_runtime(info: pb.DeviceInfo, profile: DeviceProfile) -> None:
+    """One line before any upload when the board runs no llama.cpp: neither llama-cpp-python nor a llama-bench."""
+    runtimes = {r.name for r in info.runtimes}
+    if not runtimes & {"llamacpp", "llama-bench"}:
+        found = ", ".join(sorted(runtimes)) or "none"
+        raise CompileError(
+            f"device {_device(info)} (profile {profile.name}) runs no llama.cpp (it reports: {found}): pip install"
+            " 'edgeprof[gguf]' on the agent, or give it a llama-bench binary (agent serve --llama-bench PATH;"
+            " a phone: agent adb install-runner PATH)"
         )
 
 

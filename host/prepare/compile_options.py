@@ -24,6 +24,10 @@ class CompileOptions:
     input_shapes: Mapping[str, str] = field(default_factory=dict)
     #: --inputs: the run feeds this .npz's arrays, so their shapes are the ones dynamic dims are fixed to.
     inputs_npz: Path | None = None
+    #: --runtime: "tensorrt" builds its own engine on the board (no ORT-specific optimization on the host).
+    runtime: str = ""
+    #: --precision for TensorRT: with "int8" and calibration data the host inserts symmetric Q/DQ nodes.
+    precision: str = ""
 
     def __post_init__(self) -> None:
         from protos.inputs import InputError, parse_shape

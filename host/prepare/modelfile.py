@@ -23,12 +23,14 @@ class InputDecl:
 @dataclass(frozen=True)
 class ModelFile:
     path: Path
-    format: str  # "onnx" | "tflite" | "ort" | "genai" (a GenAI model directory packed as a tar: path is the tar)
+    format: str  # "onnx" | "tflite" | "ort" | "gguf" | "genai" (a GenAI directory packed as a tar: path is the tar)
     sha256: str
     size_bytes: int
     inputs: tuple[InputDecl, ...]
     #: What the user named, where it is not `path`: the GenAI model directory that `path` packs.
     source: Path | None = None
+    #: A GGUF model's quantization type as the file declares it (Q4_K_M, Q8_0, F16, ...); "" for other formats.
+    quantization: str = ""
 
     @property
     def display_path(self) -> Path:
@@ -59,13 +61,17 @@ def detect_format(path: Path, head: bytes) -> str:
         return "tflite"
     if head[4:8] == b"ORTM":
         return "ort"
+    if head[:4] == b"GGUF":
+        return "gguf"
     if suffix == ".tflite":
         raise ModelFileError(f"{path} is named .tflite but is not a TFLite flatbuffer (no TFL3 identifier)")
     if suffix == ".ort":
         raise ModelFileError(f"{path} is named .ort but is not an ONNX Runtime format model")
+    if suffix == ".gguf":
+        raise ModelFileError(f"{path} is named .gguf but is not a GGUF file (it does not start with the GGUF magic)")
     if suffix in (".onnx", ""):
         return "onnx"
-    raise ModelFileError(f"{path}: unknown model type '{suffix}'; edgeprof takes .onnx, .ort and .tflite models")
+    raise ModelFileError(f"{path}: unknown model type '{suffix}'; edgeprof takes .onnx, .ort, .tflite and .gguf models")
 
 
 def _onnx_inputs(path: Path) -> tuple[InputDecl, ...]:
@@ -121,6 +127,8 @@ def inspect(path: Path) -> ModelFile:
     with open(path, "rb") as fh:
         head = fh.read(16)
     model_format = detect_format(path, head)
+    if model_format == "gguf":
+        return _gguf(path, size)
     inputs: tuple[InputDecl, ...] = ()
     if model_format == "onnx":
         inputs = _onnx_inputs(path)
@@ -142,6 +150,23 @@ def _genai_dir(path: Path) -> ModelFile:
         raise ModelFileError(f"cannot pack the GenAI model {path}: {err.strerror or err}") from err
     return ModelFile(
         path=tar, format="genai", sha256=sha256_file(tar), size_bytes=tar.stat().st_size, inputs=(), source=path
+    )
+
+
+def _gguf(path: Path, size: int) -> ModelFile:
+    """A GGUF model (llama.cpp), its header read with the gguf package: damage is one line, before any upload."""
+    from protos.gguf_file import GGUFFileError, read_gguf
+
+    try:
+        info = read_gguf(path, str(path))
+    except ImportError as err:
+        raise ModelFileError(
+            "the host needs the gguf package to check GGUF models: pip install 'edgeprof[host]'"
+        ) from err
+    except GGUFFileError as err:
+        raise ModelFileError(str(err)) from err
+    return ModelFile(
+        path=path, format="gguf", sha256=sha256_file(path), size_bytes=size, inputs=(), quantization=info.quantization
     )
 
 

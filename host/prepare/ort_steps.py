@@ -68,8 +68,13 @@ def ort_format(src: Path, dst: Path) -> None:
         raise CompileError(f"onnxruntime {ort.__version__} wrote no ORT-format model for {src.name}")
 
 
-def quantize_int8(src: Path, dst: Path, options: CompileOptions, inputs: tuple[InputDecl, ...]) -> None:
-    """int8 with onnxruntime.quantization: constants folded first so generated weights are quantized too."""
+def quantize_int8(
+    src: Path, dst: Path, options: CompileOptions, inputs: tuple[InputDecl, ...], for_tensorrt: bool = False
+) -> None:
+    """int8 with onnxruntime.quantization: constants folded first so generated weights are quantized too.
+
+    `for_tensorrt`: static Q/DQ with symmetric scales (zero points 0), the only int8 TensorRT's explicit
+    quantization accepts."""
     try:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -79,7 +84,19 @@ def quantize_int8(src: Path, dst: Path, options: CompileOptions, inputs: tuple[I
     try:
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         conform_ir3_inputs(prepared)
-        if options.quantize_mode == "dynamic":
+        if for_tensorrt:
+            reader = _CalibrationReader(_calibration_samples(options, inputs))
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                # TensorRT's explicit quantization: int8 with zero points 0, biases left float (it fuses them).
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            )
+        elif options.quantize_mode == "dynamic":
             quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
         else:
             reader = _CalibrationReader(_calibration_samples(options, inputs))

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from host.analysis.document import NO_SENSOR, get, num
+from host.analysis.document import NO_SENSOR as NO_SENSOR  # the report formats read it from here
+from host.analysis.document import get, no_energy_text, num
 from host.analysis.energy import CO2E_LABEL, co2e_g
 
 
@@ -100,11 +101,11 @@ def with_interval(value: Any, interval: Any, digits: int = 4) -> str:
 
 
 def energy_text(entry: dict[str, Any], key: str, digits: int = 4) -> str:
-    """mJ/inference with its interval, or NO_SENSOR (or why not) where the energy is null."""
+    """mJ/inference with its interval, or why there is none (no power sensor, "charging", no usable window)."""
     if entry.get("status") != "ok":
         return "–"
     if not has_energy(entry):
-        return NO_SENSOR if get(entry, "energy", "method") is None else "no usable window"
+        return no_energy_text(entry) if get(entry, "energy", "method") is None else "no usable window"
     return with_interval(get(entry, "energy", key), get(entry, "energy", f"{key}_ci95"), digits)
 
 

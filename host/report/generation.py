@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from host.analysis.energy import power_over_time_w
-from host.analysis.generation import generations
+from host.analysis.generation import generations, llama_cpp_line
 from host.report import fields as f
 from host.report.escape import markdown_text
 from host.report.plots import no_data, time_origin_ns
@@ -183,8 +183,10 @@ def generation_html(entry: dict[str, Any], raw: DeviceRaw | None, index: int) ->
             f'<div class="grid2"><div>{itl_quantiles(raw)}</div>'
             f"<div>{power_with_generations(raw, index, has_sensor)}</div></div>"
         )
+    llama = entry.get("llama_cpp")
+    settings = f'<p class="caption">{escape(llama_cpp_line(llama))}</p>' if isinstance(llama, dict) and llama else ""
     return (
-        f"<h4>Generation</h4>{table}"
+        f"<h4>Generation</h4>{settings}{table}"
         '<p class="caption">TTFT: prompt in to first token (prefill and the first pick); ITL: between consecutive '
         "tokens; decode tok/s: tokens after the first over the time after the first. Energy per prompt token is "
         "the prefill's, per generated token the decode's; dynamic figures are above the idle baseline.</p>" + plots
@@ -197,6 +199,9 @@ def generation_markdown(entry: dict[str, Any]) -> list[str]:
     if not found:
         return []
     lines = ["", f"**{markdown_text(entry.get('device', '?'))}: generation**", ""]
+    llama = entry.get("llama_cpp")
+    if isinstance(llama, dict) and llama:
+        lines += [markdown_text(llama_cpp_line(llama)), ""]
     lines += ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "|".join("---:" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(cell(r) for _, cell in COLUMNS) + " |" for r in found]  # our digits, '.', '–', '[ ]'
     return lines

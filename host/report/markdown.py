@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
+from host.analysis.accelerator import device_lines
 from host.report import fields as f
 from host.report.escape import markdown_code, markdown_html_text, markdown_text
 from host.report.generation import generation_markdown
@@ -80,9 +81,11 @@ def _key_figures(devices: list[dict[str, Any]], grid_g_per_kwh: float | None) ->
                     f"- {markdown_text(d['device'])}: ~{f.num(g, 3)} g CO2e per million inferences "
                     f"(estimate at {f.num(grid_g_per_kwh, 3)} g/kWh)"
                 )
-    unpowered = [markdown_text(d["device"]) for d in ok if not f.has_energy(d)]
+    unpowered = [
+        f"{markdown_text(d['device'])} ({markdown_text(f.no_energy_text(d))})" for d in ok if not f.has_energy(d)
+    ]
     if unpowered:
-        lines.append(f"- Energy not measured ({f.NO_SENSOR}): {', '.join(unpowered)}")
+        lines.append(f"- Energy not measured: {', '.join(unpowered)}")
     for d in devices:
         if d.get("status") != "ok":
             lines.append(f"- ❌ {markdown_text(d.get('device'))}: {markdown_text(d.get('error') or 'failed')}")
@@ -113,6 +116,9 @@ def render_markdown(run: RunData, grid_g_per_kwh: float | None = None) -> str:
             device = markdown_text(d.get("device"))
             out += [""] + [f"- warning, {device}: {markdown_text(w)}" for w in validity["warnings"]]
         out += generation_markdown(d)
+        accelerator = device_lines(d)  # TensorRT engine, Jetson power mode and clocks, rails that moved
+        if accelerator:
+            out += ["", *(f"- {markdown_text(d.get('device'))}: {markdown_text(line)}" for line in accelerator)]
         out += repetitions_markdown(d, markdown_html_text(d.get("device")))
         ops = (d.get("op_profile") or {}).get("by_type") or []
         if ops:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from host.analysis.document import NO_SENSOR, no_energy_text
 from host.report.escape import rich_text, terminal_text
 
 
@@ -50,7 +51,9 @@ def _row(d: dict[str, Any]) -> dict[str, str]:
     ci = lat.get("p50_ci95")
     p50 = significant(lat.get("p50")) + (f" [{significant(ci[0])}–{significant(ci[1])}]" if ci else "")
     if energy.get("energy_mj_per_inference") is None:
-        mj = "no sensor" if d["status"] == "ok" else "-"  # short: at 80 columns every character counts
+        # Short: at 80 columns every character counts ("charging": a phone on USB power refuses energy).
+        refused = no_energy_text(d)
+        mj = ("no sensor" if refused == NO_SENSOR else refused) if d["status"] == "ok" else "-"
     else:
         mj = significant(energy["energy_mj_per_inference"])
     provider = d.get("execution_provider") or ""

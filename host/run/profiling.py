@@ -74,6 +74,10 @@ class ProfileSettings:
     prompt_lens: tuple[int, ...] = (128,)
     gen_len: int = 64
     prompt_text: str = ""
+    #: Job options every device gets: {"runtime": "tensorrt", "tensorrt.precision": "fp16", ...}.
+    options: dict[str, str] = field(default_factory=dict)
+    #: GGUF models: llama.cpp's settings, sent as request options ("n_ctx", "n_batch", "n_gpu_layers").
+    llama_options: dict[str, str] = field(default_factory=dict)
     #: What changes the model each board runs (host/prepare/compile.py), recorded so that runs, comparisons and
     #: trends tell a float run from an int8 one: "int8" or None, its mode, the calibration file's sha256.
     quantize: str | None = None
@@ -151,9 +155,11 @@ class DeviceFailed(Exception):
 
 def _request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.ProfileRequest:
     request = _inference_request(job_id, model, s)
-    if model.format == "genai":
+    if model.format in ("genai", "gguf"):
         lens = [] if s.prompt_text else list(s.prompt_lens)
         request.generation.CopyFrom(pb.GenerationSpec(prompt_lens=lens, gen_len=s.gen_len, prompt_text=s.prompt_text))
+    if model.format == "gguf":
+        request.options.update(s.llama_options)
     return request
 
 
@@ -173,6 +179,7 @@ def _inference_request(job_id: str, model: ModelFile, s: ProfileSettings) -> pb.
         settle_timeout_s=s.settle_timeout_s,
         op_profile=s.op_profile,
         timeout_s=s.timeout_s,
+        options=s.options,
     )
 
 

@@ -41,6 +41,7 @@ from host.run.profiling import (
 )
 from host.store.rundata import DeviceRaw, RunData
 from host.store.sqlite import Store
+from protos import agent_pb2 as pb
 
 #: DeviceInfo.capabilities entry of an agent that runs multi-part jobs (agent/parts.py CAPABILITY).
 PARTS_CAPABILITY = "parts"
@@ -134,6 +135,21 @@ def profile_device_parts(
     return results
 
 
+def _model_end(end: pb.JobEnd | None, part: int) -> pb.JobEnd | None:
+    """The job's end with what the model's first part noted and the combined end leaves out: how its runtime
+    measured (latency_source, a phone's or llama-bench's block sizes) and ran it (a GGUF model's quantization
+    and llama.cpp settings), which can differ between the models of `host ab`."""
+    own = next((p for p in end.parts if p.part == part), None) if end is not None else None
+    if end is None or own is None:
+        return end
+    model_end = pb.JobEnd()
+    model_end.CopyFrom(end)
+    for key, value in own.notes.items():
+        if key not in model_end.notes:
+            model_end.notes[key] = value
+    return model_end
+
+
 def _failed(
     target: Target, error: str, upload_bytes: int, recipe: dict[str, Any] | None, job_id: str = ""
 ) -> tuple[dict[str, Any], None]:
@@ -160,7 +176,13 @@ def _model_entry(
     merged = merge_raw(target.name, raws)
     first_info = collector.infos.get(parts[0])
     entry = device_entry(
-        target.name, merged, first_info, collector.end, upload_bytes=upload_bytes, recipe=recipe, job_id=job_id
+        target.name,
+        merged,
+        first_info,
+        _model_end(collector.end, parts[0]),
+        upload_bytes=upload_bytes,
+        recipe=recipe,
+        job_id=job_id,
     )
     entry["address"] = target.address
     entry["phases"] = [
