@@ -18,6 +18,7 @@ what it reached and the limit; the agent goes on serving.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -138,8 +139,9 @@ class MemoryWatch:
         return rss + sum(tree_resident_bytes(child) or 0 for child in _children(self.pid))
 
     def error(self, phase: str) -> OutOfMemory:
-        reached_mb = (self.tripped_bytes or 0) / 1024**2
+        # Rounded up: 256.1 MB past a 256 MB limit must not read "reached 256 MB (limit 256 MB)".
+        reached_mb = math.ceil((self.tripped_bytes or 0) / 1024**2)
         return OutOfMemory(
-            f"out of memory: the worker's resident memory reached {reached_mb:.0f} MB during {phase}"
+            f"out of memory: the worker's resident memory reached {reached_mb} MB during {phase}"
             f" (limit {self.limit_mb} MB)"
         )
