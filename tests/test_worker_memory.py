@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -131,3 +132,14 @@ def test_a_runner_the_worker_starts_counts_against_its_limit() -> None:
 
     assert watch.tripped_bytes is not None and watch.tripped_bytes > 300 * 2**20
     assert parent.returncode == -9
+
+
+def test_the_figure_reached_is_never_shown_at_or_under_the_limit() -> None:
+    from agent.memory_limit import MemoryWatch
+
+    watch = MemoryWatch(os.getpid(), 256)
+    watch.tripped_bytes = int(256.1 * 2**20)  # just past: rounded to the nearest MB it read "reached 256 MB"
+
+    assert str(watch.error("prepare")) == (
+        "out of memory: the worker's resident memory reached 257 MB during prepare (limit 256 MB)"
+    )
