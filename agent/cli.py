@@ -131,10 +131,21 @@ def _info(profile: str | None, as_json: bool, llama_bench: str | None = None) ->
     present = {rt["name"] for rt in info["runtimes"]}
     for absent in (name for name in RUNTIMES if name not in present):  # models of that kind cannot run here
         reason = missing.get(absent, "")
-        print(f"runtime   {absent} missing" + (f": {reason}" if reason else ""))
+        print(_folded(f"runtime   {absent} missing" + (f": {reason}" if reason else "")))
     for key, value in sorted(info["metadata"].items()):
         print(f"{key:<9} {value}")
     return 0
+
+
+def _folded(line: str) -> str:
+    """A long line folded at word boundaries under its value's column on a terminal (a pipe gets it whole)."""
+    if not sys.stdout.isatty():
+        return line
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size().columns
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * 10, break_on_hyphens=False)) or line
 
 
 def _until_the_reader_leaves(command: Callable[[], int]) -> int:

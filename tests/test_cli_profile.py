@@ -222,6 +222,15 @@ def test_agent_info_into_a_reader_that_left_ends_quietly_and_says_the_kernel_onc
     assert full.stdout.count(kernel) == 1, full.stdout
 
 
+def test_agent_info_fits_an_80_column_terminal() -> None:
+    from tests.terminal import run_in_terminal
+
+    screen = run_in_terminal([console_script("agent"), "info"], 80, os.environ.copy(), timeout_s=120)
+
+    assert screen.returncode == 0, screen.text
+    assert max(len(line) for line in screen.lines) <= 80, screen.text  # the missing runtimes' reasons folded
+
+
 def test_python_dash_m_entry_points_work() -> None:
     for module in ("host", "agent"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
