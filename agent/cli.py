@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -57,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-memory-mb",
         type=int,
         metavar="N",
-        help="memory each job's worker may use beyond its runtime, MB (default: the device profile's; 0 = no limit)",
+        help="resident memory (RSS) each job's worker may use, MB; past it the job ends out_of_memory "
+        "(default: the device profile's; 0 = no limit)",
     )
     serve.add_argument("--sample-rate-hz", type=float, default=100.0, help="default sensor sampling rate")
     serve.add_argument("--max-queued", type=int, default=8, help="jobs that may wait behind the running one")
@@ -112,6 +116,8 @@ def _info(profile: str | None, as_json: bool, llama_bench: str | None = None) ->
     if bench:
         found.append(board.llama_bench_runtime(bench))
     info = board.describe(name, found)
+    # metadata repeats some top-level fields (kernel) for the host's use: said once here.
+    info["metadata"] = {k: v for k, v in info["metadata"].items() if info.get(k) != v}
     if as_json:
         print(json.dumps({**info, "missing_runtimes": missing}, indent=2))
         return 0
@@ -127,10 +133,33 @@ def _info(profile: str | None, as_json: bool, llama_bench: str | None = None) ->
     present = {rt["name"] for rt in info["runtimes"]}
     for absent in (name for name in RUNTIMES if name not in present):  # models of that kind cannot run here
         reason = missing.get(absent, "")
-        print(f"runtime   {absent} missing" + (f": {reason}" if reason else ""))
+        print(_folded(f"runtime   {absent} missing" + (f": {reason}" if reason else "")))
     for key, value in sorted(info["metadata"].items()):
         print(f"{key:<9} {value}")
     return 0
+
+
+def _folded(line: str) -> str:
+    """A long line folded at word boundaries under its value's column on a terminal (a pipe gets it whole)."""
+    if not sys.stdout.isatty():
+        return line
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size().columns
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * 10, break_on_hyphens=False)) or line
+
+
+def _until_the_reader_leaves(command: Callable[[], int]) -> int:
+    """Run a command that prints; when its reader went away (`agent info --json | head`) end quietly, as
+    Unix tools cut off by SIGPIPE do (exit 141), instead of with a BrokenPipeError traceback."""
+    try:
+        code = command()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush fails too
+        return 128 + signal.SIGPIPE
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,11 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(serve(opts))
     if args.command == "info":
-        sys.exit(_info(args.profile, args.json, args.llama_bench))
+        sys.exit(_until_the_reader_leaves(lambda: _info(args.profile, args.json, args.llama_bench)))
     if args.command == "sensors":
         from agent.sensors.cli import run_sensors_command
 
-        sys.exit(run_sensors_command(args.profile, args.power_meter, args.json))
+        sys.exit(_until_the_reader_leaves(lambda: run_sensors_command(args.profile, args.power_meter, args.json)))
     if args.command == "adb":
         from agent.adb.cli import run
 

@@ -68,7 +68,7 @@ class DeviceProfile:
     sensor_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: How to recognise the board (device-tree model substrings, compatible strings, ...).
     detect: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    #: ``[limits] worker_memory_mb``: memory a job's worker may use beyond its runtime (0 = no limit).
+    #: ``[limits] worker_memory_mb``: resident memory a job's worker may use, MB (0 = no limit).
     worker_memory_mb: int = 0
     #: ``[tensorrt]`` as job options ("tensorrt.precision": "fp16", ...), for runtime = "tensorrt".
     tensorrt: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

@@ -1185,6 +1185,7 @@ class JobEnd(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     PARTS_FIELD_NUMBER: _builtins.int
+    OP_TRACE_GZ_FIELD_NUMBER: _builtins.int
     status: Global___JobEnd.Status.ValueType
     error: _builtins.str
     """one line, for people"""
@@ -1199,6 +1200,10 @@ class JobEnd(_message.Message):
     """the worker's own high-water mark (ru_maxrss)"""
     phase: _builtins.str
     """phase in which an error happened"""
+    op_trace_gz: _builtins.bytes
+    """--op-profile: the runtime's own profiler trace (Chrome trace JSON, gzip), at most 8 MB; empty when the
+    runtime has none (notes["op_profile"] then says why) or it was larger.
+    """
     @_builtins.property
     def op_by_type(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpStat]: ...
     @_builtins.property
@@ -1226,10 +1231,11 @@ class JobEnd(_message.Message):
         phase: _builtins.str = ...,
         notes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         parts: _abc.Iterable[Global___PartEnd] | None = ...,
+        op_trace_gz: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_kind", b"error_kind", "first_inference_ns", b"first_inference_ns", "measured", b"measured", "notes", b"notes", "op_by_type", b"op_by_type", "op_top_nodes", b"op_top_nodes", "parts", b"parts", "peak_rss_bytes", b"peak_rss_bytes", "phase", b"phase", "status", b"status", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_kind", b"error_kind", "first_inference_ns", b"first_inference_ns", "measured", b"measured", "notes", b"notes", "op_by_type", b"op_by_type", "op_top_nodes", b"op_top_nodes", "op_trace_gz", b"op_trace_gz", "parts", b"parts", "peak_rss_bytes", b"peak_rss_bytes", "phase", b"phase", "status", b"status", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -144,6 +144,8 @@ def load_npz(
             for name in expected:
                 arrays[name] = _read_member(archive, members[name], name, budget, max_bytes)
                 budget -= arrays[name].nbytes
+    except InputError:
+        raise  # a missing input, an entry too large: said as it is, not as a damaged archive
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
         raise InputError(f"the inputs file is not a valid .npz archive: {err}") from err
     feeds: dict[str, np.ndarray] = {}

@@ -38,9 +38,9 @@ RESULT_KEYS = {
 FAST = ["--runs", "30", "--min-duration", "0.2", "--idle", "0", "--warmup", "2", "--quiet"]
 
 
-def host(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def host(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [console_script("host"), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        [console_script("host"), *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy(), cwd=cwd
     )
 
 
@@ -206,6 +206,31 @@ def test_agent_info_json_describes_the_board() -> None:
     assert info["profile"]
 
 
+@pytest.mark.parametrize("fmt", [["--json"], []], ids=["json", "text"])
+def test_agent_info_into_a_reader_that_left_ends_quietly_and_says_the_kernel_once(fmt: list[str]) -> None:
+    # `agent info --json | head`: the reader is gone before the info is printed.
+    proc = subprocess.Popen([console_script("agent"), "info", *fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    full = subprocess.run([console_script("agent"), "info", *fmt], capture_output=True, text=True, timeout=120)
+
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert proc.returncode == 141  # as a Unix tool cut off by SIGPIPE
+    kernel = json.loads(full.stdout)["kernel"] if fmt else full.stdout.split("kernel ")[1].split()[0]
+    assert full.stdout.count(kernel) == 1, full.stdout
+
+
+def test_agent_info_fits_an_80_column_terminal() -> None:
+    from tests.terminal import run_in_terminal
+
+    screen = run_in_terminal([console_script("agent"), "info"], 80, os.environ.copy(), timeout_s=120)
+
+    assert screen.returncode == 0, screen.text
+    assert max(len(line) for line in screen.lines) <= 80, screen.text  # the missing runtimes' reasons folded
+
+
 def test_python_dash_m_entry_points_work() -> None:
     for module in ("host", "agent"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
@@ -301,10 +326,21 @@ def test_bad_report_name_fails_before_profiling(squeezenet: Path, tmp_path: Path
 
 def test_op_profile_reports_time_by_op_type_and_top_nodes(squeezenet: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "r.json", tmp_path / "r.md"
-    proc = host("profile", str(squeezenet), *FAST, "--op-profile", "--json", str(out), "--report", str(report))
+    proc = host(
+        "profile", str(squeezenet), *FAST, "--op-profile", "--json", str(out), "--report", str(report), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     (dev,) = json.loads(out.read_text())["devices"]
     by_type = dev["op_profile"]["by_type"]
+    # The terminal shows the op-type table, and the runtime's raw trace is kept as a Chrome trace file.
+    table = proc.stdout.split("op profile  local: time by operator type", 1)[1].splitlines()
+    assert table[1].split()[:5] == ["op", "type", "total", "ms", "share"] and table[2].split()[0] == "Conv"
+    trace = Path(dev["op_profile"]["trace_file"])
+    assert trace.parent == tmp_path and trace.name.startswith("op-trace-") and f"trace: {trace}" in proc.stdout
+    events = json.loads(trace.read_text())
+    kernels = [e for e in events if str(e.get("name", "")).endswith("_kernel_time")]
+    assert kernels and all({"ph", "ts", "dur", "pid", "tid"} <= set(e) for e in kernels)  # Trace Event Format
+    assert {e["args"]["op_name"] for e in kernels} >= {"Conv", "Concat"}
     assert by_type[0]["op_type"] == "Conv"  # SqueezeNet's time is in its convolutions
     assert all(row["total_us"] > 0 and row["calls"] > 0 for row in by_type)
     assert dev["op_profile"]["top_nodes"] and all(n["node"] for n in dev["op_profile"]["top_nodes"])

@@ -62,6 +62,11 @@ def _run(run_id: str, devices: list[dict[str, Any]], threads: int = 1, sha: str 
     )
 
 
+#: The footnote of the starred figures, which are the repetitions' geometric means (issue 29 item 6).
+BASIS_NOTE_MD = (
+    "\\* geometric mean of the repetitions' figures: what the change and its interval compare (the pooled"
+    " figures over every inference are in each run's report and JSON)\n"
+)
 FIVE = [4.00, 4.04, 3.98, 4.02, 3.96]
 ENERGY = [20.0, 20.1, 19.9, 20.05, 19.95]
 
@@ -322,6 +327,7 @@ def test_markdown_of_a_failing_comparison_reads_whole() -> None:
         "| pi | peak memory (MB) | 80.00 | 80.00 | +0.0% | – | – | no test (higher is worse) | – |\n\n"
         + "".join(f"- skipped {s}\n" for s in SKIPPED)
         + "- pi: +0 g CO2e per million inferences (estimate: energy × 400 g/kWh)\n"
+        + BASIS_NOTE_MD
     )
 
 
@@ -335,7 +341,8 @@ def test_markdown_of_a_passing_gate_and_of_no_gate() -> None:
     assert "\n**✅ PASS: 0 regression(s) whose whole 95% interval lies above 7.50%**\n\n| device |" in gated
     assert "PASS" not in ungated and "FAIL" not in ungated
     assert ungated.startswith("### edgeprof compare: `cand-02` (candidate) vs `base-01` (base)\n\n| device |")
-    assert ungated.endswith("| no test (higher is worse) | – |\n")  # no skipped devices: nothing after the table
+    # No skipped devices: after the table only what the starred figures are.
+    assert ungated.endswith("| no test (higher is worse) | – |\n\n" + BASIS_NOTE_MD)
 
 
 def test_text_of_a_failing_comparison_ends_with_the_gate_line() -> None:
@@ -346,8 +353,9 @@ def test_text_of_a_failing_comparison_ends_with_the_gate_line() -> None:
     assert lines[0] == "candidate cand-02 vs base base-01"
     throughput = next(line for line in lines if "throughput" in line)
     assert throughput.startswith("pi      throughput inf/s                    250.0 ->      223.2    -10.7%")
-    assert lines[-6:] == [
+    assert lines[-7:] == [
         *(f"skipped {s}" for s in SKIPPED),
+        BASIS_NOTE_MD[1:-1],
         "FAIL: 1 regression(s) whose whole 95% interval lies above 5.00%",
         "",
     ]
@@ -465,7 +473,7 @@ def test_co2e_estimate_of_an_energy_change_per_million_inferences() -> None:
     md = render_markdown(compare_runs(base, cand, grid_g_per_kwh=400))
 
     # 2 mJ x 1e6 inferences = 2000 J = 0.000556 kWh; x 400 g/kWh = 0.222 g.
-    assert md.endswith("- pi: +0.222 g CO2e per million inferences (estimate: energy × 400 g/kWh)\n")
+    assert md.endswith("- pi: +0.222 g CO2e per million inferences (estimate: energy × 400 g/kWh)\n" + BASIS_NOTE_MD)
 
 
 def test_a_significant_improvement_passes_any_gate_and_says_significant() -> None:
@@ -580,3 +588,87 @@ def test_a_change_too_large_for_a_float_shows_as_infinity_and_as_null_in_json() 
     assert peak.endswith("| 80.00 | ∞ | – | – | no test (higher is worse) | – |")
     changes = {c["metric"]: c for c in json.loads(render_json(result))["changes"]}
     assert changes["peak memory"]["change_pct"] is None
+
+
+# Validity (issue 29 item 3): said in every format, and a gate that refuses to judge results not valid.
+NOT_VALID = {"valid": False, "reasons": ["no warmup inferences: the first were measured"], "warnings": ["p99 few"]}
+VALID = {"valid": True, "reasons": [], "warnings": []}
+
+
+def _slower_invalid_candidate() -> tuple[RunData, RunData]:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY, validity=VALID)])
+    cand = _run("cand-02", [_entry("pi", [p * 1.12 for p in FIVE], ENERGY, validity=NOT_VALID)])
+    return base, cand
+
+
+def test_a_gate_refuses_to_judge_a_result_that_is_not_valid_and_says_so_in_every_format() -> None:
+    from host.analysis.compare import EXIT_NOT_JUDGED, render_json
+
+    result = compare_runs(*_slower_invalid_candidate(), fail_on_regression_pct=5)
+    text, md, as_json = render_text(result), render_markdown(result), json.loads(render_json(result))
+
+    assert not result.failed and result.refused and result.exit_code == EXIT_NOT_JUDGED == 3
+    assert "NOT VALID: pi, candidate run cand-02: no warmup inferences: the first were measured" in text
+    assert "VALID: pi, base run base-01" in text and "WARNING: pi, candidate run cand-02: p99 few" in text
+    assert text.splitlines()[-1].startswith("NOT JUDGED: the gate does not judge results that are not valid (pi)")
+    p50 = next(line for line in text.splitlines() if "latency p50" in line)
+    assert "regression, not judged: a result is not valid" in p50 and "❌" not in p50
+    assert "**Validity:**\n\n- ✅ valid: pi, base run base-01\n- ❌ not valid: pi, candidate run cand-02:" in md
+    assert "**⛔ NOT JUDGED:" in md
+    assert as_json["valid"] is False and as_json["refused"] is True and as_json["not_judged"] == ["pi"]
+    assert as_json["validity"]["pi"]["candidate"]["reasons"] == NOT_VALID["reasons"]
+    assert as_json["validity"]["pi"]["base"]["valid"] is True
+
+
+def test_judge_invalid_lets_the_gate_fail_a_regression_on_results_not_valid() -> None:
+    result = compare_runs(*_slower_invalid_candidate(), fail_on_regression_pct=5, judge_invalid=True)
+
+    assert result.failed and result.exit_code == 1 and not result.refused
+    assert "NOT VALID: pi, candidate run cand-02" in render_text(result)  # still said
+
+
+def test_a_regression_on_a_valid_device_fails_even_when_another_is_not_judged() -> None:
+    base = _run("base-01", [_entry("pi", FIVE, ENERGY, validity=VALID), _entry("nano", FIVE, ENERGY, validity=VALID)])
+    cand = _run(
+        "cand-02",
+        [
+            _entry("pi", [p * 1.12 for p in FIVE], ENERGY, validity=VALID),
+            _entry("nano", FIVE, ENERGY, validity=NOT_VALID),
+        ],
+    )
+
+    result = compare_runs(base, cand, fail_on_regression_pct=5)
+
+    assert result.failed and result.exit_code == 1 and result.not_judged == ["nano"]
+    assert render_text(result).splitlines()[-1].endswith("lies above 5.00%; not judged, results not valid: nano")
+
+
+def test_the_figures_beside_a_change_are_the_ones_it_is_computed_from() -> None:
+    # Pooled p50s 35.04 -> 35.09 while the repetitions' geometric means fell: what `host ab` printed as
+    # "35.04 -> 35.09 -1.1%". The row now shows the geometric means, starred, and their ratio is the change.
+    base_reps, cand_reps = [35.04, 35.5, 35.9, 34.6, 35.04], [35.09, 34.6, 35.0, 34.2, 35.09]
+    base = _run("base-01", [_entry("pi", base_reps, ENERGY)])
+    cand = _run("cand-02", [_entry("pi", cand_reps, ENERGY)])
+    base.document["devices"][0]["latency_ms"]["p50"], cand.document["devices"][0]["latency_ms"]["p50"] = 35.04, 35.09
+
+    result = compare_runs(base, cand)
+    row = next(line for line in render_text(result).splitlines() if "latency p50" in line)
+
+    p50 = next(c for c in result.changes if c.metric == "latency p50")
+    shown = row.split()[4:7]  # pi latency p50 ms "35.22*" "->" "34.80*"
+    b, c = (float(x.rstrip("*")) for x in (shown[0], shown[2]))
+    assert shown[0].endswith("*") and shown[2].endswith("*") and p50.change_pct is not None
+    assert p50.change_pct < 0 and c < b  # sign of the change agrees with the figures beside it
+    assert abs((c / b - 1) * 100 - p50.change_pct) < 0.05
+    assert (p50.base, p50.candidate) == (35.04, 35.09)  # the pooled figures stay in the JSON
+    assert render_text(result).splitlines()[-1].startswith("* geometric mean of the repetitions' figures")
+
+
+def test_text_folds_at_word_boundaries_to_the_width_given() -> None:
+    result = compare_runs(*_slower_invalid_candidate(), fail_on_regression_pct=5)
+
+    lines = render_text(result, width=120).splitlines()
+    words = render_text(result).split()
+
+    assert max(len(line) for line in lines) <= 120
+    assert " ".join(lines).split() == words  # nothing cut: every word whole, in order

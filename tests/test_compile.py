@@ -16,7 +16,7 @@ import pytest
 import host.prepare.compile as compile_mod
 from host.prepare.compile import Compiler
 from host.prepare.compile_options import CompileError, CompileOptions
-from host.prepare.modelfile import ModelFile, inspect
+from host.prepare.modelfile import ModelFile, ModelFileError, inspect
 from protos import agent_pb2 as pb
 
 SQUEEZENET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
@@ -124,6 +124,65 @@ def test_static_int8_with_user_calibration_npz_runs(squeezenet: ModelFile, tmp_p
 
     assert recipe["calibration"]["data"].startswith("npz:")
     assert run_output_shape(artifact) == (1, 1000, 1, 1)
+
+
+def test_static_int8_takes_a_calibration_batch_and_splits_it(squeezenet: ModelFile, tmp_path: Path) -> None:
+    # A batch of 8 images for an input fixed at batch 1: ORT refused it whole ("Got: 8 Expected: 1").
+    npz = tmp_path / "batch.npz"
+    np.savez(npz, data_0=np.random.default_rng(3).random((8, 3, 224, 224), dtype=np.float32))
+    options = CompileOptions(quantize="int8", quantize_mode="static", calibration_npz=npz)
+
+    artifact, recipe = Compiler(options, cache_dir=tmp_path / "cache")(squeezenet, device("x86-rapl"))
+
+    assert recipe["steps"][1] == "quantize-int8-static" and "QLinearConv" in op_types(artifact)
+    assert run_output_shape(artifact) == (1, 1000, 1, 1)
+
+
+def test_calibration_layouts_one_sample_a_stack_a_batch_and_a_shape_that_fits_none() -> None:
+    from host.prepare.ort_steps import calibration_split
+
+    one = np.zeros((1, 3, 4, 4), np.float32)
+    stack = np.zeros((5, 1, 3, 4, 4), np.float32)
+    batch = np.arange(6 * 3 * 4 * 4, dtype=np.float32).reshape(6, 3, 4, 4)
+
+    assert [a.shape for a in calibration_split("x", one, (1, 3, 4, 4))] == [(1, 3, 4, 4)]
+    assert [a.shape for a in calibration_split("x", stack, (1, 3, 4, 4))] == [(1, 3, 4, 4)] * 5
+    pairs = calibration_split("x", batch, (2, 3, 4, 4))
+    assert [a.shape for a in pairs] == [(2, 3, 4, 4)] * 3 and np.array_equal(np.concatenate(pairs), batch)
+    assert [a.shape for a in calibration_split("x", batch, ("N", 3, 4, 4))] == [(6, 3, 4, 4)]  # dynamic batch
+    with pytest.raises(CompileError) as wrong:
+        calibration_split("x", np.zeros((8, 3, 5, 5), np.float32), (1, 3, 4, 4))
+    assert str(wrong.value).startswith("calibration data for input 'x' has shape 8x3x5x5; the model takes 1x3x4x4:")
+    assert "docs/calibration.md" in str(wrong.value)
+
+
+def test_an_output_that_declares_no_shape_is_accepted_as_onnx_runtime_accepts_it(tmp_path: Path) -> None:
+    # The checker required a shape on every graph output: "Field 'shape' of 'type' is required but missing".
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("NonZero", ["x"], ["idx"])],
+        "shapeless",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("idx", TensorProto.INT64, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "shapeless.onnx"
+    onnx.save(model, path)
+
+    inspected = inspect(path)
+    artifact, recipe = Compiler(CompileOptions(), cache_dir=tmp_path / "cache")(inspected, device("x86-rapl"))
+
+    assert [d.name for d in inspected.inputs] == ["x"] and recipe["steps"][0] == "check"
+    session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
+    relu, _ = session.run(None, {"x": np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)})
+    assert relu.tolist() == [[0.0, 2.0, 0.0, 4.0]]
+    model.graph.node[0].op_type = "NoSuchOp"  # other checker errors still refuse the model
+    onnx.save(model, path)
+    with pytest.raises(ModelFileError, match="not a valid ONNX model"):
+        inspect(path)
 
 
 def test_second_compile_is_a_cache_hit_without_rebuilding(

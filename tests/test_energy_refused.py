@@ -10,7 +10,7 @@ import numpy as np
 from host.analysis.document import NO_SENSOR, no_energy_text
 from host.analysis.summary import device_entry
 from host.analysis.validity import assess
-from host.run.progress import final_table
+from host.run.final_table import final_table
 from host.store.rundata import DeviceRaw, PhaseSpan
 from protos import agent_pb2 as pb
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from host.report.synthetic import synthetic_run
-from host.run.progress import PIPE_WIDTH, final_table, significant
+from host.run.final_table import PIPE_WIDTH, final_table, significant
 
 NAMES = [f"jetson-orin-nano-lab-{i:02d}.local:50051" for i in range(3)]
 

@@ -46,9 +46,11 @@ def test_compare_fails_a_generative_candidate_on_ttft_and_decode_and_passes_the_
     base = profile_genai(small, address, db, tmp_path / "a.json")["run_id"]
     slower = profile_genai(large, address, db, tmp_path / "b.json")["run_id"]
 
-    regressed = host(db, "compare", base, slower, "--fail-on-regression", GATE_PCT, "--format", "json")
-    improved = host(db, "compare", slower, base, "--fail-on-regression", GATE_PCT, "--format", "json")
-    text = host(db, "compare", base, slower, "--fail-on-regression", GATE_PCT)
+    # The gate's machinery is under test, not validity (runs this short on a shared box are rarely valid).
+    gate = ["--fail-on-regression", GATE_PCT, "--judge-invalid"]
+    regressed = host(db, "compare", base, slower, *gate, "--format", "json")
+    improved = host(db, "compare", slower, base, *gate, "--format", "json")
+    text = host(db, "compare", base, slower, *gate)
 
     assert regressed.returncode == 1, regressed.stderr
     changes = _changes(regressed.stdout)
@@ -90,6 +92,7 @@ def _ab(db: Path, address: str, base: Path, cand: Path) -> subprocess.CompletedP
         "1",
         "--fail-on-regression",
         GATE_PCT,
+        "--judge-invalid",
         "--format",
         "json",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,8 +86,14 @@ def test_generation_profile_reports_ttft_tokens_per_s_and_energy_per_token_and_r
         assert row["energy_mj_per_prompt_token"] == pytest.approx(POWER_W / row["prefill_tokens_per_s"] * 1e3, rel=0.15)
         assert abs(row["dynamic_energy_mj_per_generated_token"]) < 0.05 * row["energy_mj_per_generated_token"]
         assert prompt_len == row["prompt_len"]
-    assert "prompt 16 tokens, 32 generated:  TTFT p50" in first.stdout
-    assert "prompt 128 tokens, 32 generated:  TTFT p50" in first.stdout
+    # The printed line leads with means, which the rates agree with: prefill = prompt length / mean TTFT.
+    for prompt_len in (16, 128):
+        head = f"prompt {prompt_len} tokens, 32 generated:  means:"
+        line = next(ln for ln in first.stdout.splitlines() if head in ln)
+        ttft_mean_ms = float(re.search(r"means: TTFT ([\d.]+) ms", line).group(1))  # type: ignore[union-attr]
+        prefill = float(re.search(r"prefill ([\d.]+) tok/s", line).group(1))  # type: ignore[union-attr]
+        assert prefill == pytest.approx(prompt_len / (ttft_mean_ms / 1e3), rel=0.002), line
+        assert "medians: TTFT " in line
     assert dev["upload_bytes"] > 0
     (again,) = json.loads((tmp_path / "b.json").read_text())["devices"]
     assert again["status"] == "ok", again["error"]

@@ -120,3 +120,13 @@ def test_zip_bomb_as_the_input_is_refused_quickly_naming_the_cap(
         assert end.status == pb.JobEnd.ERROR and end.error_kind == "invalid_input", end
         assert f"at most {MAX_NPZ_DECOMPRESSED_BYTES / 1e6:.0f} MB" in end.error and "\n" not in end.error
         assert_still_serving(client, sha)
+
+
+def test_an_npz_missing_an_input_says_which_not_that_the_archive_is_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "wrong.npz"
+    np.savez(path, other=np.zeros((1, 3, 224, 224), np.float32))
+
+    with pytest.raises(InvalidInput) as caught:
+        load_npz(path, [SQUEEZENET_INPUT])
+
+    assert str(caught.value) == "the inputs file lacks data_0 (it has: other)"

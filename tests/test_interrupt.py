@@ -103,6 +103,11 @@ def test_signal_on_the_embedded_agent_stops_keeps_the_samples_and_leaves_no_proc
     assert stored.raw["local"].end_ns.size == device["n_inferences"]  # the samples are kept, not only counted
     assert store.pending() == []  # nothing left that `host runs fetch` could never collect
     assert any("run " in line and "stored with what was measured" in line for line in host.lines)
+    assert host.proc.stdout is not None
+    table = host.proc.stdout.read()  # the final table says interrupted, as the README promises, not error
+    row = next(line for line in table.splitlines() if line.startswith("│ local"))
+    assert row.split("│")[2].strip() == "interrupted", table
+    assert f"interrupted local: interrupted by {sig.name} during measure" in table
 
 
 def test_ctrl_c_cancels_the_job_on_a_remote_agent(squeezenet: Path, tmp_path: Path) -> None:

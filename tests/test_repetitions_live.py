@@ -61,7 +61,7 @@ def test_ab_interleaves_stores_two_runs_and_gates(tmp_path: Path, squeezenet: Pa
     # Far more than the bench's 15%: this pins the machinery (gate -> exit code) on a busy shared box, where a
     # 15% difference at 20 inferences per repetition is within noise; the bench measures the sensitivity.
     heavier = append_work(squeezenet, tmp_path / "squeezenet_plus.onnx", fraction=0.8)
-    args = ["--repeat", "3", *QUICK, "--format", "json"]
+    args = ["--repeat", "3", *QUICK, "--judge-invalid", "--format", "json"]  # the gate, not validity, under test
 
     caught = _host("ab", str(squeezenet), str(heavier), *args, "--fail-on-regression", "5", cwd=tmp_path)
     calibration = _host("ab", str(squeezenet), str(squeezenet), *args, "--fail-on-regression", "1000", cwd=tmp_path)

@@ -15,8 +15,9 @@ import pytest
 from host.report.escape import csv_cell, markdown_text, terminal_text
 from host.report.formats import ReportError, render
 from host.report.synthetic import synthetic_run
+from host.run.final_table import final_table
 from host.run.profiling import DeviceProgress
-from host.run.progress import PlainProgress, final_table
+from host.run.progress import PlainProgress
 from host.store.rundata import RunData
 
 
@@ -165,7 +166,7 @@ def test_final_table_prints_agent_text_inert() -> None:
     assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text and "\x00" not in text
     assert "│ [bold]board[" in text and "│ [link=http:/" in text  # markup shown as text (cut to the column)
     error_lines = [line for line in text.splitlines() if line.startswith("error")]
-    assert error_lines == ["error  [bold]board[/bold]: [red]boom[/red]\\u202egnp.exe second line\\u0000"]
+    assert error_lines == ["error       [bold]board[/bold]: [red]boom[/red]\\u202egnp.exe second line\\u0000"]
 
 
 def test_plain_progress_prints_agent_errors_inert() -> None:

@@ -58,6 +58,9 @@ CSV_DOCUMENT_PATHS: dict[str, tuple[str | int, ...]] = {
     "dynamic_energy_mj_per_inference_ci95_hi": ("energy", "dynamic_energy_mj_per_inference_ci95", 1),
     "max_temp_c": ("thermal", "max_temp_c"),
     "throttled": ("thermal", "throttled"),
+    "valid": ("validity", "valid"),
+    "validity_reasons": ("validity", "reasons"),  # lists: joined with "; "
+    "validity_warnings": ("validity", "warnings"),
 }
 
 
@@ -75,6 +78,8 @@ def _dig(entry: dict, path: tuple[str | int, ...]):  # type: ignore[no-untyped-d
 
 
 def test_csv_round_trips_every_stored_number_exactly(run) -> None:  # type: ignore[no-untyped-def]
+    run.document["devices"][0]["validity"] = {"valid": False, "reasons": ["a", "b"], "warnings": ["w"]}
+    run.document["devices"][1]["validity"] = {"valid": True, "reasons": [], "warnings": []}
     text = render(run, "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
 
@@ -86,6 +91,8 @@ def test_csv_round_trips_every_stored_number_exactly(run) -> None:  # type: igno
         for name, path in CSV_DOCUMENT_PATHS.items():
             stored = _dig(entry, path)
             cell = row[name]
+            if isinstance(stored, list):
+                stored = "; ".join(stored) or None
             if stored is None:
                 assert cell == "", name
             elif isinstance(stored, bool):

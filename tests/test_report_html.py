@@ -237,15 +237,15 @@ def test_summary_of_a_failed_and_a_measured_device_with_the_co2e_column() -> Non
 
     head = [text for text, _ in parsed.rows[0]]
     assert head == [
-        "device", "status", "runtime / provider", "n", "p50 ms [95% CI]", "p90 ms", "p99 ms", "inf/s",
+        "device", "status", "validity", "runtime / provider", "n", "p50 ms [95% CI]", "p90 ms", "p99 ms", "inf/s",
         "mJ/inf [95% CI]", "dynamic mJ/inf [95% CI]", "avg W", "idle W", "peak MB", "max °C", "throttled",
         "g CO2e / 1M inf (estimate)",
     ]  # fmt: skip
     measured = next(r for r in parsed.rows if r and r[0][0] == ok["device"])
-    assert [text for text, _ in measured[1:4]] == ["ok", "onnxruntime 1.32.0 / CPU", str(ok["n_inferences"])]
+    assert [text for text, _ in measured[1:5]] == ["ok", "valid", "onnxruntime 1.32.0 / CPU", str(ok["n_inferences"])]
     assert measured[1][1] == {"class": "text"}
     failed = next(i for i, r in enumerate(parsed.rows) if r and r[0][0] == "pi <5>")
-    assert [text for text, _ in parsed.rows[failed][1:4]] == ["error", "–", "0"]
+    assert [text for text, _ in parsed.rows[failed][1:5]] == ["error", "–", "–", "0"]
     assert parsed.rows[failed][1][1] == {"class": "text err"}
     error_row = parsed.rows[failed + 1]
     assert error_row[1] == ("worker died: <segfault>", {"class": "text err", "colspan": str(len(head) - 1)})
@@ -317,7 +317,7 @@ def test_a_measured_board_with_energy_and_temperature_fills_every_summary_cell()
     row = next([text for text, _ in r] for r in parsed.rows if r and r[0][0] == "jetson")
     # 12.5 mJ x 1e6 inferences = 12.5 kJ = 0.003472 kWh; x 400 g/kWh = 1.39 g.
     assert row == [
-        "jetson", "ok", "onnxruntime 1.20 / CUDA", "500", "2.500 [2.400–2.600]", "3.000", "4.000", "400.0",
+        "jetson", "ok", "–", "onnxruntime 1.20 / CUDA", "500", "2.500 [2.400–2.600]", "3.000", "4.000", "400.0",
         "12.50 [12.00–13.00]", "5.250 [5.000–5.500]", "6.250", "3.500", "120.5", "61.50", "yes", "1.39",
     ]  # fmt: skip
     (meta,) = parsed.meta
@@ -591,7 +591,7 @@ def test_the_runtime_and_provider_cell_is_text_aligned_left() -> None:
 
     row = next(r for r in _Page(page).rows if r and r[0][0] == d["device"])
     assert d["runtime"].startswith("onnxruntime ")  # the recorded run's runtime and version
-    assert row[2] == (f"{d['runtime']} / CPU", {"class": "text"})
+    assert row[3] == (f"{d['runtime']} / CPU", {"class": "text"})
     assert "th:first-child, td:first-child, td.text { text-align: left; }" in page
 
 

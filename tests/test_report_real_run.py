@@ -180,9 +180,9 @@ def test_html_report_shows_the_real_figures(run: RunData) -> None:
 
     assert page.startswith("<!DOCTYPE html>") and run.run_id in page
     (summary,) = [r for r in tables.rows if r and r[0] == entry["device"]]
-    assert summary[1] == "ok" and int(summary[3]) == want["n"]
-    assert _close(summary[4].split(" ")[0], want["p50"]) and _close(summary[5], want["p90"])
-    assert _close(summary[6], want["p99"]) and _close(summary[7], want["throughput"])
+    assert summary[1] == "ok" and summary[2] in ("valid", "not valid") and int(summary[4]) == want["n"]
+    assert _close(summary[5].split(" ")[0], want["p50"]) and _close(summary[6], want["p90"])
+    assert _close(summary[7], want["p99"]) and _close(summary[8], want["throughput"])
     reps = [r for r in tables.rows if len(r) == 10 and r[0] in ("1", "2")]
     assert [int(r[1]) for r in reps] == [i.size for i in _repetitions(raw)]
     for rep, index in zip(reps, _repetitions(raw), strict=True):
@@ -215,4 +215,4 @@ def test_host_report_writes_every_format_of_the_real_run_from_the_store(
     tables = _Tables()
     tables.feed((tmp_path / "out.html").read_text())
     (summary,) = [r for r in tables.rows if r and r[0] == entry["device"]]
-    assert _close(summary[4].split(" ")[0], p50)
+    assert _close(summary[5].split(" ")[0], p50)

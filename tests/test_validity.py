@@ -156,3 +156,12 @@ def test_no_warmup_and_a_run_too_short_for_its_intervals_are_reasons() -> None:
     assert no_warmup["valid"] is False and "no warmup" in no_warmup["reasons"][0]
     assert one_run["valid"] is False and "3 inferences give no 95% interval for p50" in one_run["reasons"][0]
     assert energy_too_sparse["valid"] is False and "9 power samples" in energy_too_sparse["reasons"][0]
+
+
+def test_more_threads_than_cores_is_a_warning_naming_both() -> None:
+    oversubscribed = assess(_ok_entry(threads=64, board={"cpu_cores": 2}), runs=100, min_duration_s=2.0)
+    fitting = assess(_ok_entry(threads=2, board={"cpu_cores": 2}), runs=100, min_duration_s=2.0)
+
+    assert oversubscribed["valid"] is True
+    assert [w for w in oversubscribed["warnings"] if w.startswith("64 intra-op threads on 2 CPU cores")]
+    assert fitting["warnings"] == []

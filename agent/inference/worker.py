@@ -24,7 +24,6 @@ import traceback
 from typing import IO, Any
 
 from agent.errors import AgentError, InvalidInput
-from agent.inference.memory_limit import apply_to_this_process, is_allocation_failure, out_of_memory
 from agent.measure import frames
 from agent.measure.frames import FLUSH_INTERVAL_NS
 from agent.measure.rss import peak_rss_bytes, rss_bytes
@@ -49,16 +48,7 @@ class Worker:
         frames.write_event(self.out, fields)
 
     def run(self) -> None:
-        """The job; an allocation that fails under the memory limit ends it as OutOfMemory, naming the limit."""
-        limit_mb = int(self.spec.get("memory_limit_mb", 0))
-        try:
-            self._run(limit_mb)
-        except Exception as err:
-            if limit_mb and is_allocation_failure(err):
-                raise out_of_memory(limit_mb, err) from err
-            raise
-
-    def _run(self, limit_mb: int) -> None:
+        """The job. Its memory limit is the agent's to enforce (agent/inference/memory_limit.py), from outside."""
         from agent.measure.inputs import load_npz, random_inputs, resolve_shapes
         from agent.runtimes import GENERATIVE_FORMATS, backend_for_format
 
@@ -66,14 +56,9 @@ class Worker:
         if spec["format"] == "gguf" and spec.get("llama_bench"):  # the board's own llama-bench binary
             from agent.inference.llama_bench_job import run_llama_bench
 
-            if limit_mb:
-                apply_to_this_process(limit_mb)  # inherited by llama-bench
-            run_llama_bench(self, spec["llama_bench"])
+            run_llama_bench(self, spec["llama_bench"])  # the agent's memory watch counts its child too
             return
         runtime = backend_for_format(spec["format"], spec.get("options", {}).get("runtime", ""))
-        if limit_mb:
-            runtime.version()  # import the runtime first: the limit is on top of what it reserves
-            apply_to_this_process(limit_mb)
         if spec["format"] in GENERATIVE_FORMATS:  # generations, not inferences (agent/inference/generation.py)
             from agent.inference.generation import run_generation
 
@@ -118,8 +103,9 @@ class Worker:
             measured = self.measure(session)
         op_by_type: list[dict[str, Any]] = []
         op_top: list[dict[str, Any]] = []
+        op_notes: dict[str, str] = {}
         if spec.get("op_profile"):
-            op_by_type, op_top = self.op_profile(runtime, feeds, session)
+            op_by_type, op_top, op_notes = self.op_profile(runtime, feeds, session)
         self.event(
             type="end",
             measured=measured,
@@ -130,6 +116,7 @@ class Worker:
             op_by_type=op_by_type,
             op_top_nodes=op_top,
             notes=session.notes() if hasattr(session, "notes") else {},
+            **op_notes,
         )
         session.close()
 
@@ -243,13 +230,20 @@ class Worker:
 
     def op_profile(
         self, runtime: Any, feeds: dict[str, Any], measured: Any = None
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """A separate profiled session after measuring, so the profiler never slows measured runs."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+        """A separate profiled session after measuring, so the profiler never slows measured runs.
+
+        Returns (by op type, slowest nodes, end-event fields): `op_profile_note` says why the measured session's
+        runtime has no profile, `op_trace_gz_b64` carries the runtime's own trace (gzip, base64) when small enough.
+        """
+        unavailable = getattr(measured, "op_profile_unavailable", "")
+        if unavailable:
+            return [], [], {"op_profile_note": f"not available: {unavailable}"}
         self.phase = "op-profile"
         runs = int(self.spec.get("op_profile_runs", 20))
         if getattr(measured, "native", False):  # one more runner invocation with its own layer profiler
             by_type, top = measured.profile_layers(runs)
-            return [vars(t) for t in by_type], [vars(t) for t in top]
+            return [vars(t) for t in by_type], [vars(t) for t in top], {}
         session = runtime.load(
             self.spec["model_path"],
             threads=int(self.spec.get("threads", 0)),
@@ -261,8 +255,27 @@ class Worker:
         for _ in range(runs):
             session.run()
         by_type, top = session.op_profile()
+        fields = op_trace_fields(session.op_trace_json)
         session.close()
-        return [vars(t) for t in by_type], [vars(t) for t in top]
+        return [vars(t) for t in by_type], [vars(t) for t in top], fields
+
+
+#: Largest compressed trace a job's end carries (a JobEnd is one journal row and one gRPC message).
+MAX_OP_TRACE_GZ_BYTES = 8 * 1024 * 1024
+
+
+def op_trace_fields(trace_json: bytes) -> dict[str, str]:
+    """The runtime's trace as end-event fields: gzip + base64 (frames are JSON), or a note when too large."""
+    if not trace_json:
+        return {}
+    import base64
+    import gzip
+
+    packed = gzip.compress(trace_json, compresslevel=6)
+    if len(packed) > MAX_OP_TRACE_GZ_BYTES:
+        size_mb = len(packed) / 1e6
+        return {"op_profile_note": f"trace not kept: {size_mb:.1f} MB compressed, over the 8 MB a job's end carries"}
+    return {"op_trace_gz_b64": base64.b64encode(packed).decode("ascii")}
 
 
 #: Modules a warm worker imports before it waits for a job: the runtimes' own (those installed) and

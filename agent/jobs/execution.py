@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 
 from agent.device.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.errors import AgentError, SensorError
+from agent.inference.memory_limit import MemoryWatch
 from agent.jobs import settle
 from agent.jobs.job import Job, RunnerContext
 from agent.jobs.parts import Part, combine_ends, job_parts
@@ -128,6 +130,8 @@ class JobExecution:
             except AgentError as err:
                 return job_end(pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase="prepare")
         worker, warm = self._start_worker()
+        limit_mb = self.settings.worker_memory_mb
+        watch = MemoryWatch(worker.pid, limit_mb).start() if limit_mb else None
         sensors = list(self.settings.sensors)
         if self.settings.memory_sensor is not None:
             sensors.append(self.settings.memory_sensor(worker.pid))
@@ -157,6 +161,8 @@ class JobExecution:
                     if not self._wait_exit(worker, deadline):
                         outcome = self._interrupted()
         finally:
+            if watch is not None:
+                watch.stop()
             if worker.poll() is None:
                 self._send(worker, "stop\n")
                 kill_worker(worker)
@@ -164,6 +170,8 @@ class JobExecution:
             stop_flusher.set()
             flusher.join(timeout=5)
             self.emitter.series(sampler.stop())
+        if watch is not None and watch.tripped_bytes is not None and not self.job.cancelled.is_set():
+            return self._over_memory(watch, sampler)
         return self._outcome(worker, outcome, sampler)
 
     # -- steps -------------------------------------------------------------------------------------
@@ -186,7 +194,6 @@ class JobExecution:
             "options": {**({} if generative else self.settings.runtime_options), **req.options},
             "engine_dir": str(self.runner.work_dir.parent / "engines"),
             "op_profile": req.op_profile,
-            "memory_limit_mb": self.settings.worker_memory_mb,
         }
         if generative:
             gen = req.generation
@@ -364,6 +371,14 @@ class JobExecution:
     def _interrupted(self) -> str:
         return "cancelled" if self.job.cancelled.is_set() else "timeout"
 
+    def _over_memory(self, watch: MemoryWatch, sampler: Sampler) -> pb.JobEnd:
+        """The worker the memory watch killed: one line, what it reached and the limit, in its phase."""
+        notes = {"sampler_problems": "; ".join(sampler.problems())} if sampler.problems() else {}
+        err = watch.error(self.phase)
+        return job_end(
+            pb.JobEnd.ERROR, error=str(err), kind=err.kind, phase=self.phase, measured=self.measured, notes=notes
+        )
+
     def _outcome(self, worker: subprocess.Popen[bytes], outcome: str, sampler: Sampler) -> pb.JobEnd:
         where = f"during {self.phase} after {self.measured} measured inferences"
         if self.job.cancelled.is_set():
@@ -408,6 +423,9 @@ class JobExecution:
         ev = self.end_event
         notes = {**{str(k): str(v) for k, v in (ev.get("notes") or {}).items()}, **notes}  # the runtime's own
         notes["warmup_stable"] = "true" if ev.get("warmup_stable") else "false"
+        if ev.get("op_profile_note"):
+            notes["op_profile"] = ev["op_profile_note"]
+        trace = base64.b64decode(ev["op_trace_gz_b64"]) if ev.get("op_trace_gz_b64") else b""
         return job_end(
             pb.JobEnd.OK,
             measured=ev["measured"],
@@ -416,6 +434,7 @@ class JobExecution:
             peak_rss_bytes=ev["peak_rss_bytes"],
             op_by_type=ev["op_by_type"],
             op_top_nodes=ev["op_top_nodes"],
+            op_trace_gz=trace,
             notes=notes,
         )
 

@@ -87,4 +87,6 @@ def combine_ends(ends: list[pb.JobEnd], n_parts: int, multi_part: bool) -> pb.Jo
         combined.notes["sampler_problems"] = "; ".join(dict.fromkeys(problems))
     stable = all(e.notes.get("warmup_stable", "true") == "true" for e in ends)
     combined.notes["warmup_stable"] = "true" if stable else "false"
+    if last.notes.get("op_profile"):  # why the (last part's) operator profile is missing: said, not dropped
+        combined.notes["op_profile"] = last.notes["op_profile"]
     return combined

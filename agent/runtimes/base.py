@@ -33,6 +33,11 @@ class ModelSession(abc.ABC):
     outputs: Sequence[TensorSpec]
     #: Providers / delegates the session really uses, preferred first.
     providers: Sequence[str]
+    #: Why this runtime gives no per-operator profile ("" where it gives one): said instead of nothing.
+    op_profile_unavailable: str = ""
+    #: The runtime's own profiler trace (Chrome trace JSON, as Perfetto and chrome://tracing open it), once
+    #: op_profile() has run; empty where the runtime has none.
+    op_trace_json: bytes = b""
 
     @abc.abstractmethod
     def prepare(self, feeds: Mapping[str, np.ndarray]) -> None:

@@ -80,11 +80,11 @@ class OnnxSession(ModelSession):
             return [], []
         path = self._session.end_profiling()
         try:
-            with open(path, encoding="utf-8") as fh:
-                events = json.load(fh)
+            with open(path, "rb") as fh:
+                self.op_trace_json = fh.read()  # kept whole: the worker sends it on, the host writes it out
         finally:
             os.unlink(path)
-        return aggregate_ort_profile(events)
+        return aggregate_ort_profile(json.loads(self.op_trace_json))
 
     def close(self) -> None:
         self._session = None

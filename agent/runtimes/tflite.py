@@ -121,6 +121,11 @@ class TFLiteSession(ModelSession):
     by set_tensor survive any number of invoke() calls: the measured loop writes no inputs.
     """
 
+    op_profile_unavailable = (
+        "LiteRT's Python interpreter exposes no per-operator timings; TFLite's benchmark_model does"
+        " (--enable_op_profiling=true), which an agent serving a phone (agent serve --adb) runs"
+    )
+
     def __init__(self, interpreter: Any, providers: Sequence[str]) -> None:
         self._interpreter = interpreter
         self._input_details = interpreter.get_input_details()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from host.analysis.compare_metrics import (
     SPECS,
     MetricChange,
     Side,
+    basis_figures,
     generation_specs,
     metric_change,
     plain_change,
@@ -34,7 +36,7 @@ from host.analysis.compare_metrics import (
 from host.analysis.document import get, num
 from host.analysis.energy import co2e_g
 from host.analysis.run_history import RunHistory
-from host.analysis.significance import EVIDENCE_WITHIN_RUN
+from host.analysis.significance import EVIDENCE_HISTORY, EVIDENCE_REPETITIONS, EVIDENCE_WITHIN_RUN
 from host.store.rundata import RunData
 from host.store.sqlite import Store, StoreError
 
@@ -46,6 +48,9 @@ NOISE_FLOOR_PCT = 10.0
 GATEABLE = ("latency-p50", "energy", "dynamic-energy", "ttft-p50", "decode-tokens-per-s")
 #: TTFT p50 and decode tokens/s exist only when both runs are generative (per prompt length both measured).
 DEFAULT_GATE_METRICS = ("latency-p50", "energy", "ttft-p50", "decode-tokens-per-s")
+#: Exit status of a gate that refused to judge: a device's base or candidate result is not valid.
+EXIT_NOT_JUDGED = 3
+SIDES = ("base", "candidate")
 
 
 class CompareError(Exception):
@@ -64,14 +69,45 @@ class CompareResult:
     #: Settings in which the two runs differ (a different model is the normal case and not listed).
     differences: list[str] = field(default_factory=list)
     noise_floor_pct: float = NOISE_FLOOR_PCT
+    #: Per compared device, each side's validity as its run recorded it: {"base": {valid, reasons, warnings},
+    #: "candidate": {...}}; valid is None for a result that recorded none (an old or hand-made document).
+    validity: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: --judge-invalid: the gate judges devices whose results are not valid too.
+    judge_invalid: bool = False
+
+    @property
+    def invalid_devices(self) -> list[str]:
+        """Compared devices whose base or candidate result is not valid."""
+        return [d for d, sides in self.validity.items() if any(sides[s]["valid"] is False for s in SIDES)]
+
+    @property
+    def valid(self) -> bool | None:
+        """Every compared result valid (None when no result recorded its validity)."""
+        known = [sides[s]["valid"] for sides in self.validity.values() for s in SIDES if sides[s]["valid"] is not None]
+        return None if not known else all(known)
+
+    @property
+    def not_judged(self) -> list[str]:
+        """Devices the gate leaves unjudged: results not valid, unless --judge-invalid."""
+        return [] if self.judge_invalid else self.invalid_devices
 
     @property
     def regressions(self) -> list[MetricChange]:
-        return [c for c in self.changes if c.regression]
+        return [c for c in self.changes if c.regression and c.device not in self.not_judged]
 
     @property
     def failed(self) -> bool:
         return self.fail_on_regression_pct is not None and bool(self.regressions)
+
+    @property
+    def refused(self) -> bool:
+        """The gate would not judge every device: one's results are not valid (and no regression elsewhere)."""
+        return self.fail_on_regression_pct is not None and bool(self.not_judged) and not self.failed
+
+    @property
+    def exit_code(self) -> int:
+        """1 on a regression, EXIT_NOT_JUDGED when the gate refused to judge invalid results, else 0."""
+        return 1 if self.failed else EXIT_NOT_JUDGED if self.refused else 0
 
     @property
     def within_run_only(self) -> list[str]:
@@ -83,6 +119,10 @@ class CompareResult:
             "failed": self.failed,
             "regressions": [asdict(c) for c in self.regressions],
             "within_run_only": self.within_run_only,
+            "valid": self.valid,
+            "invalid_devices": self.invalid_devices,
+            "not_judged": self.not_judged,
+            "refused": self.refused,
         }
 
 
@@ -136,11 +176,17 @@ _DEVICE_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent version", ("board", "agent_version")),
     ("threads used", ("threads",)),
     ("inputs", ("inputs",)),
+    ("compile recipe", ("recipe", "steps")),
 )
 
 
 def _shown(value: Any) -> str:
     return "–" if value is None else json.dumps(value, default=str) if not isinstance(value, str) else value
+
+
+def _short_hash(key: str, value: Any) -> Any:
+    """A file's sha256 as its first 12 hex digits (enough to tell two files apart on one line)."""
+    return value[:12] if key.endswith("_sha256") and isinstance(value, str) else value
 
 
 def settings_differences(
@@ -151,7 +197,8 @@ def settings_differences(
     b_set, c_set = base.get("settings") or {}, cand.get("settings") or {}
     for key in sorted((set(b_set) | set(c_set)) - _IGNORED_SETTINGS):
         if b_set.get(key) != c_set.get(key):
-            out.append(f"{key}: {_shown(b_set.get(key))} (base) vs {_shown(c_set.get(key))} (candidate)")
+            b_shown, c_shown = (_shown(_short_hash(key, v)) for v in (b_set.get(key), c_set.get(key)))
+            out.append(f"{key}: {b_shown} (base) vs {c_shown} (candidate)")
     for device, b, c in pairs:
         for label, path in _DEVICE_FIELDS:
             if get(b, *path) != get(c, *path):
@@ -168,8 +215,13 @@ def compare_runs(
     gate_metrics: Sequence[str] = DEFAULT_GATE_METRICS,
     history: RunHistory | None = None,
     noise_floor_pct: float = NOISE_FLOOR_PCT,
+    judge_invalid: bool = False,
 ) -> CompareResult:
-    """Every metric of every device both runs measured successfully; regressions beyond the PCT gate."""
+    """Every metric of every device both runs measured successfully; regressions beyond the PCT gate.
+
+    A device whose base or candidate result is not valid is compared and shown, but the gate does not judge it
+    unless `judge_invalid`: its regressions do not fail, and a gate that leaves one unjudged is `refused`.
+    """
     gate_pct = fail_on_regression_pct if fail_on_regression_pct is not None else 0.0
     history = history or RunHistory()
     base_devices = {d["device"]: d for d in base.document.get("devices") or []}
@@ -189,15 +241,63 @@ def compare_runs(
             continue
         pairs.append((device, b, c))
         sides = (Side(base, b), Side(cand, c))
-        changes += [
-            metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct)
-            for spec in (*SPECS, *generation_specs(b, c))
-        ]
+        for spec in (*SPECS, *generation_specs(b, c)):
+            change = metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct)
+            changes.append(_with_basis(change, basis_figures(b, spec), basis_figures(c, spec)))
         changes += [plain_change(device, name, unit, get(b, *p), get(c, *p), hw) for name, unit, p, hw in PLAIN]
     differences = settings_differences(base.document, cand.document, pairs)
+    validity = {device: {"base": _validity(b), "candidate": _validity(c)} for device, b, c in pairs}
     return CompareResult(
-        base.run_id, cand.run_id, fail_on_regression_pct, changes, skipped, grid_g_per_kwh, differences, noise_floor_pct
+        base.run_id,
+        cand.run_id,
+        fail_on_regression_pct,
+        changes,
+        skipped,
+        grid_g_per_kwh,
+        differences,
+        noise_floor_pct,
+        validity,
+        judge_invalid,
     )
+
+
+#: Control characters (escape sequences start with one) and bidirectional overrides: reasons can quote an
+#: agent's words, and this wing may not use host/report/escape.py (a higher one).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _inert(text: Any) -> str:
+    return _CONTROL.sub(" ", str(text))
+
+
+def _markdown_inert(text: str) -> str:
+    return re.sub(r"([\\`*_\[\]|<>])", r"\\\1", text)
+
+
+def _validity(entry: dict[str, Any]) -> dict[str, Any]:
+    found = entry.get("validity")
+    recorded: dict[str, Any] = found if isinstance(found, dict) else {}
+    valid = recorded.get("valid")
+    return {
+        "valid": valid if isinstance(valid, bool) else None,
+        "reasons": [_inert(r) for r in recorded.get("reasons") or []],
+        "warnings": [_inert(w) for w in recorded.get("warnings") or []],
+    }
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def _with_basis(change: MetricChange, base: list[float] | None, cand: list[float] | None) -> MetricChange:
+    """Record the geometric means a repetitions-based change compares, where they are not the pooled figures.
+
+    `host ab` printed "35.04 -> 35.09  -1.1%": pooled p50s beside a change of the repetitions' geometric means.
+    """
+    over_repetitions = change.test in (EVIDENCE_REPETITIONS, EVIDENCE_HISTORY)
+    if over_repetitions and base and cand and max(len(base), len(cand)) > 1 and min(base + cand) > 0:
+        change.base_basis, change.candidate_basis = _geometric_mean(base), _geometric_mean(cand)
+    return change
 
 
 def _change_text(c: MetricChange) -> str:
@@ -210,8 +310,10 @@ def _ci_text(c: MetricChange) -> str:
     return f"[{c.ci_pct[0]:+.1f}%, {c.ci_pct[1]:+.1f}%]" if c.ci_pct else "–"
 
 
-def _verdict(c: MetricChange, floor_pct: float) -> str:
+def _verdict(c: MetricChange, floor_pct: float, not_judged: Sequence[str] = ()) -> str:
     note = f" ({c.note})" if c.note else ""
+    if c.regression and c.device in not_judged:
+        return "regression, not judged: a result is not valid" + note
     if c.regression:
         return "❌ regression" + note
     if c.test in ("none", "missing"):
@@ -258,10 +360,51 @@ def _caveats(result: CompareResult) -> list[str]:
 
 
 def _gate_line(result: CompareResult) -> str:
-    return (
+    if result.refused:
+        return (
+            f"NOT JUDGED: the gate does not judge results that are not valid ({', '.join(result.not_judged)});"
+            f" make them valid and run again, or pass --judge-invalid (exit {EXIT_NOT_JUDGED})"
+        )
+    line = (
         f"{'FAIL' if result.failed else 'PASS'}: {len(result.regressions)} regression(s) whose whole 95% interval "
         f"lies above {num(result.fail_on_regression_pct, 3)}%"
     )
+    if result.not_judged:
+        line += f"; not judged, results not valid: {', '.join(result.not_judged)}"
+    return line
+
+
+def validity_lines(result: CompareResult) -> list[tuple[str, str]]:
+    """(label, text) per side of every compared device: NOT VALID with its reasons, each warning, else VALID."""
+    lines: list[tuple[str, str]] = []
+    for device, sides in result.validity.items():
+        for side in SIDES:
+            v = sides[side]
+            run_id = result.base_id if side == "base" else result.candidate_id
+            where = f"{device}, {side} run {run_id}"
+            if v["valid"] is False:
+                lines.append(("NOT VALID", f"{where}: {'; '.join(v['reasons'])}"))
+            elif v["valid"] is True:
+                lines.append(("VALID", where))
+            lines += [("WARNING", f"{where}: {w}") for w in v["warnings"]]
+    return lines
+
+
+def _figure(c: MetricChange, side: str) -> str:
+    """The figure the change compares: the geometric mean of repetitions (marked *) where it is not the pooled one."""
+    basis = c.base_basis if side == "base" else c.candidate_basis
+    if basis is not None:
+        return num(basis) + "*"
+    return num(c.base if side == "base" else c.candidate)
+
+
+def _basis_note(result: CompareResult) -> list[str]:
+    if not any(c.base_basis is not None for c in result.changes):
+        return []
+    return [
+        "* geometric mean of the repetitions' figures: what the change and its interval compare (the pooled"
+        " figures over every inference are in each run's report and JSON)"
+    ]
 
 
 def render_markdown(result: CompareResult) -> str:
@@ -269,35 +412,74 @@ def render_markdown(result: CompareResult) -> str:
     if result.differences:
         head += "**Differs from the base besides the model:**\n\n" + "".join(f"- {d}\n" for d in result.differences)
         head += "\n"
+    validity = validity_lines(result)
+    if validity:
+        icons = {"NOT VALID": "❌ not valid", "VALID": "✅ valid", "WARNING": "⚠️ warning"}
+        items = "".join(f"- {icons[label]}: {_markdown_inert(text)}\n" for label, text in validity)
+        head += f"**Validity:**\n\n{items}\n"
     if result.fail_on_regression_pct is not None:
-        head += f"**{'❌' if result.failed else '✅'} {_gate_line(result)}**\n\n"
+        icon = "⛔" if result.refused else "❌" if result.failed else "✅"
+        head += f"**{icon} {_gate_line(result)}**\n\n"
     rows = [
         "| device | metric | base | candidate | change | 95% CI | evidence | verdict | Mann-Whitney p (info) |",
         "|---|---|---:|---:|---:|---|---|---|---:|",
     ]
     for c in result.changes:
         rows.append(
-            f"| {c.device} | {c.metric} ({c.unit}) | {num(c.base)} | {num(c.candidate)} | {_change_text(c)} | "
-            f"{_ci_text(c)} | {_evidence_text(c)} | {_verdict(c, result.noise_floor_pct)} | {_mw_text(c)} |"
+            f"| {c.device} | {c.metric} ({c.unit}) | {_figure(c, 'base')} | {_figure(c, 'candidate')} | "
+            f"{_change_text(c)} | {_ci_text(c)} | {_evidence_text(c)} | "
+            f"{_verdict(c, result.noise_floor_pct, result.not_judged)} | {_mw_text(c)} |"
         )
     tail = [f"- skipped {s}" for s in result.skipped] + [f"- {line}" for line in _caveats(result)]
     tail += _co2_lines(result)
+    tail += [line.replace("* ", "\\* ", 1) for line in _basis_note(result)]
     return head + "\n".join(rows) + "\n" + ("\n" + "\n".join(tail) + "\n" if tail else "")
 
 
-def render_text(result: CompareResult) -> str:
-    width = max([len(c.device) for c in result.changes] + [6])
+def render_text(result: CompareResult, width: int | None = None) -> str:
+    """Plain text, one line per metric; with `width` (a terminal's) a metric's verdict that does not fit beside
+    its figures goes on the next line, and every line longer than `width` is folded at word boundaries under
+    an indent, so the terminal never wraps one mid-word."""
+    device_width = max([len(c.device) for c in result.changes] + [6])
+    indent = device_width + 2
     lines = [f"candidate {result.candidate_id} vs base {result.base_id}"]
     lines += [f"DIFFERS: {d}" for d in result.differences]
+    lines += [f"{label}: {text}" for label, text in validity_lines(result)]
     for c in result.changes:
-        lines.append(
-            f"{c.device:<{width}}  {c.metric + ' ' + c.unit:<30} {num(c.base):>10} -> {num(c.candidate):>10}"
-            f"  {_change_text(c):>8}  {_ci_text(c):<20} {_evidence_text(c):<12} {_verdict(c, result.noise_floor_pct)}"
+        figures = (
+            f"{c.device:<{device_width}}  {c.metric + ' ' + c.unit:<30} {_figure(c, 'base'):>10} ->"
+            f" {_figure(c, 'candidate'):>10}  {_change_text(c):>8}  {_ci_text(c):<20} {_evidence_text(c):<12}"
         )
-    lines += [f"skipped {s}" for s in result.skipped] + _caveats(result) + _co2_lines(result)
+        verdict = _verdict(c, result.noise_floor_pct, result.not_judged)
+        if width is not None and len(figures) + 1 + len(verdict) > width and len(figures.rstrip()) <= width:
+            lines += [figures.rstrip(), " " * indent + verdict]
+        else:
+            lines.append(f"{figures} {verdict}")
+    lines += [f"skipped {s}" for s in result.skipped] + _caveats(result) + _co2_lines(result) + _basis_note(result)
     if result.fail_on_regression_pct is not None:
         lines.append(_gate_line(result))
+    if width is not None:
+        lines = [_fold(line, width, indent) for line in lines]
     return "\n".join(lines) + "\n"
+
+
+def _fold(line: str, width: int, indent: int) -> str:
+    if len(line) <= width:
+        return line
+    import textwrap
+
+    lead = len(line) - len(line.lstrip(" "))  # a verdict line keeps its indent when folded further
+    return "\n".join(
+        textwrap.wrap(
+            line.lstrip(" "),
+            width=width,
+            initial_indent=" " * lead,
+            subsequent_indent=" " * max(lead, min(indent, width // 3)),
+            break_long_words=False,
+            break_on_hyphens=False,
+            drop_whitespace=True,
+        )
+    )
 
 
 def render_json(result: CompareResult) -> str:

@@ -53,6 +53,10 @@ class MetricChange:
     ci_pct: list[float] | None = None
     #: Whether this metric can fail the gate.
     gated: bool = False
+    #: The figures change_pct compares when they are not `base`/`candidate` (the pooled run figures): the
+    #: geometric means of the repetitions' figures; None where the run figures are the basis.
+    base_basis: float | None = None
+    candidate_basis: float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,11 @@ def _figures(entry: dict[str, Any], spec: _Spec) -> list[float] | None:
         return [v for v in values if v is not None]
     top = _number(_read(entry, spec, spec.top))
     return None if top is None else [top]
+
+
+def basis_figures(entry: dict[str, Any], spec: _Spec) -> list[float] | None:
+    """The figures a metric's change is computed from: one per repetition, or the run's one figure."""
+    return _figures(entry, spec)
 
 
 def _interval(value: Any) -> tuple[float, float] | None:

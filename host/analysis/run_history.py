@@ -18,9 +18,13 @@ MEASUREMENT_SETTINGS = (
     "threads",
     "input_shapes",
     "inputs_npz",
+    "inputs_sha256",
     "op_profile",
     "quantize",
     "quantize_mode",
+    "calibration_sha256",
+    "options",  # --runtime tensorrt, its precision and DLA core
+    "llama_options",  # a GGUF model's context, batch and GPU layers
     "gen_len",  # a generative model's figures depend on how many tokens follow the prompt
     "prompt_text",
 )

@@ -40,6 +40,7 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
     reasons += _measurement_rules(entry, notes)
     warnings += _measurement_warnings(entry, notes)
     warnings += _quantization_hints(entry)
+    warnings += _oversubscription(entry)
     warnings += jetson_warnings(entry)
     load_reasons, load_warnings = contention.findings(entry.get("machine_load"))
     reasons += load_reasons
@@ -53,6 +54,18 @@ def assess(entry: dict[str, Any], runs: int, min_duration_s: float) -> dict[str,
             " kept in the statistics"
         )
     return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+
+
+def _oversubscription(entry: dict[str, Any]) -> list[str]:
+    """More intra-op threads than the board has CPU cores (`--threads 64` on 2 cores): said, not silent."""
+    threads = int(entry.get("threads") or 0)
+    cores = int((entry.get("board") or {}).get("cpu_cores") or 0)
+    if cores <= 0 or threads <= cores:
+        return []
+    return [
+        f"{threads} intra-op threads on {cores} CPU cores: threads beyond the cores wait for each other (and spin),"
+        f" so the figures are not what the board gives with at most {cores}; leave --threads at 0 or lower it"
+    ]
 
 
 def _quantization_hints(entry: dict[str, Any]) -> list[str]:

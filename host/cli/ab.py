@@ -20,6 +20,7 @@ from host.cli.common import (
     CtxSizeOption,
     DeviceOption,
     DlaOption,
+    FailOnInvalidOption,
     FailOnRegressionOption,
     FleetOption,
     GateMetricsOption,
@@ -28,6 +29,7 @@ from host.cli.common import (
     IdleOption,
     InputShapeOption,
     InputsOption,
+    JudgeInvalidOption,
     MinDurationOption,
     OpProfileOption,
     PrecisionOption,
@@ -49,8 +51,9 @@ from host.cli.common import (
     WarmupOption,
     fail,
     open_store,
+    text_width,
 )
-from host.cli.profile_setup import ProfileOptions, driven, prepare, write_file
+from host.cli.profile_setup import ProfileOptions, driven, fail_if_invalid, prepare, write_file
 from host.run.interrupt import EXIT_INTERRUPTED
 
 _FORMATS = ("text", "md", "json")
@@ -92,12 +95,15 @@ def ab(
     tls_ca: TlsCaOption = None,
     fail_on_regression: FailOnRegressionOption = None,
     gate_metrics: GateMetricsOption = None,
+    judge_invalid: JudgeInvalidOption = False,
+    fail_on_invalid: FailOnInvalidOption = False,
     fmt: CompareFormatOption = "text",
     output: CompareOutputOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run BASE and CANDIDATE interleaved, K repetitions of each per device, store both runs and compare
-    them; with --fail-on-regression PCT, exit 1 when the candidate regresses by more than PCT."""
+    them; with --fail-on-regression PCT, exit 1 when the candidate regresses by more than PCT, and exit 3 (NOT
+    JUDGED) when a device's result of either model is not valid (unless --judge-invalid)."""
     if fmt not in _FORMATS:
         fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
     from host.analysis.compare import CompareError, parse_gate_metrics
@@ -171,13 +177,17 @@ def ab(
             default_grid_g_per_kwh(),
             gate_metrics=gates,
             history=history_for(store, base_run, cand_run),
+            judge_invalid=judge_invalid,
         )
     except CompareError as err:
         fail(str(err))
     if not result.changes:
         fail("no device measured both models successfully: " + "; ".join(result.skipped))
     text = {"text": render_text, "md": render_markdown, "json": render_json}[fmt](result)
-    print(text, end="")
+    print(render_text(result, text_width()) if fmt == "text" else text, end="")
     if output is not None:
         write_file(output, text)
-    raise typer.Exit(1 if result.failed or failed else 0)
+    if result.failed or failed:
+        raise typer.Exit(1)
+    fail_if_invalid(fail_on_invalid, [base_run.document, cand_run.document])
+    raise typer.Exit(result.exit_code)

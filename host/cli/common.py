@@ -24,6 +24,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def text_width() -> int | None:
+    """Columns plain-text output may use: $COLUMNS, else the terminal's; None for a pipe or file (no folding)."""
+    import os
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def open_store() -> Store:
     """The configured run store, or one line saying why it cannot be opened."""
     try:
@@ -115,6 +128,13 @@ ReconnectOption = Annotated[
 ]
 TokenFileOption = Annotated[Path | None, typer.Option(help="bearer token for the agents")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")]
+FailOnInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--fail-on-invalid",
+        help="exit 1 when a device measured but its result is not valid (for CI: noisy figures never pass quietly)",
+    ),
+]
 
 
 #: `--repeat K`: K measure phases per device, each in a fresh worker (the repetition is the unit of evidence).
@@ -145,6 +165,14 @@ GateMetricsOption = Annotated[
         metavar="LIST",
         help="comma-separated metrics that gate: latency-p50, energy, dynamic-energy, ttft-p50, decode-tokens-per-s"
         " (default: latency-p50,energy and, when both runs are generative, ttft-p50,decode-tokens-per-s)",
+    ),
+]
+JudgeInvalidOption = Annotated[
+    bool,
+    typer.Option(
+        "--judge-invalid",
+        help="let the gate judge devices whose base or candidate result is not valid (by default it refuses:"
+        " exit 3, NOT JUDGED)",
     ),
 ]
 CompareFormatOption = Annotated[str, typer.Option("--format", "-f", help="text|md|json")]

@@ -23,7 +23,9 @@ from host.cli.common import (
     CompareOutputOption,
     FailOnRegressionOption,
     GateMetricsOption,
+    JudgeInvalidOption,
     fail,
+    text_width,
 )
 from host.cli.report import default_grid_g_per_kwh
 from host.store.open import open_store
@@ -38,6 +40,7 @@ def compare(
     candidate: Annotated[str, typer.Argument(help="candidate: run id or prefix, or a result .json file")],
     fail_on_regression: FailOnRegressionOption = None,
     gate_metrics: GateMetricsOption = None,
+    judge_invalid: JudgeInvalidOption = False,
     fmt: CompareFormatOption = "text",
     output: CompareOutputOption = None,
     grid_g_per_kwh: Annotated[
@@ -46,7 +49,8 @@ def compare(
     ] = None,
 ) -> None:
     """Compare CAND against BASE per device and metric, with 95% intervals over repetitions (or the run-to-run
-    spread of earlier runs); with --fail-on-regression PCT, exit 1 when a gated metric is worse by more than PCT."""
+    spread of earlier runs); with --fail-on-regression PCT, exit 1 when a gated metric is worse by more than PCT,
+    and exit 3 (NOT JUDGED) when a device's base or candidate result is not valid (unless --judge-invalid)."""
     if fmt not in _FORMATS:
         fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
     store = None
@@ -65,6 +69,7 @@ def compare(
             grid_g_per_kwh if grid_g_per_kwh is not None else default_grid_g_per_kwh(),
             gate_metrics=gates,
             history=history_for(store, base_run, cand_run),
+            judge_invalid=judge_invalid,
         )
     except CompareError as err:
         fail(str(err))
@@ -74,11 +79,11 @@ def compare(
     if not result.changes:
         fail("no device measured successfully in both runs: " + "; ".join(result.skipped))
     text = {"text": render_text, "md": render_markdown, "json": render_json}[fmt](result)
-    print(text, end="")
+    print(render_text(result, text_width()) if fmt == "text" else text, end="")
     if output is not None:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(text)
         except OSError as err:
             fail(f"cannot write {output}: {err.strerror}")
-    raise typer.Exit(1 if result.failed else 0)
+    raise typer.Exit(result.exit_code)

@@ -15,6 +15,7 @@ from host.cli.common import (
     CtxSizeOption,
     DeviceOption,
     DlaOption,
+    FailOnInvalidOption,
     FleetOption,
     GenLenOption,
     GpuLayersOption,
@@ -43,7 +44,7 @@ from host.cli.common import (
     fail,
     open_store,
 )
-from host.cli.profile_setup import ProfileOptions, driven, prepare, write_file
+from host.cli.profile_setup import ProfileOptions, driven, fail_if_invalid, prepare, write_file
 from host.fleet.config import ConfigError, load_config
 from host.run.interrupt import EXIT_INTERRUPTED
 from host.run.profiling import run_profile
@@ -87,6 +88,7 @@ def profile(
         Path | None, typer.Option(help="also write a report: .html, .md, .csv or .json by suffix")
     ] = None,
     quiet: QuietOption = False,
+    fail_on_invalid: FailOnInvalidOption = False,
     prompt_len: PromptLenOption = "128",
     gen_len: GenLenOption = 64,
     prompt_file: PromptFileOption = None,
@@ -165,7 +167,7 @@ def profile(
                 stop=stop,
             )
     document = run.document
-    from host.run.progress import final_table
+    from host.run.final_table import final_table
 
     final_table(document)
     from host.analysis.generation import generation_lines
@@ -189,4 +191,6 @@ def profile(
         print(f"host: interrupted by {stop.reason}: run {run.run_id} stored with what was measured", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED)
     failed = [d for d in document["devices"] if d["status"] != "ok"]
-    raise typer.Exit(1 if failed else 0)
+    if failed:
+        raise typer.Exit(1)
+    fail_if_invalid(fail_on_invalid, [document])

@@ -7,6 +7,7 @@ tests/test_cli_help.py checks that both commands offer it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ def prepare(options: ProfileOptions, model_specs: list[str]) -> Prepared:
         prompt_text=prompt_text(options.prompt_file),
         options=runtime_options(options),
         llama_options=llama_options(options),
+        quantize=options.quantize,
+        quantize_mode=options.quantize_mode if options.quantize else None,
+        calibration_sha256=file_sha256(options.calibration, "--calibration"),
     )
     compiler = make_compiler(
         options.quantize,
@@ -193,6 +197,13 @@ def resolve_targets(
                 fail(f"no fleet named '{name}' (fleets: {known}; config: {where})")
             from host.fleet.members import fleet_targets
 
+            if not fleet:  # the config chose: said first, so a plain `host profile` never goes elsewhere silently
+                print(
+                    f"host: profiling on fleet '{name}', the default_fleet of {config.path}"
+                    " (--device or --fleet choose otherwise)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             targets = fleet_targets(config.fleets[name], token_file, tls_ca)
             if not targets:
                 fail(
@@ -221,6 +232,18 @@ def load_model(spec: str, shapes: dict[str, str]) -> ModelFile:
     except ModelFileError as err:
         fail(str(err))
     return model_file
+
+
+def file_sha256(path: Path | None, flag: str) -> str | None:
+    """The sha256 of a file the user named (what a run records of it); one line when it cannot be read."""
+    if path is None:
+        return None
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        fail(f"cannot read {flag} {path}: {err.strerror}")
 
 
 def read_inputs(inputs: Path | None) -> bytes:
@@ -281,6 +304,18 @@ def prompt_text(path: Path | None) -> str:
     if not text.strip():
         fail(f"--prompt-file {path} is empty")
     return text
+
+
+def fail_if_invalid(fail_on_invalid: bool, documents: list[dict[str, Any]]) -> None:
+    """With --fail-on-invalid, one line and exit 1 when a device measured a result that is not valid."""
+    invalid = [
+        d["device"]
+        for document in documents
+        for d in document["devices"]
+        if d.get("status") == "ok" and (d.get("validity") or {}).get("valid") is False
+    ]
+    if fail_on_invalid and invalid:
+        fail(f"--fail-on-invalid: the result of {', '.join(dict.fromkeys(invalid))} is not valid (reasons above)")
 
 
 def write_file(path: Path, text: str) -> None:

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from host.analysis.variant import variant_parts
 from host.cli.app import app
-from host.cli.common import fail, open_store
+from host.cli.common import fail, open_store, text_width
 from host.report.escape import terminal_text
 from host.report.flat import write_summary_csv
 from host.store.sqlite import Store, StoreError
@@ -20,8 +21,9 @@ from host.store.transfer import TransferError, read_runs, run_line
 runs_app = typer.Typer(help="stored runs", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
-#: Settings shown in `runs ls` when they differ from `host profile`'s defaults (what tells runs apart).
-_SETTING_LABELS = (("threads", "threads", 0), ("runs", "runs", 100), ("repeat", "repeat", 1))
+#: Settings shown in `runs ls` when they differ from `host profile`'s defaults, besides those that change what
+#: runs (host/analysis/variant.py).
+_SETTING_LABELS = (("runs", "runs", 100), ("repeat", "repeat", 1))
 
 
 def model_name(path: str) -> str:
@@ -39,14 +41,61 @@ def _p50_cell(document: dict[str, Any]) -> str:
     return ", ".join(cells) or "-"
 
 
+def _valid_cell(document: dict[str, Any]) -> str:
+    """yes / no for the devices that measured, `k/n` when some are valid; `-` when none measured (or unknown)."""
+    verdicts = [
+        (d.get("validity") or {}).get("valid") for d in document.get("devices") or [] if d.get("status") == "ok"
+    ]
+    known = [v for v in verdicts if isinstance(v, bool)]
+    if not known:
+        return "-"
+    valid = sum(known)
+    return "yes" if valid == len(known) else "no" if valid == 0 else f"{valid}/{len(known)}"
+
+
 def _settings_cell(document: dict[str, Any]) -> str:
     settings = document.get("settings") or {}
-    shown = [
+    shown = [terminal_text(part) for part in variant_parts(document)]
+    shown += [
         f"{label}={settings[key]}" for key, label, default in _SETTING_LABELS if settings.get(key, default) != default
     ]
-    if settings.get("inputs_npz"):
-        shown.append("inputs=npz")
     return " ".join(shown)
+
+
+_LS_HEADER = ("run", "created (UTC)", "model", "ok", "valid", "p50 ms", "settings")
+
+
+def _ls_lines(cells: list[tuple[str, ...]], width: int | None) -> list[str]:
+    """Columns as wide as their widest cell (no name or figure cut). On a terminal too narrow for them, the
+    created column goes first (the run id starts with the same UTC time) and a last line says so; the
+    settings are folded at word boundaries under their column, or onto lines of their own."""
+    import textwrap
+
+    rows = [_LS_HEADER, *cells]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_LS_HEADER) - 1)]
+    shown = list(range(len(_LS_HEADER) - 1))
+    dropped = False
+    if width is not None and sum(widths) + 2 * len(widths) > width:
+        shown.remove(1)
+        dropped = True
+    lines = []
+    for row in rows:
+        front = "  ".join(row[i].rjust(widths[i]) if i == 3 else row[i].ljust(widths[i]) for i in shown)
+        settings, indent = row[-1], len(front) + 2
+        longest = max((len(word) for word in settings.split()), default=0)
+        if width is None or not settings or indent + len(settings) <= width:
+            lines.append(f"{front}  {settings}".rstrip())
+        elif width - indent >= max(20, longest):
+            folded = textwrap.wrap(settings, width - indent, break_long_words=False, break_on_hyphens=False)
+            lines += [f"{front}  {folded[0]}", *(" " * indent + part for part in folded[1:])]
+        else:  # too narrow beside the other columns: the settings on lines of their own
+            lines.append(front.rstrip())
+            lines += textwrap.wrap(
+                settings, width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+            )  # a single word longer than the whole width is the only thing ever split
+    if dropped:
+        lines.append(f"(created (UTC) left out at {width} columns: a run id starts with it, YYYYMMDD-HHMMSS)")
+    return lines
 
 
 @runs_app.command("ls")
@@ -54,7 +103,8 @@ def runs_ls(
     limit: Annotated[int, typer.Option(min=1, help="how many runs, newest first")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """List stored runs, newest first: model, devices ok/all, p50 ms per device, non-default settings."""
+    """List stored runs, newest first: model, devices ok/all, whether their results are valid, p50 ms per device,
+    and the settings that differ from the defaults (quantization, calibration, inputs, threads, ...)."""
     store = open_store()
     try:
         rows = store.runs(limit=limit)
@@ -64,14 +114,22 @@ def runs_ls(
         store.close()
     malformed = {r.run_id: store.malformed[r.run_id] for r in rows if r.run_id in store.malformed}
     if as_json:
-        listed = [{**vars(r), "pending_jobs": r.run_id in pending} for r in rows]
+        listed = [
+            {
+                **vars(r),
+                "pending_jobs": r.run_id in pending,
+                "valid": _valid_cell(documents.get(r.run_id, {})),
+                "settings": variant_parts(documents.get(r.run_id, {})),
+            }
+            for r in rows
+        ]
         print(json.dumps([{**row, "malformed": malformed[row["run_id"]]} if row["run_id"] in malformed else row
                           for row in listed], indent=2))  # fmt: skip
         return
     if not rows and not pending:
         print(f"no runs yet in {store.path}")
         return
-    print(f"{'run':<23} {'created (UTC)':<19} {'model':<28} {'ok':>5}  {'p50 ms':<24} settings")
+    cells: list[tuple[str, ...]] = []
     for r in rows:
         if r.run_id in malformed:  # one line, never a traceback: the rest of the store is listed
             print(f"{r.run_id:<23} skipped: stored malformed ({terminal_text(malformed[r.run_id])[:160]});"
@@ -79,10 +137,12 @@ def runs_ls(
             continue
         doc = documents.get(r.run_id, {})
         ok = f"{r.n_ok}/{r.n_devices}" + ("*" if r.run_id in pending else "")
-        print(
-            f"{r.run_id:<23} {r.created_at[:19].replace('T', ' '):<19} {model_name(r.model_path)[:28]:<28}"
-            f" {ok:>5}  {_p50_cell(doc)[:24]:<24} {_settings_cell(doc)}"
+        created = r.created_at[:19].replace("T", " ")
+        cells.append(
+            (r.run_id, created, model_name(r.model_path), ok, _valid_cell(doc), _p50_cell(doc), _settings_cell(doc))
         )
+    for line in _ls_lines(cells, text_width()):
+        print(line)
     if pending & {r.run_id for r in rows}:
         print("* jobs still to collect: `host runs fetch RUN`, or `host runs rm RUN` to give them up")
     unsaved = sorted(pending - set(documents) - set(malformed))

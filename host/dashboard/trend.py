@@ -1,9 +1,12 @@
 """Trends: one model on one device over time, a point per run, p50 and energy per inference with intervals.
 
+Runs of one model file that ran differently (float, dynamic or static int8, fed an `--inputs` file, another
+thread count or compile recipe: host/analysis/variant.py) are separate lines, never one. A point is marked as a
+gate failure when `host compare PREVIOUS RUN --fail-on-regression PCT` would fail for this device, PREVIOUS being
+the run before it of the same variant (the same rule and code: host.analysis.compare).
+
 A generative model's runs (GenAI directories, GGUF files) are points of what their results lead with: time to
 first token (p50, with its interval) and energy per generated token, both of the first prompt length.
-A point is marked as a gate failure when `host compare PREVIOUS RUN --fail-on-regression PCT` would fail
-for this device (the same rule and code: host.analysis.compare), so the chart shows where a change regressed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from host.analysis.compare import compare_runs
+from host.analysis.variant import variant_key
 from host.dashboard.layout import link
 from host.dashboard.runs_view import model_name
 from host.report.svg import Chart, colour, padded_range
@@ -39,6 +43,8 @@ class TrendPoint:
     energy_mj: float | None
     energy_ci_mj: tuple[float, float] | None
     valid: bool
+    #: What ran (settings label, compile recipe): one trend line per variant.
+    variant: tuple[str, str] = ("as given", "")
     #: Metrics that regressed beyond the gate against the previous run ("" when none or not checked).
     gate_failures: list[str] = field(default_factory=list)
     #: The prompt length whose TTFT and energy per generated token the point shows (a generative run), else None.
@@ -84,6 +90,7 @@ def trend_points(docs: list[dict[str, Any]], model: str, device: str) -> list[Tr
             energy_mj=_number(energy.get("energy_mj_per_inference")),
             energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
             valid=(entry.get("validity") or {}).get("valid", True) is not False,
+            variant=variant_key(doc, entry),
         )
         rows = entry.get("generation")
         first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
@@ -99,81 +106,139 @@ def trend_points(docs: list[dict[str, Any]], model: str, device: str) -> list[Tr
 
 
 def mark_gate_failures(store: Store, points: list[TrendPoint], device: str, gate_pct: float) -> None:
-    """Compare each of the newest runs with the one before it, as `host compare --fail-on-regression` does."""
+    """Compare each of the newest runs with the one before it of the same variant, as `host compare
+    --fail-on-regression` does."""
     checked = points[-GATE_CHECKED_RUNS - 1 :]
-    previous = None
+    previous: dict[tuple[str, str], Any] = {}
     for point in checked:
         try:
             run = store.load_run(point.run_id)
         except StoreError:  # deleted meanwhile
-            previous = None
+            previous.pop(point.variant, None)
             continue
-        if previous is not None:
-            result = compare_runs(previous, run, fail_on_regression_pct=gate_pct)
+        if point.variant in previous:
+            result = compare_runs(previous[point.variant], run, fail_on_regression_pct=gate_pct)
             point.gate_failures = [c.metric for c in result.regressions if c.device == device]
-        previous = run
+        previous[point.variant] = run
 
 
-def _chart(points: list[TrendPoint], which: str, title: str, unit: str, t0: dt.datetime, keyword: str = "") -> str:
-    days = [(p.created_at - t0).total_seconds() / 86400 for p in points]
+def variant_names(points: list[TrendPoint]) -> dict[tuple[str, str], str]:
+    """A legend name per variant: its settings label, with the compile recipe where two labels coincide."""
+    labels = [v[0] for v in dict.fromkeys(p.variant for p in points)]
+    return {
+        v: v[0] if labels.count(v[0]) == 1 else f"{v[0]} ({v[1] or 'as uploaded'})"
+        for v in dict.fromkeys(p.variant for p in points)
+    }
+
+
+#: Time-axis steps, seconds: the first that leaves at most _MAX_TICKS ticks is used.
+_TIME_STEPS_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400)
+_MAX_TICKS = 7
+
+
+def time_ticks(lo_s: float, hi_s: float) -> list[tuple[float, str]]:
+    """Ticks for a time axis in UTC epoch seconds: round minutes, hours or days, labelled as such.
+
+    A label carries the date where the day changes (and on the first tick), the time of day only within a day:
+    `12-07 06:40`, `07:00`, ... or `2026-03-01`, `2026-03-08`, ... for weeks.
+    """
+    span = max(hi_s - lo_s, 1.0)
+    step = next((s for s in _TIME_STEPS_S if span / s <= _MAX_TICKS), 365 * 86400)
+    first = math.ceil(lo_s / step) * step
+    ticks: list[tuple[float, str]] = []
+    last_day = ""
+    t = first
+    while t <= hi_s:
+        when = dt.datetime.fromtimestamp(t, dt.timezone.utc)
+        day = f"{when:%m-%d}"
+        within_day = f"{day} {when:%H:%M}" if day != last_day else f"{when:%H:%M}"
+        ticks.append((t, f"{when:%Y-%m-%d}" if step >= 86400 else within_day))
+        last_day = day
+        t += step
+    return ticks
+
+
+def _chart(points: list[TrendPoint], which: str, title: str, unit: str, keyword: str = "") -> str:
+    times = [p.created_at.timestamp() for p in points]
     values = [p.p50_ms if which == "p50" else p.energy_mj for p in points]
     cis = [p.p50_ci_ms if which == "p50" else p.energy_ci_mj for p in points]
-    shown = [(x, v, ci, p) for x, v, ci, p in zip(days, values, cis, points, strict=True) if v is not None]
+    shown = [(x, v, ci, p) for x, v, ci, p in zip(times, values, cis, points, strict=True) if v is not None]
     if not shown:
         reason = "no energy figures: the board has no power sensor" if which == "energy" else "no latency figures"
         return f'<p class="muted">{escape(reason)}</p>'
     bounds = [v for _, v, ci, _ in shown for v in ((v,) + (ci or ()))]
-    x_lo, x_hi = padded_range([x for x, *_ in shown])
-    chart = Chart((x_lo, x_hi), padded_range(bounds, from_zero=True), f"days since {t0:%Y-%m-%d}", unit, title)
-    stroke, marked = colour(0), False
-    chart.line(np.array([x for x, *_ in shown]), np.array([v for _, v, *_ in shown]), stroke, label=title)
-    for x, v, ci, p in shown:
-        px, py = float(chart.px(x)), float(chart.py(v))
-        if ci is not None:
-            lo, hi = float(chart.py(ci[0])), float(chart.py(ci[1]))
-            chart.parts.append(
-                f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{lo:.1f}" y2="{hi:.1f}" stroke="{stroke}" stroke-width="1.4"/>'
-                f'<line x1="{px - 4:.1f}" x2="{px + 4:.1f}" y1="{lo:.1f}" y2="{lo:.1f}" stroke="{stroke}"/>'
-                f'<line x1="{px - 4:.1f}" x2="{px + 4:.1f}" y1="{hi:.1f}" y2="{hi:.1f}" stroke="{stroke}"/>'
-            )
-        fill = stroke if p.valid else "#fff"
-        label = f"{p.run_id}: {v:.4g} {unit}" + (
-            f" · gate failed: {', '.join(p.gate_failures)}" if p.gate_failures else ""
-        )
-        chart.parts.append(
-            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{fill}" stroke="{stroke}" stroke-width="1.5">'
-            f"<title>{escape(label)}</title></circle>"
-        )
-        if any((keyword or _KEYWORD[which]) in metric for metric in p.gate_failures):
-            marked = True
-            chart.parts.append(
-                f'<path d="M{px - 8:.1f} {py - 8:.1f} L{px + 8:.1f} {py + 8:.1f} M{px - 8:.1f} {py + 8:.1f} '
-                f'L{px + 8:.1f} {py - 8:.1f}" stroke="{_GATE_COLOUR}" stroke-width="2.5"/>'
-            )
+    lo_s, hi_s = min(x for x, *_ in shown), max(x for x, *_ in shown)
+    pad_s = max((hi_s - lo_s) * 0.05, 600.0)  # one run alone still gets an axis of ten minutes a side
+    x_lo, x_hi = lo_s - pad_s, hi_s + pad_s
+    chart = Chart(
+        (x_lo, x_hi), padded_range(bounds, from_zero=True), "time of the run (UTC)", unit, title,
+        x_ticks=time_ticks(x_lo, x_hi),
+    )  # fmt: skip
+    names = variant_names(points)
+    marked = False
+    for index, variant in enumerate(names):
+        stroke = colour(index)
+        mine = [(x, v, ci, p) for x, v, ci, p in shown if p.variant == variant]
+        if not mine:
+            continue
+        # Unlabelled: the variants' legend is HTML above the charts, where long labels wrap instead of clipping.
+        chart.line(np.array([x for x, *_ in mine]), np.array([v for _, v, *_ in mine]), stroke)
+        for x, v, ci, p in mine:
+            marked = _point(chart, keyword or _KEYWORD[which], unit, stroke, x, v, ci, p) or marked
     if marked:
         chart.legend.append((_GATE_COLOUR, "gate failed vs the previous run"))
     return chart.render()
+
+
+def _point(
+    chart: Chart, keyword: str, unit: str, stroke: str, x: float, v: float, ci: tuple[float, float] | None,
+    p: TrendPoint,
+) -> bool:
+    """One run's point with its interval bar (hollow when not valid); True when it carries a gate-failure mark."""
+    px, py = float(chart.px(x)), float(chart.py(v))
+    if ci is not None:
+        lo, hi = float(chart.py(ci[0])), float(chart.py(ci[1]))
+        chart.parts.append(
+            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{lo:.1f}" y2="{hi:.1f}" stroke="{stroke}" stroke-width="1.4"/>'
+            f'<line x1="{px - 4:.1f}" x2="{px + 4:.1f}" y1="{lo:.1f}" y2="{lo:.1f}" stroke="{stroke}"/>'
+            f'<line x1="{px - 4:.1f}" x2="{px + 4:.1f}" y1="{hi:.1f}" y2="{hi:.1f}" stroke="{stroke}"/>'
+        )
+    fill = stroke if p.valid else "#fff"
+    label = f"{p.run_id} ({p.variant[0]}): {v:.4g} {unit}" + (
+        f" · gate failed: {', '.join(p.gate_failures)}" if p.gate_failures else ""
+    )
+    chart.parts.append(
+        f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4.5" fill="{fill}" stroke="{stroke}" stroke-width="1.5">'
+        f"<title>{escape(label)}</title></circle>"
+    )
+    if not any(keyword in metric for metric in p.gate_failures):
+        return False
+    chart.parts.append(
+        f'<path d="M{px - 8:.1f} {py - 8:.1f} L{px + 8:.1f} {py + 8:.1f} M{px - 8:.1f} {py + 8:.1f} '
+        f'L{px + 8:.1f} {py - 8:.1f}" stroke="{_GATE_COLOUR}" stroke-width="2.5"/>'
+    )
+    return True
 
 
 def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: float) -> str:
     head = f"<h1>{escape(model)} on {escape(device)}</h1>"
     if not points:
         return head + '<p class="muted">no successful runs of this model on this device in the store.</p>'
-    t0 = points[0].created_at
     generative = next((p.prompt_len for p in points if p.prompt_len is not None), None)
     if generative is not None:  # a generative model: what its results lead with (module docstring)
-        first_chart = _chart(points, "p50", f"TTFT p50, prompt {generative}", "ms", t0, keyword="TTFT p50")
-        second_chart = _chart(points, "energy", "energy per generated token", "mJ", t0)
+        first_chart = _chart(points, "p50", f"TTFT p50, prompt {generative}", "ms", keyword="TTFT p50")
+        second_chart = _chart(points, "energy", "energy per generated token", "mJ")
         titles = (f"Time to first token p50, prompt {generative} tokens", "Energy per generated token")
         columns = ("TTFT p50 ms [95% CI]", "mJ/generated token")
     else:
-        first_chart = _chart(points, "p50", "p50 latency", "ms", t0)
-        second_chart = _chart(points, "energy", "energy per inference", "mJ", t0)
+        first_chart = _chart(points, "p50", "p50 latency", "ms")
+        second_chart = _chart(points, "energy", "energy per inference", "mJ")
         titles = ("Latency p50", "Energy per inference")
         columns = ("p50 ms [95% CI]", "mJ/inference [95% CI]")
+    names = variant_names(points)
     rows = "".join(
         f'<tr><td><a href="{link("/runs/" + p.run_id)}"><code>{escape(p.run_id)}</code></a></td>'
-        f"<td>{p.created_at:%Y-%m-%d %H:%M}</td>"
+        f"<td>{p.created_at:%Y-%m-%d %H:%M}</td><td>{escape(names[p.variant])}</td>"
         f'<td class="num">{_figure(p.p50_ms, p.p50_ci_ms)}</td>'
         f'<td class="num">{_figure(p.energy_mj, p.energy_ci_mj)}</td>'
         f"<td>{_VALID if p.valid else _INVALID}</td>"
@@ -182,16 +247,27 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
     )
     return (
         head
-        + f'<p class="caption">{len(points)} run(s), one point each; bars are 95% intervals; a hollow point is a run'
-        f" whose validity checks failed; ✕ marks a run that fails <code>host compare PREVIOUS RUN"
-        f" --fail-on-regression {gate_pct:g}</code> on this device.</p>"
+        + f'<p class="caption">{len(points)} run(s), one point each, one line per variant ({len(names)}: what ran,'
+        f" quantization, calibration, inputs, threads, runtime, recipe); bars are 95% intervals; a hollow point is a"
+        f" run whose validity checks failed; ✕ marks a run that fails <code>host compare PREVIOUS RUN"
+        f" --fail-on-regression {gate_pct:g}</code> on this device, PREVIOUS being the variant's run before.</p>"
+        + _legend(names)
         + f"<h2>{escape(titles[0])}</h2>"
         + first_chart
         + f"<h2>{escape(titles[1])}</h2>"
         + second_chart
-        + f"<h2>Runs</h2><table><tr><th>run</th><th>created (UTC)</th><th>{escape(columns[0])}</th>"
+        + f"<h2>Runs</h2><table><tr><th>run</th><th>created (UTC)</th><th>variant</th><th>{escape(columns[0])}</th>"
         f"<th>{escape(columns[1])}</th><th>validity</th><th>gate failed on</th></tr>" + rows + "</table>"
     )
+
+
+def _legend(names: dict[tuple[str, str], str]) -> str:
+    swatch = "display:inline-block;width:11px;height:11px;border-radius:2px;margin:0 5px 0 14px;background:"
+    items = "".join(
+        f'<span class="variant"><span style="{swatch}{colour(i)}"></span>{escape(name)}</span> '
+        for i, name in enumerate(names.values())
+    )
+    return f'<p class="legend">lines: {items}</p>'
 
 
 def _figure(value: float | None, ci: tuple[float, float] | None) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from host.fleet.client import sha256_file
+from host.prepare.onnx_check import check_model
 
 
 class ModelFileError(Exception):
@@ -87,7 +88,7 @@ def _onnx_inputs(path: Path) -> tuple[InputDecl, ...]:
     if not model.graph.node:
         raise ModelFileError(f"{path} is not a valid ONNX model (its graph has no nodes)")
     try:
-        onnx.checker.check_model(model)
+        check_model(model)
     except Exception as err:
         raise ModelFileError(f"{path} is not a valid ONNX model: {_short(err)}") from err
     initializers = {init.name for init in model.graph.initializer}

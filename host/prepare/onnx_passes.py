@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from host.prepare.compile_options import CompileError, short_reason
+from host.prepare.onnx_check import check_model
 
 
 def check_onnx(src: Path, dst: Path) -> None:
@@ -14,7 +15,7 @@ def check_onnx(src: Path, dst: Path) -> None:
     import onnx
 
     try:
-        onnx.checker.check_model(str(src))
+        check_model(str(src))
         onnx.shape_inference.infer_shapes_path(str(src), str(dst))
     except Exception as err:  # ValidationError, InferenceError, protobuf decode errors
         raise CompileError(f"{src.name} fails the ONNX checks: {short_reason(err)}") from err
@@ -38,7 +39,7 @@ def fix_dims(src: Path, dst: Path, shapes: Mapping[str, Sequence[int]], name: st
     fixed = dst.with_name(dst.stem + "-inputs.onnx")
     onnx.save(model, str(fixed))
     try:
-        onnx.checker.check_model(str(fixed))
+        check_model(str(fixed))
         # Strict: a shape the graph cannot take (e.g. a spatial size a Reshape or Gemm rejects) fails here,
         # in one line on the host, not on every board.
         onnx.shape_inference.infer_shapes_path(str(fixed), str(dst), strict_mode=True, data_prop=True)
@@ -180,7 +181,7 @@ def convert_opset(src: Path, dst: Path, target: int, profile: str, name: str) ->
     converted.opset_import.extend(kept)
     onnx.save(converted, str(dst))
     try:
-        onnx.checker.check_model(str(dst), full_check=True)  # full: input types against the older schemas too
+        check_model(str(dst), full_check=True)  # full: input types against the older schemas too
         from host.prepare.ort_session import quiet_session_options
 
         ort.InferenceSession(str(dst), quiet_session_options(), providers=["CPUExecutionProvider"])

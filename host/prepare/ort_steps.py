@@ -116,8 +116,47 @@ def quantize_int8(
         ) from err
 
 
+def _fits(shape: tuple[int, ...], declared: tuple[Any, ...]) -> bool:
+    """Whether an array shape is one the model takes (its dynamic dims take any size)."""
+    return len(shape) == len(declared) and all(
+        not (isinstance(want, int) and want > 0) or got == want for got, want in zip(shape, declared, strict=True)
+    )
+
+
+def calibration_split(name: str, array: Any, declared: tuple[Any, ...]) -> list[Any]:
+    """One input's calibration samples from its .npz array, in the layouts docs/calibration.md describes.
+
+    The array is one sample when the model takes its shape; a stack of samples when it has one axis more
+    (axis 0 indexes them); and a batch to split when its first axis is a multiple of a fixed batch dimension:
+    (8, 3, 224, 224) for an input fixed at (1, 3, 224, 224) is 8 samples, for (2, 3, 224, 224) it is 4.
+    Anything else is a CompileError saying which shapes fit.
+    """
+    shape = tuple(int(n) for n in array.shape)
+    if _fits(shape, declared):
+        return [array]
+    if len(shape) == len(declared) + 1 and _fits(shape[1:], declared):
+        return list(array)
+    batch = declared[0] if declared else None
+    if (
+        isinstance(batch, int)
+        and batch > 0
+        and len(shape) == len(declared)
+        and shape[0] % batch == 0
+        and _fits((batch, *shape[1:]), declared)
+    ):
+        return [array[i : i + batch] for i in range(0, shape[0], batch)]
+    want = "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in declared)
+    raise CompileError(
+        f"calibration data for input '{name}' has shape {'x'.join(map(str, shape))}; the model takes {want}:"
+        f" give one sample of that shape, a stack of samples (an extra leading axis), or a batch whose first"
+        f" axis is a multiple of {batch if isinstance(batch, int) and batch > 0 else 'the batch size'}"
+        " (see docs/calibration.md)"
+    )
+
+
 def _calibration_samples(options: CompileOptions, inputs: tuple[InputDecl, ...]) -> list[dict[str, Any]]:
-    """Calibration feeds: from the npz (a leading extra axis indexes samples), else seeded random data."""
+    """Calibration feeds: from the npz (calibration_split: one sample, a stack, or a batch to split), else
+    seeded random data."""
     import numpy as np
 
     count = options.calibration_samples
@@ -130,10 +169,7 @@ def _calibration_samples(options: CompileOptions, inputs: tuple[InputDecl, ...])
         missing = [d.name for d in inputs if d.name not in arrays]
         if missing:
             raise CompileError(f"calibration data {options.calibration_npz} lacks input(s): {', '.join(missing)}")
-        per_input = {
-            d.name: list(arrays[d.name]) if arrays[d.name].ndim == len(d.shape) + 1 else [arrays[d.name]]
-            for d in inputs
-        }
+        per_input = {d.name: calibration_split(d.name, arrays[d.name], d.shape) for d in inputs}
         count = min([count, *(len(v) for v in per_input.values())])
         return [{d.name: per_input[d.name][i].astype(d.dtype) for d in inputs} for i in range(count)]
     # Seeded: the same recipe must give the same artifact, whichever host builds it.

@@ -59,7 +59,21 @@ CSV_COLUMNS: tuple[Column, ...] = (
     Column("dynamic_energy_mj_per_inference_ci95_hi", _path("energy", "dynamic_energy_mj_per_inference_ci95", 1)),
     Column("max_temp_c", _path("thermal", "max_temp_c")),
     Column("throttled", _path("thermal", "throttled")),
+    # Whether the figures can be trusted (host/analysis/validity.py), and why not: never only in the terminal.
+    Column("valid", _path("validity", "valid")),
+    Column("validity_reasons", lambda entry: _joined(get(entry, "validity", "reasons"))),
+    Column("validity_warnings", lambda entry: _joined(get(entry, "validity", "warnings"))),
 )
+
+
+def _joined(items: Any) -> str | None:
+    return "; ".join(str(i) for i in items) if isinstance(items, list) and items else None
+
+
+def validity_text(entry: dict[str, Any]) -> str:
+    """ "valid", "not valid", or "–" where the result recorded no validity (a failed device, an old document)."""
+    valid = get(entry, "validity", "valid")
+    return "–" if not isinstance(valid, bool) or entry.get("status") != "ok" else "valid" if valid else "not valid"
 
 
 def has_energy(entry: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from host.analysis.variant import variant_label
 from host.report import fields as f
 from host.report import generation
 from host.report.errors import ReportError
@@ -66,7 +67,7 @@ def render_json(run: RunData) -> str:
         ) from err
 
 
-_FRONT = ("created_at", "model_path", "model_sha256")
+_FRONT = ("created_at", "model_path", "model_sha256", "settings")
 
 
 def write_summary_csv(runs: Iterable[RunData], out: TextIO) -> int:
@@ -78,7 +79,12 @@ def write_summary_csv(runs: Iterable[RunData], out: TextIO) -> int:
         if count == 0:
             writer.writerow([rows[0][0], *_FRONT, *rows[0][1:]])
         model = run.document.get("model") or {}
-        front = [str(run.document.get("created_at", "")), str(model.get("path", "")), str(model.get("sha256", ""))]
+        front = [
+            str(run.document.get("created_at", "")),
+            str(model.get("path", "")),
+            str(model.get("sha256", "")),
+            variant_label(run.document),  # what ran: quantization, calibration, inputs, threads
+        ]
         for row in rows[1:]:
             writer.writerow([row[0], *(csv_cell(v) for v in front), *row[1:]])
         count += 1

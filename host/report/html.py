@@ -27,7 +27,7 @@ th, td { padding: 5px 8px; border-bottom: 1px solid #e6e6e6; text-align: right; 
 th { background: #f5f7fa; font-weight: 600; vertical-align: bottom; white-space: normal; }
 th:first-child, td:first-child, td.text { text-align: left; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
-.err { color: #b00020; } .muted, .nosensor-cell { color: #777; font-style: italic; }
+.err, .invalid { color: #b00020; } .muted, .nosensor-cell { color: #777; font-style: italic; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px 28px; }
 .device { border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 18px 14px; margin: 18px 0; }
 .chart { width: 100%; height: auto; display: block; }
@@ -55,6 +55,7 @@ dl.meta dt { color: #555; } dl.meta dd { margin: 0; word-break: break-word; }
 _SUMMARY_HEAD = (
     "device",
     "status",
+    "validity",
     "runtime / provider",
     "n",
     "p50 ms [95% CI]",
@@ -90,6 +91,7 @@ def _summary_table(devices: list[dict[str, Any]], grid: float | None) -> str:
         cells = [
             f'<td><span class="swatch" style="background:{colour(i)}"></span>{escape(str(d.get("device", "?")))}</td>',
             _td(status, "text" if status == "ok" else "text err"),
+            _td(f.validity_text(d), "text invalid" if f.validity_text(d) == "not valid" else "text"),
             _td(" / ".join(p for p in (d.get("runtime") or "", provider) if p) or "–", "text"),
             _td(str(d.get("n_inferences") or 0)),
             _td(f.with_interval(lat.get("p50"), lat.get("p50_ci95"))),

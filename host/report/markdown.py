@@ -28,6 +28,7 @@ SUMMARY_HEADER = (
     "peak MB",
     "max °C",
     "throttled",
+    "validity",
 )
 
 
@@ -51,6 +52,7 @@ def _row(entry: dict[str, Any]) -> list[str]:
         f.num(entry.get("peak_rss_mb")),
         f.num(f.get(entry, "thermal", "max_temp_c")),
         f.num(f.get(entry, "thermal", "throttled")),
+        f.validity_text(entry),
     ]
 
 
@@ -110,6 +112,9 @@ def render_markdown(run: RunData, grid_g_per_kwh: float | None = None) -> str:
         if validity and not validity.get("valid"):
             reasons = "; ".join(markdown_text(r) for r in validity.get("reasons") or [])
             out += ["", f"⚠️ **{markdown_text(d.get('device'))}: not valid**: {reasons}"]
+        if validity.get("warnings"):
+            device = markdown_text(d.get("device"))
+            out += [""] + [f"- warning, {device}: {markdown_text(w)}" for w in validity["warnings"]]
         out += generation_markdown(d)
         accelerator = device_lines(d)  # TensorRT engine, Jetson power mode and clocks, rails that moved
         if accelerator:

@@ -95,6 +95,8 @@ class Chart:
     height: int = HEIGHT
     parts: list[str] = field(default_factory=list)
     legend: list[tuple[str, str]] = field(default_factory=list)
+    #: (x, label) ticks of the x axis in place of round numbers (a time axis labelled with dates).
+    x_ticks: list[tuple[float, str]] | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.x_range
@@ -215,18 +217,20 @@ class Chart:
 
     def _axes(self) -> str:
         out = [f'<rect x="{_LEFT}" y="{_TOP}" width="{self.plot_w}" height="{self.plot_h}" class="frame"/>']
-        if self.log_x:
+        if self.x_ticks is not None:
+            labelled = list(self.x_ticks)
+        elif self.log_x:
             lo, hi = self._x
             ticks = [10.0**k * m for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)]
-            ticks = [t for t in ticks if lo - 1e-9 <= math.log10(t) <= hi + 1e-9]
+            labelled = [(t, _fmt_tick(t)) for t in ticks if lo - 1e-9 <= math.log10(t) <= hi + 1e-9]
         else:
-            ticks = nice_ticks(*self._x)
-        for t in ticks:
+            labelled = [(t, _fmt_tick(t)) for t in nice_ticks(*self._x)]
+        for t, text in labelled:
             a = float(self.px(t))
             out.append(
                 f'<line x1="{a:.1f}" x2="{a:.1f}" y1="{_TOP}" y2="{_TOP + self.plot_h}" class="grid"/>'
                 f'<text x="{a:.1f}" y="{_TOP + self.plot_h + 14}" class="tick" text-anchor="middle">'
-                f"{_fmt_tick(t)}</text>"
+                f"{escape(text)}</text>"
             )
         for t in nice_ticks(*self._y):
             b = float(self.py(t))

@@ -43,6 +43,11 @@ class JobCollector:
     #: Running latency of the last measured block, for live displays.
     recent_latency_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     current_phase: str = "queued"
+    #: The part (repetition) the newest phase event belongs to, and inferences measured per part: live displays.
+    current_part: int = 0
+    part_measured: dict[int, int] = field(default_factory=dict)
+    #: Agent-clock end of the newest measured inference (the measure phase's elapsed time, for time left).
+    last_measured_end_ns: int = 0
     #: The phase the job was in when Ctrl-C (or SIGTERM) stopped it, "" while it was not stopped.
     phase_at_stop: str = ""
     #: Samples (inference windows + sensor samples) this job may hold; more ends the job (bounded memory).
@@ -75,6 +80,7 @@ class JobCollector:
             span.detail = event.detail or span.detail
             span.count = int(event.count) or span.count
             self.current_phase = name
+            self.current_part = int(event.part)
             part_phases = self._part_phases.setdefault(int(event.part), {})
             part_span = part_phases.setdefault(name, PhaseSpan(name, int(event.start_ns), int(event.end_ns)))
             part_span.start_ns = int(event.start_ns) or part_span.start_ns
@@ -92,7 +98,10 @@ class JobCollector:
             part_lists[1].append(ends)
             if block.phase == pb.MEASURE:
                 self.measured += len(starts)
+                self.part_measured[int(block.part)] = self.part_measured.get(int(block.part), 0) + len(starts)
                 self.recent_latency_ns = ends - starts
+                if ends.size:
+                    self.last_measured_end_ns = max(self.last_measured_end_ns, int(ends[-1]))
         for tblock in batch.tokens:
             self._tokens.add(tblock)
         for sblock in batch.series:
@@ -186,6 +195,20 @@ class JobCollector:
         if not starts:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate(ends) - np.concatenate(starts)
+
+    def measure_elapsed_s(self) -> float | None:
+        """Seconds the current part has measured for (agent clock), None before its measure phase."""
+        span = self._part_phases.get(self.current_part, {}).get("measure")
+        if span is None or not self.last_measured_end_ns:
+            return None
+        return max(0.0, (self.last_measured_end_ns - span.start_ns) / 1e9)
+
+    def part_p50_ms(self, part: int) -> float | None:
+        """The median of one part's measured inferences, ms (None when it measured none)."""
+        starts, ends = self._part_lat.get((part, pb.MEASURE), ([], []))
+        if not starts:
+            return None
+        return float(np.median(np.concatenate(ends) - np.concatenate(starts))) / 1e6
 
     @property
     def parts(self) -> list[int]:

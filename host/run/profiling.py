@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 
 from host import __version__
 from host.analysis.summary import device_entry, error_entry
@@ -75,19 +78,66 @@ class ProfileSettings:
     options: dict[str, str] = field(default_factory=dict)
     #: GGUF models: llama.cpp's settings, sent as request options ("n_ctx", "n_batch", "n_gpu_layers").
     llama_options: dict[str, str] = field(default_factory=dict)
+    #: What changes the model each board runs (host/prepare/compile.py), recorded so that runs, comparisons and
+    #: trends tell a float run from an int8 one: "int8" or None, its mode, the calibration file's sha256.
+    quantize: str | None = None
+    quantize_mode: str | None = None
+    calibration_sha256: str | None = None
 
 
 @dataclass
 class DeviceProgress:
     device: str
     phase: str = "connect"
+    #: Inferences measured: in the whole job, and in the current repetition (part) against its target.
     measured: int = 0
     target_runs: int = 0
+    part_measured: int = 0
     p50_ms: float | None = None
     power_w: float | None = None
     status: str = "running"  # "running" | "ok" | "error"
     error: str = ""
     upload_bytes: int = 0
+    #: Repetitions (--repeat, `host ab`): the current one (0-based), how many, how many ended, and for `host ab`
+    #: the side of the current one ("A" base, "B" candidate) and of the one that ended last.
+    part: int = 0
+    parts: int = 1
+    parts_done: int = 0
+    side: str = ""
+    done_side: str = ""
+    #: p50 of the repetition that ended last, ms.
+    done_p50_ms: float | None = None
+    done_measured: int = 0
+    #: Seconds left: of the current measure phase (--min-duration), and of the whole job (estimated from the
+    #: repetitions done); None while unknown.
+    measure_left_s: float | None = None
+    eta_s: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def follow_collector(state: DeviceProgress, c: JobCollector, min_duration_s: float, sides: Sequence[str] = ()) -> None:
+    """Update a device's progress from its job's collector after a batch (live displays read `state`)."""
+    state.phase = c.current_phase
+    state.measured = c.measured
+    state.part = c.current_part
+    state.part_measured = c.part_measured.get(c.current_part, 0)
+    state.side = sides[c.current_part] if c.current_part < len(sides) else ""
+    if c.recent_latency_ns.size:
+        state.p50_ms = float(np.median(c.recent_latency_ns)) / 1e6
+    state.power_w = c.recent_power_w()
+    if c.current_part > state.parts_done:  # a new part started: the one before it ended
+        state.parts_done = c.current_part
+        done = c.current_part - 1
+        state.done_side = sides[done] if done < len(sides) else ""
+        state.done_p50_ms = c.part_p50_ms(done)
+        state.done_measured = c.part_measured.get(done, 0)
+    elapsed = c.measure_elapsed_s() if c.current_phase == "measure" else None
+    state.measure_left_s = None if elapsed is None else max(0.0, min_duration_s - elapsed)
+    if state.parts_done:
+        per_part_s = (time.monotonic() - state.started_at) / state.parts_done
+        state.eta_s = max(0.0, per_part_s * state.parts - (time.monotonic() - state.started_at))
+    elif state.parts == 1:
+        state.eta_s = state.measure_left_s
 
 
 ProgressCallback = Callable[[DeviceProgress], None]
@@ -293,11 +343,7 @@ def profile_device(
             collector = JobCollector(target.name)
 
             def on_batch(c: JobCollector) -> None:
-                state.phase = c.current_phase
-                state.measured = c.measured
-                if c.recent_latency_ns.size:
-                    state.p50_ms = float(sorted(c.recent_latency_ns)[c.recent_latency_ns.size // 2]) / 1e6
-                state.power_w = c.recent_power_w()
+                follow_collector(state, c, settings.min_duration_s)
                 progress(state)
 
             stream_job(
@@ -312,6 +358,8 @@ def profile_device(
                 entry["error"] = interrupted_error(stop, collector)
                 entry["error_kind"] = "interrupted"
             entry["validity"] = assess(entry, settings.runs, settings.min_duration_s)
+            if collector.end is not None and collector.end.op_trace_gz:
+                keep_op_trace(entry, collector.end.op_trace_gz, run_id)
     except grpc.RpcError as err:
         entry, raw = (
             error_entry(
@@ -330,6 +378,8 @@ def profile_device(
             ),
             None,
         )
+        if stop is not None and stop.is_set():
+            entry["error_kind"] = "interrupted"
     except Exception as err:  # e.g. a compile step that fails for this target only: the others go on
         entry, raw = (
             error_entry(
@@ -341,11 +391,24 @@ def profile_device(
             ),
             None,
         )
+    # A device that failed before it measured (no connection, a refused model) is not valid either, and says why.
+    entry.setdefault("validity", assess(entry, settings.runs, settings.min_duration_s))
     state.status = entry["status"]
     state.error = entry.get("error") or ""
     state.phase = "done" if state.status == "ok" else "failed"
     progress(state)
     return entry, raw
+
+
+def keep_op_trace(entry: dict[str, Any], gz: bytes, run_id: str) -> None:
+    """Write the runtime's op trace in the working directory and name it in the entry (or say why not)."""
+    from host.run.op_trace import TraceError, write_trace
+
+    profile = entry.setdefault("op_profile", {"by_type": [], "top_nodes": []})
+    try:
+        profile["trace_file"] = str(write_trace(gz, Path.cwd(), run_id, entry["device"]))
+    except TraceError as err:
+        profile["trace_problem"] = str(err)
 
 
 def interrupted_error(stop: StopSignal, collector: JobCollector) -> str:
@@ -357,9 +420,10 @@ def interrupted_error(stop: StopSignal, collector: JobCollector) -> str:
 
 
 def settings_document(settings: ProfileSettings) -> dict[str, Any]:
-    """The settings as a run document records them (an inputs file only as whether one was given)."""
+    """The settings as a run document records them (an inputs file as whether one was given, and its sha256)."""
     doc = asdict(settings)
     doc["inputs_npz"] = bool(settings.inputs_npz)
+    doc["inputs_sha256"] = hashlib.sha256(settings.inputs_npz).hexdigest() if settings.inputs_npz else None
     return doc
 
 

@@ -1,53 +1,132 @@
-"""Live progress while devices are profiled (a table on a terminal, plain lines otherwise), and the final table."""
+"""Live progress while devices are profiled: a redrawn table on a terminal, a few plain lines in a pipe or CI log.
+
+What a row says: the phase; for --repeat and `host ab` the repetition (3/10) and its side (A base, B candidate);
+inferences measured against the repetition's target (never past it: past the count, measuring goes on for
+--min-duration and the time left says so); the p50 of the newest inferences; power; and the time left.
+In a pipe a device gets a line per phase until it first measures, a line per repetition that ends, a line when
+it ends, and one every HEARTBEAT_S in between at most: not a line per phase of every repetition.
+"""
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from host.analysis.document import no_energy_text
 from host.report.escape import rich_text, terminal_text
+from host.run.final_table import significant
 from host.run.profiling import DeviceProgress
+
+#: Longest silence of a running device in a pipe: then one line says where it is.
+HEARTBEAT_S = 30.0
+_LIVE_COLUMNS = ("device", "phase", "repetition", "inferences", "recent p50 ms", "power W", "left", "status")
+
+
+def counter(p: DeviceProgress) -> str:
+    """Inferences of the current repetition against its target: `120/200`, or `336` once past the target."""
+    n = p.part_measured if p.parts > 1 else p.measured
+    if p.target_runs and n <= p.target_runs:
+        return f"{n}/{p.target_runs}"
+    return str(n)
+
+
+def repetition(p: DeviceProgress) -> str:
+    """`3/10 B` for the third of ten repetitions, on the candidate's side; "" without repetitions."""
+    if p.parts <= 1:
+        return ""
+    return f"{min(p.part + 1, p.parts)}/{p.parts}" + (f" {p.side}" if p.side else "")
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value >= 90:
+        return f"{value / 60:.0f} min"
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def time_left(p: DeviceProgress) -> str:
+    """`about 40 s` for the whole job when repetitions tell it; else the measure phase's `--min-duration` left."""
+    if p.eta_s is not None and p.parts > 1:
+        return f"about {seconds(p.eta_s)}"
+    if p.measure_left_s:
+        return f"{seconds(p.measure_left_s)} of measuring"
+    return ""
+
+
+def details(p: DeviceProgress) -> str:
+    """The figures of a progress line: inferences, recent p50, power, time left (what is known)."""
+    parts = []
+    if p.measured:
+        parts.append(f"{counter(p)} inferences")
+    if p.p50_ms is not None:  # of the newest inferences; the final table's p50 is of all of them
+        parts.append(f"recent p50 {significant(p.p50_ms)} ms")
+    if p.power_w is not None:
+        parts.append(f"{p.power_w:.2f} W")
+    if time_left(p):
+        parts.append(f"{time_left(p)} left")
+    return "  ".join(parts)
+
+
+@dataclass
+class _Seen:
+    """What a pipe has already been told about one device."""
+
+    phase: str = ""
+    at: float = 0.0
+    measuring_seen: bool = False
+    parts_done: int = 0
+    ended: bool = False
 
 
 class PlainProgress:
-    """One line per phase change (and every few seconds while measuring): fit for CI logs and pipes."""
+    """A few plain lines per device, for CI logs and pipes (see the module docstring for which)."""
 
-    def __init__(self, out: TextIO = sys.stderr, every_s: float = 5.0) -> None:
+    def __init__(self, out: TextIO = sys.stderr, every_s: float = HEARTBEAT_S) -> None:
         self.out = out
         self.every_s = every_s
         self._lock = threading.Lock()
-        self._last: dict[str, tuple[str, float]] = {}
+        self._seen: dict[str, _Seen] = {}
 
     def __call__(self, p: DeviceProgress) -> None:
         with self._lock:
-            phase, at = self._last.get(p.device, ("", 0.0))
-            now = time.monotonic()
-            if p.phase == phase and now - at < self.every_s:
-                return
-            self._last[p.device] = (p.phase, now)
-            # Device names and errors come from agents: never let them drive the terminal.
+            line = self._line(p, self._seen.setdefault(p.device, _Seen()), time.monotonic())
+            if line is not None:
+                print(line, file=self.out, flush=True)
+
+    def _line(self, p: DeviceProgress, seen: _Seen, now: float) -> str | None:
+        # Device names and errors come from agents: never let them drive the terminal.
+        device = terminal_text(p.device)
+        if p.status in ("ok", "error"):
+            if seen.ended:
+                return None
+            seen.ended = True
             if p.status == "error":
-                line = f"{terminal_text(p.device)}: failed: {terminal_text(p.error)}"
-            else:
-                line = f"{terminal_text(p.device)}: {terminal_text(p.phase)}"
-                if p.measured:
-                    line += f"  {p.measured} inferences"
-                if p.p50_ms is not None:  # of the newest inferences; the final table's p50 is of all of them
-                    line += f"  recent p50 {significant(p.p50_ms)} ms"
-                if p.power_w is not None:
-                    line += f"  {p.power_w:.2f} W"
-            print(line, file=self.out, flush=True)
+                return f"{device}: failed: {terminal_text(p.error)}"
+            return f"{device}: done" + (f"  {p.measured} inferences" if p.measured else "")
+        if p.parts > 1 and p.parts_done > seen.parts_done:
+            seen.parts_done, seen.at, seen.phase = p.parts_done, now, p.phase
+            side = f" ({p.done_side})" if p.done_side else ""
+            p50 = f"  p50 {significant(p.done_p50_ms)} ms" if p.done_p50_ms is not None else ""
+            left = f"  about {seconds(p.eta_s)} left" if p.eta_s is not None else ""
+            return f"{device}: repetition {p.parts_done}/{p.parts}{side} done  {p.done_measured} inferences{p50}{left}"
+        first_time = p.phase != seen.phase and not seen.measuring_seen
+        if not first_time and now - seen.at < self.every_s:
+            return None
+        seen.phase, seen.at = p.phase, now
+        seen.measuring_seen = seen.measuring_seen or p.phase == "measure"
+        where = f"{terminal_text(p.phase)}" + (f" (repetition {repetition(p)})" if repetition(p) else "")
+        figures = details(p)
+        return f"{device}: {where}" + (f"  {figures}" if figures else "")
 
     def close(self) -> None:
         pass
 
 
 class LiveProgress:
-    """A rich table redrawn a few times a second: device, phase, progress, running p50 and power."""
+    """A rich table redrawn a few times a second, one row per device (columns: _LIVE_COLUMNS)."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -62,14 +141,18 @@ class LiveProgress:
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for col in ("device", "phase", "inferences", "recent p50 ms", "power W", "status"):
-            table.add_column(col)
+        with_reps = any(p.parts > 1 for p in self._rows.values())
+        for col in _LIVE_COLUMNS:
+            if col != "repetition" or with_reps:
+                table.add_column(col, no_wrap=col != "status")
         for p in self._rows.values():
-            done = f"{p.measured}/{p.target_runs}" if p.target_runs else str(p.measured)
             p50 = significant(p.p50_ms) if p.p50_ms is not None else ""
             power = f"{p.power_w:.2f}" if p.power_w is not None else ""
             status = {"ok": "[green]ok", "error": f"[red]{rich_text(p.error)}"}.get(p.status, "")
-            table.add_row(rich_text(p.device), rich_text(p.phase), done, p50, power, status)
+            cells = [rich_text(p.device), rich_text(p.phase)]
+            cells += [repetition(p)] if with_reps else []
+            cells += [counter(p) if p.measured else "", p50, power, time_left(p), status]
+            table.add_row(*cells)
         return table
 
     def __call__(self, p: DeviceProgress) -> None:
@@ -87,116 +170,3 @@ def make_progress(quiet: bool = False) -> Any:
     if sys.stderr.isatty():
         return LiveProgress()
     return PlainProgress()
-
-
-def significant(value: float | None, digits: int = 4) -> str:
-    """``value`` to ``digits`` significant digits without an exponent: 0.006123, 2.110, 296.9, 12346."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value == 0:
-        return "0"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    return f"{value:.{decimals}f}"
-
-
-#: Terminal columns the full table needs; narrower terminals get the columns that matter most first.
-#: Pipes and CI logs, which never wrap, get the full table whatever COLUMNS says.
-_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    # (header, justify, priority: 0 always shown, higher numbers dropped first when space is short)
-    ("device", "left", 0),
-    ("status", "left", 0),
-    ("runtime / provider", "left", 3),
-    ("n", "right", 2),
-    ("p50 ms [95% CI]", "right", 0),
-    ("p90 ms", "right", 2),
-    ("p99 ms", "right", 1),
-    ("inf/s", "right", 1),
-    ("load ms", "right", 3),
-    ("peak MB", "right", 2),
-    ("mJ/inf", "right", 0),
-    ("avg W", "right", 1),
-    ("max °C", "right", 3),
-)
-#: Width used when the output is not a terminal: wide enough that no column is dropped.
-PIPE_WIDTH = 220
-
-
-def _row(d: dict[str, Any]) -> dict[str, str]:
-    lat = d.get("latency_ms") or {}
-    energy = d.get("energy") or {}
-    thermal = d.get("thermal") or {}
-    ci = lat.get("p50_ci95")
-    p50 = significant(lat.get("p50")) + (f" [{significant(ci[0])}–{significant(ci[1])}]" if ci else "")
-    if energy.get("energy_mj_per_inference") is None:
-        mj = no_energy_text(d) if d["status"] == "ok" else "-"
-    else:
-        mj = significant(energy["energy_mj_per_inference"])
-    provider = d.get("execution_provider") or ""
-    runtime = (d.get("runtime") or "-") + (f" / {provider.replace('ExecutionProvider', '')}" if provider else "")
-    return {
-        "device": rich_text(d["device"]),
-        "status": "ok" if d["status"] == "ok" else "error",
-        "runtime / provider": rich_text(runtime),
-        "n": str(d.get("n_inferences", 0)),
-        "p50 ms [95% CI]": p50,
-        "p90 ms": significant(lat.get("p90")),
-        "p99 ms": significant(lat.get("p99")),
-        "inf/s": significant(d.get("throughput_ips")),
-        "load ms": significant(d.get("load_time_ms")),
-        "peak MB": significant(d.get("peak_rss_mb")),
-        "mJ/inf": mj,
-        "avg W": significant(energy.get("avg_power_w")),
-        "max °C": significant(thermal.get("max_temp_c"), 3),
-    }
-
-
-def _natural_width(rows: list[dict[str, str]], max_priority: int) -> int:
-    """Columns a table needs with no cell wrapped: each column's widest cell plus rich's padding and rule."""
-    shown = [h for h, _, priority in _COLUMNS if priority <= max_priority]
-    return 1 + sum(3 + max(len(h), *(len(row[h]) for row in rows)) for h in shown)
-
-
-def _table(title: str, rows: list[dict[str, str]], max_priority: int) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for header, justify, priority in _COLUMNS:
-        if priority <= max_priority:
-            if header == "device":
-                # Device names tell fleet rows apart: folded onto a second line when they must, never cut.
-                widest = max(len(row[header]) for row in rows)
-                table.add_column(header, justify="left", overflow="fold", min_width=min(widest, 20))
-            else:
-                table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for row in rows:
-        table.add_row(*(row[h] for h, _, priority in _COLUMNS if priority <= max_priority))
-    return table
-
-
-def output_width(out: TextIO) -> int:
-    """The terminal's width for a terminal; PIPE_WIDTH for a file or pipe (logs do not wrap)."""
-    isatty = getattr(out, "isatty", None)
-    if isatty is not None and isatty():
-        from rich.console import Console
-
-        return Console(file=out).width
-    return PIPE_WIDTH
-
-
-def final_table(document: dict[str, Any], out: TextIO = sys.stdout, width: int | None = None) -> None:
-    """The per-device summary table printed after a run, with as many columns as the width holds."""
-    from rich.console import Console
-
-    width = width or output_width(out)
-    title = rich_text(f"run {document['run_id']}  ·  {document['model']['path']}")
-    rows = [_row(d) for d in document["devices"]]
-    fits = [level for level in (3, 2, 1) if rows and _natural_width(rows, level) <= width]
-    console = Console(file=out, width=width)
-    console.print(_table(title, rows, fits[0] if fits else 0))
-    for d in document["devices"]:
-        # Plain print: one error stays one line however narrow the terminal or pipe.
-        if d["status"] != "ok":
-            print(f"error  {terminal_text(d['device'])}: {terminal_text(d.get('error'))}", file=out)
-        elif d.get("validity") and not d["validity"]["valid"]:
-            reasons = "; ".join(terminal_text(r) for r in d["validity"]["reasons"])
-            print(f"error  {terminal_text(d['device'])}: result not valid: {reasons}", file=out)

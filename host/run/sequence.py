@@ -33,6 +33,7 @@ from host.run.profiling import (
     Target,
     _request,
     acknowledge,
+    follow_collector,
     identity_compile,
     interrupted_error,
     settings_document,
@@ -71,7 +72,9 @@ def profile_device_parts(
     stop: StopSignal | None = None,
 ) -> list[tuple[dict[str, Any], DeviceRaw | None]]:
     """Run the parts (model index per part) as one job on one device; one (entry, raw) per model."""
-    state = DeviceProgress(target.name, target_runs=settings.runs * len(order))
+    state = DeviceProgress(target.name, target_runs=settings.runs, parts=len(order))
+    # `host ab`: which side each part measures; plain --repeat has one side, left unnamed.
+    sides = [("A", "B")[m] if m < 2 else str(m) for m in order] if len(models) > 1 else []
     progress(state)
     upload_bytes = [0] * len(models)
     recipes: list[dict[str, Any] | None] = [None] * len(models)
@@ -100,8 +103,7 @@ def profile_device_parts(
             collector = JobCollector(target.name)
 
             def on_batch(c: JobCollector) -> None:
-                state.phase = c.current_phase
-                state.measured = c.measured
+                follow_collector(state, c, settings.min_duration_s, sides)
                 progress(state)
 
             if stop is not None and stop.is_set():
@@ -120,7 +122,12 @@ def profile_device_parts(
     except Exception as err:  # e.g. a compile step that fails for this target only: the others go on
         message = f"{type(err).__name__}: {err}"
         results = [_failed(target, message, upload_bytes[i], recipes[i]) for i in range(len(models))]
+    for entry, _ in results:  # a device that failed before it measured says why in its validity too
+        entry.setdefault("validity", assess(entry, settings.runs, settings.min_duration_s))
+        if entry["status"] != "ok" and stop is not None and stop.is_set():
+            entry.setdefault("error_kind", "interrupted")
     failed = [entry for entry, _ in results if entry["status"] != "ok"]
+    state.parts_done, state.eta_s = len(order) if not failed else state.parts_done, None
     state.status = "error" if failed else "ok"
     state.error = (failed[0].get("error") or "") if failed else ""
     state.phase = "failed" if failed else "done"
