@@ -1,4 +1,4 @@
-"""(v) The agent's memory watch (agent/inference/memory_limit.py): its CPU while a worker idles, and how far past the limit
+"""(v) The agent's memory watch (agent/jobs/memory_limit.py): its CPU while a worker idles, and how far past the limit
 a fast allocation gets before the kill.
 
 Goals: <= 0.5% of one core at a 256 MB and a 2 GB limit (it runs beside every measured inference); overshoot
@@ -15,7 +15,7 @@ import time
 
 from harness import Row, load_average, print_table, record
 
-from agent.inference.memory_limit import MemoryWatch
+from agent.jobs.memory_limit import MemoryWatch
 
 GOAL_CPU_PCT = 0.5
 GOAL_OVERSHOOT_MB = 100.0

@@ -14,7 +14,7 @@ from faultlib import AgentProc, assert_still_serving, isolated_env, profile_requ
 from onnx import TensorProto, helper
 
 from agent.device.profiles import load_profile
-from agent.inference.memory_limit import MIN_WORKER_MEMORY_MB
+from agent.jobs.memory_limit import MIN_WORKER_MEMORY_MB
 from protos import agent_pb2 as pb
 
 
@@ -110,7 +110,7 @@ def test_profile_sets_the_default_worker_memory_limit(tmp_path: Path, monkeypatc
 
 def test_a_runner_the_worker_starts_counts_against_its_limit() -> None:
     # llama-bench and trtexec run as the worker's children: their memory is the job's too.
-    from agent.inference.memory_limit import MemoryWatch, tree_resident_bytes
+    from agent.jobs.memory_limit import MemoryWatch, tree_resident_bytes
 
     parent = subprocess.Popen(
         [
@@ -135,7 +135,7 @@ def test_a_runner_the_worker_starts_counts_against_its_limit() -> None:
 
 
 def test_the_figure_reached_is_never_shown_at_or_under_the_limit() -> None:
-    from agent.inference.memory_limit import MemoryWatch
+    from agent.jobs.memory_limit import MemoryWatch
 
     watch = MemoryWatch(os.getpid(), 256)
     watch.tripped_bytes = int(256.1 * 2**20)  # just past: rounded to the nearest MB it read "reached 256 MB"

@@ -48,7 +48,7 @@ class Worker:
         frames.write_event(self.out, fields)
 
     def run(self) -> None:
-        """The job. Its memory limit is the agent's to enforce (agent/inference/memory_limit.py), from outside."""
+        """The job. Its memory limit is the agent's to enforce (agent/jobs/memory_limit.py), from outside."""
         from agent.measure.inputs import load_npz, random_inputs, resolve_shapes
         from agent.runtimes import GENERATIVE_FORMATS, backend_for_format
 

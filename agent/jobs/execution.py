@@ -16,9 +16,9 @@ from typing import Any
 
 from agent.device.sampler import MIN_COUNTER_UPDATES, Sampler
 from agent.errors import AgentError, SensorError
-from agent.inference.memory_limit import MemoryWatch
 from agent.jobs import settle
 from agent.jobs.job import Job, RunnerContext
+from agent.jobs.memory_limit import MemoryWatch
 from agent.jobs.parts import Part, combine_ends, job_parts
 from agent.jobs.worker_process import exit_text, kill_worker, send_line
 from agent.measure import frames

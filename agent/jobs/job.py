@@ -46,7 +46,7 @@ class JobSettings:
     describe: Callable[[], pb.DeviceInfo] = field(default=lambda: pb.DeviceInfo())
     #: Keep one worker started, runtimes imported, for the next job (costs its memory while idle).
     warm_worker: bool = False
-    #: Memory a job's worker may add once its runtime is imported, MB (0 = no limit; agent/inference/memory_limit.py).
+    #: Memory a job's worker may add once its runtime is imported, MB (0 = no limit; agent/jobs/memory_limit.py).
     worker_memory_mb: int = 0
     #: How long a job's end is retried against a journal that refuses writes (a brief disk-full) before
     #: the job is reported as lost; its batches stay in memory and are written before each later job.

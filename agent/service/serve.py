@@ -219,7 +219,7 @@ class AgentProcess:
             )
 
     def _worker_memory_mb(self) -> int:
-        from agent.inference.memory_limit import check_limit_mb
+        from agent.jobs.memory_limit import check_limit_mb
 
         limit_mb = self.profile.worker_memory_mb if self.opts.worker_memory_mb is None else self.opts.worker_memory_mb
         try:
