@@ -46,7 +46,7 @@ def test_repeat_measures_each_repetition_in_a_fresh_worker(tmp_path: Path) -> No
     measures = sorted((p["part"], p["start_ns"], p["end_ns"]) for p in entry["phases"] if p["name"] == "measure")
     assert [m[0] for m in measures] == [0, 1, 2]
     assert all(measures[i][2] <= measures[i + 1][1] for i in range(2))  # back to back, never overlapping
-    assert entry["latency_ms"]["ci_method"] == "hierarchical bootstrap over 3 repetitions"
+    assert entry["latency_ms"]["ci_method"].startswith("3 repetitions: t (2 df) on their log quantiles")
     stored = open_store().load_run(json.loads(out.read_text())["run_id"])
     assert stored.document["settings"]["repeat"] == 3
     assert stored.raw["local"].start_ns.size == entry["n_inferences"]
