@@ -84,7 +84,8 @@ class PhoneConfig:
     #: towards where it started otherwise (°C/s), throttling trip points (type, °C), or "raw_mc": a
     #: constant reading (battery current zones read mA as m°C).
     zones: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "cpu-0-0", "temp_c": 36.0}])
-    #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3}
+    #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3,
+    #: "startup_s": 0.5 (each invocation spends that long starting, busy, before it loads the model)}
     runner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -492,8 +493,10 @@ Flags:
 
 def write_runner(path: Path) -> Path:
     """The file a user would `agent adb install-runner`: a launcher for benchmark_main with this Python."""
+    # The real tool is a C++ binary that exits as soon as it has printed: no interpreter teardown after the runs.
     path.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom adb_emulator import benchmark_main\nsys.exit(benchmark_main())\n"
+        f"#!{sys.executable}\nimport os, sys\nfrom adb_emulator import benchmark_main\ncode = benchmark_main()\n"
+        "sys.stdout.flush()\nos._exit(code)\n"
     )
     path.chmod(0o755)
     return path
@@ -518,6 +521,9 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     counter = root / "run/invocations"
     invocation = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(invocation))
+    if config.get("startup_s"):  # a slow start: loading libraries and the model keeps the CPU (and battery) busy
+        (root / "run/busy").write_text("1")
+        time.sleep(float(config["startup_s"]))
     print("INFO: STARTING!")
     print(f"INFO: Graph: [{flags.get('graph', '')}]")
     delegate = next((d for d in ("gpu", "nnapi", "xnnpack") if flags.get(f"use_{d}") == "true"), "")

@@ -325,8 +325,9 @@ class _PhoneRun:
     def _measure(self, mean_us: float) -> tuple[int, int]:
         """Blocks until --runs and --min-duration are both met, sized so that about DEFAULT_BLOCKS blocks do it.
 
-        Each block is a runner invocation whose start-up lies between blocks, inside the energy window:
-        longer blocks (a longer --min-duration) make that share smaller; it is reported as block_gap_fraction.
+        Each block is a runner invocation; its start-up (process start, model load) lies between the blocks'
+        windows, and the host integrates energy over each block's own windows only (host/analysis/energy_blocks.py),
+        so no start-up is charged to the inferences. Its share of the wall time is reported as block_gap_fraction.
         """
         self.phase = "measure"
         runs = self.req.runs or 100

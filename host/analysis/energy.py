@@ -20,13 +20,21 @@ import numpy as np
 from host.analysis import rails as rail_plan
 from host.analysis.autocorr import MIN_VALUES, mean_precision, ratio_precision
 from host.analysis.distributions import t_two_sided
-from host.analysis.energy_blocks import UNIT_MIN_SAMPLES, block_spans, dynamic_interval, runner_blocks, unit_edges
+from host.analysis.energy_blocks import (
+    UNIT_MIN_SAMPLES,
+    block_spans,
+    blocks_half_width_j,
+    dynamic_interval,
+    runner_blocks,
+    unit_edges,
+)
+from host.analysis.power_trace import power_over_time_w, total_j
 from host.analysis.rails import ENERGY_KINDS, ENERGY_UJ, POWER_MW, Channel, Rail
 from host.analysis.thermal import in_span, thermal_stats
 from host.store.rundata import PhaseSpan, Series
 
 # thermal_stats lives in host/analysis/thermal.py; callers that read every figure of a job from here keep working.
-__all__ = ["ENERGY_KINDS", "ENERGY_UJ", "POWER_MW", "dynamic_interval", "thermal_stats"]
+__all__ = ["ENERGY_KINDS", "ENERGY_UJ", "POWER_MW", "dynamic_interval", "power_over_time_w", "thermal_stats"]
 
 #: A counter should advance at least this many times over the window (NVML: ~100 ms steps).
 MIN_COUNTER_UPDATES = 50
@@ -66,6 +74,10 @@ class EnergyStats:
     gaps_excluded_s: float | None = None
     #: Why energy_mj_per_inference_ci95 is None although the energy is known (too few samples, too correlated).
     interval_problem: str | None = None
+    #: A phone with too few gauge samples to check their correlation: a t interval over its runner blocks, whose
+    #: coverage rests on ``ci_assumes`` (never given as the 95% interval above).
+    energy_mj_per_inference_ci: tuple[float, float] | None = None
+    ci_assumes: str | None = None
     #: Every rail that produced samples: name, role, part_of, sensor, method, summed, avg_power_w, energy_mj.
     rails: list[dict[str, Any]] = field(default_factory=list)
     #: Why the energy figures are null although there is a power sensor (a rail broken, stopped, gapped).
@@ -85,7 +97,11 @@ class EnergyStats:
     def to_dict(self) -> dict[str, Any]:
         """The result document's ``energy`` object (DESIGN.md §4) plus the extra figures above."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("energy_mj_per_inference_ci95", "dynamic_energy_mj_per_inference_ci95"):
+        for key in (
+            "energy_mj_per_inference_ci95",
+            "dynamic_energy_mj_per_inference_ci95",
+            "energy_mj_per_inference_ci",
+        ):
             out[key] = list(out[key]) if out[key] is not None else None
         out["rails"] = [dict(r) for r in self.rails]
         out["warnings"] = list(self.warnings)
@@ -95,38 +111,6 @@ class EnergyStats:
 def empty() -> dict[str, Any]:
     """The all-null ``energy`` object for a device without a power sensor."""
     return EnergyStats.empty().to_dict()
-
-
-def _cumulative_j(ch: Channel, t_ns: np.ndarray) -> np.ndarray:
-    """Energy in J from the channel's first sample to each time in ``t_ns``.
-
-    Power is taken as linear between samples (so the integral is the trapezoid rule, exact at window
-    edges too); a counter is interpolated linearly. Outside the samples the edge power is held (only
-    within the coverage tolerance of host/analysis/rails.py: a window the samples do not cover is refused).
-    """
-    t_s = (ch.t_ns - ch.t_ns[0]).astype(np.float64) / 1e9
-    q_s = (np.asarray(t_ns, dtype=np.int64) - ch.t_ns[0]).astype(np.float64) / 1e9
-    inside = np.clip(q_s, t_s[0], t_s[-1])
-    if ch.kind == ENERGY_UJ:
-        energy_j = (ch.value - ch.value[0]) * 1e-6
-        rate_w = np.diff(energy_j) / np.diff(t_s)
-        edge_before, edge_after = rate_w[0], rate_w[-1]
-        at = np.interp(inside, t_s, energy_j)
-    else:
-        power_w = ch.value * 1e-3
-        cum_j = np.concatenate(([0.0], np.cumsum((power_w[1:] + power_w[:-1]) / 2 * np.diff(t_s))))
-        seg = np.clip(np.searchsorted(t_s, inside, side="right") - 1, 0, t_s.size - 2)
-        dt = inside - t_s[seg]
-        slope = (power_w[seg + 1] - power_w[seg]) / (t_s[seg + 1] - t_s[seg])
-        at = cum_j[seg] + dt * (power_w[seg] + (power_w[seg] + slope * dt)) / 2
-        edge_before, edge_after = power_w[0], power_w[-1]
-    below = np.minimum(q_s - inside, 0.0)
-    above = np.maximum(q_s - inside, 0.0)
-    return np.asarray(at + below * edge_before + above * edge_after)
-
-
-def _total_j(channels: Sequence[Channel], t_ns: np.ndarray) -> np.ndarray:
-    return np.sum([_cumulative_j(ch, t_ns) for ch in channels], axis=0)
 
 
 def _samples_in(ch: Channel, start_ns: int, end_ns: int) -> int:
@@ -155,7 +139,7 @@ def _rail_entry(rail: Rail, spans: np.ndarray, problem: str | None) -> dict[str,
 
 def _spans_j(channels: Sequence[Channel], spans: np.ndarray) -> float:
     """Energy in J summed over (start, end) spans."""
-    return float(np.sum(_total_j(channels, spans[:, 1]) - _total_j(channels, spans[:, 0])))
+    return float(np.sum(total_j(channels, spans[:, 1]) - total_j(channels, spans[:, 0])))
 
 
 def _idle_power(channels: Sequence[Channel], idle: PhaseSpan) -> tuple[float, float | None, float | None]:
@@ -163,12 +147,12 @@ def _idle_power(channels: Sequence[Channel], idle: PhaseSpan) -> tuple[float, fl
     units of UNIT_MIN_SAMPLES samples, their powers a correlated series (a wandering level widens it)."""
     span = (int(idle.start_ns), int(idle.end_ns))
     duration_s = (span[1] - span[0]) / 1e9
-    power_w = float(np.diff(_total_j(channels, np.array(span, dtype=np.int64)))[0]) / duration_s
+    power_w = float(np.diff(total_j(channels, np.array(span, dtype=np.int64)))[0]) / duration_s
     k = min(_samples_in(ch, *span) for ch in channels) // UNIT_MIN_SAMPLES
     if k < MIN_VALUES:
         return power_w, None, None
     edges = np.round(np.linspace(span[0], span[1], k + 1)).astype(np.int64)
-    unit_w = np.diff(_total_j(channels, edges)) / (np.diff(edges).astype(np.float64) / 1e9)
+    unit_w = np.diff(total_j(channels, edges)) / (np.diff(edges).astype(np.float64) / 1e9)
     precision = mean_precision(unit_w)
     if precision.se is None:
         return power_w, None, None
@@ -281,9 +265,16 @@ def _intervals(
             f"{stats.sample_count} power samples make {units} units of {UNIT_MIN_SAMPLES}, fewer than the "
             f"{MIN_VALUES} that show how correlated the power is"
         )
+        if len(blocks) >= 3:  # a phone's runner blocks, each a separate invocation: the interval says what it assumes
+            spans = block_spans(starts, ends, blocks)
+            block_j = total_j(channels, spans[:, 1]) - total_j(channels, spans[:, 0])
+            half = blocks_half_width_j(block_j, np.array([j - i for i, j in blocks], dtype=np.float64)) * 1e3
+            mid = stats.energy_mj_per_inference or 0.0
+            stats.energy_mj_per_inference_ci = (mid - half, mid + half)
+            stats.ci_assumes = f"independent runner blocks ({len(blocks)}; too few power samples to check)"
         return
     u_start, u_end, u_count = unit_edges(starts, ends, blocks, units)
-    unit_j = _total_j(channels, u_end) - _total_j(channels, u_start)
+    unit_j = total_j(channels, u_end) - total_j(channels, u_start)
     gross = ratio_precision(unit_j, u_count)
     if gross.se is None:
         stats.interval_problem = f"the power's correlation outlasts what the window resolves: {gross.reason}"
@@ -331,34 +322,6 @@ def _warnings(summed: Sequence[Rail], window: tuple[int, int], starts: np.ndarra
     return out, aliases
 
 
-def power_over_time_w(series: Sequence[Series], min_interval_ns: int = 10_000_000) -> tuple[np.ndarray, np.ndarray]:
-    """The summed rails' power over time (for plots): (t_ns, watts); empty arrays without a sensor.
-
-    Power channels are summed on the first channel's timestamps. Counters are differentiated between
-    samples at least ``min_interval_ns`` apart (a raw 1 kHz RAPL difference is mostly update jitter),
-    each value placed at the middle of its interval.
-    """
-    plan = rail_plan.plan(series)
-    channels = [r.channel for r in plan.summed if r.channel is not None]
-    if not channels:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    base = channels[0].t_ns
-    if all(ch.kind == POWER_MW for ch in channels):
-        watts = np.sum([np.interp(base, ch.t_ns, ch.value) for ch in channels], axis=0) * 1e-3
-        return base.copy(), np.asarray(watts, dtype=np.float64)
-    picks = [0]
-    for i, t in enumerate(base):
-        if t - base[picks[-1]] >= min_interval_ns:
-            picks.append(i)
-    grid = base[np.array(picks)]
-    if grid.size < 2:
-        grid = base[[0, -1]]
-    energy_j = _total_j(channels, grid)
-    watts = np.diff(energy_j) / (np.diff(grid).astype(np.float64) / 1e9)
-    mid_ns = grid[:-1] + np.diff(grid) // 2
-    return mid_ns, np.asarray(watts, dtype=np.float64)
-
-
 def co2e_g(energy_j: float, grid_g_per_kwh: float) -> float:
     """Estimated grams of CO2-equivalent for ``energy_j`` at a grid intensity in g/kWh (see CO2E_LABEL).
 
@@ -393,4 +356,4 @@ def windows_energy_j(series: Sequence[Series], start_ns: np.ndarray, end_ns: np.
     channels = [r.channel for r in plan.summed if r.channel is not None]
     if not channels:
         return None
-    return np.asarray(_total_j(channels, ends) - _total_j(channels, starts))
+    return np.asarray(total_j(channels, ends) - total_j(channels, starts))

@@ -87,3 +87,14 @@ def dynamic_interval(
     df = se**4 / (se_measure**4 / df_measure + se_idle_term**4 / df_idle)
     half = (t_critical_95(max(1, math.floor(df))) if math.isfinite(df) else 1.96) * se
     return (center - half, center + half), se, df
+
+
+def blocks_half_width_j(block_j: np.ndarray, counts: np.ndarray) -> float:
+    """Half-width (J per inference) of a 95% t interval over runner blocks taken as independent units.
+
+    The ratio sum(J) / sum(inferences) linearised, its variance B/(B-1) sum(residual^2) / n^2, t with B-1 df.
+    """
+    n, k = float(counts.sum()), block_j.size
+    residual = block_j - float(block_j.sum()) / n * counts
+    se = math.sqrt(k / (k - 1) * float(np.sum(residual**2))) / n
+    return float(t_critical_95(k - 1) * se)
