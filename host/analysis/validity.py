@@ -91,7 +91,12 @@ def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str
     energy = entry.get("energy") or {}
     if energy.get("problem"):
         reasons.append(f"energy not measured: {energy['problem']}")
-    elif energy.get("energy_mj_per_inference") is not None and energy.get("energy_mj_per_inference_ci95") is None:
+    # A phone's few gauge samples give an interval over its blocks that says what it assumes: a warning instead.
+    elif (
+        energy.get("energy_mj_per_inference") is not None
+        and energy.get("energy_mj_per_inference_ci95") is None
+        and not energy.get("ci_assumes")
+    ):
         why = f": {energy['interval_problem']}" if energy.get("interval_problem") else ""
         reasons.append(
             f"too short for its own intervals: {energy.get('sample_count')} power samples give no energy interval{why}"
@@ -103,7 +108,12 @@ def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str
 
 def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[str]:
     """Doubts worth showing that do not make the result untrustworthy on their own."""
-    warnings = list((entry.get("energy") or {}).get("warnings") or [])
+    energy = entry.get("energy") or {}
+    warnings = list(energy.get("warnings") or [])
+    if energy.get("energy_mj_per_inference_ci95") is None and energy.get("ci_assumes"):
+        warnings.append(
+            f"energy interval assumes {energy['ci_assumes']}: {energy.get('interval_problem') or ''}".rstrip(": ")
+        )
     thermal = entry.get("thermal") or {}
     if thermal.get("throttle_monitored") is False:
         judged = (

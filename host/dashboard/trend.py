@@ -26,6 +26,8 @@ _GATE_COLOUR = "#b00020"
 #: Which gate failures each chart marks: host.analysis.compare's metric names.
 _KEYWORD = {"p50": "latency", "energy": "energy"}
 _VALID, _INVALID = "valid", '<span class="partial">invalid</span>'
+#: Said next to a p50 that is not a per-inference median.
+_SOURCE = {"block_means": " (median of block means)"}
 
 
 @dataclass
@@ -39,6 +41,8 @@ class TrendPoint:
     valid: bool
     #: Metrics that regressed beyond the gate against the previous run ("" when none or not checked).
     gate_failures: list[str] = field(default_factory=list)
+    #: "per_inference", or "block_means" (a phone: p50 is the median of its runner blocks' means).
+    latency_source: str = "per_inference"
 
 
 def _number(value: Any) -> float | None:
@@ -81,6 +85,7 @@ def trend_points(docs: list[dict[str, Any]], model: str, device: str) -> list[Tr
                 energy_mj=_number(energy.get("energy_mj_per_inference")),
                 energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
                 valid=(entry.get("validity") or {}).get("valid", True) is not False,
+                latency_source=str(entry.get("latency_source") or "per_inference"),
             )
         )
     return sorted(points, key=lambda p: (p.created_at, p.run_id))
@@ -151,7 +156,7 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
     rows = "".join(
         f'<tr><td><a href="{link("/runs/" + p.run_id)}"><code>{escape(p.run_id)}</code></a></td>'
         f"<td>{p.created_at:%Y-%m-%d %H:%M}</td>"
-        f'<td class="num">{_figure(p.p50_ms, p.p50_ci_ms)}</td>'
+        f'<td class="num">{_figure(p.p50_ms, p.p50_ci_ms)}{_SOURCE.get(p.latency_source, "")}</td>'
         f'<td class="num">{_figure(p.energy_mj, p.energy_ci_mj)}</td>'
         f"<td>{_VALID if p.valid else _INVALID}</td>"
         f'<td class="gate">{escape(", ".join(p.gate_failures))}</td></tr>'
