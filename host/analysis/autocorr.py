@@ -11,8 +11,13 @@ that the first window would cut off is kept), and corrects the sum for the mean 
 the mean subtracted every autocovariance is too small by about Var(mean), so the window's sum estimates
 (n - 2M - 1) Var(mean), not n Var(mean). The estimate's own uncertainty is carried as degrees of freedom
 n / (2M + 1) (a truncated lag window, Priestley), so a t interval widens when the window is long against
-the series. When the window needs more than MAX_WINDOW_SHARE of the series the series is too short for
-its correlation: no estimate, and the reason says so.
+the series; the result is checked against the means of 8 and 16 coarse batches, which see a weak slow
+component the window can miss. When the window would need more than a quarter of the series, or there are
+fewer than MIN_VALUES values, the series is too short for its correlation: no estimate, and the reason says so.
+
+What no estimate from one series can see is variation slower than the series itself: a wander of the
+thermal state over minutes, a step between process starts. That is run-to-run variance, the repetitions'
+business (DESIGN.md §7): bench/RESULTS.md (n) shows where one run's intervals stop covering.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from host.analysis.distributions import chi2_sf, regularized_beta
+
 #: Sokal's self-consistent window: lags are summed up to at least this many autocorrelation times.
 WINDOW_FACTOR = 3.0
 #: Fewest values for which an autocorrelation time is estimated at all.
@@ -29,6 +36,9 @@ MIN_VALUES = 50
 #: Fewest degrees of freedom an estimate may have and still be given (n / (2M + 1)): a window of at most
 #: about a quarter of the series.
 MIN_DF = 2.0
+#: Coarse batch counts the lag window is checked against (_coarse_check), and the F test's level.
+CHECK_BATCHES = (8, 16)
+CHECK_ALPHA = 0.2
 #: Rounds of the mean correction (each window is chosen on autocovariances corrected by the last Var(mean)).
 _ROUNDS = 3
 
@@ -101,7 +111,37 @@ def mean_precision(values: np.ndarray) -> MeanPrecision:
         var_of_mean = max(summed, 0.0) / (n - 2 * window - 1)
     # Negative correlation would shrink the interval below the independent one: not claimed from a noisy sum.
     var_of_mean = max(var_of_mean, variance / n)
-    return MeanPrecision(n, var_of_mean, var_of_mean * n / variance, window, n / (2 * window + 1))
+    found = MeanPrecision(n, var_of_mean, var_of_mean * n / variance, window, n / (2 * window + 1))
+    return _coarse_check(x, found, variance)
+
+
+def _coarse_check(x: np.ndarray, found: MeanPrecision, variance: float) -> MeanPrecision:
+    """The lag window checked against batch means of CHECK_BATCHES coarse batches.
+
+    A weak slow component under strong fast noise (thermal wander under jitter, a drifting power level) hides
+    in the noise of the autocovariances and the window stops short of it; the means of a few long batches
+    still show it. When their variance says the mean is less precise than the window did (F test at
+    CHECK_ALPHA), the batch means' estimate is used, with its B-1 degrees of freedom.
+    """
+    n, best = x.size, found
+    assert found.var_of_mean is not None
+    for batches in CHECK_BATCHES:
+        size = n // batches
+        means = x[: size * batches].reshape(batches, size).mean(axis=1)
+        var_of_mean = float(means.var(ddof=1)) * size / n
+        ratio = var_of_mean / found.var_of_mean if found.var_of_mean > 0 else math.inf
+        if var_of_mean > (best.var_of_mean or 0.0) and _f_sf(ratio, batches - 1, found.df) < CHECK_ALPHA:
+            best = MeanPrecision(n, var_of_mean, var_of_mean * n / variance, size, batches - 1)
+    return best
+
+
+def _f_sf(f: float, d1: float, d2: float) -> float:
+    """P(F > f) for an F(d1, d2) variable (d2 may be infinite)."""
+    if f <= 0:
+        return 1.0
+    if math.isinf(d2):
+        return chi2_sf(f * d1, d1)
+    return regularized_beta(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * f))
 
 
 def ratio_precision(numerators: np.ndarray, denominators: np.ndarray) -> MeanPrecision:
