@@ -264,10 +264,19 @@ class GateCell:
     detect_energy: list[float] | None = None
 
 
-def gate(model: NoiseModel, k: int, change: float, pairs: int, rng: np.random.Generator, n: int = 200) -> GateCell:
-    """`compare_runs --fail-on-regression 5` on simulated K-repetition pairs whose candidate is `change` worse."""
+def gate(
+    model: NoiseModel,
+    k: int,
+    change: float,
+    pairs: int,
+    rng: np.random.Generator,
+    n: int = 200,
+    run_shift_sd: float | None = None,
+) -> GateCell:
+    """`compare_runs --fail-on-regression 5` on simulated K-repetition pairs whose candidate is `change` worse
+    (run-to-run shift: the model's own, or normal with ``run_shift_sd``)."""
     shape = (pairs, 2, k)
-    shift = model.shifts(rng, shape)
+    shift = model.shifts(rng, shape) if run_shift_sd is None else rng.normal(0.0, run_shift_sd, shape)
     shift[:, 1, :] += math.log1p(change)
     p50 = np.median(model.series(rng, pairs * 2 * k, n), axis=1).reshape(shape) * np.exp(shift)
     energy_mj = ENERGY_MJ * np.exp(shift + rng.normal(0.0, ENERGY_NOISE_SD, shape))
