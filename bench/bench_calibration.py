@@ -26,6 +26,8 @@ from bench.harness import command_line, load_average, machine, record_block
 from bench.noise_models import MODELS, RUN_SHIFT_SD
 
 SECTION = "(n) calibration: intervals and the gate under realistic noise"
+#: Cells whose 95% intervals covered less than 90%: (where, coverage, share given), listed under the tables.
+BELOW: list[tuple[str, float, float]] = []
 N_VALUES = (20, 200, 1000)
 K_VALUES = (3, 5, 8)
 
@@ -37,6 +39,13 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def _seeded(*key: object) -> np.random.Generator:
     """A generator seeded by the cell's name, so every cell is reproducible on its own."""
     return np.random.default_rng(list(repr(key).encode()))
+
+
+def _text(where: str, cell: cells.Coverage) -> str:
+    """The cell's text, noting it in BELOW when its 95% intervals covered less than 90%."""
+    if cell.rate is not None and cell.rate < 0.9:
+        BELOW.append((where, cell.rate, cell.given / cell.datasets))
+    return cell.text()
 
 
 def _pct(count: int, of: int) -> str:
@@ -53,13 +62,21 @@ def latency_tables(datasets: int, began: float) -> list[str]:
         row = [f"{model.name}: {model.description}"]
         for q in (0.5, 0.9):
             row += [
-                cells.single_run(model, n, q, datasets, _seeded("single", model.name, n, q)).text() for n in N_VALUES
+                _text(
+                    f"one run, {model.name}, p{round(q * 100)}, n={n}",
+                    cells.single_run(model, n, q, datasets, _seeded("single", model.name, n, q)),
+                )
+                for n in N_VALUES
             ]
         rows.append(row)
         prow = [model.name]
         for q in (0.5, 0.9):
             prow += [
-                cells.pooled(model, k, 200, q, datasets, _seeded("pooled", model.name, k, q)).text() for k in K_VALUES
+                _text(
+                    f"pooled, {model.name}, p{round(q * 100)}, K={k}",
+                    cells.pooled(model, k, 200, q, datasets, _seeded("pooled", model.name, k, q)),
+                )
+                for k in K_VALUES
             ]
         pooled_rows.append(prow)
         _progress(f"latency {model.name}", began)
@@ -86,14 +103,26 @@ def energy_table(datasets: int, began: float) -> list[str]:
         gross, dynamic = zip(
             *(cells.energy(model, n, datasets, _seeded("energy", model[0], n)) for n in N_VALUES), strict=True
         )
-        rows.append([model[0], *(c.text() for c in gross), *(c.text() for c in dynamic)])
+        rows.append(
+            [
+                model[0],
+                *(_text(f"energy, {model[0]}, gross, n={n}", c) for n, c in zip(N_VALUES, gross, strict=True)),
+                *(_text(f"energy, {model[0]}, dynamic, n={n}", c) for n, c in zip(N_VALUES, dynamic, strict=True)),
+            ]
+        )
         _progress(f"energy {model[0]}", began)
     repeated = []
     for model in cells.ENERGY_MODELS[2:]:
         per_k = [
             cells.energy_repeated(model, k, 1000, max(datasets // 3, 20), _seeded("rep", model[0], k)) for k in K_VALUES
         ]
-        repeated.append([model[0], *(c[0].text() for c in per_k), *(c[1].text() for c in per_k)])
+        repeated.append(
+            [
+                model[0],
+                *(_text(f"energy over K={k}, {model[0]}, gross", c[0]) for k, c in zip(K_VALUES, per_k, strict=True)),
+                *(_text(f"energy over K={k}, {model[0]}, dynamic", c[1]) for k, c in zip(K_VALUES, per_k, strict=True)),
+            ]
+        )
         _progress(f"energy repeated {model[0]}", began)
     new_err, old_err, phone = cells.phone_blocks(datasets, _seeded("phone"))
     head = ["power noise", *(f"gross n={n}" for n in N_VALUES), *(f"dynamic n={n}" for n in N_VALUES)]
@@ -130,7 +159,9 @@ def generation_table(datasets: int, began: float) -> list[str]:
                 "decode tokens/s",
             )
         ):
-            rows.append([label, metric, *(per_g[j][i].text() for j in range(len(N_VALUES)))])
+            rows.append(
+                [label, metric, *(_text(f"{label}, {metric}, G={g}", per_g[j][i]) for j, g in enumerate(N_VALUES))]
+            )
         _progress(f"generation persist {persist}", began)
     return [
         f"**Generative** ({datasets} runs per cell; G generations of 16 tokens, a generation's tokens share its"
@@ -201,6 +232,20 @@ def main() -> None:
         body += [*part(), ""]
     elapsed = time.perf_counter() - began
     body += [
+        "Below 90% among intervals labelled 95% (coverage, share of runs given one):",
+        "",
+        *(f"- {where}: {100 * rate:.1f}% ({100 * given:.0f}% given)" for where, rate, given in BELOW),
+        "",
+        "- Why: every one of these is variation slower than about a tenth of what was measured (the"
+        " slow-states and fast+slow latency at n=200, power correlated over 0.2-1 s in a 2-10 s window, a level"
+        " wandering over seconds), or a rare run-level event (one repetition in twenty 15% slow against a p90)."
+        " One run cannot tell such a series from a quieter one, and the runs it calls resolvable are exactly"
+        " those where the slow part happened to look small. The K-repetition rows cover them (91-99%):"
+        " variation slower than a run is run-to-run variance, which is what `--repeat` measures; the result"
+        " document says so with each interval (`latency_ms.estimates`).",
+        '- "before (tokens as one series)" and "before (two-sided, no Holm)" are the previous methods, kept'
+        " for contrast; gate cells are 300 pairs (binomial sd 1.3% at 5%).",
+        "",
         f"- `{command_line()}`, {elapsed:.0f} s on one core ({load_average()}), {machine()}, seeded: the same"
         " command gives the same table.",
     ]
