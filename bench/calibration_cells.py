@@ -96,6 +96,18 @@ ENERGY_MODELS = (
     ("level wandering within the idle span (0.5 s)", 0.25, 0.0, 0.0, 0.1, 0.5),
     ("level wandering slower than the run (5 s)", 0.25, 0.0, 0.0, 0.1, 5.0),
 )
+
+
+def energy_tau_s(model: tuple[str, float, float, float, float, float]) -> float:
+    """The model's integrated autocorrelation time in seconds: twice its slowest correlation time (an OU process)."""
+    return 2.0 * max(model[3], model[5], 0.005)
+
+
+def energy_run_s(n: int) -> float:
+    """The measured window of n inferences, in seconds."""
+    return n * INFERENCE_MS / 1e3
+
+
 BUSY_W, IDLE_W, INFERENCE_MS, IDLE_S = 5.0, 3.0, 10.0, 3.0
 #: The long-run truths: gross and dynamic energy per inference in mJ (latency lognormal sigma 0.05 around 10 ms).
 ENERGY_TRUTHS = (

@@ -61,8 +61,12 @@ class NoiseModel:
     description: str
     series: Callable[[np.random.Generator, int, int], np.ndarray]
     marginal: Callable[[np.random.Generator, int], np.ndarray]
+    #: Its integrated autocorrelation time in inferences (None: not stationary within a run, a step or drift).
+    tau: float | None = 1.0
     #: Repetition-level: the log shift of each of rows x k repetitions (default: normal, RUN_SHIFT_SD).
     run_shift: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None
+    #: How often a repetition is an outlier (a rare run-level event K repetitions may all miss).
+    rare_run_rate: float = 0.0
 
     def shifts(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         if self.run_shift is not None:
@@ -159,42 +163,49 @@ _DRIFT = _scheduled(_drift)
 
 MODELS: tuple[NoiseModel, ...] = (
     NoiseModel("independent", "lognormal sigma 0.05, independent inferences", *_INDEPENDENT),
-    NoiseModel("ar1-0.9", "lognormal sigma 0.05 with AR(1) phi 0.9 (issue 11's model)", *_AR),
+    NoiseModel("ar1-0.9", "lognormal sigma 0.05 with AR(1) phi 0.9 (issue 11's model)", *_AR, tau=19.0),
     NoiseModel(
         "heavy-tail",
         "AR(0.5) lognormal sigma 0.04 body, 3% stragglers 1 + 0.5 Pareto(1.5) times slower",
         _heavy_series,
         lambda rng, size: MEDIAN_MS * np.exp(0.04 * rng.standard_normal(size)) * _stragglers(rng, (size,)),
+        tau=3.0,
     ),
     NoiseModel(
         "two-state",
         "DVFS/cache states: +35% slow state, mean dwell 8 fast / 5 slow inferences, 2% jitter",
         *_two_state((8.0, 5.0)),
+        tau=5.2,
     ),
     NoiseModel(
         "slow-states",
         "the same states dwelling 40 fast / 25 slow inferences: a run of 200 sees about six switches",
         *_two_state((40.0, 25.0)),
+        tau=29.8,
     ),
     NoiseModel(
         "bimodal",
         "15% of inferences 40% slower, independently; AR(0.5) 2% jitter",
         _bimodal_series,
         _bimodal_marginal_full,
+        tau=1.2,
     ),
     NoiseModel(
         "fast+slow",
         "fast AR(0.5) jitter and slow AR(0.98) thermal wander, 3% each",
         _fast_slow_series,
         _fast_slow_marginal,
+        tau=51.0,
     ),
-    NoiseModel("step", "+8% step at 70% of the run, AR(0.5) 3% jitter", *_STEP),
-    NoiseModel("slow-drift", "linear drift to +6% over the run, AR(0.5) 3% jitter", *_DRIFT),
+    NoiseModel("step", "+8% step at 70% of the run, AR(0.5) 3% jitter", *_STEP, tau=None),
+    NoiseModel("slow-drift", "linear drift to +6% over the run, AR(0.5) 3% jitter", *_DRIFT, tau=None),
     NoiseModel(
         "outlying-rep",
         "AR(0.5) lognormal 3%; one repetition in twenty 15% slower",
         *_lognormal(0.03, 0.5),
+        tau=3.0,
         run_shift=_outlying_shift,
+        rare_run_rate=0.05,
     ),
 )
 

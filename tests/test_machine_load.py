@@ -74,7 +74,7 @@ def test_the_issue_s_49_percent_on_two_cores_with_a_two_thread_worker_is_not_val
 
 
 def test_one_busy_core_of_two_leaves_a_one_thread_worker_valid_with_a_warning() -> None:
-    # bench/RESULTS.md (o): others at 51% of a 2-core box cost a --threads 1 squeezenet +0% p50.
+    # bench/RESULTS.md (o): others at 51% of a 2-core box cost a --threads 1 squeezenet +3% p50 (+0% on an idle box).
     load = machine_load([_series([0, 1, 2], [51, 51, 51])], PhaseSpan("measure", 0, int(2e9)), threads=1, cores=2)
 
     reasons, warnings = findings(load)

@@ -8,13 +8,15 @@ worker's threads lose about 1 - C / (O + T) of their time in that interval ("los
 on that loss averaged over the measured window, so a whole-machine job for 40% of the window counts for the
 inferences it slowed, where an average of other CPU would call it "40%, a warning".
 
-The rule comes from measurements (bench/bench_contention.py, bench/RESULTS.md (o), 2-core dev box,
-squeezenet, quiet box): at --threads 1 one busy core (others 51% of the machine, loss 2%) cost +0% p50 and
-two busy cores (65%, loss 13%) +4%; at --threads 2 (all cores, as ONNX Runtime's default) a loop taking 20%
-of the machine (loss 17%) cost +169%, and one busy core (48%, loss 32%) +278%: a thread pool waits for its
-slowest thread, so a small loss is multiplied. Not valid from LOST_SHARE_INVALID (a loss the size of the
-changes a gate looks for); with the cores unknown, from a mean of OTHER_CPU_INVALID_PCT. A warning from
-LOST_SHARE_WARN or a mean of OTHER_CPU_WARN_PCT.
+The rule comes from measurements (bench/bench_contention.py, bench/RESULTS.md (o), squeezenet on the 2-core
+dev box, itself shared): at --threads 1, others at 51% of the machine (loss 4%) cost +3% p50, at 61% (loss
+10%) +3% and at 65% (loss 13%) +10%; at --threads 2 (all cores, as ONNX Runtime's default) a loop at half a
+core (others 34%, loss 24%) cost +174% and one busy core (60%, loss 37%) +313%: a thread pool waits for its
+slowest thread, so a small loss is multiplied. (An earlier round on an idle box: --threads 1 next to one
+busy core +0%, loss 2%; --threads 2 next to a loop using 20% of the machine +169%, loss 17%.)
+
+Not valid from LOST_SHARE_INVALID (a loss the size of the changes a gate looks for); with the cores unknown,
+from a mean of OTHER_CPU_INVALID_PCT. A warning from LOST_SHARE_WARN or a mean of OTHER_CPU_WARN_PCT.
 """
 
 from __future__ import annotations

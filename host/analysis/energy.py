@@ -30,6 +30,7 @@ from host.analysis.energy_blocks import (
 )
 from host.analysis.power_trace import power_over_time_w, total_j
 from host.analysis.rails import ENERGY_KINDS, ENERGY_UJ, POWER_MW, Channel, Rail
+from host.analysis.stats import REACH_FRACTION
 from host.analysis.thermal import in_span, thermal_stats
 from host.store.rundata import PhaseSpan, Series
 
@@ -78,6 +79,10 @@ class EnergyStats:
     #: coverage rests on ``ci_assumes`` (never given as the 95% interval above).
     energy_mj_per_inference_ci: tuple[float, float] | None = None
     ci_assumes: str | None = None
+    #: The intervals' reach: power correlated over more than this many seconds (a twentieth of the measured window,
+    #: and of the idle span for the dynamic interval) is run-to-run variance, which only repetitions measure.
+    interval_reach_s: float | None = None
+    dynamic_interval_reach_s: float | None = None
     #: Every rail that produced samples: name, role, part_of, sensor, method, summed, avg_power_w, energy_mj.
     rails: list[dict[str, Any]] = field(default_factory=list)
     #: Why the energy figures are null although there is a power sensor (a rail broken, stopped, gapped).
@@ -241,6 +246,9 @@ def energy_stats(
         stats.blocks = len(blocks)
         stats.gaps_excluded_s = (window[1] - window[0]) / 1e9 - duration_s
     stats.energy_mj_per_inference = energy_j / n * 1e3
+    stats.interval_reach_s = duration_s / REACH_FRACTION
+    if idle is not None and idle_power_w is not None:
+        stats.dynamic_interval_reach_s = min(duration_s, (idle.end_ns - idle.start_ns) / 1e9) / REACH_FRACTION
     if idle_power_w is not None:
         stats.dynamic_energy_mj_per_inference = (energy_j - idle_power_w * duration_s) / n * 1e3
     _intervals(stats, channels, starts, ends, blocks, idle_power_w, idle_se, idle_df)

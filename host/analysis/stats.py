@@ -52,6 +52,11 @@ P99_MIN_N = 299
 
 _NS_PER_MS = 1e6
 
+#: What one run's intervals can be trusted with: correlation times up to 1/REACH_FRACTION of the series. In the
+#: calibration (bench/RESULTS.md (n)) every noise model within that reach covered at least 90%; beyond it, a
+#: run cannot tell its slow part from a quieter series, and the repetitions must (said in ``estimates``).
+REACH_FRACTION = 20
+
 
 @dataclass
 class LatencyStats:
@@ -124,7 +129,11 @@ class LatencyStats:
             }
         return {
             **self._figures(),
-            "estimates": "percentiles of this run's inferences (variation slower than the run: use --repeat)",
+            "estimates": (
+                f"percentiles of this run's inferences; the intervals allow for correlation up to about"
+                f" {max(self.n // REACH_FRACTION, 1)} inferences (a twentieth of the run): slower variation is"
+                " run-to-run, which only --repeat measures"
+            ),
         }
 
     def _figures(self) -> dict[str, Any]:
