@@ -245,7 +245,16 @@ def record(section: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None
         lines.append("")
         lines += [f"- {n}" for n in notes]
     lines.append(f"<!-- /bench:{section} -->")
-    block = "\n".join(lines)
+    _write_section(section, "\n".join(lines))
+
+
+def record_block(section: str, body: Sequence[str]) -> None:
+    """Replace (or append) a section of bench/RESULTS.md whose tables have their own columns (calibration)."""
+    head = [f"<!-- bench:{section} -->", f"### {section}", ""]
+    _write_section(section, "\n".join([*head, *body, f"<!-- /bench:{section} -->"]))
+
+
+def _write_section(section: str, block: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nRegenerate a section with `--record`.\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(section)} -->.*?<!-- /bench:{re.escape(section)} -->", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"

@@ -113,7 +113,7 @@ _VERDICT_NOTED = (
 )
 EXPLAINED: dict[str, str] = {
     "host.analysis.energy.x__block_edges__mutmut_14": "equivalent: block edges are ns times below 2^53, exact as float64,"
-    " and _cumulative_j turns them back into int64 before any arithmetic",
+    " and cumulative_j (host/analysis/power_trace.py) turns them back into int64 before any arithmetic",
     "host.analysis.stats.x_is_stable__mutmut_19": _INT_MEDIANS,
     "host.analysis.stats.x_running_p50_ms__mutmut_3": _INT_MEDIANS,
     "host.analysis.stats.x_running_p50_ms__mutmut_5": _INT_MEDIANS,
@@ -160,7 +160,7 @@ EXPLAINED: dict[str, str] = {
     " the extra name in the SQL IN (...) matches no run",
     "host.analysis.compare.x_load_side__mutmut_26": "equivalent: RunData.raw defaults to an empty dict (default_factory=dict)",
     "host.analysis.energy.x__idle_power__mutmut_36": "equivalent: idle block edges are ns times below 2^53, exact as float64,"
-    " and _cumulative_j turns them back into int64 before any arithmetic",
+    " and cumulative_j (host/analysis/power_trace.py) turns them back into int64 before any arithmetic",
 }
 
 _PB_DOUBLES = "equivalent: protobuf repeated double fields read as float64 arrays (an empty one too)"

@@ -88,7 +88,8 @@ class PhoneConfig:
     #: constant reading (battery current zones read mA as m°C).
     zones: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "cpu-0-0", "temp_c": 36.0}])
     #: The phone's benchmark_model: {"reject_delegates": ["gpu"], "crash_on_invocation": 3, "hang_on_invocation": 3,
-    #: "start_delay_s": 0.5, "external_delegate_nodes": [0, 31], "omit_lines": ["count="]}
+    #: "start_delay_s": 0.5, "external_delegate_nodes": [0, 31], "omit_lines": ["count="],
+    #: "startup_s": 0.5 (each invocation spends that long starting, busy, before it loads the model)}
     runner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -509,8 +510,10 @@ Flags:
 
 def write_runner(path: Path) -> Path:
     """The file a user would `agent adb install-runner`: a launcher for benchmark_main with this Python."""
+    # The real tool is a C++ binary that exits as soon as it has printed: no interpreter teardown after the runs.
     path.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom adb_emulator import benchmark_main\nsys.exit(benchmark_main())\n"
+        f"#!{sys.executable}\nimport os, sys\nfrom adb_emulator import benchmark_main\ncode = benchmark_main()\n"
+        "sys.stdout.flush()\nos._exit(code)\n"
     )
     path.chmod(0o755)
     return path
@@ -555,6 +558,9 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     counter = root / "run/invocations"
     invocation = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(invocation))
+    if config.get("startup_s"):  # a slow start: loading libraries and the model keeps the CPU (and battery) busy
+        (root / "run/busy").write_text("1")
+        time.sleep(float(config["startup_s"]))
     # A phone's runner can take long to start (loading, page cache, a busy little core): it lies between blocks.
     time.sleep(float(config.get("start_delay_s", 0.0)))
     if config.get("omit_lines"):  # a build that prints less than the upstream tool

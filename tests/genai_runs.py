@@ -37,7 +37,14 @@ def host(db: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedPr
 
 
 def profile_genai(
-    model_dir: Path, address: str, db: Path, out: Path, *extra: str, prompt_lens: str = "16,64", gen_len: int = 16
+    model_dir: Path,
+    address: str,
+    db: Path,
+    out: Path,
+    *extra: str,
+    prompt_lens: str = "16,64",
+    gen_len: int = 16,
+    runs: int = 5,
 ) -> dict[str, Any]:
     """`host profile MODEL_DIR` on the agent into the store; returns the result document (asserts it ran)."""
     proc = host(
@@ -51,7 +58,7 @@ def profile_genai(
         "--gen-len",
         str(gen_len),
         "--runs",
-        "5",
+        str(runs),
         "--warmup",
         "2",
         "--min-duration",

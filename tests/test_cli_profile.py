@@ -242,12 +242,16 @@ def test_result_states_validity_and_reasons(squeezenet: Path, tmp_path: Path) ->
     out = tmp_path / "r.json"
     # A run that meets every rule is valid, with no reasons. One rule is the machine's, not the run's: other
     # processes holding half the CPU (other tests, other jobs on a shared CI box) make any run invalid.
-    proc = host("profile", str(squeezenet), *FAST, "--json", str(out))
+    # 200 inferences: under 50 no interval can check how correlated they are, and a run without one is not valid.
+    enough = [*FAST[: FAST.index("--runs")], "--runs", "200", *FAST[FAST.index("--runs") + 2 :]]
+    proc = host("profile", str(squeezenet), *enough, "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     (dev,) = json.loads(out.read_text())["devices"]
     reasons = dev["validity"]["reasons"]
     assert dev["validity"]["valid"] is (reasons == []), dev["validity"]
-    assert [r for r in reasons if not r.startswith("other processes used")] == [], dev["validity"]
+    if not any(r.startswith("other processes used") for r in reasons):
+        # A loaded machine also makes latency wander (drift, no interval): only a quiet one must pass every rule.
+        assert reasons == [], dev["validity"]
 
     # One that skips the warmup measured cold inferences: invalid, and the document says why.
     cold = tmp_path / "cold.json"

@@ -134,6 +134,6 @@ def test_markdown_shows_the_mann_whitney_p_of_the_raw_inferences_beside_the_verd
 
     p50 = next(r for r in md.splitlines() if r.startswith("| dev00-jetson | latency p50 (ms) |"))
     assert p50 == (
-        "| dev00-jetson | latency p50 (ms) | 1.987 | 2.026 | +2.0% | [+1.3%, +2.7%] | within-run "
+        "| dev00-jetson | latency p50 (ms) | 1.987 | 2.026 | +2.0% | [+0.9%, +3.2%] | within-run "
         "| within-run evidence only: under the 5.00% noise floor | 5.1e-06 |"
     )

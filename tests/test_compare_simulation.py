@@ -94,9 +94,9 @@ def test_aa_pairs_rarely_fail_the_5_percent_gate(run_shift_sd: float) -> None:
     ("run_shift_sd", "repetitions", "caught_at_least"),
     [
         (0.01, 5, 0.95),
-        # At 2% five a side cannot reach 95%: with the repetition sd s = 2.2% (shift and in-run noise) the
-        # 95% interval's lower end, about t_8 s sqrt(2/5) below the change, clears 5% for a 10% change
-        # ~93% of the time (bench/bench_compare_sim.py: 92.7% of 2000 pairs). --repeat 8 does (99.3%).
+        # At 2% five a side cannot reach 95%: with the repetition sd s = 2.2% (shift and in-run noise) a 10%
+        # change clears the one-sided 5% test of "worse by more than 5%" about 90% of the time
+        # (bench/bench_compare_sim.py, RESULTS (j): p50 alone 90.3% of 2000 pairs). --repeat 8 does (99.0%).
         (0.02, 5, 0.88),
         (0.02, 8, 0.95),
     ],
@@ -112,13 +112,18 @@ def test_a_true_10_percent_slowdown_is_caught(run_shift_sd: float, repetitions: 
 
 @pytest.mark.parametrize("phi", [0.0, 0.5, 0.9])
 @pytest.mark.parametrize("n", [200, 1000])
-def test_p50_interval_covers_the_true_median_93_to_97_percent(phi: float, n: int) -> None:
-    datasets = 1000  # coverage 0.95 has a binomial sd of 0.69% here: 93-97% is 2.9 sd either side
+def test_p50_interval_covers_the_true_median_93_to_98_percent(phi: float, n: int) -> None:
+    datasets = 1000  # coverage 0.95 has a binomial sd of 0.69% here: 93% is 2.9 sd below
     rng = np.random.default_rng(int(phi * 10) * 7 + n)
     latency_ms = MEDIAN_MS * np.exp(WITHIN_SIGMA * ar1(rng, datasets, n, phi))
 
     intervals = [quantile_interval(row, 0.5) for row in latency_ms]
 
-    covered = [iv.low is not None and iv.high is not None and iv.low <= MEDIAN_MS <= iv.high for iv in intervals]
-    assert 0.93 <= np.mean(covered) <= 0.97
-    assert all(iv.coverage == 0.95 for iv in intervals if iv.low is not None)
+    given = [iv for iv in intervals if iv.low is not None and iv.high is not None]
+    covered = [iv.low <= MEDIAN_MS <= iv.high for iv in given if iv.low is not None and iv.high is not None]
+    assert 0.93 <= np.mean(covered) <= 0.98  # the coarse-batch check leans conservative
+    assert all(iv.coverage == 0.95 for iv in given)
+    # phi 0.9 at n = 200 is ten autocorrelation times: a third of such runs are too short for an interval, and
+    # say so (bench/RESULTS.md (w)); everything else gets one.
+    assert len(given) >= (0.55 if (phi, n) == (0.9, 200) else 0.97) * datasets
+    assert all("too few" in iv.method for iv in intervals if iv.low is None)

@@ -99,7 +99,7 @@ def test_a_slower_candidate_with_five_repetitions_fails_and_names_the_evidence()
     assert p50.test == "repetitions" and p50.regression and p50.gated
     assert p50.ci_pct is not None and p50.ci_pct[0] > 5.0
     assert result.failed and [c.metric for c in result.regressions] == ["latency p50"]
-    assert "bootstrap over 5 + 5 repetitions" in text and "FAIL: 1 regression(s)" in text
+    assert "t over 5 + 5 repetitions, df 8.0" in text and "FAIL: 1 regression(s)" in text
 
 
 def test_dynamic_energy_gates_only_when_asked() -> None:
@@ -297,6 +297,10 @@ def _mixed_runs() -> tuple[RunData, RunData]:
     return base, cand
 
 
+GATE_5 = (
+    "FAIL: 1 regression(s) worse by more than 5.00% (one-sided test, at most 5% false failures across the"
+    " 2 gated metric(s), Holm)"
+)
 SKIPPED = [
     "nano: failed in the base run (worker died)",
     "jetson: failed in the candidate run (failed)",
@@ -313,13 +317,15 @@ def test_markdown_of_a_failing_comparison_reads_whole() -> None:
     assert result.skipped == SKIPPED
     assert md.startswith(
         "### edgeprof compare: `cand-02` (candidate) vs `base-01` (base)\n\n"
-        "**❌ FAIL: 1 regression(s) whose whole 95% interval lies above 5.00%**\n\n"
+        f"**❌ {GATE_5}**\n\n"
+        "smallest change this comparison would catch (80% of the time, from its own spread and repetitions):"
+        " pi latency p50 +6.7%, pi energy/inference +5.8%\n\n"
         "| device | metric | base | candidate | change | 95% CI | evidence | verdict | Mann-Whitney p (info) |\n"
     )
     rows = md.splitlines()
     p50 = next(r for r in rows if r.startswith("| pi | latency p50 (ms) |"))
     assert p50.endswith(
-        "| +12.0% | [+10.8%, +13.2%] | repetitions | ❌ regression (bootstrap over 5 + 5 repetitions) | – |"
+        "| +12.0% | [+10.7%, +13.3%] | repetitions | ❌ regression (t over 5 + 5 repetitions, df 8.0) | – |"
     )
     assert "| pi | throughput (inf/s) | 250.0 | 223.2 | -10.7% | – | – | no test (lower is worse) | – |" in rows
     assert "| pi | avg power (W) | – | – | – | – | – | not measured | – |" in rows
@@ -338,7 +344,8 @@ def test_markdown_of_a_passing_gate_and_of_no_gate() -> None:
     gated = render_markdown(compare_runs(base, cand, fail_on_regression_pct=7.5))
     ungated = render_markdown(compare_runs(base, cand))
 
-    assert "\n**✅ PASS: 0 regression(s) whose whole 95% interval lies above 7.50%**\n\n| device |" in gated
+    assert "\n**✅ PASS: 0 regression(s) worse by more than 7.50% (one-sided test, at most 5% false failures" in gated
+    assert "smallest change this comparison would catch" in gated
     assert "PASS" not in ungated and "FAIL" not in ungated
     assert ungated.startswith("### edgeprof compare: `cand-02` (candidate) vs `base-01` (base)\n\n| device |")
     # No skipped devices: after the table only what the starred figures are.
@@ -353,10 +360,12 @@ def test_text_of_a_failing_comparison_ends_with_the_gate_line() -> None:
     assert lines[0] == "candidate cand-02 vs base base-01"
     throughput = next(line for line in lines if "throughput" in line)
     assert throughput.startswith("pi      throughput inf/s                    250.0 ->      223.2    -10.7%")
-    assert lines[-7:] == [
+    assert lines[-8:] == [
         *(f"skipped {s}" for s in SKIPPED),
         BASIS_NOTE_MD[1:-1],
-        "FAIL: 1 regression(s) whose whole 95% interval lies above 5.00%",
+        "smallest change this comparison would catch (80% of the time, from its own spread and repetitions):"
+        " pi latency p50 +6.7%, pi energy/inference +5.8%",
+        GATE_5,
         "",
     ]
 
@@ -431,7 +440,7 @@ def test_markdown_lists_each_difference_as_json_with_a_dash_for_missing() -> Non
     )
     # An A/A pair: the same five repetitions a side.
     p50 = next(r for r in md.splitlines() if r.startswith("| pi | latency p50 (ms) |"))
-    assert p50.endswith("| repetitions | no significant change (bootstrap over 5 + 5 repetitions) | – |")
+    assert p50.endswith("| repetitions | no significant change (t over 5 + 5 repetitions, df 8.0) | – |")
 
 
 def test_the_noise_floor_asked_for_is_the_one_every_format_names() -> None:
@@ -483,7 +492,7 @@ def test_a_significant_improvement_passes_any_gate_and_says_significant() -> Non
     result = compare_runs(base, cand, fail_on_regression_pct=0)
 
     p50 = next(r for r in render_markdown(result).splitlines() if r.startswith("| pi | latency p50 (ms) |"))
-    assert p50.endswith("| repetitions | significant (bootstrap over 5 + 5 repetitions) | – |")
+    assert p50.endswith("| repetitions | significant (t over 5 + 5 repetitions, df 8.0) | – |")
     assert not result.failed
 
 
@@ -550,7 +559,7 @@ def test_a_significant_change_under_the_noise_floor_from_repetitions_says_signif
     result = compare_runs(base, cand, fail_on_regression_pct=5)
 
     p50 = next(r for r in render_markdown(result).splitlines() if r.startswith("| pi | latency p50 (ms) |"))
-    assert p50.endswith("| repetitions | significant (bootstrap over 5 + 5 repetitions) | – |")
+    assert p50.endswith("| repetitions | significant (t over 5 + 5 repetitions, df 8.0) | – |")
     assert not result.failed
 
 

@@ -65,10 +65,11 @@ def test_dithered_sampling_of_period_locked_loads_is_unbiased_and_its_interval_c
 def test_a_sensor_that_cannot_be_dithered_is_flagged_when_the_load_locks_to_it() -> None:
     stats, exact_mj = run_locked_load(10, 0.70, seed=3, dither=False)
 
-    # The same phase of every inference is read: far off, with a confident interval ...
-    assert stats.energy_mj_per_inference is not None and stats.energy_mj_per_inference_ci95 is not None
+    # The same phase of every inference is read: far off, and no interval can tell (none, or a confident wrong one) ...
+    assert stats.energy_mj_per_inference is not None
     assert abs(stats.energy_mj_per_inference / exact_mj - 1) > 0.05
-    assert not stats.energy_mj_per_inference_ci95[0] <= exact_mj <= stats.energy_mj_per_inference_ci95[1]
+    interval = stats.energy_mj_per_inference_ci95
+    assert interval is None or not interval[0] <= exact_mj <= interval[1]
     # ... which is why the result says so.
     assert stats.alias_risk is not None and "may alias" in stats.alias_risk and "10.00 ms" in stats.alias_risk
 

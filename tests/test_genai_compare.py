@@ -43,8 +43,9 @@ def test_compare_fails_a_generative_candidate_on_ttft_and_decode_and_passes_the_
     lab: tuple[Path, Path, Path, str], tmp_path: Path
 ) -> None:
     db, small, large, address = lab
-    base = profile_genai(small, address, db, tmp_path / "a.json")["run_id"]
-    slower = profile_genai(large, address, db, tmp_path / "b.json")["run_id"]
+    # 200 generations a prompt length: within-run intervals need 50 units, more under load, to see their correlation.
+    base = profile_genai(small, address, db, tmp_path / "a.json", runs=200)["run_id"]
+    slower = profile_genai(large, address, db, tmp_path / "b.json", runs=200)["run_id"]
 
     # The gate's machinery is under test, not validity (runs this short on a shared box are rarely valid).
     gate = ["--fail-on-regression", GATE_PCT, "--judge-invalid"]
@@ -56,14 +57,18 @@ def test_compare_fails_a_generative_candidate_on_ttft_and_decode_and_passes_the_
     changes = _changes(regressed.stdout)
     for metric in GEN_METRICS:
         change = changes[metric]
-        assert change["gated"] and change["regression"], change
-        assert change["test"] == "within-run"  # one run a side, no history of these settings
+        assert change["gated"] and change["test"] == "within-run", json.dumps(change)  # one run a side, no history
+        # A run whose generations' speed wandered more than 200 of them can show has no interval, and says so
+        # instead of passing a verdict: on this shared 2-core box about one metric-run in eight.
+        assert change["regression"] or change["note"] == "within-run evidence only: no interval", json.dumps(change)
+    assert sum(changes[m]["regression"] for m in GEN_METRICS) >= 3
     assert changes["TTFT p50, prompt 16"]["change_pct"] > 10  # slower to the first token
     assert changes["decode tokens/s, prompt 16"]["change_pct"] < -10  # fewer tokens per second
     assert changes["decode tokens/s, prompt 16"]["unit"] == "tok/s"
     assert improved.returncode == 0, improved.stdout  # faster TTFT and more tokens/s are no regression
     assert not [m for m, c in _changes(improved.stdout).items() if c["regression"]]
-    assert re.search(r"decode tokens/s, prompt 64 tok/s .* ❌ regression", text.stdout), text.stdout
+    regressed_metric = next(m for m in GEN_METRICS if changes[m]["regression"])
+    assert re.search(re.escape(regressed_metric) + r" .* ❌ regression", text.stdout), text.stdout
 
 
 def _ab(db: Path, address: str, base: Path, cand: Path) -> subprocess.CompletedProcess[str]:
@@ -142,7 +147,7 @@ def test_ab_repeats_generations_pools_every_repetition_and_gates_on_repetitions(
     # every repetition's generations are counted, not only the first repetition's
     assert row["n_generations"] == sum(r["generation"][0]["n_generations"] for r in reps)
     assert all(r["generation"][0]["n_generations"] >= 5 for r in reps)
-    assert row["ttft_ms"]["ci_method"] == "hierarchical bootstrap over 3 repetitions"
+    assert row["ttft_ms"]["ci_method"].startswith("3 repetitions: t (2 df) on their log quantiles")
     lo, hi = row["decode_tokens_per_s_ci95"]
     assert lo < row["decode_tokens_per_s"] < hi
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from host.analysis.contention import OTHER_CPU_INVALID_PCT, OTHER_CPU_WARN_PCT, findings, machine_load
+from host.analysis.contention import OTHER_CPU_INVALID_PCT, OTHER_CPU_WARN_PCT, findings, lost_share, machine_load
 from host.store.rundata import PhaseSpan, Series
 from tests.conftest import console_script
 
@@ -45,6 +46,55 @@ def test_thresholds_make_a_warning_then_a_reason() -> None:
     assert quiet == ([], [])
     assert busy[0] == [] and busy[1] and "other processes used 11% of the CPU" in busy[1][0]
     assert loaded[1] == [] and loaded[0] and "other processes used 50% of the CPU" in loaded[0][0]
+
+
+def test_a_whole_machine_job_for_40_percent_of_the_window_makes_the_run_not_valid() -> None:
+    # Ten 1-s intervals: others took both cores in four of them, nothing in the rest. On average 40%: a warning
+    # by the mean alone, yet a 1-thread worker lost a third of its time in four tenths of the window.
+    series = _series(list(range(11)), [0, 100, 100, 100, 100, 0, 0, 0, 0, 0, 0])
+
+    load = machine_load([series], PhaseSpan("measure", 0, int(10e9)), threads=1, cores=2)
+    reasons, _ = findings(load)
+
+    assert load is not None and load["other_cpu_pct"] == 40.0
+    assert load["contended_share"] == 0.4
+    assert load["lost_share"] == pytest.approx(0.4 * (1 - 2 / 3))
+    assert reasons and "taking about 13% of the time the worker's threads needed" in reasons[0]
+    assert findings({"other_cpu_pct": 40.0})[0] == []  # the mean alone (cores unknown) only warns
+
+
+def test_the_issue_s_49_percent_on_two_cores_with_a_two_thread_worker_is_not_valid() -> None:
+    # p50 14.25 ms against 5.47 ms: others held one core of two while the worker's pool wanted both.
+    series = _series([0, 1, 2], [49, 49, 49])
+
+    load = machine_load([series], PhaseSpan("measure", 0, int(2e9)), threads=0, cores=2)
+
+    assert load is not None and load["lost_share"] == pytest.approx(1 - 2 / 2.98)
+    assert findings(load)[0]
+
+
+def test_one_busy_core_of_two_leaves_a_one_thread_worker_valid_with_a_warning() -> None:
+    # bench/RESULTS.md (x): others at 51% of a 2-core box cost a --threads 1 squeezenet +3% p50 (+0% on an idle box).
+    load = machine_load([_series([0, 1, 2], [51, 51, 51])], PhaseSpan("measure", 0, int(2e9)), threads=1, cores=2)
+
+    reasons, warnings = findings(load)
+
+    assert load is not None and load["lost_share"] == pytest.approx(1 - 2 / 2.02)
+    assert reasons == [] and warnings
+
+
+def test_lost_share_is_zero_while_others_fit_in_the_cores_the_worker_leaves_free() -> None:
+    # 4 cores, 2 threads: others may use two cores (50%) before the worker loses anything.
+    assert lost_share(np.array([0.0, 50.0, 75.0]), threads=2, cores=4) == pytest.approx([0.0, 0.0, 1 - 4 / 5])
+    quiet_enough = machine_load([_series([0, 1], [0, 45])], PhaseSpan("measure", 0, int(1e9)), threads=2, cores=4)
+    assert quiet_enough is not None and quiet_enough["lost_share"] == 0.0
+    assert findings(quiet_enough) == (
+        [],
+        [
+            "other processes used 45% of the CPU during the measurement: the"
+            " figures are this machine's under load, not the model's on a quiet board"
+        ],
+    )
 
 
 def test_a_busy_machine_makes_the_run_not_valid_and_says_how_busy(squeezenet: Path, tmp_path: Path) -> None:

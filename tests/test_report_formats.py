@@ -34,6 +34,7 @@ CSV_DOCUMENT_PATHS: dict[str, tuple[str | int, ...]] = {
     "execution_provider": ("execution_provider",),
     "threads": ("threads",),
     "n_inferences": ("n_inferences",),
+    "latency_source": ("latency_source",),
     "latency_p50_ms": ("latency_ms", "p50"),
     "latency_p50_ci95_lo_ms": ("latency_ms", "p50_ci95", 0),
     "latency_p50_ci95_hi_ms": ("latency_ms", "p50_ci95", 1),

@@ -7,20 +7,19 @@ import math
 import numpy as np
 import pytest
 
+from host.analysis.gate import detectable_pct, gate_p_value, holm_rejections
 from host.analysis.significance import (
     EVIDENCE_HISTORY,
     EVIDENCE_REPETITIONS,
     EVIDENCE_WITHIN_RUN,
-    RunLevelChange,
-    bootstrap_repetitions_change,
     compare_estimates,
     compare_metric,
     history_change,
     hodges_lehmann_shift,
     intervals_overlap,
-    is_run_level_regression,
     log_spread,
     mann_whitney_u,
+    repetitions_change,
     within_run_change,
 )
 
@@ -159,20 +158,40 @@ def test_empty_samples_are_rejected() -> None:
         compare_metric(np.array([]), np.array([1.0]))
 
 
-def test_bootstrap_over_repetitions_of_equal_sides_is_about_the_pooled_t_interval() -> None:
+def test_repetitions_change_is_welch_t_on_log_figures_by_hand() -> None:
     base = np.array([4.00, 4.08, 3.96, 4.04, 3.92])
     cand = base * 1.10
 
-    change = bootstrap_repetitions_change(base, cand)
+    change = repetitions_change(base, cand)
 
     assert change.evidence == EVIDENCE_REPETITIONS
     assert change.change_pct == pytest.approx(10.0)
-    # pooled t: sd of log(base) = 0.0158, se = sd * sqrt(2/5), t_8 = 2.306: half-width 2.30% of log ratio
-    half = 2.306 * float(np.std(np.log(base), ddof=1)) * math.sqrt(2 / 5)
+    # Equal spreads: Welch's df is 2(k-1) = 8, t_8 = 2.306, se = sd(log base) sqrt(2/5).
+    se = float(np.std(np.log(base), ddof=1)) * math.sqrt(2 / 5)
+    assert change.df == pytest.approx(8.0)
+    assert change.se_log == pytest.approx(se)
     lo, hi = change.ci_pct or (math.nan, math.nan)
-    assert lo == pytest.approx(np.expm1(math.log(1.1) - half) * 100, abs=0.5)
-    assert hi == pytest.approx(np.expm1(math.log(1.1) + half) * 100, abs=0.5)
-    assert bootstrap_repetitions_change(base, cand) == change  # seeded
+    assert lo == pytest.approx(np.expm1(math.log(1.1) - 2.306 * se) * 100, abs=1e-3)
+    assert hi == pytest.approx(np.expm1(math.log(1.1) + 2.306 * se) * 100, abs=1e-3)
+
+
+def test_three_repetitions_a_side_get_an_interval_that_covers_95_percent() -> None:
+    # A percentile bootstrap over 3 values covers ~89%; t on the logs is exact for normal log figures.
+    rng = np.random.default_rng(3)
+    logs = rng.normal(0.0, 0.02, size=(4000, 2, 3))
+
+    covered = [(lambda c: c.ci_pct[0] <= 0.0 <= c.ci_pct[1])(repetitions_change(np.exp(b), np.exp(c))) for b, c in logs]
+
+    assert 0.935 <= np.mean(covered) <= 0.965  # 4000 pairs: binomial sd 0.34%
+
+
+def test_a_noisier_candidate_gets_welch_degrees_of_freedom() -> None:
+    quiet = np.array([4.0, 4.01, 3.99])
+    noisy = np.array([4.0, 4.4, 3.6])
+
+    change = repetitions_change(quiet, noisy)
+
+    assert change.df is not None and 2.0 <= change.df < 2.2  # nearly all the variance on one side of 3: df ~ 2
 
 
 def test_history_interval_scales_the_run_to_run_spread_with_repetition_counts() -> None:
@@ -181,7 +200,7 @@ def test_history_interval_scales_the_run_to_run_spread_with_repetition_counts() 
 
     assert one_each.evidence == EVIDENCE_HISTORY
     lo, hi = one_each.ci_pct or (math.nan, math.nan)
-    assert math.log1p(hi / 100) - math.log(1.1) == pytest.approx(2.306 * 0.02 * math.sqrt(2), rel=1e-6)
+    assert math.log1p(hi / 100) - math.log(1.1) == pytest.approx(2.306 * 0.02 * math.sqrt(2), rel=1e-5)
     lo3, hi3 = three_each.ci_pct or (math.nan, math.nan)
     assert (hi3 - lo3) == pytest.approx((hi - lo) / math.sqrt(3), rel=0.02)
 
@@ -208,26 +227,37 @@ def test_within_run_change_combines_both_intervals_and_needs_both() -> None:
     assert within_run_change(4.0, None, 4.4, (4.29, 4.51)).ci_pct is None
 
 
-@pytest.mark.parametrize(
-    ("ci", "evidence", "change", "gate", "regression"),
-    [
-        ((6.0, 14.0), EVIDENCE_REPETITIONS, 10.0, 5.0, True),
-        ((4.0, 14.0), EVIDENCE_REPETITIONS, 10.0, 5.0, False),  # part of the interval is inside the gate
-        ((6.0, 8.0), EVIDENCE_WITHIN_RUN, 7.0, 5.0, False),  # within-run only: under the 10% floor
-        ((11.0, 13.0), EVIDENCE_WITHIN_RUN, 12.0, 5.0, True),
-        ((-14.0, -6.0), EVIDENCE_REPETITIONS, -10.0, 5.0, False),  # faster is not a regression
-    ],
-)
-def test_run_level_regression_needs_the_whole_interval_beyond_the_gate(
-    ci: tuple[float, float], evidence: str, change: float, gate: float, regression: bool
-) -> None:
-    verdict = is_run_level_regression(RunLevelChange(change, ci, evidence), True, gate, noise_floor_pct=10.0)
+def test_gate_p_value_is_one_sided_against_the_gate_not_against_zero() -> None:
+    # A 10% slowdown measured with se 2% of log ratio on 8 df, against a 5% gate.
+    change = repetitions_change(np.full(5, 4.0) * np.exp([0.0, 0.02, -0.02, 0.01, -0.01]), np.full(5, 4.4))
 
-    assert verdict is regression
+    p = gate_p_value(change, True, 5.0)
+    p_zero = gate_p_value(change, True, 0.0)
+
+    assert p is not None and p_zero is not None and p_zero < p < 0.05
+    assert gate_p_value(change, False, 5.0) == pytest.approx(1.0, abs=1e-4)  # faster is never a regression
+    slower_throughput = repetitions_change(np.full(3, 100.0) * np.exp([0.0, 0.01, -0.01]), np.full(3, 85.0))
+    assert (gate_p_value(slower_throughput, False, 5.0) or 1.0) < 0.01  # lower is worse: a 15% drop
 
 
-def test_lower_is_worse_metrics_regress_downwards() -> None:
-    slower_throughput = RunLevelChange(-10.0, (-14.0, -6.0), EVIDENCE_REPETITIONS)
+def test_holm_steps_down_and_stops_at_the_first_p_value_that_does_not_pass() -> None:
+    assert holm_rejections([0.01, 0.04, None]) == [True, True, False]  # 0.01 <= 0.05/2, then 0.04 <= 0.05/1
+    assert holm_rejections([0.03, 0.04]) == [False, False]  # 0.03 > 0.025: nothing after it either
+    assert holm_rejections([0.001, 0.2, 0.02]) == [True, False, True]
 
-    assert is_run_level_regression(slower_throughput, False, 5.0, 10.0)
-    assert not is_run_level_regression(slower_throughput, True, 5.0, 10.0)
+
+def test_detectable_change_grows_with_spread_and_shrinks_with_repetitions() -> None:
+    rng = np.random.default_rng(1)
+    spread = rng.normal(0.0, 0.02, size=8)
+    k3 = repetitions_change(np.exp(spread[:3]), np.exp(spread[3:6]))
+    k8 = repetitions_change(np.exp(spread), np.exp(spread[::-1]))
+
+    reach3, reach8 = detectable_pct(k3, True, 5.0, tests=2), detectable_pct(k8, True, 5.0, tests=2)
+
+    assert reach3 is not None and reach8 is not None and 5.0 < reach8 < reach3
+    # By hand: log(1.05) + (t_(1-0.025, df) + t_(0.8, df)) se.
+    from host.analysis.distributions import t_quantile
+
+    df, se = k8.df or 0.0, k8.se_log or 0.0
+    expected = math.expm1(math.log(1.05) + (t_quantile(0.975, df) + t_quantile(0.8, df)) * se) * 100
+    assert reach8 == pytest.approx(expected)

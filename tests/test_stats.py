@@ -12,7 +12,7 @@ from host.analysis.stats import (
     batch_means_ci95,
     is_stable,
     latency_stats,
-    pooled_quantile_ci,
+    pooled_quantile_interval,
     quantile_ci,
     quantile_interval,
     rank_coverage,
@@ -205,7 +205,7 @@ def test_a_drifting_run_gets_no_p50_interval() -> None:
 
     assert stats.p50_ci95_ms is None
     assert stats.to_dict()["p50_ci95"] is None
-    assert "too few inferences" in stats.p50_interval.method
+    assert "too few for their correlation" in stats.p50_interval.method
 
 
 def test_five_samples_report_the_coverage_they_have_not_95() -> None:
@@ -248,13 +248,25 @@ def test_pooled_interval_over_repetitions_includes_the_between_run_spread() -> N
     groups = [4.0 * s * np.exp(0.02 * rng.standard_normal(400)) for s in shifts]
     one_run = quantile_interval(np.concatenate(groups[1:2]), 0.5)
 
-    pooled = pooled_quantile_ci(groups, 0.5, n_boot=500, seed=1)
+    pooled = pooled_quantile_interval(groups, 0.5)
 
-    assert pooled is not None and one_run.low is not None and one_run.high is not None
-    assert pooled[0] < float(np.median(np.concatenate(groups))) < pooled[1]
-    assert pooled[1] - pooled[0] > 3 * (one_run.high - one_run.low)
-    assert pooled == pooled_quantile_ci(groups, 0.5, n_boot=500, seed=1)  # seeded
-    assert pooled_quantile_ci(groups[:1], 0.5) is None
+    assert pooled.low is not None and pooled.high is not None and one_run.low is not None and one_run.high is not None
+    assert pooled.low < float(np.median(np.concatenate(groups))) < pooled.high
+    assert pooled.high - pooled.low > 3 * (one_run.high - one_run.low)
+    assert pooled.as_ci95() is not None and "5 repetitions" in pooled.method
+    assert pooled_quantile_interval(groups[:1], 0.5).low is None
+
+
+def test_three_repetitions_get_a_t_interval_on_their_log_quantiles() -> None:
+    # Three runs whose medians are 3.9, 4.0, 4.1 ms and whose own spread is tiny: t with 2 df on their logs.
+    groups = [m * np.exp(0.001 * np.linspace(-1, 1, 101)) for m in (3.9, 4.0, 4.1)]
+    logs = np.log([3.9, 4.0, 4.1])
+    half = 4.303 * float(logs.std(ddof=1)) / math.sqrt(3)
+
+    pooled = pooled_quantile_interval(groups, 0.5)
+
+    assert pooled.low == pytest.approx(math.exp(logs.mean() - half), rel=1e-3)
+    assert pooled.high == pytest.approx(math.exp(logs.mean() + half), rel=1e-3)
 
 
 def test_a_short_run_warns_that_its_p99_is_unreliable() -> None:

@@ -343,8 +343,9 @@ class _PhoneRun:
         """Blocks until --runs, --min-duration and MIN_BLOCKS blocks are all met, sized so that about DEFAULT_BLOCKS
         blocks do it.
 
-        Each block is a runner invocation whose start-up lies between blocks, inside the energy window:
-        longer blocks (a longer --min-duration) make that share smaller; it is reported as block_gap_fraction.
+        Each block is a runner invocation; its start-up (process start, model load) lies between the blocks'
+        windows, and the host integrates energy over each block's own windows only (host/analysis/energy_blocks.py),
+        so no start-up is charged to the inferences. Its share of the wall time is reported as block_gap_fraction.
         The duration is counted as the host's rule counts it, from the first measured run's start to the last
         one's end, not from before the first invocation started up: blocks go on until that span covers it.
         """

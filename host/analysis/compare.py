@@ -5,7 +5,9 @@ ratio of the geometric means of the two sides' repetition figures with a bootstr
 repetitions when each side has enough (host/analysis/compare_metrics.py); otherwise its interval uses the
 run-to-run spread the store has seen for that device, model and settings (host/analysis/run_history.py); with no
 such history only the runs' own intervals remain ("within-run evidence only") and no change below the
-noise floor fails the gate. A regression is a whole interval beyond the gate in the worse direction. p50
+noise floor fails the gate. A regression is a one-sided test that the metric is worse by more than the gate,
+Holm-adjusted so that all the gated metrics together fail an unchanged candidate at most 5% of the time
+(host/analysis/gate.py), and each gated metric says the smallest change it could reliably catch. p50
 latency and gross energy gate by default, and when both runs are generative TTFT p50 and decode tokens/s (higher
 is better) per prompt length both measured; dynamic energy only when asked (``gate_metrics``); p90,
 throughput, power and memory are shown and never gate. Mann-Whitney on raw inferences is informational.
@@ -35,6 +37,7 @@ from host.analysis.compare_metrics import (
 )
 from host.analysis.document import get, num
 from host.analysis.energy import co2e_g
+from host.analysis.gate import DETECT_POWER, GATE_ALPHA, detectable_pct, holm_rejections
 from host.analysis.run_history import RunHistory
 from host.analysis.significance import EVIDENCE_HISTORY, EVIDENCE_REPETITIONS, EVIDENCE_WITHIN_RUN
 from host.store.rundata import RunData
@@ -114,15 +117,23 @@ class CompareResult:
         return sorted({f"{c.device} {c.metric}" for c in self.changes if c.gated and c.test == EVIDENCE_WITHIN_RUN})
 
     def to_dict(self) -> dict[str, Any]:
+        def plain(c: MetricChange) -> dict[str, Any]:
+            out = asdict(c)
+            out.pop("change", None)
+            return out
+
         return {
             **asdict(self),
+            "changes": [plain(c) for c in self.changes],
             "failed": self.failed,
-            "regressions": [asdict(c) for c in self.regressions],
+            "regressions": [plain(c) for c in self.regressions],
             "within_run_only": self.within_run_only,
             "valid": self.valid,
             "invalid_devices": self.invalid_devices,
             "not_judged": self.not_judged,
             "refused": self.refused,
+            "gate_alpha": GATE_ALPHA,
+            "gate_test": "one-sided, Holm across the gated metrics",
         }
 
 
@@ -242,9 +253,10 @@ def compare_runs(
         pairs.append((device, b, c))
         sides = (Side(base, b), Side(cand, c))
         for spec in (*SPECS, *generation_specs(b, c)):
-            change = metric_change(device, spec, *sides, history, gate_pct, gate_metrics, noise_floor_pct)
+            change = metric_change(device, spec, *sides, history, gate_pct, gate_metrics)
             changes.append(_with_basis(change, basis_figures(b, spec), basis_figures(c, spec)))
         changes += [plain_change(device, name, unit, get(b, *p), get(c, *p), hw) for name, unit, p, hw in PLAIN]
+    apply_gate(changes, gate_pct, noise_floor_pct)
     differences = settings_differences(base.document, cand.document, pairs)
     validity = {device: {"base": _validity(b), "candidate": _validity(c)} for device, b, c in pairs}
     return CompareResult(
@@ -298,6 +310,45 @@ def _with_basis(change: MetricChange, base: list[float] | None, cand: list[float
     if over_repetitions and base and cand and max(len(base), len(cand)) > 1 and min(base + cand) > 0:
         change.base_basis, change.candidate_basis = _geometric_mean(base), _geometric_mean(cand)
     return change
+
+
+def _beyond_floor(c: MetricChange, noise_floor_pct: float) -> bool:
+    """Within-run evidence only knows nothing of run-to-run spread: such a change must also reach the floor."""
+    if c.test != EVIDENCE_WITHIN_RUN:
+        return True
+    worse = c.change_pct if c.higher_is_worse else -(c.change_pct or 0.0)
+    return worse is not None and worse >= noise_floor_pct
+
+
+def apply_gate(changes: list[MetricChange], gate_pct: float, noise_floor_pct: float) -> None:
+    """Verdicts in place: Holm over the gated metrics' one-sided p-values, and each one's detectable change."""
+    gated = [c for c in changes if c.gated and c.gate_p_value is not None]
+    for c, rejected in zip(gated, holm_rejections([c.gate_p_value for c in gated]), strict=True):
+        c.regression = rejected and _beyond_floor(c, noise_floor_pct)
+        if c.change is not None:
+            reach = detectable_pct(c.change, c.higher_is_worse, gate_pct, len(gated))
+            if reach is not None and c.test == EVIDENCE_WITHIN_RUN:
+                reach = max(reach, noise_floor_pct) if c.higher_is_worse else min(reach, -noise_floor_pct)
+            c.detectable_change_pct = reach
+    for c in changes:
+        worse = c.gate_p_value is not None and c.gate_p_value <= GATE_ALPHA and _beyond_floor(c, noise_floor_pct)
+        if not c.gated and worse:
+            c.note = (c.note + "; " if c.note else "") + "shown, does not gate"
+
+
+def _power_line(result: CompareResult) -> list[str]:
+    """One line: the smallest change each gated metric could reliably catch in this comparison."""
+    parts = [
+        f"{c.device} {c.metric} {c.detectable_change_pct:+.1f}%"
+        for c in result.changes
+        if c.gated and c.detectable_change_pct is not None and math.isfinite(c.detectable_change_pct)
+    ]
+    if not parts:
+        return []
+    return [
+        f"smallest change this comparison would catch ({DETECT_POWER:.0%} of the time, from its own spread and "
+        f"repetitions): " + ", ".join(parts)
+    ]
 
 
 def _change_text(c: MetricChange) -> str:
@@ -365,9 +416,11 @@ def _gate_line(result: CompareResult) -> str:
             f"NOT JUDGED: the gate does not judge results that are not valid ({', '.join(result.not_judged)});"
             f" make them valid and run again, or pass --judge-invalid (exit {EXIT_NOT_JUDGED})"
         )
+    gated = sum(1 for c in result.changes if c.gated and c.gate_p_value is not None)
     line = (
-        f"{'FAIL' if result.failed else 'PASS'}: {len(result.regressions)} regression(s) whose whole 95% interval "
-        f"lies above {num(result.fail_on_regression_pct, 3)}%"
+        f"{'FAIL' if result.failed else 'PASS'}: {len(result.regressions)} regression(s) worse by more than "
+        f"{num(result.fail_on_regression_pct, 3)}% (one-sided test, at most {GATE_ALPHA:.0%} false failures across "
+        f"the {gated} gated metric(s), Holm)"
     )
     if result.not_judged:
         line += f"; not judged, results not valid: {', '.join(result.not_judged)}"
@@ -420,6 +473,7 @@ def render_markdown(result: CompareResult) -> str:
     if result.fail_on_regression_pct is not None:
         icon = "⛔" if result.refused else "❌" if result.failed else "✅"
         head += f"**{icon} {_gate_line(result)}**\n\n"
+        head += "".join(f"{line}\n\n" for line in _power_line(result))
     rows = [
         "| device | metric | base | candidate | change | 95% CI | evidence | verdict | Mann-Whitney p (info) |",
         "|---|---|---:|---:|---:|---|---|---|---:|",
@@ -457,7 +511,7 @@ def render_text(result: CompareResult, width: int | None = None) -> str:
             lines.append(f"{figures} {verdict}")
     lines += [f"skipped {s}" for s in result.skipped] + _caveats(result) + _co2_lines(result) + _basis_note(result)
     if result.fail_on_regression_pct is not None:
-        lines.append(_gate_line(result))
+        lines += [*_power_line(result), _gate_line(result)]
     if width is not None:
         lines = [_fold(line, width, indent) for line in lines]
     return "\n".join(lines) + "\n"

@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from host.analysis.document import NO_SENSOR, get
+from host.analysis.gate import gate_p_value
 from host.analysis.run_history import RunHistory
 from host.analysis.significance import (
     EVIDENCE_WITHIN_RUN,
     RunLevelChange,
-    bootstrap_repetitions_change,
     history_change,
-    is_run_level_regression,
     log_spread,
     mann_whitney_u,
+    repetitions_change,
     within_run_change,
 )
 from host.analysis.stats import quantile_interval
 from host.store.rundata import RunData
 
-#: A side needs this many repetitions for a bootstrap over its own repetitions.
+#: A side needs this many repetitions for a t interval over its own repetitions (with fewer, the run-to-run
+#: spread comes from the store's history): K=3 gives 2-4 degrees of freedom, a wide but honest interval.
 MIN_REPETITIONS = 3
 
 
@@ -57,6 +58,13 @@ class MetricChange:
     #: geometric means of the repetitions' figures; None where the run figures are the basis.
     base_basis: float | None = None
     candidate_basis: float | None = None
+    higher_is_worse: bool = True
+    #: One-sided p-value of "worse by more than the gate" (host/analysis/gate.py); the verdict is Holm's over these.
+    gate_p_value: float | None = None
+    #: The smallest change (in %, worse direction) this comparison would fail with 80% power; gated metrics only.
+    detectable_change_pct: float | None = None
+    #: The change as the gate tests it (not in the JSON: compare.py fills the verdict and power from it).
+    change: RunLevelChange | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -194,9 +202,11 @@ def _interval(value: Any) -> tuple[float, float] | None:
 
 def _within_run_ci(entry: dict[str, Any], spec: _Spec, run: RunData, device: str) -> tuple[float, float] | None:
     """The run's own 95% interval: for percentiles recomputed from raw inferences when the store has them
-    (older runs stored intervals that assumed independent inferences), else the document's."""
+    (older runs stored intervals that assumed independent inferences), else the document's. A phone's raw
+    windows repeat each block's mean (latency_source block_means): its interval is the document's, over blocks."""
     raw = run.raw.get(device)
-    if spec.quantile is not None and spec.prompt_len is None and raw is not None and raw.start_ns.size:
+    per_inference = entry.get("latency_source", "per_inference") == "per_inference" and spec.prompt_len is None
+    if spec.quantile is not None and per_inference and raw is not None and raw.start_ns.size:
         order = np.argsort(raw.start_ns, kind="stable")
         return quantile_interval(raw.latency_ns[order] / 1e6, spec.quantile).as_ci95()
     return _interval(_read(entry, spec, spec.ci))
@@ -226,7 +236,7 @@ def _run_level_change(
     device: str, spec: _Spec, base: Side, cand: Side, history: RunHistory, bv: list[float], cv: list[float]
 ) -> RunLevelChange:
     if len(bv) >= MIN_REPETITIONS and len(cv) >= MIN_REPETITIONS:
-        return bootstrap_repetitions_change(np.asarray(bv), np.asarray(cv))
+        return repetitions_change(np.asarray(bv), np.asarray(cv))
     spread = log_spread(_spread_groups(device, spec, base, cand, history))
     if spread is not None:
         return history_change(np.asarray(bv), np.asarray(cv), *spread)
@@ -249,8 +259,8 @@ def metric_change(
     history: RunHistory,
     gate_pct: float,
     gate_metrics: Sequence[str],
-    noise_floor_pct: float,
 ) -> MetricChange:
+    """One metric's change, interval and one-sided gate p-value; the verdict (Holm across metrics) is compare.py's."""
     b_top, c_top = _number(_read(base.entry, spec, spec.top)), _number(_read(cand.entry, spec, spec.top))
     gated = spec.gate_name is not None and spec.gate_name in gate_metrics
     bv, cv = _figures(base.entry, spec), _figures(cand.entry, spec)
@@ -263,13 +273,9 @@ def metric_change(
             device, spec.name, spec.unit, b_top, c_top, change_pct, "none", None, False, False, "not positive: no ratio"
         )
     change = _run_level_change(device, spec, base, cand, history, bv, cv)
-    regression = is_run_level_regression(change, spec.higher_is_worse, gate_pct, noise_floor_pct)
     note = change.detail
     if change.evidence == EVIDENCE_WITHIN_RUN:
         note = "within-run evidence only" + (f": {change.detail}" if change.detail else "")
-    if regression and not gated:
-        regression = False
-        note = (note + "; " if note else "") + "shown, does not gate"
     return MetricChange(
         device,
         spec.name,
@@ -280,10 +286,13 @@ def metric_change(
         change.evidence,
         _mann_whitney_p(device, spec, base.run, cand.run),
         change.significant,
-        regression,
+        False,
         note,
         list(change.ci_pct) if change.ci_pct is not None else None,
         gated,
+        spec.higher_is_worse,
+        gate_p_value(change, spec.higher_is_worse, gate_pct),
+        change=change,
     )
 
 

@@ -18,22 +18,25 @@ from typing import Any
 import numpy as np
 
 from host.analysis import rails as rail_plan
+from host.analysis.autocorr import MIN_VALUES, mean_precision, ratio_precision
+from host.analysis.distributions import t_two_sided
+from host.analysis.energy_blocks import (
+    UNIT_MIN_SAMPLES,
+    block_spans,
+    blocks_half_width_j,
+    dynamic_interval,
+    runner_blocks,
+    unit_edges,
+)
+from host.analysis.power_trace import power_over_time_w, total_j
 from host.analysis.rails import ENERGY_KINDS, ENERGY_UJ, POWER_MW, Channel, Rail
-from host.analysis.stats import t_critical_95
+from host.analysis.stats import REACH_FRACTION
 from host.analysis.thermal import in_span, thermal_stats
 from host.store.rundata import PhaseSpan, Series
 
 # thermal_stats lives in host/analysis/thermal.py; callers that read every figure of a job from here keep working.
-__all__ = ["ENERGY_KINDS", "ENERGY_UJ", "POWER_MW", "thermal_stats"]
+__all__ = ["ENERGY_KINDS", "ENERGY_UJ", "POWER_MW", "dynamic_interval", "power_over_time_w", "thermal_stats"]
 
-#: Blocks of inferences for the batch-means interval, and the fewest that still give one.
-CI_BLOCKS = 10
-CI_MIN_BLOCKS = 5
-#: Each block must span at least this many sensor samples, or its energy is mostly interpolation.
-CI_MIN_SAMPLES_PER_BLOCK = 4
-#: Time blocks of the idle span for the idle power's standard error, and the fewest that give one.
-IDLE_BLOCKS = 10
-IDLE_MIN_BLOCKS = 3
 #: A counter should advance at least this many times over the window (NVML: ~100 ms steps).
 MIN_COUNTER_UPDATES = 50
 
@@ -66,7 +69,20 @@ class EnergyStats:
     dynamic_energy_mj_per_inference_se: float | None = None
     dynamic_energy_mj_per_inference_df: float | None = None
     idle_power_w_se: float | None = None
-    idle_power_w_df: int | None = None
+    idle_power_w_df: float | None = None
+    #: Runner blocks the inferences were measured in (a phone), and the start-up time between them left out (s).
+    blocks: int | None = None
+    gaps_excluded_s: float | None = None
+    #: Why energy_mj_per_inference_ci95 is None although the energy is known (too few samples, too correlated).
+    interval_problem: str | None = None
+    #: A phone with too few gauge samples to check their correlation: a t interval over its runner blocks, whose
+    #: coverage rests on ``ci_assumes`` (never given as the 95% interval above).
+    energy_mj_per_inference_ci: tuple[float, float] | None = None
+    ci_assumes: str | None = None
+    #: The intervals' reach: power correlated over more than this many seconds (a twentieth of the measured window,
+    #: and of the idle span for the dynamic interval) is run-to-run variance, which only repetitions measure.
+    interval_reach_s: float | None = None
+    dynamic_interval_reach_s: float | None = None
     #: Every rail that produced samples: name, role, part_of, sensor, method, summed, avg_power_w, energy_mj.
     rails: list[dict[str, Any]] = field(default_factory=list)
     #: Why the energy figures are null although there is a power sensor (a rail broken, stopped, gapped).
@@ -86,7 +102,11 @@ class EnergyStats:
     def to_dict(self) -> dict[str, Any]:
         """The result document's ``energy`` object (DESIGN.md §4) plus the extra figures above."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("energy_mj_per_inference_ci95", "dynamic_energy_mj_per_inference_ci95"):
+        for key in (
+            "energy_mj_per_inference_ci95",
+            "dynamic_energy_mj_per_inference_ci95",
+            "energy_mj_per_inference_ci",
+        ):
             out[key] = list(out[key]) if out[key] is not None else None
         out["rails"] = [dict(r) for r in self.rails]
         out["warnings"] = list(self.warnings)
@@ -98,53 +118,12 @@ def empty() -> dict[str, Any]:
     return EnergyStats.empty().to_dict()
 
 
-def _cumulative_j(ch: Channel, t_ns: np.ndarray) -> np.ndarray:
-    """Energy in J from the channel's first sample to each time in ``t_ns``.
-
-    Power is taken as linear between samples (so the integral is the trapezoid rule, exact at window
-    edges too); a counter is interpolated linearly. Outside the samples the edge power is held (only
-    within the coverage tolerance of host/analysis/rails.py: a window the samples do not cover is refused).
-    """
-    t_s = (ch.t_ns - ch.t_ns[0]).astype(np.float64) / 1e9
-    q_s = (np.asarray(t_ns, dtype=np.int64) - ch.t_ns[0]).astype(np.float64) / 1e9
-    inside = np.clip(q_s, t_s[0], t_s[-1])
-    if ch.kind == ENERGY_UJ:
-        energy_j = (ch.value - ch.value[0]) * 1e-6
-        rate_w = np.diff(energy_j) / np.diff(t_s)
-        edge_before, edge_after = rate_w[0], rate_w[-1]
-        at = np.interp(inside, t_s, energy_j)
-    else:
-        power_w = ch.value * 1e-3
-        cum_j = np.concatenate(([0.0], np.cumsum((power_w[1:] + power_w[:-1]) / 2 * np.diff(t_s))))
-        seg = np.clip(np.searchsorted(t_s, inside, side="right") - 1, 0, t_s.size - 2)
-        dt = inside - t_s[seg]
-        slope = (power_w[seg + 1] - power_w[seg]) / (t_s[seg + 1] - t_s[seg])
-        at = cum_j[seg] + dt * (power_w[seg] + (power_w[seg] + slope * dt)) / 2
-        edge_before, edge_after = power_w[0], power_w[-1]
-    below = np.minimum(q_s - inside, 0.0)
-    above = np.maximum(q_s - inside, 0.0)
-    return np.asarray(at + below * edge_before + above * edge_after)
-
-
-def _total_j(channels: Sequence[Channel], t_ns: np.ndarray) -> np.ndarray:
-    return np.sum([_cumulative_j(ch, t_ns) for ch in channels], axis=0)
-
-
-def _block_edges(
-    starts_ns: np.ndarray, window_start_ns: int, window_end_ns: int, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split inferences (sorted by start) into k blocks by count; each block runs to the next one's start."""
-    idx = np.round(np.linspace(0, starts_ns.size, k + 1)).astype(np.int64)
-    edges = np.concatenate(([window_start_ns], starts_ns[idx[1:-1]], [window_end_ns])).astype(np.int64)
-    return edges, np.diff(idx)
-
-
 def _samples_in(ch: Channel, start_ns: int, end_ns: int) -> int:
     return int(np.count_nonzero((ch.t_ns >= start_ns) & (ch.t_ns <= end_ns)))
 
 
-def _rail_entry(rail: Rail, window: tuple[int, int], problem: str | None) -> dict[str, Any]:
-    """One ``energy.rails[]`` item: the rail's own power and energy over the window (null when unusable)."""
+def _rail_entry(rail: Rail, spans: np.ndarray, problem: str | None) -> dict[str, Any]:
+    """One ``energy.rails[]`` item: the rail's own power and energy over the spans (null when unusable)."""
     entry: dict[str, Any] = {
         "name": rail.name,
         "role": rail.role,
@@ -157,41 +136,32 @@ def _rail_entry(rail: Rail, window: tuple[int, int], problem: str | None) -> dic
         "problem": problem,
     }
     if rail.channel is not None and problem is None:
-        energy_j = float(np.diff(_cumulative_j(rail.channel, np.array(window, dtype=np.int64)))[0])
+        energy_j = _spans_j([rail.channel], spans)
         entry["energy_mj"] = energy_j * 1e3
-        entry["avg_power_w"] = energy_j / ((window[1] - window[0]) / 1e9)
+        entry["avg_power_w"] = energy_j / (float(np.sum(spans[:, 1] - spans[:, 0])) / 1e9)
     return entry
 
 
-def _idle_power(channels: Sequence[Channel], idle: PhaseSpan) -> tuple[float, float | None, int | None]:
-    """Idle power in W over the span, with its standard error and df from equal time blocks (or None)."""
+def _spans_j(channels: Sequence[Channel], spans: np.ndarray) -> float:
+    """Energy in J summed over (start, end) spans."""
+    return float(np.sum(total_j(channels, spans[:, 1]) - total_j(channels, spans[:, 0])))
+
+
+def _idle_power(channels: Sequence[Channel], idle: PhaseSpan) -> tuple[float, float | None, float | None]:
+    """Idle power in W over the span, with its standard error and df (or None): the span cut into equal time
+    units of UNIT_MIN_SAMPLES samples, their powers a correlated series (a wandering level widens it)."""
     span = (int(idle.start_ns), int(idle.end_ns))
     duration_s = (span[1] - span[0]) / 1e9
-    power_w = float(np.diff(_total_j(channels, np.array(span, dtype=np.int64)))[0]) / duration_s
-    sparsest = min(_samples_in(ch, *span) for ch in channels)
-    k = min(IDLE_BLOCKS, sparsest // CI_MIN_SAMPLES_PER_BLOCK)
-    if k < IDLE_MIN_BLOCKS:
+    power_w = float(np.diff(total_j(channels, np.array(span, dtype=np.int64)))[0]) / duration_s
+    k = min(_samples_in(ch, *span) for ch in channels) // UNIT_MIN_SAMPLES
+    if k < MIN_VALUES:
         return power_w, None, None
     edges = np.round(np.linspace(span[0], span[1], k + 1)).astype(np.int64)
-    block_w = np.diff(_total_j(channels, edges)) / (np.diff(edges).astype(np.float64) / 1e9)
-    return power_w, float(block_w.std(ddof=1)) / math.sqrt(k), k - 1
-
-
-def dynamic_interval(
-    center: float, se_measure: float, df_measure: int, se_idle_term: float, df_idle: int
-) -> tuple[tuple[float, float], float, float]:
-    """95% interval of dynamic energy from two independent error sources (delta method).
-
-    Dynamic energy per inference is E/n - P_idle·T/n: its variance is the measured blocks' variance plus
-    (T/n)² · Var(P_idle). ``se_idle_term`` is that second standard error already scaled by T/n. The
-    degrees of freedom come from Welch-Satterthwaite, floored (conservative). Returns (interval, se, df).
-    """
-    se = math.hypot(se_measure, se_idle_term)
-    if se == 0.0:
-        return (center, center), 0.0, math.inf
-    df = se**4 / (se_measure**4 / df_measure + se_idle_term**4 / df_idle)
-    half = t_critical_95(max(1, math.floor(df))) * se
-    return (center - half, center + half), se, df
+    unit_w = np.diff(total_j(channels, edges)) / (np.diff(edges).astype(np.float64) / 1e9)
+    precision = mean_precision(unit_w)
+    if precision.se is None:
+        return power_w, None, None
+    return power_w, precision.se, precision.df
 
 
 def energy_stats(
@@ -200,17 +170,19 @@ def energy_stats(
     idle: PhaseSpan | None,
     start_ns: np.ndarray,
     end_ns: np.ndarray,
+    in_blocks: bool = False,
 ) -> EnergyStats:
-    """Energy of the measured inferences, gross and above idle, with 95% batch-means intervals.
+    """Energy of the measured inferences, gross and above idle, with 95% intervals that allow for correlation.
 
     The window is the measured inferences' span (first start to last end), the same span throughput is
-    computed over, so avg_power_w = energy per inference x throughput exactly; the MEASURE phase span
-    is used only when there are no inference windows (then per-inference figures are None). The
-    interval splits the inferences into CI_BLOCKS blocks by count (fewer when the sensor is too sparse,
-    none below CI_MIN_BLOCKS), takes energy per inference in each, and centres a Student-t interval on
-    the overall estimate. The dynamic interval adds the idle power's own standard error (equal time
-    blocks of the idle span). idle_power_w and the dynamic figures are None without an idle span that
-    the samples cover.
+    computed over, so avg_power_w = energy per inference x throughput exactly; with ``in_blocks`` (a runner
+    started per block, e.g. a phone) only each block's own span counts, never the runner's start-up between
+    blocks (host/analysis/energy_blocks.py). The MEASURE phase span is used only when there are no inference
+    windows (then per-inference figures are None). The interval is a ratio over units of consecutive inferences
+    whose residuals are a correlated series (energy_blocks), t with that estimate's degrees of freedom; none
+    (``interval_problem`` says why) when the sensor gives too few units or the correlation outlasts them. The
+    dynamic interval adds the idle power's own standard error, also from a correlated series. idle_power_w and
+    the dynamic figures are None without an idle span that the samples cover.
     """
     plan = rail_plan.plan(series)
     if not plan.rails:
@@ -220,15 +192,19 @@ def energy_stats(
     if starts.shape != ends.shape:
         raise ValueError(f"start_ns and end_ns differ in length: {starts.shape} and {ends.shape}")
     n = int(starts.size)
+    blocks: list[tuple[int, int]] = []
     if n:
-        starts = starts[np.argsort(starts, kind="stable")]
-        window = (int(starts[0]), int(ends.max()))
+        order = np.argsort(starts, kind="stable")
+        starts, ends = starts[order], ends[order]
+        blocks = runner_blocks(starts, ends) if in_blocks else [(0, n)]
+        spans = block_spans(starts, ends, blocks)
     else:
-        window = (int(measure.start_ns), int(measure.end_ns))
+        spans = np.array([[measure.start_ns, measure.end_ns]], dtype=np.int64)
+    window = (int(spans[0, 0]), int(spans[:, 1].max()))
     if window[1] <= window[0]:
         return EnergyStats.empty(plan.method, plan.sensor, problem="the measured window is empty")
     problems = {r.name: rail_plan.coverage_problem(r, *window) for r in plan.rails}
-    rails_out = [_rail_entry(r, window, problems[r.name]) for r in plan.rails]
+    rails_out = [_rail_entry(r, spans, problems[r.name]) for r in plan.rails]
     failed = [problems[r.name] for r in plan.summed if problems[r.name]]
     if plan.problem or failed:
         why = "; ".join(dict.fromkeys([p for p in [plan.problem, *failed] if p]))
@@ -236,9 +212,9 @@ def energy_stats(
     channels = [r.channel for r in plan.summed if r.channel is not None]
     warnings, aliases = _warnings(plan.summed, window, starts)
 
-    duration_s = (window[1] - window[0]) / 1e9
-    energy_j = float(np.diff(_total_j(channels, np.array(window, dtype=np.int64)))[0])
-    sample_count = min(_samples_in(ch, *window) for ch in channels)
+    duration_s = float(np.sum(spans[:, 1] - spans[:, 0])) / 1e9
+    energy_j = _spans_j(channels, spans)
+    sample_count = min(sum(_samples_in(ch, int(a), int(b)) for a, b in spans) for ch in channels)
 
     idle_power_w = idle_se = idle_df = None
     if idle is not None and idle.end_ns > idle.start_ns:
@@ -266,31 +242,69 @@ def energy_stats(
     )
     if not n:
         return stats
+    if in_blocks:
+        stats.blocks = len(blocks)
+        stats.gaps_excluded_s = (window[1] - window[0]) / 1e9 - duration_s
     stats.energy_mj_per_inference = energy_j / n * 1e3
+    stats.interval_reach_s = duration_s / REACH_FRACTION
+    if idle is not None and idle_power_w is not None:
+        stats.dynamic_interval_reach_s = min(duration_s, (idle.end_ns - idle.start_ns) / 1e9) / REACH_FRACTION
     if idle_power_w is not None:
         stats.dynamic_energy_mj_per_inference = (energy_j - idle_power_w * duration_s) / n * 1e3
-    k = min(CI_BLOCKS, n, sample_count // CI_MIN_SAMPLES_PER_BLOCK)
-    if k < CI_MIN_BLOCKS:
-        return stats
-    edges, counts = _block_edges(starts, window[0], window[1], k)
-    block_j = np.diff(_total_j(channels, edges))
-    gross_blocks = block_j / counts * 1e3
-    se = float(gross_blocks.std(ddof=1)) / math.sqrt(k)
-    half = t_critical_95(k - 1) * se
-    stats.energy_mj_per_inference_se = se
-    stats.energy_mj_per_inference_ci95 = (stats.energy_mj_per_inference - half, stats.energy_mj_per_inference + half)
-    if idle_power_w is not None and idle_se is not None and idle_df is not None:
-        dynamic_mj = stats.dynamic_energy_mj_per_inference
-        assert dynamic_mj is not None
-        block_s = np.diff(edges).astype(np.float64) / 1e9
-        dynamic_blocks = (block_j - idle_power_w * block_s) / counts * 1e3
-        se_measure = float(dynamic_blocks.std(ddof=1)) / math.sqrt(k)
-        se_idle_term = duration_s / n * 1e3 * idle_se
-        interval, dyn_se, dyn_df = dynamic_interval(dynamic_mj, se_measure, k - 1, se_idle_term, idle_df)
-        stats.dynamic_energy_mj_per_inference_ci95 = interval
-        stats.dynamic_energy_mj_per_inference_se = dyn_se
-        stats.dynamic_energy_mj_per_inference_df = dyn_df if math.isfinite(dyn_df) else None
+    _intervals(stats, channels, starts, ends, blocks, idle_power_w, idle_se, idle_df)
     return stats
+
+
+def _intervals(
+    stats: EnergyStats,
+    channels: Sequence[Channel],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    blocks: list[tuple[int, int]],
+    idle_power_w: float | None,
+    idle_se: float | None,
+    idle_df: float | None,
+) -> None:
+    """The gross and dynamic intervals in place, from units of consecutive inferences (energy_blocks)."""
+    n = starts.size
+    units = min(n, (stats.sample_count or 0) // UNIT_MIN_SAMPLES)
+    if units < MIN_VALUES:
+        stats.interval_problem = (
+            f"{stats.sample_count} power samples make {units} units of {UNIT_MIN_SAMPLES}, fewer than the "
+            f"{MIN_VALUES} that show how correlated the power is"
+        )
+        if len(blocks) >= 3:  # a phone's runner blocks, each a separate invocation: the interval says what it assumes
+            spans = block_spans(starts, ends, blocks)
+            block_j = total_j(channels, spans[:, 1]) - total_j(channels, spans[:, 0])
+            half = blocks_half_width_j(block_j, np.array([j - i for i, j in blocks], dtype=np.float64)) * 1e3
+            mid = stats.energy_mj_per_inference or 0.0
+            stats.energy_mj_per_inference_ci = (mid - half, mid + half)
+            stats.ci_assumes = f"independent runner blocks ({len(blocks)}; too few power samples to check)"
+        return
+    u_start, u_end, u_count = unit_edges(starts, ends, blocks, units)
+    unit_j = total_j(channels, u_end) - total_j(channels, u_start)
+    gross = ratio_precision(unit_j, u_count)
+    if gross.se is None:
+        stats.interval_problem = f"the power's correlation outlasts what the window resolves: {gross.reason}"
+        return
+    center = stats.energy_mj_per_inference
+    assert center is not None
+    se = gross.se * 1e3
+    half = t_two_sided(0.95, gross.df) * se
+    stats.energy_mj_per_inference_se = se
+    stats.energy_mj_per_inference_ci95 = (center - half, center + half)
+    dynamic_mj = stats.dynamic_energy_mj_per_inference
+    if idle_power_w is None or idle_se is None or idle_df is None or dynamic_mj is None:
+        return
+    unit_s = (u_end - u_start).astype(np.float64) / 1e9
+    dynamic = ratio_precision(unit_j - idle_power_w * unit_s, u_count)
+    if dynamic.se is None:
+        return
+    se_idle_term = float(unit_s.sum()) / n * 1e3 * idle_se
+    interval, dyn_se, dyn_df = dynamic_interval(dynamic_mj, dynamic.se * 1e3, dynamic.df, se_idle_term, idle_df)
+    stats.dynamic_energy_mj_per_inference_ci95 = interval
+    stats.dynamic_energy_mj_per_inference_se = dyn_se
+    stats.dynamic_energy_mj_per_inference_df = dyn_df if math.isfinite(dyn_df) else None
 
 
 def _warnings(summed: Sequence[Rail], window: tuple[int, int], starts: np.ndarray) -> tuple[list[str], list[str]]:
@@ -314,34 +328,6 @@ def _warnings(summed: Sequence[Rail], window: tuple[int, int], starts: np.ndarra
             if alias:
                 aliases.append(alias)
     return out, aliases
-
-
-def power_over_time_w(series: Sequence[Series], min_interval_ns: int = 10_000_000) -> tuple[np.ndarray, np.ndarray]:
-    """The summed rails' power over time (for plots): (t_ns, watts); empty arrays without a sensor.
-
-    Power channels are summed on the first channel's timestamps. Counters are differentiated between
-    samples at least ``min_interval_ns`` apart (a raw 1 kHz RAPL difference is mostly update jitter),
-    each value placed at the middle of its interval.
-    """
-    plan = rail_plan.plan(series)
-    channels = [r.channel for r in plan.summed if r.channel is not None]
-    if not channels:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    base = channels[0].t_ns
-    if all(ch.kind == POWER_MW for ch in channels):
-        watts = np.sum([np.interp(base, ch.t_ns, ch.value) for ch in channels], axis=0) * 1e-3
-        return base.copy(), np.asarray(watts, dtype=np.float64)
-    picks = [0]
-    for i, t in enumerate(base):
-        if t - base[picks[-1]] >= min_interval_ns:
-            picks.append(i)
-    grid = base[np.array(picks)]
-    if grid.size < 2:
-        grid = base[[0, -1]]
-    energy_j = _total_j(channels, grid)
-    watts = np.diff(energy_j) / (np.diff(grid).astype(np.float64) / 1e9)
-    mid_ns = grid[:-1] + np.diff(grid) // 2
-    return mid_ns, np.asarray(watts, dtype=np.float64)
 
 
 def co2e_g(energy_j: float, grid_g_per_kwh: float) -> float:
@@ -378,4 +364,4 @@ def windows_energy_j(series: Sequence[Series], start_ns: np.ndarray, end_ns: np.
     channels = [r.channel for r in plan.summed if r.channel is not None]
     if not channels:
         return None
-    return np.asarray(_total_j(channels, ends) - _total_j(channels, starts))
+    return np.asarray(total_j(channels, ends) - total_j(channels, starts))

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from host.analysis import energy, stats
+from host.analysis.autocorr import ratio_precision
+from host.analysis.distributions import t_two_sided
 from host.analysis.document import num
 from host.store.rundata import DeviceRaw, Series
 from protos import agent_pb2 as pb
@@ -183,24 +185,23 @@ def _idle_power_w(raw: DeviceRaw, gens: Sequence[Generation]) -> float | None:
 def decode_rate_ci95(group: Sequence[Generation]) -> list[float] | None:
     """95% interval of decode tokens/s over the generations of one prompt length (within one run).
 
-    decode tokens/s is decoded tokens over decode time = 1 / the mean inter-token time over all decode steps,
-    so it is the inverse of a Student-t interval of the generations' own mean inter-token times (every
-    generation of a group decodes as many tokens), taken in measurement order as batch means; None under
-    two generations, with generations of different lengths (an end-of-sequence token), or when the interval
-    reaches zero.
+    decode tokens/s is decoded tokens over decode time, the inverse of the mean inter-token time. A generation's
+    tokens share its speed and that speed persists from one generation to the next, so the generation is the
+    unit: the ratio decode time / decoded tokens over generations in measurement order, its variance from the
+    generations' residuals as a correlated series (host/analysis/autocorr.py), t with that estimate's degrees
+    of freedom, inverted. None with fewer generations than show their correlation (autocorr.MIN_VALUES), when
+    the correlation outlasts them, or when the interval reaches zero.
     """
-    if len({g.token_end_ns.size for g in group}) != 1 or group[0].token_end_ns.size < 2:
+    decoded = np.array([g.token_end_ns.size - 1 for g in group], dtype=np.float64)
+    decode_s = np.array([(g.token_end_ns[-1] - g.token_end_ns[0]) / 1e9 for g in group])
+    if decoded.sum() <= 0 or decode_s.sum() <= 0:
         return None
-    per_gen_s = np.array([(g.token_end_ns[-1] - g.token_end_ns[0]) / 1e9 / (g.token_end_ns.size - 1) for g in group])
-    if per_gen_s.size < 2:
+    precision = ratio_precision(decode_s, decoded)
+    if precision.se is None:
         return None
-    center_s = (
-        float(sum(g.token_end_ns[-1] - g.token_end_ns[0] for g in group))
-        / 1e9
-        / sum(g.token_end_ns.size - 1 for g in group)
-    )
-    low_s, high_s = stats.batch_means_ci95(per_gen_s, center=center_s)
-    return [1.0 / high_s, 1.0 / low_s] if low_s > 0 else None
+    center_s = float(decode_s.sum() / decoded.sum())
+    half = t_two_sided(0.95, precision.df) * precision.se
+    return [1.0 / (center_s + half), 1.0 / (center_s - half)] if center_s > half else None
 
 
 def ttft_ms_by_prompt(raw: DeviceRaw) -> dict[int, np.ndarray]:
@@ -225,6 +226,7 @@ def generation_block(raw: DeviceRaw, peak_rss_mb: float | None = None) -> list[d
         lasts = np.array([g.token_end_ns[-1] for g in group], dtype=np.int64)
         itl_start = np.concatenate([g.token_end_ns[:-1] for g in group])
         itl_end = np.concatenate([g.token_end_ns[1:] for g in group])
+        itl_gen = np.concatenate([np.full(g.token_end_ns.size - 1, i) for i, g in enumerate(group)])
         generated = int(sum(g.token_end_ns.size for g in group))
         decoded = generated - len(group)
         entry: dict[str, Any] = {
@@ -232,7 +234,8 @@ def generation_block(raw: DeviceRaw, peak_rss_mb: float | None = None) -> list[d
             "gen_len": int(max(g.token_end_ns.size for g in group)),
             "n_generations": len(group),
             "ttft_ms": stats.latency_stats(starts, firsts).to_dict(),
-            "itl_ms": stats.latency_stats(itl_start, itl_end).to_dict() if itl_start.size else None,
+            # Tokens of one generation share its speed: each generation is one unit of the ITL intervals.
+            "itl_ms": stats.latency_stats(itl_start, itl_end, clusters=itl_gen).to_dict() if itl_start.size else None,
             "e2e_ms": stats.latency_stats(starts, lasts).to_dict(),
             "prefill_tokens_per_s": _rate(prompt_len * len(group), float((firsts - starts).sum()) / 1e9),
             "decode_tokens_per_s": _rate(decoded, float((lasts - firsts).sum()) / 1e9) if decoded else None,

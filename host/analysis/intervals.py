@@ -1,18 +1,24 @@
-"""Confidence intervals for latency figures: order statistics, batch means over consecutive inferences, bootstraps.
+"""Confidence intervals for latency figures: order statistics placed by the precision of a correlated series.
 
-Distribution-free throughout (latency is skewed and multi-modal). Each interval says the coverage it has:
-autocorrelated inferences (drift, frequency and thermal state) and small samples are accounted for or
-reported, never given a 95% label they do not earn. host/analysis/stats.py builds the latency summary on these.
+Distribution-free throughout (latency is skewed and multi-modal): an interval is two order statistics, and
+where they sit comes from how precisely the empirical CDF at the quantile is known, which for inferences in
+measurement order (drift, frequency and thermal state) is a correlated series (host/analysis/autocorr.py), for
+tokens the generations they belong to, and for repetitions the spread between them. Each interval says the
+coverage it has: too few values to check their correlation give an interval whose coverage assumes
+independence, never labelled 95%. host/analysis/stats.py builds the latency summary on these.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
+
+from host.analysis.autocorr import MIN_VALUES, MeanPrecision, mean_precision
+from host.analysis.distributions import t_two_sided
 
 #: Up to this many samples the ranks of a quantile interval come from the exact binomial distribution;
 #: above it a normal approximation with continuity correction and one rank of margin on each side.
@@ -126,37 +132,27 @@ def quantile_ci(sorted_values: np.ndarray, q: float, confidence: float = 0.95) -
     return (float(values[lower - 1]), float(values[upper - 1]))
 
 
-#: Below this many inferences the quantile interval comes from order statistics alone (independence assumed);
-#: from it on, from batch means over consecutive inferences (at least BATCHES_MIN batches).
-BATCH_MEANS_MIN_N = 50
-BATCHES_MIN = 7
-BATCHES_MAX = 30
-#: A batch spans at least this many autocorrelation times, so that neighbouring batch means are nearly
-#: independent. With 7..30 batches and the bias correction below, the p50 interval covered 94-96% of
-#: simulated AR(1) latency series (phi 0, 0.5, 0.9; n 200 and 1000; tests/test_compare_simulation.py).
-BATCH_AUTOCORR_TIMES = 5
-#: pooled_quantile_ci resamples at most this many inferences of each repetition (evenly thinned beyond).
-POOLED_BOOTSTRAP_MAX_PER_GROUP = 2000
-
-
 @dataclass(frozen=True)
 class QuantileInterval:
     """An interval for a quantile and the coverage it actually has.
 
-    ``coverage`` is >= the requested confidence when the data reach it, the lower exact coverage of the
-    widest interval the data allow when they do not (order statistics, independent samples), or None
-    with ``low``/``high`` None when no interval can be given (one sample; or autocorrelated data too
-    short for batch means to reach the confidence). ``method`` names how it was made.
+    ``coverage`` is the confidence reached when the data's own correlation was accounted for; with too few values
+    to check that correlation it is the exact coverage *if the values were independent*, and ``assumption`` says
+    so (such an interval is never given as a 95% interval: see as_ci95). ``low``/``high``/``coverage`` are None
+    when no interval can be given (one value; a correlation the series is too short for; a band past the
+    sample's ends), and ``method`` says why. ``estimates`` names the quantity the interval is for.
     """
 
     low: float | None
     high: float | None
     coverage: float | None
     method: str
+    assumption: str = ""
 
     def as_ci95(self) -> tuple[float, float] | None:
-        """The interval only when it is a genuine 95% interval (never a narrower-coverage one relabelled)."""
-        if self.low is None or self.high is None or self.coverage is None or self.coverage < 0.95:
+        """The interval only when it is a genuine 95% interval (never a narrower-coverage one relabelled, never
+        one whose coverage rests on an unchecked independence)."""
+        if self.low is None or self.high is None or self.coverage is None or self.coverage < 0.95 or self.assumption:
             return None
         return (self.low, self.high)
 
@@ -164,45 +160,69 @@ class QuantileInterval:
         return None if self.low is None or self.high is None else [self.low, self.high]
 
 
-def rank_autocorrelation_time(values: np.ndarray) -> float:
-    """Integrated autocorrelation time of a series, from the lag-1 correlation of its ranks as AR(1).
-
-    tau = (1 + rho) / (1 - rho): 1 for independent samples, 19 for phi = 0.9. Ranks so that one slow
-    straggler cannot dominate; rho clipped to [0, 0.99] (negative correlation only helps precision).
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < 3:
-        return 1.0
-    ranks = np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
-    centred = ranks - ranks.mean()
-    denom = float(np.dot(centred, centred))
-    if denom == 0.0:
-        return 1.0
-    rho = min(max(float(np.dot(centred[1:], centred[:-1])) / denom, 0.0), 0.99)
-    return (1.0 + rho) / (1.0 - rho)
-
-
 def _order_statistic_interval(sorted_values: np.ndarray, q: float, confidence: float) -> QuantileInterval:
     n = sorted_values.size
     lower, upper = _exact_ranks(n, q, confidence) if n <= EXACT_RANKS_MAX_N else _normal_ranks(n, q, confidence)
     coverage = rank_coverage(n, q, lower, upper) if n <= EXACT_RANKS_MAX_N else confidence
     return QuantileInterval(
-        float(sorted_values[lower - 1]), float(sorted_values[upper - 1]), coverage, "order statistics"
+        float(sorted_values[lower - 1]),
+        float(sorted_values[upper - 1]),
+        coverage,
+        f"order statistics: {n} values are too few to check how correlated they are",
+        "independent values",
     )
 
 
-def quantile_interval(values_in_order: np.ndarray, q: float, confidence: float = 0.95) -> QuantileInterval:
-    """Interval for the q-quantile of latencies given in measurement order, honest about its coverage.
+def _rank_band(
+    sorted_values: np.ndarray, q: float, se: float, df: float, confidence: float, method: str
+) -> QuantileInterval:
+    """Order statistics at the ends of the probability band q ± t(df) se (se of the empirical CDF at the quantile)."""
+    n = sorted_values.size
+    t = t_two_sided(confidence, df)
+    # [x_(l), x_(u)] covers the quantile exactly when l <= #(x <= quantile) <= u - 1.
+    lower = math.ceil(n * (q - t * se))
+    upper = math.floor(n * (q + t * se)) + 1
+    if lower < 1 or upper > n:
+        why = ": too few values for the interval (its band runs past them)"
+        return QuantileInterval(None, None, None, method + why)
+    return QuantileInterval(float(sorted_values[lower - 1]), float(sorted_values[upper - 1]), confidence, method)
 
-    Consecutive inferences are not independent (drift, frequency and thermal state), so from
-    BATCH_MEANS_MIN_N samples on the precision of the empirical CDF at the sample quantile comes from
-    batch means: the indicator x <= quantile is averaged over b batches of consecutive inferences, each
-    BATCH_AUTOCORR_TIMES autocorrelation times long (b clamped to BATCHES_MIN..BATCHES_MAX), its standard
-    error (corrected for the batch-means bias) times Student-t with b-1 degrees of freedom gives a
-    band of probabilities, and the order statistics at its ends are the interval. When that band runs
-    past the sample's ends no interval is given (null, coverage null). Below BATCH_MEANS_MIN_N: exact
-    binomial order statistics (independence assumed), or (min, max) with its lower exact coverage; one
-    sample gives no interval.
+
+def _share_precision(values: np.ndarray, q: float, clusters: np.ndarray | None) -> tuple[MeanPrecision, str]:
+    """Precision of the share of values at or below the sample q-quantile, as a correlated series (or over clusters)."""
+    n = values.size
+    below = (values <= float(np.quantile(values, q))).astype(np.float64)
+    if clusters is None:
+        return mean_precision(below), "values"
+    starts = np.flatnonzero(np.concatenate(([True], clusters[1:] != clusters[:-1])))
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    hits = np.add.reduceat(below, starts)
+    # The ratio hits / values linearised: each cluster's residual count, a series over the clusters.
+    residual = mean_precision(hits - below.mean() * counts)
+    scale2 = (starts.size / n) ** 2
+    var = None if residual.var_of_mean is None else residual.var_of_mean * scale2
+    return replace(residual, var_of_mean=var), f"{starts.size} clusters"
+
+
+def quantile_interval(
+    values_in_order: np.ndarray,
+    q: float,
+    confidence: float = 0.95,
+    clusters: np.ndarray | None = None,
+) -> QuantileInterval:
+    """Interval for the q-quantile of values given in measurement order, honest about its coverage.
+
+    Consecutive values are not independent (drift, frequency and thermal state), so the precision of the
+    empirical CDF at the sample quantile comes from the indicator x <= quantile as a correlated series: its
+    mean's variance from the autocovariances over a self-consistent window (host/analysis/autocorr.py), a
+    Student-t band of probabilities with the estimate's own degrees of freedom, and the order statistics at the
+    band's ends. Away from the median the indicator is sparse and its correlation poorly seen, so the median
+    indicator's correlation is used there too when it is larger. With ``clusters`` (e.g. the generation each
+    token belongs to, contiguous) the series is the clusters' residual counts: values of one cluster are one
+    correlated unit (tokens of one generation share its speed) and neighbouring clusters may be correlated.
+    No interval when the correlation outlasts what the series can resolve or the band runs past the sample's
+    ends (``method`` says which). Below MIN_VALUES values (or clusters): exact binomial order statistics whose
+    coverage assumes independence (``assumption``), never a 95% interval; one value gives none.
     """
     values = np.asarray(values_in_order, dtype=np.float64)
     n = values.size
@@ -212,86 +232,74 @@ def quantile_interval(values_in_order: np.ndarray, q: float, confidence: float =
         raise ValueError(f"q and confidence must lie in (0, 1), got q={q}, confidence={confidence}")
     if n == 1:
         return QuantileInterval(None, None, None, "none (one sample)")
+    cluster_ids = None if clusters is None else np.asarray(clusters)
+    if cluster_ids is not None and cluster_ids.shape != values.shape:
+        raise ValueError(f"clusters must match the values, got {cluster_ids.shape} and {values.shape}")
     sorted_values = np.sort(values)
-    if n < BATCH_MEANS_MIN_N:
-        return _order_statistic_interval(sorted_values, q, confidence)
-    tau = rank_autocorrelation_time(values)
-    batches = int(min(max(n // math.ceil(BATCH_AUTOCORR_TIMES * tau), BATCHES_MIN), BATCHES_MAX))
-    size = n // batches
-    estimate = float(np.quantile(values, q))
-    below = (values[: size * batches] <= estimate).astype(np.float64).reshape(batches, size).mean(axis=1)
-    # Batch means under-estimate the variance by about (b+1)/n times the sum of k-weighted covariances
-    # (Song & Schmeiser), 2 rho / ((1 - rho)(1 + rho)) variances for AR(1): undone here, capped at 30% (a
-    # larger cap pushed short strongly correlated runs past the sample's ends: null intervals).
-    rho = (tau - 1.0) / (tau + 1.0)
-    bias = min((batches + 1) / n * 2.0 * rho / ((1.0 - rho) * (1.0 + rho)), 0.3)
-    se = float(below.std(ddof=1)) / math.sqrt(batches) / math.sqrt(1.0 - bias)
-    t = _t_critical(batches - 1, confidence)
-    # [x_(l), x_(u)] covers the quantile exactly when l <= #(x <= quantile) <= u - 1.
-    lower = math.ceil(n * (q - t * se))
-    upper = math.floor(n * (q + t * se)) + 1
-    method = f"batch means ({batches} batches of {size}, autocorrelation time {tau:.1f})"
-    if lower < 1 or upper > n:
-        return QuantileInterval(None, None, None, method + ": too few inferences for the interval")
-    return QuantileInterval(float(sorted_values[lower - 1]), float(sorted_values[upper - 1]), confidence, method)
+    units = n if cluster_ids is None else int(np.count_nonzero(cluster_ids[1:] != cluster_ids[:-1])) + 1
+    if units < MIN_VALUES:
+        if cluster_ids is None:
+            return _order_statistic_interval(sorted_values, q, confidence)
+        why = f"none: {units} clusters are too few to check how correlated they are"
+        return QuantileInterval(None, None, None, why)
+    precision, unit = _share_precision(values, q, cluster_ids)
+    own = precision.var_of_mean
+    if own is not None and q != 0.5:
+        median = _share_precision(values, 0.5, cluster_ids)[0]
+        if median.var_of_mean is None:
+            precision = replace(precision, var_of_mean=None, reason=median.reason)
+        elif median.var_of_mean * q * (1.0 - q) / 0.25 > own:
+            scaled = median.var_of_mean * q * (1.0 - q) / 0.25
+            precision = replace(precision, var_of_mean=scaled, tau=median.tau, df=min(precision.df, median.df))
+    if precision.var_of_mean is None:
+        return QuantileInterval(None, None, None, f"none: {precision.reason}")
+    method = f"autocorrelation of the {unit} (tau {precision.tau:.1f}, {precision.window} lags, df {precision.df:.0f})"
+    return _rank_band(sorted_values, q, math.sqrt(precision.var_of_mean), precision.df, confidence, method)
 
 
-def _t_critical(df: int, confidence: float) -> float:
-    """Two-sided Student-t critical value: the table at 95%, else a Cornish-Fisher expansion of the normal."""
-    if confidence == 0.95:
-        return t_critical_95(df)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    return z + g1 / df + g2 / df**2 + g3 / df**3
+def pooled_quantile_interval(
+    groups_in_order: Sequence[np.ndarray], q: float, confidence: float = 0.95
+) -> QuantileInterval:
+    """Interval for the q-quantile pooled over repetitions (the process, run-to-run shifts included).
 
-
-def expanded_tail(k: int, confidence: float = 0.95) -> float:
-    """Tail probability for a percentile bootstrap over k groups that still covers (Hesterberg's expansion).
-
-    A percentile bootstrap over few units under-covers by about sqrt((k-1)/k) and the normal-vs-t gap;
-    using the tail Phi(-sqrt(k/(k-1)) t_{k-1}) instead of (1-confidence)/2 corrects both.
+    Two intervals over the K repetitions as units, and the hull of both (with the pooled estimate):
+      - a Student-t interval (K-1 df) on the repetitions' own log q-quantiles: exact for normal log figures at
+        any K >= 2, so K=3 gets a 95% interval (t with 2 df) where a 3-value bootstrap cannot resolve its tails;
+      - the pooled quantile's own band: each repetition's share of values at or below it, a ratio estimator
+        whose variance comes from the spread between repetitions (K/(K-1) times the summed squared residual
+        counts), t with K-1 df, and the pooled order statistics at its ends (when they lie inside the data).
+    The first is for a typical run's quantile, the second for the quantile of everything the runs sampled;
+    they differ by little unless the runs differ a lot, and the hull covers both (bench/RESULTS.md (w)).
+    None with fewer than two non-empty repetitions or a quantile that is not positive.
     """
+    groups = [np.asarray(g, dtype=np.float64).ravel() for g in groups_in_order]
+    groups = [g for g in groups if g.size]
+    k = len(groups)
     if k < 2:
-        return (1.0 - confidence) / 2
-    return NormalDist().cdf(-math.sqrt(k / (k - 1)) * _t_critical(k - 1, confidence))
+        return QuantileInterval(None, None, None, "none: fewer than two repetitions")
+    pooled = np.concatenate(groups)
+    n = pooled.size
+    estimate = float(np.quantile(pooled, q))
+    per_run = np.array([np.quantile(g, q) for g in groups])
+    if np.any(per_run <= 0.0) or estimate <= 0.0:
+        return QuantileInterval(None, None, None, "none: a repetition's quantile is not positive")
+    logs = np.log(per_run)
+    half = t_two_sided(confidence, k - 1) * float(logs.std(ddof=1)) / math.sqrt(k)
+    low, high = min(math.exp(logs.mean() - half), estimate), max(math.exp(logs.mean() + half), estimate)
+    hits = np.array([np.count_nonzero(g <= estimate) for g in groups], dtype=np.float64)
+    counts = np.array([g.size for g in groups], dtype=np.float64)
+    residual = hits - hits.sum() / n * counts
+    se = math.sqrt(k / (k - 1) * float(np.sum(residual**2))) / n
+    band = _rank_band(np.sort(pooled), q, se, k - 1, confidence, "")
+    if band.low is not None and band.high is not None:
+        low, high = min(low, band.low), max(high, band.high)
+    method = f"{k} repetitions: t ({k - 1} df) on their log quantiles, with the pooled share's spread"
+    return QuantileInterval(low, high, confidence, method)
 
 
 def pooled_quantile_ci(
-    groups_in_order: Sequence[np.ndarray],
-    q: float,
-    confidence: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
+    groups_in_order: Sequence[np.ndarray], q: float, confidence: float = 0.95
 ) -> tuple[float, float] | None:
-    """Interval for the q-quantile pooled over repetitions: a hierarchical (two-stage) bootstrap.
-
-    Each bootstrap draws the repetitions with replacement, then within each drawn repetition a moving-block
-    resample of its inferences (blocks of about 2 autocorrelation times, at least n^(1/3)), and takes the
-    q-quantile of everything drawn. Percentiles of those, with the tails expanded for the number of
-    repetitions (see expanded_tail). Repetitions longer than POOLED_BOOTSTRAP_MAX_PER_GROUP are thinned.
-    None with fewer than two repetitions of at least BATCHES_MIN inferences (use quantile_interval on the
-    one run instead). Seeded: the same data give the same interval.
-    """
-    groups = [np.asarray(g, dtype=np.float64) for g in groups_in_order if np.asarray(g).size >= BATCHES_MIN]
-    # Long repetitions are thinned to every s-th inference so a bootstrap costs the same at 100k inferences
-    # as at 2k: fewer samples only widen each repetition's share of the interval, never narrow it.
-    groups = [g[:: math.ceil(g.size / POOLED_BOOTSTRAP_MAX_PER_GROUP)] for g in groups]
-    k = len(groups)
-    if k < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    blocks = [max(math.ceil(2 * rank_autocorrelation_time(g)), round(g.size ** (1 / 3)), 1) for g in groups]
-    estimates = np.empty(n_boot)
-    for b in range(n_boot):
-        drawn = []
-        for i in rng.integers(0, k, size=k):
-            g, length = groups[i], min(blocks[i], groups[i].size)
-            count = math.ceil(g.size / length)
-            starts = rng.integers(0, g.size - length + 1, size=count)
-            drawn.append(g[(starts[:, None] + np.arange(length)[None, :]).ravel()[: g.size]])
-        estimates[b] = np.quantile(np.concatenate(drawn), q)
-    tail = expanded_tail(k, confidence)
-    low, high = np.quantile(estimates, [tail, 1.0 - tail])
-    return (float(low), float(high))
+    """The pooled interval as (low, high) when there is one (see pooled_quantile_interval)."""
+    interval = pooled_quantile_interval(groups_in_order, q, confidence)
+    return None if interval.low is None or interval.high is None else (interval.low, interval.high)

@@ -14,8 +14,9 @@ The run's raw latency arrays are the repetitions' measured inferences concatenat
 ``n`` gives the boundaries; the raw series cover every repetition's span. The entry's top-level figures
 are pooled over all repetitions (`pool`): percentiles over every inference, throughput and energy as
 totals over the measured time, and intervals that include the spread BETWEEN repetitions once there are at
-least two: latency by a hierarchical bootstrap (repetitions, then blocks of consecutive inferences;
-host/analysis/stats.py pooled_quantile_ci), energy by a Student-t interval over the repetitions' own values.
+least two: latency with the repetitions as units (a t interval on their log quantiles and the pooled share's
+spread; host/analysis/intervals.py pooled_quantile_interval), energy and decode rate by a Student-t interval
+over the repetitions' own values. Both are exact for normal run-level figures at any K >= 2 (K=3: 2 df).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from host.store.rundata import DeviceRaw
 from protos import agent_pb2 as pb
 
 
-def repetition_summary(index: int, part: int, raw: DeviceRaw, info: pb.JobInfo | None) -> dict[str, Any]:
-    """One repetition's figures from its own inferences and samples."""
+def repetition_summary(
+    index: int, part: int, raw: DeviceRaw, info: pb.JobInfo | None, in_blocks: bool = False
+) -> dict[str, Any]:
+    """One repetition's figures from its own inferences and samples (``in_blocks``: a phone's runner blocks)."""
     rep: dict[str, Any] = {
         "index": index,
         "part": part,
@@ -63,7 +66,7 @@ def repetition_summary(index: int, part: int, raw: DeviceRaw, info: pb.JobInfo |
             duration_s=lat.duration_s,
         )
         if measure is not None and measure.end_ns:
-            e = energy.energy_stats(raw.series, measure, idle, raw.start_ns, raw.end_ns)
+            e = energy.energy_stats(raw.series, measure, idle, raw.start_ns, raw.end_ns, in_blocks=in_blocks)
             rep.update(
                 energy_mj_per_inference=e.energy_mj_per_inference,
                 dynamic_energy_mj_per_inference=e.dynamic_energy_mj_per_inference,
@@ -90,10 +93,10 @@ def _pool_generation(entry: dict[str, Any], reps: list[dict[str, Any]], parts: l
     by_prompt = [ttft_ms_by_prompt(p) for p in parts]
     for row in entry.get("generation") or []:
         prompt = row["prompt_len"]
-        pooled = stats.pooled_quantile_ci([g[prompt] for g in by_prompt if prompt in g], 0.5)
-        if row.get("ttft_ms") and pooled is not None:
-            row["ttft_ms"]["p50_ci95"] = list(pooled)
-            row["ttft_ms"]["ci_method"] = f"hierarchical bootstrap over {len(reps)} repetitions"
+        pooled = stats.pooled_quantile_interval([g[prompt] for g in by_prompt if prompt in g], 0.5)
+        if row.get("ttft_ms") and pooled.as_ci95() is not None:
+            row["ttft_ms"]["p50_ci95"] = pooled.as_list()
+            row["ttft_ms"]["ci_method"] = pooled.method
         rates = [
             g["decode_tokens_per_s"]
             for r in reps
@@ -166,14 +169,23 @@ def pool(entry: dict[str, Any], reps: list[dict[str, Any]], parts: list[DeviceRa
     entry["throughput_ips"] = total_n / entry["duration_s"] if entry["duration_s"] else None
     latency = entry.get("latency_ms")
     if latency:
-        # Hierarchical bootstrap (host/analysis/stats.py): repetitions, then blocks of consecutive inferences in each.
+        # The repetitions are the units (host/analysis/intervals.py): run-to-run shifts are in the interval.
         groups = [p.latency_ns.astype(np.float64) / 1e6 for p in parts]
-        for key, q in (("p50", 0.5), ("p90", 0.9)):
-            pooled = stats.pooled_quantile_ci(groups, q)
-            latency[f"{key}_ci95"] = (
-                list(pooled) if pooled is not None else _between_ci95(reps, f"{key}_ms", latency[key], floor=0.0)
-            )
-        latency["ci_method"] = f"hierarchical bootstrap over {len(reps)} repetitions"
+        for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            if latency.get(key) is None:  # block means have no per-inference tails
+                continue
+            pooled = stats.pooled_quantile_interval(groups, q)
+            latency[f"{key}_ci95"] = pooled.as_list() if pooled.as_ci95() is not None else None
+            latency[f"{key}_ci"] = pooled.as_list()
+            latency[f"{key}_ci_coverage"] = pooled.coverage
+        latency["ci_method"] = stats.pooled_quantile_interval(groups, 0.5).method
+        latency["ci_assumes"] = None
+        latency["estimates"] = (
+            f"{latency['estimates']}; intervals over {len(reps)} repetitions (run-to-run shifts included)"
+            if latency.get("p90") is None and latency.get("estimates")
+            else f"percentiles of all {len(reps)} repetitions' inferences; intervals over the repetitions"
+            " (run-to-run shifts included)"
+        )
     _pool_generation(entry, reps, parts)
     if total_n:
         e = dict(entry.get("energy") or energy.empty())

@@ -1,8 +1,8 @@
 """Significance of a change between two runs (``host compare``): run-level intervals, and rank tests.
 
-Verdicts come from run-level figures (DESIGN.md §7): a bootstrap over repetitions, a t interval from the
+Verdicts come from run-level figures (DESIGN.md §7): a t interval over repetitions, a t interval from the
 run-to-run spread of earlier runs, or (within-run evidence only) the two runs' own intervals; see
-``RunLevelChange`` and ``is_run_level_regression``. The Mann-Whitney U test and the Hodges-Lehmann shift on
+``RunLevelChange`` (the gate's test is host/analysis/gate.py). The Mann-Whitney U test and the Hodges-Lehmann shift on
 per-inference samples stay for information: they treat thousands of inferences of one process as
 independent evidence, which they are not.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from host.analysis.stats import t_critical_95
+from host.analysis.distributions import t_two_sided
 
 
 def _as_samples(values: np.ndarray, name: str) -> np.ndarray:
@@ -203,7 +203,12 @@ EVIDENCE_WITHIN_RUN = "within-run"
 
 @dataclass(frozen=True)
 class RunLevelChange:
-    """Candidate against base for one metric, from run-level figures: a change and its 95% interval, in %."""
+    """Candidate against base for one metric, from run-level figures: a change and its 95% interval, in %.
+
+    ``log_change``, ``se_log`` and ``df`` are the log ratio, its standard error and degrees of freedom the
+    interval was made from (None where it was not made that way): the gate's one-sided test and the smallest
+    change the comparison could detect use them (host/analysis/gate.py).
+    """
 
     change_pct: float
     #: 95% interval of the change in percent; None when there is nothing to build one from.
@@ -211,6 +216,9 @@ class RunLevelChange:
     #: EVIDENCE_REPETITIONS, EVIDENCE_HISTORY or EVIDENCE_WITHIN_RUN.
     evidence: str
     detail: str = ""
+    log_change: float | None = None
+    se_log: float | None = None
+    df: float | None = None
 
     @property
     def significant(self) -> bool:
@@ -229,31 +237,32 @@ def _positive_logs(values: np.ndarray, name: str) -> np.ndarray:
     return np.log(x)
 
 
-def bootstrap_repetitions_change(
-    base_values: np.ndarray, cand_values: np.ndarray, n_boot: int = 4000, seed: int = 0
-) -> RunLevelChange:
-    """Change between two sets of repetition figures (e.g. each repetition's p50) with a bootstrap 95% CI.
+def _from_log(d: float, se: float, df: float, evidence: str, detail: str = "") -> RunLevelChange:
+    half = t_two_sided(0.95, df) * se if se > 0 else 0.0
+    ci = (float(_pct(d - half)), float(_pct(d + half)))
+    return RunLevelChange(float(_pct(d)), ci, evidence, detail, d, se, df)
 
-    The change is the ratio of the geometric means (the mean log figure of each side), the interval a
-    percentile bootstrap that resamples each side's repetitions with replacement. With five repetitions a
-    plain percentile bootstrap is too narrow (it sees sqrt((k-1)/k) of the spread and normal tails), so
-    its tails are expanded to Phi(-sqrt(k/(k-1)) t_(ka+kb-2)) (Hesterberg), k the smaller side: about the
-    pooled two-sample t interval for equal sides, the bootstrap's shape otherwise. Seeded: reproducible.
+
+def repetitions_change(base_values: np.ndarray, cand_values: np.ndarray) -> RunLevelChange:
+    """Change between two sets of repetition figures (e.g. each repetition's p50) with a Welch t 95% interval.
+
+    The change is the ratio of the geometric means (the mean log figure of each side); the interval is Welch's
+    t on the log figures, degrees of freedom by Welch-Satterthwaite. Exact for normal log figures at any
+    number of repetitions (K=3 a side: 2 to 4 df), where a percentile bootstrap over 3 values cannot reach
+    its tails (88.7% for a "95%" interval at K=3, bench/RESULTS.md (w)); unequal spreads on the two sides
+    (a noisier candidate) are allowed for.
     """
     base_logs = _positive_logs(base_values, "base_values")
     cand_logs = _positive_logs(cand_values, "cand_values")
-    k_min = min(base_logs.size, cand_logs.size)
-    if k_min < 2:
-        raise ValueError("a bootstrap over repetitions needs at least 2 repetitions a side")
-    estimate = float(cand_logs.mean() - base_logs.mean())
-    rng = np.random.default_rng(seed)
-    b_boot = base_logs[rng.integers(0, base_logs.size, size=(n_boot, base_logs.size))].mean(axis=1)
-    c_boot = cand_logs[rng.integers(0, cand_logs.size, size=(n_boot, cand_logs.size))].mean(axis=1)
-    t = t_critical_95(base_logs.size + cand_logs.size - 2)
-    tail = NormalDist().cdf(-math.sqrt(k_min / (k_min - 1)) * t)
-    low, high = np.quantile(c_boot - b_boot, [tail, 1.0 - tail])
-    detail = f"bootstrap over {base_logs.size} + {cand_logs.size} repetitions"
-    return RunLevelChange(float(_pct(estimate)), (float(_pct(low)), float(_pct(high))), EVIDENCE_REPETITIONS, detail)
+    k_b, k_c = base_logs.size, cand_logs.size
+    if min(k_b, k_c) < 2:
+        raise ValueError("a t interval over repetitions needs at least 2 repetitions a side")
+    d = float(cand_logs.mean() - base_logs.mean())
+    var_b, var_c = float(base_logs.var(ddof=1)) / k_b, float(cand_logs.var(ddof=1)) / k_c
+    se = math.sqrt(var_b + var_c)
+    df = float(k_b + k_c - 2) if se == 0.0 else se**4 / (var_b**2 / (k_b - 1) + var_c**2 / (k_c - 1))
+    detail = f"t over {k_b} + {k_c} repetitions, df {df:.1f}"
+    return _from_log(d, se, df, EVIDENCE_REPETITIONS, detail)
 
 
 def log_spread(groups: list[np.ndarray]) -> tuple[float, int] | None:
@@ -286,9 +295,9 @@ def history_change(
     base_logs = _positive_logs(base_values, "base_values")
     cand_logs = _positive_logs(cand_values, "cand_values")
     d = float(cand_logs.mean() - base_logs.mean())
-    half = t_critical_95(spread_df) * spread_log_sd * math.sqrt(1 / base_logs.size + 1 / cand_logs.size)
+    se = spread_log_sd * math.sqrt(1 / base_logs.size + 1 / cand_logs.size)
     detail = f"run-to-run spread {spread_log_sd * 100:.2g}% from history (df {spread_df})"
-    return RunLevelChange(float(_pct(d)), (float(_pct(d - half)), float(_pct(d + half))), EVIDENCE_HISTORY, detail)
+    return _from_log(d, se, spread_df, EVIDENCE_HISTORY, detail)
 
 
 def within_run_change(
@@ -306,21 +315,4 @@ def within_run_change(
         return RunLevelChange(float(_pct(d)), None, EVIDENCE_WITHIN_RUN, "no interval")
     z = NormalDist().inv_cdf(0.975)
     se = math.hypot(*(math.log(hi / lo) / (2 * z) for lo, hi in (base_ci, cand_ci)))
-    return RunLevelChange(float(_pct(d)), (float(_pct(d - z * se)), float(_pct(d + z * se))), EVIDENCE_WITHIN_RUN)
-
-
-def is_run_level_regression(
-    change: RunLevelChange, higher_is_worse: bool, gate_pct: float, noise_floor_pct: float
-) -> bool:
-    """A regression only when the whole interval lies beyond ``gate_pct`` in the worse direction.
-
-    With within-run evidence only, the change must also reach ``noise_floor_pct``: a run's own interval
-    says nothing about how much the next process start moves the figure.
-    """
-    if change.ci_pct is None:
-        return False
-    worse_bound = change.ci_pct[0] if higher_is_worse else -change.ci_pct[1]
-    worse_change = change.change_pct if higher_is_worse else -change.change_pct
-    if worse_bound <= gate_pct:
-        return False
-    return change.evidence != EVIDENCE_WITHIN_RUN or worse_change >= noise_floor_pct
+    return _from_log(d, se, math.inf, EVIDENCE_WITHIN_RUN)

@@ -16,11 +16,10 @@ from host.analysis.intervals import (
     EXACT_RANKS_MAX_N,
     QuantileInterval,
     batch_means_ci95,
-    expanded_tail,
     pooled_quantile_ci,
+    pooled_quantile_interval,
     quantile_ci,
     quantile_interval,
-    rank_autocorrelation_time,
     rank_coverage,
     t_critical_95,
 )
@@ -33,13 +32,12 @@ __all__ = [
     "QuantileInterval",
     "batch_means_ci95",
     "count_outliers",
-    "expanded_tail",
     "is_stable",
     "latency_stats",
     "pooled_quantile_ci",
+    "pooled_quantile_interval",
     "quantile_ci",
     "quantile_interval",
-    "rank_autocorrelation_time",
     "rank_coverage",
     "running_p50_ms",
     "t_critical_95",
@@ -53,6 +51,11 @@ OUTLIER_FENCE_IQR = 3.0
 P99_MIN_N = 299
 
 _NS_PER_MS = 1e6
+
+#: What one run's intervals can be trusted with: correlation times up to 1/REACH_FRACTION of the series. In the
+#: calibration (bench/RESULTS.md (w)) every noise model within that reach covered at least 90%; beyond it, a
+#: run cannot tell its slow part from a quieter series, and the repetitions must (said in ``estimates``).
+REACH_FRACTION = 20
 
 
 @dataclass
@@ -70,6 +73,7 @@ class LatencyStats:
     #: The intervals with the coverage each actually has (see quantile_interval).
     p50_interval: QuantileInterval
     p90_interval: QuantileInterval
+    p99_interval: QuantileInterval
     #: Inferences per second over the measured span; None when that span has zero length.
     throughput_ips: float | None
     #: Last end minus first start.
@@ -88,16 +92,51 @@ class LatencyStats:
         return self.p90_interval.as_ci95()
 
     @property
+    def p99_ci95_ms(self) -> tuple[float, float] | None:
+        return self.p99_interval.as_ci95()
+
+    @property
     def p99_reliable(self) -> bool:
         """False below P99_MIN_N inferences: the p99 shown is then little more than the largest samples."""
         return self.n >= P99_MIN_N
 
-    def to_dict(self) -> dict[str, Any]:
-        """The result document's ``latency_ms`` object (DESIGN.md §4) plus p90_ci95, n and outliers.
+    def to_dict(self, block_means: int = 0) -> dict[str, Any]:
+        """The result document's ``latency_ms`` object (DESIGN.md §4) plus p90/p99 intervals, n and outliers.
 
-        ``p50_ci95``/``p90_ci95`` are null unless they are genuine 95% intervals; ``p50_ci``/``p90_ci`` are
-        the intervals given with ``p50_ci_coverage``/``p90_ci_coverage`` (e.g. 0.9375 for five samples).
+        ``p50_ci95``/``p90_ci95``/``p99_ci95`` are null unless they are genuine 95% intervals; ``p50_ci`` etc. are
+        the intervals given with ``p50_ci_coverage`` etc. (e.g. 0.9375 for five samples) and ``ci_assumes`` what
+        that coverage rests on ("independent values" when too few to check). ``estimates`` says what p50 and its
+        interval are for. ``block_means`` (a phone's blocks, each value one block's mean): p50 is the median of
+        the block means, which sits near the mean latency, not the per-inference median, and p90/p99 are null:
+        percentiles of block means are not per-inference tails.
         """
+        if block_means:
+            return {
+                **self._figures(),
+                "p90": None,
+                "p99": None,
+                "p90_ci95": None,
+                "p99_ci95": None,
+                "p90_ci": None,
+                "p99_ci": None,
+                "p90_ci_coverage": None,
+                "p99_ci_coverage": None,
+                "p99_reliable": None,
+                "estimates": (
+                    f"median of {self.n} block means (each the mean of a runner block's inferences): close to the"
+                    " mean latency, not the per-inference median; per-inference p90/p99 are not measured"
+                ),
+            }
+        return {
+            **self._figures(),
+            "estimates": (
+                f"percentiles of this run's inferences; the intervals allow for correlation up to about"
+                f" {max(self.n // REACH_FRACTION, 1)} inferences (a twentieth of the run): slower variation is"
+                " run-to-run, which only --repeat measures"
+            ),
+        }
+
+    def _figures(self) -> dict[str, Any]:
         return {
             "p50": self.p50_ms,
             "p90": self.p90_ms,
@@ -112,7 +151,11 @@ class LatencyStats:
             "p50_ci_coverage": self.p50_interval.coverage,
             "p90_ci": self.p90_interval.as_list(),
             "p90_ci_coverage": self.p90_interval.coverage,
+            "p99_ci95": list(self.p99_ci95_ms) if self.p99_ci95_ms else None,
+            "p99_ci": self.p99_interval.as_list(),
+            "p99_ci_coverage": self.p99_interval.coverage,
             "ci_method": self.p50_interval.method,
+            "ci_assumes": self.p50_interval.assumption or None,
             "p99_reliable": self.p99_reliable,
             "p99_min_n": P99_MIN_N,
             "n": self.n,
@@ -127,12 +170,13 @@ def count_outliers(values: np.ndarray) -> int:
     return int(np.count_nonzero(values > q3 + OUTLIER_FENCE_IQR * (q3 - q1)))
 
 
-def latency_stats(start_ns: np.ndarray, end_ns: np.ndarray) -> LatencyStats:
+def latency_stats(start_ns: np.ndarray, end_ns: np.ndarray, clusters: np.ndarray | None = None) -> LatencyStats:
     """Statistics of the measured inferences whose windows are [start_ns[i], end_ns[i]].
 
     Percentiles use linear interpolation between order statistics (numpy's default); std is the
     sample standard deviation (0 for one sample); throughput is n / (last end - first start). The
-    intervals see the latencies in measurement order (by start), so autocorrelation is accounted for.
+    intervals see the latencies in measurement order (by start), so autocorrelation is accounted for;
+    ``clusters`` (one id per window, e.g. a token's generation) makes each cluster one correlated unit.
     """
     starts = np.asarray(start_ns, dtype=np.int64)
     ends = np.asarray(end_ns, dtype=np.int64)
@@ -144,7 +188,9 @@ def latency_stats(start_ns: np.ndarray, end_ns: np.ndarray) -> LatencyStats:
     latency_ns = ends - starts
     if np.any(latency_ns < 0):
         raise ValueError("an inference ends before it starts: end_ns < start_ns")
-    in_order_ms = latency_ns[np.argsort(starts, kind="stable")].astype(np.float64) / _NS_PER_MS
+    order = np.argsort(starts, kind="stable")
+    in_order_ms = latency_ns[order].astype(np.float64) / _NS_PER_MS
+    groups = None if clusters is None else np.asarray(clusters)[order]
     lat_ms = np.sort(in_order_ms)
     p50, p90, p99 = (float(v) for v in np.percentile(lat_ms, [50, 90, 99]))
     duration_s = float(ends.max() - starts.min()) / 1e9
@@ -158,8 +204,9 @@ def latency_stats(start_ns: np.ndarray, end_ns: np.ndarray) -> LatencyStats:
         std_ms=float(lat_ms.std(ddof=1)) if n > 1 else 0.0,
         min_ms=float(lat_ms[0]),
         max_ms=float(lat_ms[-1]),
-        p50_interval=quantile_interval(in_order_ms, 0.5),
-        p90_interval=quantile_interval(in_order_ms, 0.9),
+        p50_interval=quantile_interval(in_order_ms, 0.5, clusters=groups),
+        p90_interval=quantile_interval(in_order_ms, 0.9, clusters=groups),
+        p99_interval=quantile_interval(in_order_ms, 0.99, clusters=groups),
         throughput_ips=n / duration_s if duration_s > 0 else None,
         duration_s=duration_s,
         outliers=outliers,

@@ -6,10 +6,13 @@ import math
 import re
 from typing import Any
 
+import numpy as np
+
 from host.analysis import accelerator, energy, stats
 from host.analysis.contention import machine_load
 from host.analysis.document import ONE_WORD
 from host.analysis.drift import latency_drift
+from host.analysis.energy_blocks import block_spans, runner_blocks
 from host.analysis.generation import generation_block
 from host.store.rundata import DeviceRaw
 from host.store.strict_json import finite_or_null
@@ -96,20 +99,31 @@ def device_entry(
         {"name": p.name, "start_ns": p.start_ns, "end_ns": p.end_ns, "detail": p.detail, "count": p.count}
         for p in raw.phases
     ]
+    # A runner started per block (a phone): energy counts each block's own windows, never the start-ups between.
+    in_blocks = "block_runs" in end.notes
     if raw.start_ns.size:
         lat = stats.latency_stats(raw.start_ns, raw.end_ns)
         entry["latency_ms"] = lat.to_dict()
-        block_runs = _float_note(end.notes, "block_runs")
-        if entry["latency_source"] == "block_means" and block_runs and block_runs > 1:
+        if entry["latency_source"] == "block_means":
             # Each block's windows repeat its mean: the distribution and its intervals are over the blocks.
-            step = int(block_runs)
-            entry["latency_ms"] = stats.latency_stats(raw.start_ns[::step], raw.end_ns[::step]).to_dict()
+            order = np.argsort(raw.start_ns, kind="stable")
+            starts, ends = raw.start_ns[order], raw.end_ns[order]
+            firsts = np.array([i for i, _ in runner_blocks(starts, ends)], dtype=np.int64)
+            blocks = stats.latency_stats(starts[firsts], ends[firsts])
+            entry["latency_ms"] = blocks.to_dict(block_means=firsts.size)
         entry["throughput_ips"] = lat.throughput_ips
         entry["duration_s"] = lat.duration_s
+        if in_blocks:  # inferences per second while the runner ran them, not counting its start-ups
+            order = np.argsort(raw.start_ns, kind="stable")
+            spans = block_spans(
+                raw.start_ns[order], raw.end_ns[order], runner_blocks(raw.start_ns[order], raw.end_ns[order])
+            )
+            busy_s = float(np.sum(spans[:, 1] - spans[:, 0])) / 1e9
+            entry["throughput_ips"] = lat.n / busy_s if busy_s > 0 else None
     measure = raw.phase("measure")
     if measure is not None and measure.end_ns and raw.start_ns.size:
         entry["energy"] = energy.energy_stats(
-            raw.series, measure, raw.phase("idle"), raw.start_ns, raw.end_ns
+            raw.series, measure, raw.phase("idle"), raw.start_ns, raw.end_ns, in_blocks=in_blocks
         ).to_dict()
         entry["thermal"] = energy.thermal_stats(
             raw.series,
@@ -119,8 +133,10 @@ def device_entry(
             trip_temp_c=_float_note(end.notes, "trip_temp_c"),
             settle=raw.phase("settle"),
         )
-        entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
-        entry["machine_load"] = machine_load(raw.series, measure)
+        if entry["latency_source"] == "per_inference":  # block means repeat each block's value: no series to test
+            entry["latency_drift"] = latency_drift(raw.start_ns, raw.end_ns)
+        cores = info.device.cpu_cores if info is not None else 0
+        entry["machine_load"] = machine_load(raw.series, measure, info.threads if info is not None else 0, cores)
     if end.notes.get("energy_refused"):
         # The agent would not measure energy (a phone on USB power): the figures are absent by design, not
         # broken, so the latency stays valid; the reason goes in full to the warnings and in a word to the table.

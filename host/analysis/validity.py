@@ -90,22 +90,31 @@ def _measurement_rules(entry: dict[str, Any], notes: dict[str, Any]) -> list[str
         reasons.append("no warmup inferences: the first (cold caches, lazy initialisation) were measured")
     drift = entry.get("latency_drift") or {}
     if drift.get("drifting"):
+        swing = f" over a {100 * drift['swing']:.1f}% swing" if drift.get("swing") is not None else ""
         reasons.append(
-            f"latency drifted {100 * drift['drift']:+.1f}% during measurement (first quarter p50"
-            f" {drift['first_quarter_p50_ms']:.3f} ms, last {drift['last_quarter_p50_ms']:.3f} ms,"
-            f" trend p={drift['trend_p']:.3g}): not stationary"
+            f"latency drifted during measurement{swing} (first quarter p50 {drift['first_quarter_p50_ms']:.3f} ms,"
+            f" last {drift['last_quarter_p50_ms']:.3f} ms: {100 * drift['drift']:+.1f}%; change-point"
+            f" p={drift['trend_p']:.3g}): not stationary"
         )
     latency = entry.get("latency_ms") or {}
     if latency and latency.get("p50_ci95") is None:
-        reasons.append(
-            f"too short for its own intervals: {entry.get('n_inferences', 0)} inferences give no 95% interval for p50"
-        )
+        why = f"{entry.get('n_inferences', 0)} inferences give no 95% interval for p50"
+        if latency.get("ci_method"):
+            why += f" ({latency['ci_method']})"
+        if entry.get("latency_source") != "block_means":  # a phone's blocks: a warning (_measurement_warnings)
+            reasons.append(f"too short for its own intervals: {why}")
     energy = entry.get("energy") or {}
     if energy.get("problem"):
         reasons.append(f"energy not measured: {energy['problem']}")
-    elif energy.get("energy_mj_per_inference") is not None and energy.get("energy_mj_per_inference_ci95") is None:
+    # A phone's few gauge samples give an interval over its blocks that says what it assumes: a warning instead.
+    elif (
+        energy.get("energy_mj_per_inference") is not None
+        and energy.get("energy_mj_per_inference_ci95") is None
+        and not energy.get("ci_assumes")
+    ):
+        why = f": {energy['interval_problem']}" if energy.get("interval_problem") else ""
         reasons.append(
-            f"too short for its own intervals: {energy.get('sample_count')} power samples give no energy interval"
+            f"too short for its own intervals: {energy.get('sample_count')} power samples give no energy interval{why}"
         )
     if energy.get("alias_risk"):
         reasons.append(f"energy may be aliased: {energy['alias_risk']}")
@@ -119,6 +128,10 @@ def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[
     if energy.get("refused"):
         # A phone on a USB cable: latency is as valid as ever, energy is absent and the user is told why.
         warnings.append(f"energy not measured: {energy['refused']}")
+    if energy.get("energy_mj_per_inference_ci95") is None and energy.get("ci_assumes"):
+        warnings.append(
+            f"energy interval assumes {energy['ci_assumes']}: {energy.get('interval_problem') or ''}".rstrip(": ")
+        )
     thermal = entry.get("thermal") or {}
     if thermal.get("throttle_monitored") is False:
         judged = (
@@ -130,6 +143,16 @@ def _measurement_warnings(entry: dict[str, Any], notes: dict[str, Any]) -> list[
     if notes.get("measure_extended"):
         warnings.append(f"measure window extended: {notes['measure_extended']}")
     latency = entry.get("latency_ms") or {}
+    if entry.get("latency_source") == "block_means" and latency:
+        interval = (
+            ""
+            if latency.get("p50_ci95")
+            else (f"; its p50 interval assumes independent blocks ({latency.get('n')} are too few to check)")
+        )
+        warnings.append(
+            f"latency from {latency.get('n')} block means (a runner invocation each): p50 is their median, close to"
+            f" the mean latency; no per-inference p90/p99{interval}"
+        )
     if latency.get("p99_reliable") is False:
         warnings.append(
             f"p99 from {latency.get('n')} inferences is unreliable: a tail percentile needs at least "

@@ -21,6 +21,7 @@ from host.fleet.status import left_out, probe, shared_discovery
 fleet_app = typer.Typer(help="fleets of agents: configured members and zeroconf discovery", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 
+
 def _fleet_status(fleets: list[Fleet], token_file: Path | None) -> list[dict[str, Any]]:
     jobs: list[tuple[Fleet, list[Member], Credentials, dict[str, str]]] = []
     discover_fn = shared_discovery(fleets)

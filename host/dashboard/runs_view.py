@@ -76,6 +76,8 @@ def _device_cell(doc: dict[str, Any]) -> str:
         name = str(d.get("device", "?"))
         p50 = (d.get("latency_ms") or {}).get("p50")
         figure = f" {p50:.3g} ms" if d.get("status") == "ok" and isinstance(p50, int | float) else ""
+        if figure and d.get("latency_source") == "block_means":
+            figure += " (median of block means)"
         trend = link("/trend", model=model_name(doc), device=name)
         cls = "ok" if d.get("status") == "ok" else "error"
         title = f' title="{escape(str(d.get("error") or ""))}"' if d.get("error") else ""

@@ -32,6 +32,8 @@ _GATE_COLOUR = "#b00020"
 #: Which gate failures each chart marks: host.analysis.compare's metric names.
 _KEYWORD = {"p50": "latency", "energy": "energy"}
 _VALID, _INVALID = "valid", '<span class="partial">invalid</span>'
+#: Said next to a p50 that is not a per-inference median.
+_SOURCE = {"block_means": " (median of block means)"}
 
 
 @dataclass
@@ -49,6 +51,8 @@ class TrendPoint:
     gate_failures: list[str] = field(default_factory=list)
     #: The prompt length whose TTFT and energy per generated token the point shows (a generative run), else None.
     prompt_len: int | None = None
+    #: "per_inference", or "block_means" (a phone: p50 is the median of its runner blocks' means).
+    latency_source: str = "per_inference"
 
 
 def _number(value: Any) -> float | None:
@@ -91,6 +95,7 @@ def trend_points(docs: list[dict[str, Any]], model: str, device: str) -> list[Tr
             energy_ci_mj=_interval(energy.get("energy_mj_per_inference_ci95")),
             valid=(entry.get("validity") or {}).get("valid", True) is not False,
             variant=variant_key(doc, entry),
+            latency_source=str(entry.get("latency_source") or "per_inference"),
         )
         rows = entry.get("generation")
         first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
@@ -239,7 +244,7 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
     rows = "".join(
         f'<tr><td><a href="{link("/runs/" + p.run_id)}"><code>{escape(p.run_id)}</code></a></td>'
         f"<td>{p.created_at:%Y-%m-%d %H:%M}</td><td>{escape(names[p.variant])}</td>"
-        f'<td class="num">{_figure(p.p50_ms, p.p50_ci_ms)}</td>'
+        f'<td class="num">{_figure(p.p50_ms, p.p50_ci_ms)}{_SOURCE.get(p.latency_source, "")}</td>'
         f'<td class="num">{_figure(p.energy_mj, p.energy_ci_mj)}</td>'
         f"<td>{_VALID if p.valid else _INVALID}</td>"
         f'<td class="gate">{escape(", ".join(p.gate_failures))}</td></tr>'

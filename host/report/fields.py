@@ -35,6 +35,7 @@ CSV_COLUMNS: tuple[Column, ...] = (
     Column("execution_provider", _path("execution_provider")),
     Column("threads", _path("threads")),
     Column("n_inferences", _path("n_inferences")),
+    Column("latency_source", _path("latency_source")),
     Column("latency_p50_ms", _path("latency_ms", "p50")),
     Column("latency_p50_ci95_lo_ms", _path("latency_ms", "p50_ci95", 0)),
     Column("latency_p50_ci95_hi_ms", _path("latency_ms", "p50_ci95", 1)),
@@ -74,6 +75,20 @@ def validity_text(entry: dict[str, Any]) -> str:
     """ "valid", "not valid", or "–" where the result recorded no validity (a failed device, an old document)."""
     valid = get(entry, "validity", "valid")
     return "–" if not isinstance(valid, bool) or entry.get("status") != "ok" else "valid" if valid else "not valid"
+
+
+def latency_source_text(entry: dict[str, Any]) -> str:
+    """What the latency figures are: "" for per-inference latencies, "block means" for a phone's runner blocks."""
+    return "block means" if entry.get("latency_source") == "block_means" else ""
+
+
+def n_text(entry: dict[str, Any]) -> str:
+    """The inference count, and for a phone the block means its latency figures are made of ("400 in 10 block
+    means"): their p50 is the blocks' median, close to the mean latency, and there is no per-inference p90/p99."""
+    n = str(entry.get("n_inferences") or 0)
+    if latency_source_text(entry):
+        return f"{n} in {get(entry, 'latency_ms', 'n') or '?'} block means"
+    return n
 
 
 def has_energy(entry: dict[str, Any]) -> bool:

@@ -93,7 +93,7 @@ def _summary_table(devices: list[dict[str, Any]], grid: float | None) -> str:
             _td(status, "text" if status == "ok" else "text err"),
             _td(f.validity_text(d), "text invalid" if f.validity_text(d) == "not valid" else "text"),
             _td(" / ".join(p for p in (d.get("runtime") or "", provider) if p) or "–", "text"),
-            _td(str(d.get("n_inferences") or 0)),
+            _td(f.n_text(d)),
             _td(f.with_interval(lat.get("p50"), lat.get("p50_ci95"))),
             _td(f.num(lat.get("p90"))),
             _td(f.num(lat.get("p99"))),

@@ -40,7 +40,7 @@ def _row(entry: dict[str, Any]) -> list[str]:
         markdown_text(entry.get("device", "?")),
         markdown_text(entry.get("status") or "–"),
         markdown_text(runtime),
-        str(entry.get("n_inferences") or 0),
+        f.n_text(entry),
         f.with_interval(lat.get("p50"), lat.get("p50_ci95")),
         f.num(lat.get("p90")),
         f.num(lat.get("p99")),

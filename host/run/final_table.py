@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from host.analysis.document import NO_SENSOR, no_energy_text
 from host.report.escape import rich_text, terminal_text
+from host.report.fields import n_text
 
 
 def significant(value: float | None, digits: int = 4) -> str:
@@ -62,7 +63,7 @@ def _row(d: dict[str, Any]) -> dict[str, str]:
         "device": rich_text(d["device"]),
         "status": device_status(d),
         "runtime / provider": rich_text(runtime),
-        "n": str(d.get("n_inferences", 0)),
+        "n": n_text(d),  # a phone's latency is block means: said here (host/report/fields.py)
         "p50 ms [95% CI]": p50,
         "p90 ms": significant(lat.get("p90")),
         "p99 ms": significant(lat.get("p99")),

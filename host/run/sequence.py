@@ -191,8 +191,9 @@ def _model_entry(
         for s in raw.phases
     ]
     if entry["status"] == "ok":
+        in_blocks = collector.end is not None and "block_runs" in collector.end.notes  # a phone's runner blocks
         reps = [
-            repetition_summary(i, p, raw, collector.infos.get(p))
+            repetition_summary(i, p, raw, collector.infos.get(p), in_blocks=in_blocks)
             for i, (p, raw) in enumerate(zip(parts, raws, strict=True))
         ]
         pool(entry, reps, raws)
