@@ -54,10 +54,6 @@ class MetricChange:
     ci_pct: list[float] | None = None
     #: Whether this metric can fail the gate.
     gated: bool = False
-    #: The figures change_pct compares when they are not `base`/`candidate` (the pooled run figures): the
-    #: geometric means of the repetitions' figures; None where the run figures are the basis.
-    base_basis: float | None = None
-    candidate_basis: float | None = None
     higher_is_worse: bool = True
     #: One-sided p-value of "worse by more than the gate" (host/analysis/gate.py); the verdict is Holm's over these.
     gate_p_value: float | None = None
@@ -65,6 +61,10 @@ class MetricChange:
     detectable_change_pct: float | None = None
     #: The change as the gate tests it (not in the JSON: compare.py fills the verdict and power from it).
     change: RunLevelChange | None = field(default=None, repr=False, compare=False)
+    #: The figures change_pct compares when they are not `base`/`candidate` (the pooled run figures): the
+    #: geometric means of the repetitions' figures; None where the run figures are the basis.
+    base_basis: float | None = None
+    candidate_basis: float | None = None
 
 
 @dataclass(frozen=True)

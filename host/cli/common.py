@@ -156,7 +156,7 @@ FailOnRegressionOption = Annotated[
     typer.Option(
         min=0,
         metavar="PCT",
-        help="exit 1 when a gated metric's whole 95% interval lies more than PCT percent on the worse side",
+        help="exit 1 when a gated metric is worse by more than PCT percent (one-sided, Holm across gated metrics)",
     ),
 ]
 GateMetricsOption = Annotated[
