@@ -16,7 +16,7 @@ from host.dashboard.runs_view import RunFilter, render_runs
 from host.dashboard.trend import render_trend, trend_points
 from host.report.formats import render
 from host.report.synthetic import synthetic_run
-from host.run.progress import final_table
+from host.run.final_table import final_table
 from host.store.rundata import RunData
 
 
