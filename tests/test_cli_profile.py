@@ -70,7 +70,10 @@ def test_profile_on_embedded_default_writes_complete_document(squeezenet: Path, 
     assert dev["n_inferences"] >= 50
     lat = dev["latency_ms"]
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    if lat["p50_ci95"] is not None:
+        assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    else:  # a busy machine's latency can wander more slowly than 200 inferences resolve: no interval, and why
+        assert lat["ci_method"].startswith("none: ") and not dev["validity"]["valid"]
     assert dev["throughput_ips"] > 0 and dev["load_time_ms"] > 0 and dev["peak_rss_mb"] > 10
     assert set(dev["energy"]) >= {
         "method",

@@ -44,7 +44,7 @@ from host.cli.common import (
     fail,
     open_store,
 )
-from host.cli.profile_setup import ProfileOptions, driven, fail_if_invalid, prepare, write_file
+from host.cli.profile_setup import driven, fail_if_invalid, options_from, prepare, write_file
 from host.fleet.config import ConfigError, load_config
 from host.run.interrupt import EXIT_INTERRUPTED
 from host.run.profiling import run_profile
@@ -109,37 +109,7 @@ def profile(
             format_for(report)  # a bad name fails now, not after the whole profile has run
         except ReportError as err:
             fail(str(err))
-    options = ProfileOptions(
-        fleet=fleet,
-        device=device or [],
-        runs=runs,
-        warmup=warmup,
-        min_duration=min_duration,
-        idle=idle,
-        threads=threads,
-        input_shape=input_shape or [],
-        inputs=inputs,
-        sample_rate=sample_rate,
-        settle_timeout=settle_timeout,
-        op_profile=op_profile,
-        quantize=quantize,
-        quantize_mode=quantize_mode,
-        calibration=calibration,
-        runtime=runtime,
-        precision=precision,
-        dla=dla,
-        timeout=timeout,
-        reconnect=reconnect,
-        prompt_len=prompt_len,
-        gen_len=gen_len,
-        prompt_file=prompt_file,
-        ctx_size=ctx_size,
-        batch_size=batch_size,
-        n_gpu_layers=n_gpu_layers,
-        token_file=token_file,
-        tls_ca=tls_ca,
-        quiet=quiet,
-    )
+    options = options_from(locals())
     prepared = prepare(options, [model])
     store = open_store()
     with driven(options) as (targets, progress, stop):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,15 @@ class ProfileOptions:
     token_file: Path | None = None
     tls_ca: Path | None = None
     quiet: bool = False
+
+
+def options_from(params: dict[str, Any]) -> ProfileOptions:
+    """The shared options out of a command's parameters (pass its `locals()`): one place reads them all."""
+    names = {f.name for f in fields(ProfileOptions)}
+    given = {name: value for name, value in params.items() if name in names}
+    for name in ("device", "input_shape"):  # repeatable options arrive as None when not given
+        given[name] = given.get(name) or []
+    return ProfileOptions(**given)
 
 
 @dataclass
