@@ -117,7 +117,8 @@ def test_runner_that_starts_slowly_between_blocks_still_measures_the_requested_d
     assert proc.returncode == 0, proc.stderr
     assert dev["duration_s"] >= 1.0
     assert dev["validity"]["valid"] is True, dev["validity"]["reasons"]
-    assert int(dev["notes"]["blocks"]) >= 6 and dev["latency_ms"]["p50_ci95"] is not None
+    # Six block means are too few for a labelled 95% (issue 24): the median still gets its interval, with its coverage.
+    assert int(dev["notes"]["blocks"]) >= 6 and dev["latency_ms"]["p50_ci"] is not None
     # The measured span holds the start-ups of every block after the first: the gap fraction shows them.
     assert float(dev["notes"]["block_gap_fraction"]) > 0.5
 

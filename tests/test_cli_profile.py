@@ -252,7 +252,8 @@ def test_result_states_validity_and_reasons(squeezenet: Path, tmp_path: Path) ->
     (dev,) = json.loads(out.read_text())["devices"]
     reasons = dev["validity"]["reasons"]
     assert dev["validity"]["valid"] is (reasons == []), dev["validity"]
-    if not any(r.startswith("other processes used") for r in reasons):
+    machine = ("other processes used", "too short for its own intervals", "latency drifted")
+    if not any(r.startswith(machine) for r in reasons):
         # A loaded machine also makes latency wander (drift, no interval): only a quiet one must pass every rule.
         assert reasons == [], dev["validity"]
 

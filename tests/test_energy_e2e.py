@@ -62,8 +62,12 @@ def test_rapl_counter_at_4w_gives_4w_and_energy_per_inference(
     seconds_per_inference = dev["duration_s"] / dev["n_inferences"]
     assert energy["energy_mj_per_inference"] == pytest.approx(POWER_W * seconds_per_inference * 1e3, rel=0.03)
     assert abs(energy["dynamic_energy_mj_per_inference"]) < 0.03 * energy["energy_mj_per_inference"]
-    lo, hi = energy["energy_mj_per_inference_ci95"]
-    assert lo <= energy["energy_mj_per_inference"] <= hi
+    interval = energy["energy_mj_per_inference_ci95"]
+    if interval is None:  # a busy box's latency wanders more slowly than 1.5 s resolves: withheld, saying why
+        assert energy.get("interval_problem") or energy.get("ci_assumes"), energy
+    else:
+        lo, hi = interval
+        assert lo <= energy["energy_mj_per_inference"] <= hi
     assert "no power sensor" not in proc.stdout
     # The live progress (plain lines on a pipe) shows the running board power while it measures.
     live = re.findall(r"^\S+: measure .* (\d+\.\d+) W$", proc.stderr, flags=re.MULTILINE)

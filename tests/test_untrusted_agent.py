@@ -132,7 +132,9 @@ def test_non_finite_or_absurd_numbers_fail_that_device_and_the_json_stays_strict
     assert bad["status"] == "error" and expected in bad["error"] and "\n" not in bad["error"]
     assert bad["energy"]["avg_power_w"] is None and bad["peak_rss_mb"] is None
     assert good["status"] == "ok" and good["n_inferences"] == 30
-    errors = [line for line in result.stdout.splitlines() if line.startswith(f"error  {hostile.address}:")]
+    # Outcome lines under the table: the label padded to a column, then "DEVICE: text" (host/run/final_table.py).
+    lines = result.stdout.splitlines()
+    errors = [ln for ln in lines if ln.split(None, 1)[:1] == ["error"] and f" {hostile.address}:" in ln]
     assert len(errors) == 1 and expected in errors[0]
 
 

@@ -130,10 +130,11 @@ def runs_ls(
         print(f"no runs yet in {store.path}")
         return
     cells: list[tuple[str, ...]] = []
+    skipped: list[str] = []
     for r in rows:
         if r.run_id in malformed:  # one line, never a traceback: the rest of the store is listed
-            print(f"{r.run_id:<23} skipped: stored malformed ({terminal_text(malformed[r.run_id])[:160]});"
-                  f" `host runs rm {r.run_id}` removes it")  # fmt: skip
+            skipped.append(f"{r.run_id:<23} skipped: stored malformed ({terminal_text(malformed[r.run_id])[:160]});"
+                           f" `host runs rm {r.run_id}` removes it")  # fmt: skip
             continue
         doc = documents.get(r.run_id, {})
         ok = f"{r.n_ok}/{r.n_devices}" + ("*" if r.run_id in pending else "")
@@ -141,7 +142,7 @@ def runs_ls(
         cells.append(
             (r.run_id, created, model_name(r.model_path), ok, _valid_cell(doc), _p50_cell(doc), _settings_cell(doc))
         )
-    for line in _ls_lines(cells, text_width()):
+    for line in [*_ls_lines(cells, text_width()), *skipped]:
         print(line)
     if pending & {r.run_id for r in rows}:
         print("* jobs still to collect: `host runs fetch RUN`, or `host runs rm RUN` to give them up")
