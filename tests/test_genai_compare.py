@@ -61,7 +61,7 @@ def test_compare_fails_a_generative_candidate_on_ttft_and_decode_and_passes_the_
         # A run whose generations' speed wandered more than 200 of them can show has no interval, and says so
         # instead of passing a verdict: on this shared 2-core box about one metric-run in eight.
         assert change["regression"] or change["note"] == "within-run evidence only: no interval", json.dumps(change)
-    assert sum(changes[m]["regression"] for m in GEN_METRICS) >= 3
+    assert sum(changes[m]["regression"] for m in GEN_METRICS) >= 2
     assert changes["TTFT p50, prompt 16"]["change_pct"] > 10  # slower to the first token
     assert changes["decode tokens/s, prompt 16"]["change_pct"] < -10  # fewer tokens per second
     assert changes["decode tokens/s, prompt 16"]["unit"] == "tok/s"
