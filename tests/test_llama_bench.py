@@ -7,18 +7,15 @@ real order and prints the real formats, its times measured around real sleeps.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.measure import frames
 from agent.runtimes import llama_bench
 from agent.runtimes.llama_bench_output import BenchOutputError, BenchTest, parse
 from tests.gguf_model import write_gguf
+from tests.worker_run import run_worker
 
 STAND_IN = Path(__file__).parent / "fixtures" / "llama-bench"
 MEASURE, WARMUP = 6, 5
@@ -112,26 +109,7 @@ def test_repetitions_become_back_to_back_generations_ending_at_the_last_result()
 
 
 def _worker(spec: dict[str, Any], env: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], int, str]:
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "agent.inference.worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    assert worker.stdin is not None and worker.stdout is not None and worker.stderr is not None
-    worker.stdin.write((json.dumps(spec) + "\n").encode())
-    worker.stdin.flush()
-    events = []
-    while (frame := frames.read_frame(worker.stdout)) is not None:
-        kind, payload = frame
-        if kind == frames.EVENT:
-            events.append(payload)
-            if payload["type"] == "info":
-                worker.stdin.write(b"go\n")
-                worker.stdin.flush()
-    code = worker.wait(timeout=120)
-    return events, code, worker.stderr.read().decode()
+    return run_worker(spec, env, timeout_s=120)
 
 
 def _spec(model: Path, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ host will compute TTFT, ITL and energy per token from.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from agent.measure import frames
 from tests.conftest import console_script
 from tests.gguf_model import write_gguf
+from tests.worker_run import run_worker
 
 pytest.importorskip("gguf", reason="the gguf package (edgeprof[gguf]) is not installed")
 pytest.importorskip(
@@ -28,25 +27,7 @@ MEASURE = 6
 
 
 def _worker(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], int, str]:
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "agent.inference.worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert worker.stdin is not None and worker.stdout is not None and worker.stderr is not None
-    worker.stdin.write((json.dumps(spec) + "\n").encode())
-    worker.stdin.flush()
-    events = []
-    while (frame := frames.read_frame(worker.stdout)) is not None:
-        kind, payload = frame
-        if kind == frames.EVENT:
-            events.append(payload)
-            if payload["type"] == "info":
-                worker.stdin.write(b"go\n")
-                worker.stdin.flush()
-    code = worker.wait(timeout=180)
-    return events, code, worker.stderr.read().decode()
+    return run_worker(spec)
 
 
 def _spec(model: Path, **extra: Any) -> dict[str, Any]:
