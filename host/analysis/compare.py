@@ -103,13 +103,35 @@ class CompareResult:
         return self.fail_on_regression_pct is not None and bool(self.regressions)
 
     @property
+    def untested(self) -> list[MetricChange]:
+        """Gated metrics the gate cannot test (no interval to test with) whose change is worse than the gate.
+
+        A PASS over them would be a verdict nobody made: a +300% p50 whose runs withheld their intervals must
+        not pass silently."""
+        pct = self.fail_on_regression_pct
+        if pct is None:
+            return []
+        return [
+            c
+            for c in self.changes
+            if c.gated
+            and c.gate_p_value is None
+            and c.device not in self.not_judged
+            and c.change_pct is not None
+            and (c.change_pct if c.higher_is_worse else -c.change_pct) > max(pct, 0.0)
+        ]
+
+    @property
     def refused(self) -> bool:
-        """The gate would not judge every device: one's results are not valid (and no regression elsewhere)."""
-        return self.fail_on_regression_pct is not None and bool(self.not_judged) and not self.failed
+        """The gate would not judge everything (and found no regression elsewhere): a device's results are not
+        valid, or a gated metric worse than the gate has no interval to test."""
+        unjudged = bool(self.not_judged) or bool(self.untested)
+        return self.fail_on_regression_pct is not None and unjudged and not self.failed
 
     @property
     def exit_code(self) -> int:
-        """1 on a regression, EXIT_NOT_JUDGED when the gate refused to judge invalid results, else 0."""
+        """1 on a regression, EXIT_NOT_JUDGED when the gate refused to judge (invalid results, untestable
+        changes worse than the gate), else 0."""
         return 1 if self.failed else EXIT_NOT_JUDGED if self.refused else 0
 
     @property
@@ -132,6 +154,7 @@ class CompareResult:
             "invalid_devices": self.invalid_devices,
             "not_judged": self.not_judged,
             "refused": self.refused,
+            "untested": [f"{c.device} {c.metric}" for c in self.untested],
             "gate_alpha": GATE_ALPHA,
             "gate_test": "one-sided, Holm across the gated metrics",
         }
@@ -411,10 +434,16 @@ def _caveats(result: CompareResult) -> list[str]:
 
 
 def _gate_line(result: CompareResult) -> str:
-    if result.refused:
+    if result.refused and result.not_judged:
         return (
             f"NOT JUDGED: the gate does not judge results that are not valid ({', '.join(result.not_judged)});"
             f" make them valid and run again, or pass --judge-invalid (exit {EXIT_NOT_JUDGED})"
+        )
+    if result.refused:
+        worse = ", ".join(f"{c.device} {c.metric} {_change_text(c)}" for c in result.untested)
+        return (
+            f"NOT JUDGED: worse than the {num(result.fail_on_regression_pct, 3)}% gate with no interval to test it"
+            f" ({worse}); run repetitions (`host ab`, or --repeat 3 on both runs) (exit {EXIT_NOT_JUDGED})"
         )
     gated = sum(1 for c in result.changes if c.gated and c.gate_p_value is not None)
     line = (

@@ -7,6 +7,7 @@ own intervals (within-run evidence only). host/analysis/compare.py puts the metr
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 
 from host.analysis.document import NO_SENSOR, get
 from host.analysis.gate import gate_p_value
+from host.analysis.generation import Generation, generations
 from host.analysis.run_history import RunHistory
 from host.analysis.significance import (
     EVIDENCE_WITHIN_RUN,
@@ -24,6 +26,7 @@ from host.analysis.significance import (
     log_spread,
     mann_whitney_u,
     repetitions_change,
+    segments_change,
     within_run_change,
 )
 from host.analysis.stats import quantile_interval
@@ -32,6 +35,10 @@ from host.store.rundata import RunData
 #: A side needs this many repetitions for a t interval over its own repetitions (with fewer, the run-to-run
 #: spread comes from the store's history): K=3 gives 2-4 degrees of freedom, a wide but honest interval.
 MIN_REPETITIONS = 3
+#: A run whose own interval is withheld is cut into this many contiguous segments (significance.segments_change):
+#: enough for a t with about ten degrees of freedom, each segment long enough for a median (MIN_SEGMENT_VALUES).
+SEGMENTS = 6
+MIN_SEGMENT_VALUES = 10
 
 
 @dataclass
@@ -248,7 +255,53 @@ def _run_level_change(
         c_top,
         _within_run_ci(cand.entry, spec, cand.run, device),
     )
+    if change.ci_pct is None and b_top > 0 and c_top > 0:
+        b_segments, c_segments = _segment_figures(base, spec, device), _segment_figures(cand, spec, device)
+        if b_segments is not None and c_segments is not None:
+            return segments_change(b_top, b_segments, c_top, c_segments)
     return change
+
+
+def _segments(count: int) -> list[slice] | None:
+    """SEGMENTS contiguous slices of ``count`` values in order, or None when a segment would be too short."""
+    if count < SEGMENTS * MIN_SEGMENT_VALUES:
+        return None
+    edges = np.linspace(0, count, SEGMENTS + 1).round().astype(int)
+    return [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(edges)]
+
+
+def _segment_figures(side: Side, spec: _Spec, device: str) -> np.ndarray | None:
+    """The metric on each of SEGMENTS contiguous parts of one run's raw measurements in order, where the store
+    has them: latency quantiles of per-inference runs, TTFT p50 and decode tokens/s of a prompt length's
+    generations. None for what has no per-unit series (energy, a phone's block means) or too few units."""
+    raw = side.run.raw.get(device)
+    if raw is None:
+        return None
+    if spec.prompt_len is not None:
+        group = [g for g in generations(raw) if g.prompt_tokens == spec.prompt_len]
+        parts = _segments(len(group))
+        if parts is None:
+            return None
+        return _positive(np.array([_generation_figure(group[p], spec) for p in parts]))
+    if spec.quantile is None or side.entry.get("latency_source", "per_inference") != "per_inference":
+        return None
+    order = np.argsort(raw.start_ns, kind="stable")
+    latency_ms = raw.latency_ns[order] / 1e6
+    parts = _segments(latency_ms.size)
+    return None if parts is None else _positive(np.array([np.quantile(latency_ms[p], spec.quantile) for p in parts]))
+
+
+def _positive(figures: np.ndarray) -> np.ndarray | None:
+    return figures if bool(np.all(figures > 0)) else None
+
+
+def _generation_figure(group: list[Generation], spec: _Spec) -> float:
+    """TTFT p50 (ms) or decode tokens/s of some generations, as the run's generation row computes it."""
+    if spec.rep_key == "ttft_p50_ms":
+        return float(np.median([g.ttft_ns / 1e6 for g in group]))
+    decoded = sum(g.token_end_ns.size - 1 for g in group)
+    decode_s = sum(int(g.token_end_ns[-1] - g.token_end_ns[0]) for g in group) / 1e9
+    return decoded / decode_s if decode_s > 0 else 0.0
 
 
 def metric_change(

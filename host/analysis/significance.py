@@ -258,11 +258,18 @@ def repetitions_change(base_values: np.ndarray, cand_values: np.ndarray) -> RunL
     if min(k_b, k_c) < 2:
         raise ValueError("a t interval over repetitions needs at least 2 repetitions a side")
     d = float(cand_logs.mean() - base_logs.mean())
+    se, df = _welch(base_logs, cand_logs)
+    detail = f"t over {k_b} + {k_c} repetitions, df {df:.1f}"
+    return _from_log(d, se, df, EVIDENCE_REPETITIONS, detail)
+
+
+def _welch(base_logs: np.ndarray, cand_logs: np.ndarray) -> tuple[float, float]:
+    """Standard error of the difference of two means of log figures and its Welch-Satterthwaite df."""
+    k_b, k_c = base_logs.size, cand_logs.size
     var_b, var_c = float(base_logs.var(ddof=1)) / k_b, float(cand_logs.var(ddof=1)) / k_c
     se = math.sqrt(var_b + var_c)
     df = float(k_b + k_c - 2) if se == 0.0 else se**4 / (var_b**2 / (k_b - 1) + var_c**2 / (k_c - 1))
-    detail = f"t over {k_b} + {k_c} repetitions, df {df:.1f}"
-    return _from_log(d, se, df, EVIDENCE_REPETITIONS, detail)
+    return se, df
 
 
 def log_spread(groups: list[np.ndarray]) -> tuple[float, int] | None:
@@ -316,3 +323,26 @@ def within_run_change(
     z = NormalDist().inv_cdf(0.975)
     se = math.hypot(*(math.log(hi / lo) / (2 * z) for lo, hi in (base_ci, cand_ci)))
     return _from_log(d, se, math.inf, EVIDENCE_WITHIN_RUN)
+
+
+def segments_change(base: float, base_segments: np.ndarray, cand: float, cand_segments: np.ndarray) -> RunLevelChange:
+    """Change from one run each whose own interval was withheld, judged against the runs' segments.
+
+    A run's interval is withheld when its noise wanders more slowly than the run can resolve (a thermal
+    drift, a slow DVFS state): the figure is still measured, but no 95% interval of it can be claimed. The
+    change can still be set against how much the figure moved within each run: each run is cut into
+    contiguous segments, the figure computed on each, and the log ratio of the runs' figures gets the Welch
+    standard error of the segments' mean log figures (batch means with few, long batches). Slow wander makes
+    neighbouring segments alike, so this interval is narrower than the truth when the wander is slower than a
+    segment: it is within-run evidence only, labelled so, and a gate never fails on it below the noise floor.
+    """
+    base_logs = _positive_logs(base_segments, "base_segments")
+    cand_logs = _positive_logs(cand_segments, "cand_segments")
+    if min(base_logs.size, cand_logs.size) < 2 or base <= 0 or cand <= 0:
+        raise ValueError("a segments interval needs two positive segments a side and positive figures")
+    se, df = _welch(base_logs, cand_logs)
+    detail = (
+        f"no interval of its own (the noise wanders beyond what the runs resolve): t over their "
+        f"{base_logs.size} + {cand_logs.size} segments, df {df:.1f}"
+    )
+    return _from_log(math.log(cand / base), se, df, EVIDENCE_WITHIN_RUN, detail)
