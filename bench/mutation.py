@@ -76,7 +76,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "host/analysis/stats.py": ("tests/test_stats.py", "tests/test_compare_simulation.py"),
     "host/analysis/compare.py": ("tests/test_compare_verdicts.py", "tests/test_compare_json.py"),
     "host/run/collect.py": ("tests/test_collect_validation.py", "tests/test_collect_sequence.py"),
-    "agent/storage/model_cache.py": ("tests/test_model_cache.py", "tests/test_genai_pack.py", "tests/test_upload_limits.py"),
+    "agent/storage/model_cache.py": (
+        "tests/test_model_cache.py",
+        "tests/test_genai_pack.py",
+        "tests/test_upload_limits.py",
+    ),
 }
 #: module -> how many mutants to draw (seeded) instead of running all, so that one module's run fits a
 #: shared 2-core machine (host/analysis/energy.py: 745 mutants took 8 minutes in full): fewer where each mutant's

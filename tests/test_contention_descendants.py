@@ -14,7 +14,13 @@ from agent.sensors.contention import CpuContentionSensor
 def test_a_running_child_of_an_own_process_counts_as_own_cpu() -> None:
     sensor = CpuContentionSensor([os.getpid()])
     before = sensor._own_s()
-    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"])  # noqa: E501
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)",
+        ]
+    )
     try:
         deadline = time.monotonic() + 20
         grown = 0.0

@@ -62,9 +62,9 @@ def test_an_invalid_run_says_invalid_in_its_row_and_why_below(invalid_at_80: Scr
     row = next(line for line in invalid_at_80.lines if line.startswith("│ local"))
     assert row.split("│")[2].strip() == "invalid"
     lines = unfolded(invalid_at_80)
-    assert any(
-        line.startswith("invalid     local: result not valid: no warmup inferences") for line in lines
-    ), invalid_at_80.text
+    assert any(line.startswith("invalid     local: result not valid: no warmup inferences") for line in lines), (
+        invalid_at_80.text
+    )
 
 
 def test_warnings_are_shown_one_per_line(invalid_at_80: Screen) -> None:
@@ -106,7 +106,7 @@ def test_compare_of_invalid_runs_says_so_refuses_to_judge_and_fits_120_columns(
     text = " ".join(line.strip() for line in screen.lines)
     assert f"NOT VALID: local, base run {base}: no warmup inferences" in text
     assert f"NOT VALID: local, candidate run {cand}: no warmup inferences" in text
-    assert 'DIFFERS: quantize: – (base) vs int8 (candidate)' in screen.text
+    assert "DIFFERS: quantize: – (base) vs int8 (candidate)" in screen.text
     assert "NOT JUDGED: the gate does not judge results that are not valid (local)" in text
     assert max(len(line) for line in screen.lines) <= 120, screen.text  # the terminal never wraps one
 
@@ -141,9 +141,7 @@ def test_csv_and_html_reports_and_the_csv_export_carry_validity_and_settings(
 
     report = subprocess.run([host, "report", cand, "-f", "csv", "-o", str(tmp_path / "r.csv")], env=home)
     html = subprocess.run([host, "report", cand, "-f", "html", "-o", str(tmp_path / "r.html")], env=home)
-    export = subprocess.run(
-        [host, "runs", "export", base, cand, "-f", "csv"], env=home, capture_output=True, text=True
-    )
+    export = subprocess.run([host, "runs", "export", base, cand, "-f", "csv"], env=home, capture_output=True, text=True)
 
     assert report.returncode == html.returncode == export.returncode == 0
     (row,) = csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text()))

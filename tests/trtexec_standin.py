@@ -41,8 +41,16 @@ FLAGS = {"onnx", "saveEngine", "loadEngine", "timingCacheFile", "useDLACore", "s
          "separateProfileRun", "verbose", "noDataTransfers", "useSpinWait"}  # fmt: skip
 if MAJOR < 11:
     FLAGS |= {"fp16", "int8", "best"}
-_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
-           "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(double)": "float64"}
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+    "tensor(double)": "float64",
+}
 DLA_OPS = {"Conv", "Relu", "BatchNormalization", "MaxPool", "AveragePool", "Add", "Concat", "Clip"}
 
 
@@ -219,8 +227,10 @@ def infer(plan: dict[str, Any], args: dict[str, str]) -> str | None:
         while True:
             elapsed_ms = (time.monotonic() - zero) * 1000
             measured = [t for t in trace if t["startComputeMs"] >= warmup_ms]
-            if elapsed_ms >= warmup_ms and len(measured) >= iterations and (
-                not measured or elapsed_ms - measured[0]["startH2dMs"] >= duration_s * 1000
+            if (
+                elapsed_ms >= warmup_ms
+                and len(measured) >= iterations
+                and (not measured or elapsed_ms - measured[0]["startH2dMs"] >= duration_s * 1000)
             ):
                 break
             t0 = (time.monotonic() - zero) * 1000

@@ -357,11 +357,7 @@ class _PhoneRun:
         per_block = int(option) if option.isdigit() and int(option) > 0 else max(1, by_count, by_time)
         blocks = 0
         first_ns = last_ns = busy_ns = 0
-        while (
-            self.measured < runs
-            or (last_ns - first_ns) / 1e9 < self.req.min_duration_s
-            or blocks < MIN_BLOCKS
-        ):
+        while self.measured < runs or (last_ns - first_ns) / 1e9 < self.req.min_duration_s or blocks < MIN_BLOCKS:
             what = f"measure block {blocks + 1}"
             result, start_ns, end_ns = self._block(warmup_runs=1, num_runs=per_block, what=what)
             starts, ends = self._windows(result, start_ns, end_ns)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import re
 
-_THREADTIME = re.compile(
-    r"^(?:\d{4}-)?\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+([VDIWEFA])\s+[^:]*?\s*: ?(.*)$"
-)
+_THREADTIME = re.compile(r"^(?:\d{4}-)?\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+([VDIWEFA])\s+[^:]*?\s*: ?(.*)$")
 _STUDIO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+\d+-\d+\s+\S+\s+\S+\s+([VDIWEFA])  (.*)$")
 _BRIEF = re.compile(r"^([VDIWEFA])/[^(:\s]+\s*(?:\(\s*\d+\))?: ?(.*)$")
 _TAG = re.compile(r"^([VDIWEFA]) tflite\w*\s*: ?(.*)$")

@@ -51,9 +51,7 @@ def find_nvpmodel() -> str | None:
         return configured if os.access(configured, os.X_OK) else None
     if os.environ.get("EDGEPROF_SYSFS_ROOT", "/") != "/":
         return None  # a fake board: never ask the real tool about the machine the tests run on
-    return shutil.which("nvpmodel") or (
-        "/usr/sbin/nvpmodel" if os.access("/usr/sbin/nvpmodel", os.X_OK) else None
-    )
+    return shutil.which("nvpmodel") or ("/usr/sbin/nvpmodel" if os.access("/usr/sbin/nvpmodel", os.X_OK) else None)
 
 
 def parse_query(text: str) -> tuple[str, int | None] | None:

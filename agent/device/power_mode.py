@@ -47,9 +47,12 @@ class PowerModeControl:
         sudo = shutil.which("sudo")
         if sudo is not None:
             try:
-                ok = subprocess.run(
-                    [sudo, "-n", nvpmodel, "-q"], capture_output=True, timeout=15, stdin=subprocess.DEVNULL
-                ).returncode == 0
+                ok = (
+                    subprocess.run(
+                        [sudo, "-n", nvpmodel, "-q"], capture_output=True, timeout=15, stdin=subprocess.DEVNULL
+                    ).returncode
+                    == 0
+                )
             except (OSError, subprocess.SubprocessError):
                 ok = False
             if ok:

@@ -477,4 +477,3 @@ def _max_temp_c(sensors: Sequence[Sensor]) -> float | None:
             continue
         temps.extend(v for ch, v in zip(sensor.channels(), values, strict=False) if ch.kind == TEMP_C)
     return max(temps) if temps else None
-

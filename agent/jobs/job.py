@@ -72,7 +72,6 @@ class Job:
     started: bool = False
 
 
-
 class RunnerContext(Protocol):
     """What one job's execution uses of the runner that runs it (JobRunner in agent/jobs/runner.py)."""
 

@@ -88,7 +88,6 @@ def copy_capped(
     return thread
 
 
-
 def kill_worker(worker: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(worker.pid, signal.SIGTERM)

@@ -163,7 +163,7 @@ def parse_profile(text: str) -> tuple[int, list[LayerTime]]:
     """--exportProfile JSON: (profiled iterations, layers); ValueError when it is not that format."""
     data = json.loads(text)
     if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "count" not in data[0]:
-        raise ValueError("exportProfile does not start with {\"count\": N}")
+        raise ValueError('exportProfile does not start with {"count": N}')
     count = int(data[0]["count"])
     layers = []
     for item in data[1:]:

@@ -49,9 +49,7 @@ def unpacked_size(tar_path: Path, *, max_bytes: int) -> int:
     return total
 
 
-def unpack(
-    tar_path: Path, target: Path, *, max_bytes: int, on_write: Callable[[int], None] | None = None
-) -> int:
+def unpack(tar_path: Path, target: Path, *, max_bytes: int, on_write: Callable[[int], None] | None = None) -> int:
     """Regular files and directories only, every name inside `target`, at most max_bytes written in all; then
     the directory must be a GenAI model (its config names files that are there). InvalidModel otherwise.
     Returns the bytes written; `on_write(n)` is called after each chunk of n bytes (it may raise to stop)."""

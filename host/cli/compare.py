@@ -50,7 +50,8 @@ def compare(
 ) -> None:
     """Compare CAND against BASE per device and metric, with 95% intervals over repetitions (or the run-to-run
     spread of earlier runs); with --fail-on-regression PCT, exit 1 when a gated metric is worse by more than PCT,
-    and exit 3 (NOT JUDGED) when a device's base or candidate result is not valid (unless --judge-invalid)."""
+    and exit 3 (NOT JUDGED) when a device's base or candidate result is not valid (unless --judge-invalid) or a
+    gated metric worse than PCT has no interval to test it."""
     if fmt not in _FORMATS:
         fail(f"unknown format '{fmt}' (formats: {', '.join(_FORMATS)})")
     store = None

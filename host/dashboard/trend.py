@@ -196,7 +196,13 @@ def _chart(points: list[TrendPoint], which: str, title: str, unit: str, keyword:
 
 
 def _point(
-    chart: Chart, keyword: str, unit: str, stroke: str, x: float, v: float, ci: tuple[float, float] | None,
+    chart: Chart,
+    keyword: str,
+    unit: str,
+    stroke: str,
+    x: float,
+    v: float,
+    ci: tuple[float, float] | None,
     p: TrendPoint,
 ) -> bool:
     """One run's point with its interval bar (hollow when not valid); True when it carries a gate-failure mark."""
@@ -251,8 +257,7 @@ def render_trend(points: list[TrendPoint], model: str, device: str, gate_pct: fl
         for p in reversed(points)
     )
     return (
-        head
-        + f'<p class="caption">{len(points)} run(s), one point each, one line per variant ({len(names)}: what ran,'
+        head + f'<p class="caption">{len(points)} run(s), one point each, one line per variant ({len(names)}: what ran,'
         f" quantization, calibration, inputs, threads, runtime, recipe); bars are 95% intervals; a hollow point is a"
         f" run whose validity checks failed; ✕ marks a run that fails <code>host compare PREVIOUS RUN"
         f" --fail-on-regression {gate_pct:g}</code> on this device, PREVIOUS being the variant's run before.</p>"
