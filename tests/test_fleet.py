@@ -186,3 +186,33 @@ def test_stored_run_acknowledges_each_agents_job_after_saving(squeezenet: Path, 
     finally:
         for agent in agents:
             agent.stop()
+
+
+def test_fleet_ls_folds_a_long_member_error_to_the_terminal_width(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from host.cli.fleet import _print_fleets
+
+    error = (
+        "nothing listens at 10.0.0.7:50051 (connection refused): is `agent serve` running there, on that port? "
+        "Start it with `agent serve --port 50051` or fix the address in the fleet's config"
+    )
+    member = {
+        "name": "pi-kitchen",
+        "address": "10.0.0.7:50051",
+        "source": "static",
+        "health": None,
+        "profile": None,
+        "agent_version": None,
+        "runtimes": [],
+        "error": error,
+    }
+    monkeypatch.setenv("COLUMNS", "80")
+
+    _print_fleets([{"fleet": "lab", "tags": [], "members": [member]}])
+
+    out = capsys.readouterr().out
+    error_lines = out.splitlines()[3:]
+    assert len(error_lines) > 1 and all(len(line) <= 80 for line in error_lines), out
+    assert error_lines[0].startswith("    error: nothing listens") and error_lines[1].startswith(" " * 11 + "serve`")
+    assert " ".join(line.strip() for line in error_lines) == f"error: {error}"

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from host.cli.app import app
-from host.cli.common import fail
+from host.cli.common import fail, text_width
 from host.fleet.client import Credentials
 from host.fleet.config import ConfigError, Fleet, credentials_for, load_config
 from host.fleet.discovery import DiscoveryError, discover
@@ -63,7 +63,25 @@ def _print_fleets(doc: list[dict[str, Any]]) -> None:
                 f"{m['profile'] or '-':<16} {m['agent_version'] or '-':<8} {runtimes}"
             )
             if m["error"]:
-                print(f"    error: {m['error']}")
+                print(_folded(f"    error: {m['error']}", text_width()))
+
+
+def _folded(line: str, width: int | None) -> str:
+    """A member's error folded at word boundaries to the terminal's width under a hanging indent (None: one line)."""
+    if width is None or len(line) <= width:
+        return line
+    import textwrap
+
+    return "\n".join(
+        textwrap.wrap(
+            line.lstrip(" "),
+            width=width,
+            initial_indent="    ",
+            subsequent_indent=" " * 11,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
 
 
 def _counts_as_down(member: dict[str, Any]) -> bool:
