@@ -75,8 +75,8 @@ class EnergyStats:
     gaps_excluded_s: float | None = None
     #: Why energy_mj_per_inference_ci95 is None although the energy is known (too few samples, too correlated).
     interval_problem: str | None = None
-    #: A phone with too few gauge samples to check their correlation: a t interval over its runner blocks, whose
-    #: coverage rests on ``ci_assumes`` (never given as the 95% interval above).
+    #: A phone whose gauge samples cannot show their correlation (too few, or correlated beyond them): a t interval
+    #: over its runner blocks, whose coverage rests on ``ci_assumes`` (never given as the 95% interval above).
     energy_mj_per_inference_ci: tuple[float, float] | None = None
     ci_assumes: str | None = None
     #: The intervals' reach: power correlated over more than this many seconds (a twentieth of the measured window,
@@ -255,6 +255,26 @@ def energy_stats(
     return stats
 
 
+def _blocks_interval(
+    stats: EnergyStats,
+    channels: Sequence[Channel],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    blocks: list[tuple[int, int]],
+    why_unchecked: str,
+) -> None:
+    """A phone's runner blocks, each a separate invocation, as the units of an interval that says what it assumes
+    (never the 95% interval): where the power samples cannot show their own correlation. Needs three blocks."""
+    if len(blocks) < 3:
+        return
+    spans = block_spans(starts, ends, blocks)
+    block_j = total_j(channels, spans[:, 1]) - total_j(channels, spans[:, 0])
+    half = blocks_half_width_j(block_j, np.array([j - i for i, j in blocks], dtype=np.float64)) * 1e3
+    mid = stats.energy_mj_per_inference or 0.0
+    stats.energy_mj_per_inference_ci = (mid - half, mid + half)
+    stats.ci_assumes = f"independent runner blocks ({len(blocks)}; {why_unchecked})"
+
+
 def _intervals(
     stats: EnergyStats,
     channels: Sequence[Channel],
@@ -273,19 +293,14 @@ def _intervals(
             f"{stats.sample_count} power samples make {units} units of {UNIT_MIN_SAMPLES}, fewer than the "
             f"{MIN_VALUES} that show how correlated the power is"
         )
-        if len(blocks) >= 3:  # a phone's runner blocks, each a separate invocation: the interval says what it assumes
-            spans = block_spans(starts, ends, blocks)
-            block_j = total_j(channels, spans[:, 1]) - total_j(channels, spans[:, 0])
-            half = blocks_half_width_j(block_j, np.array([j - i for i, j in blocks], dtype=np.float64)) * 1e3
-            mid = stats.energy_mj_per_inference or 0.0
-            stats.energy_mj_per_inference_ci = (mid - half, mid + half)
-            stats.ci_assumes = f"independent runner blocks ({len(blocks)}; too few power samples to check)"
+        _blocks_interval(stats, channels, starts, ends, blocks, "too few power samples to check")
         return
     u_start, u_end, u_count = unit_edges(starts, ends, blocks, units)
     unit_j = total_j(channels, u_end) - total_j(channels, u_start)
     gross = ratio_precision(unit_j, u_count)
     if gross.se is None:
         stats.interval_problem = f"the power's correlation outlasts what the window resolves: {gross.reason}"
+        _blocks_interval(stats, channels, starts, ends, blocks, "the power's correlation outlasts the samples")
         return
     center = stats.energy_mj_per_inference
     assert center is not None
