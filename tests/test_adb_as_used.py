@@ -137,5 +137,12 @@ def test_generic_profile_phone_gauge_sign_is_detected_either_way(
     assert dev["profile"] == "android-generic"
     direction = "negative" if discharge_negative else "positive"
     assert dev["notes"]["gauge"] == f"current_now in uA, voltage_now in uV, {direction} while discharging"
-    # 300 mA idle at 3.9 V whatever the sign: 1.17 W.
-    assert dev["energy"]["idle_power_w"] == pytest.approx(1.17, rel=0.05)
+    energy = dev["energy"]
+    if energy["idle_power_w"] is None:
+        # A machine so busy that the gauge was not polled through the idle span (seen beside two busy loops): the
+        # result says so rather than guess a baseline, and the runner's 900 mA at 3.9 V still reads positive.
+        assert any("no idle baseline" in w for w in energy["warnings"]), energy
+        assert energy["avg_power_w"] == pytest.approx(0.9 * 3.9, rel=0.1)
+    else:
+        # 300 mA idle at 3.9 V whatever the sign: 1.17 W.
+        assert energy["idle_power_w"] == pytest.approx(1.17, rel=0.05)
