@@ -25,7 +25,7 @@ from agent.jobs.execution import JobExecution
 from agent.jobs.job import Job, JobSettings, RunnerStopped
 from agent.jobs.parts import part_models
 from agent.jobs.validation import validate
-from agent.jobs.worker_process import exit_text, kill_worker, send_line, spawn_worker
+from agent.jobs.worker_process import exit_text, is_exiting, kill_worker, send_line, spawn_worker
 from agent.storage.batches import BatchEmitter, job_end
 from agent.storage.journal import Journal, JournalWriteError
 from agent.storage.model_cache import ModelCache
@@ -196,19 +196,23 @@ class JobRunner:
     def take_worker(self, job_id: str, spec_line: str) -> tuple[subprocess.Popen[bytes], bool]:
         """A worker that has received the job's spec: the warm one if it takes it, else a cold start.
 
-        Returns (worker, warm). The warm worker counts as alive only once the spec is written to it: poll()
-        can miss a death (it answers None while another thread waits on the process), a closed pipe cannot.
+        Returns (worker, warm). The warm worker counts as alive only when poll() says so, its main thread is not
+        a zombie (a killed worker's other threads may still hold its pipes open while it tears down: poll() and
+        the pipe both miss that death) and the spec is written to it (poll() answers None while another thread
+        waits on the process; a closed pipe cannot).
         """
         log_path = self.work_dir / f"{job_id}.log"
         with self._spare_lock:
             spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None and send_line(spare, spec_line):
+        alive = spare is not None and spare.poll() is None and not is_exiting(spare.pid)
+        if spare is not None and alive and send_line(spare, spec_line):
             os.replace(self._spare_log_path, log_path)  # its stderr becomes the job's log
             return spare, True
         if spare is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                spare.wait(timeout=5)
-            log.warning("the warm worker had exited (%s); starting a cold one", exit_text(spare.returncode))
+                spare.wait(timeout=2)  # a killed worker's threads may still be tearing down: not worth the job's wait
+            why = exit_text(spare.returncode) if spare.returncode is not None else "it was exiting"
+            log.warning("the warm worker had exited (%s); starting a cold one", why)
         worker = spawn_worker(log_path, preload=False)
         send_line(worker, spec_line)
         return worker, False

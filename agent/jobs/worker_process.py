@@ -22,6 +22,22 @@ WORKER_LOG_HEAD_BYTES = 4 * 1024**2
 WORKER_LOG_TAIL_BYTES = 256 * 1024
 
 
+def is_exiting(pid: int) -> bool:
+    """The process is dead or dying though not yet reaped: its main thread is a zombie (or gone).
+
+    A killed multithreaded worker (ONNX Runtime's threads) turns its main thread into a zombie at once, but
+    waitpid() reports nothing and its pipes stay open until every other thread has torn down, which on a busy
+    board takes long enough for a job to be handed to it. /proc tells; without /proc, assume it lives."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[:1]  # the name in parentheses may hold spaces
+    return state in (["Z"], ["X"], ["x"])
+
+
 def send_line(worker: subprocess.Popen[bytes], line: str) -> bool:
     """Write one line to a worker's input; False when the worker is gone (its pipe is closed)."""
     try:
