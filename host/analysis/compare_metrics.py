@@ -17,7 +17,7 @@ import numpy as np
 
 from host.analysis.document import NO_SENSOR, get
 from host.analysis.gate import gate_p_value
-from host.analysis.generation import Generation, generations
+from host.analysis.generation import Generation, decode_tokens_per_s, generations
 from host.analysis.run_history import RunHistory
 from host.analysis.significance import (
     EVIDENCE_WITHIN_RUN,
@@ -299,9 +299,7 @@ def _generation_figure(group: list[Generation], spec: _Spec) -> float:
     """TTFT p50 (ms) or decode tokens/s of some generations, as the run's generation row computes it."""
     if spec.rep_key == "ttft_p50_ms":
         return float(np.median([g.ttft_ns / 1e6 for g in group]))
-    decoded = sum(g.token_end_ns.size - 1 for g in group)
-    decode_s = sum(int(g.token_end_ns[-1] - g.token_end_ns[0]) for g in group) / 1e9
-    return decoded / decode_s if decode_s > 0 else 0.0
+    return decode_tokens_per_s(group) or 0.0  # 0: no rate, refused by _positive
 
 
 def metric_change(

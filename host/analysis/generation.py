@@ -127,6 +127,13 @@ def _rate(tokens: float, seconds: float) -> float | None:
     return tokens / seconds if seconds > 0 else None
 
 
+def decode_tokens_per_s(group: Sequence[Generation]) -> float | None:
+    """Decoded tokens (each generation's after its first) over the time they took; None with none decoded."""
+    decoded = sum(g.token_end_ns.size - 1 for g in group)
+    decode_s = sum(int(g.token_end_ns[-1] - g.token_end_ns[0]) for g in group) / 1e9
+    return _rate(decoded, decode_s) if decoded else None
+
+
 def _per(energy_j: float | None, count: float) -> float | None:
     return energy_j / count * 1e3 if energy_j is not None and count > 0 else None
 
@@ -228,7 +235,6 @@ def generation_block(raw: DeviceRaw, peak_rss_mb: float | None = None) -> list[d
         itl_end = np.concatenate([g.token_end_ns[1:] for g in group])
         itl_gen = np.concatenate([np.full(g.token_end_ns.size - 1, i) for i, g in enumerate(group)])
         generated = int(sum(g.token_end_ns.size for g in group))
-        decoded = generated - len(group)
         entry: dict[str, Any] = {
             "prompt_len": prompt_len,
             "gen_len": int(max(g.token_end_ns.size for g in group)),
@@ -238,7 +244,7 @@ def generation_block(raw: DeviceRaw, peak_rss_mb: float | None = None) -> list[d
             "itl_ms": stats.latency_stats(itl_start, itl_end, clusters=itl_gen).to_dict() if itl_start.size else None,
             "e2e_ms": stats.latency_stats(starts, lasts).to_dict(),
             "prefill_tokens_per_s": _rate(prompt_len * len(group), float((firsts - starts).sum()) / 1e9),
-            "decode_tokens_per_s": _rate(decoded, float((lasts - firsts).sum()) / 1e9) if decoded else None,
+            "decode_tokens_per_s": decode_tokens_per_s(group),
             "decode_tokens_per_s_ci95": decode_rate_ci95(group),
             "tokens_generated": generated,
             "peak_rss_mb": peak_rss_mb,
